@@ -1,0 +1,1 @@
+"""Offline evaluation: dataset loaders (BEIR and MS MARCO layouts), TREC runs, metrics and reports."""

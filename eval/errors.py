@@ -1,0 +1,19 @@
+"""The one exception type that braid reports to users as a message rather than a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BraidError(Exception):
+    """Bad input, missing data or a missing index: the CLI prints the message and exits with code 2."""
+
+
+class DataFormatError(BraidError):
+    """A malformed line in an input file; the message names the file and the 1-based line number."""
+
+    def __init__(self, path: Path | str, line: int, problem: str) -> None:
+        super().__init__(f"{path}:{line}: {problem}")
+        self.path = str(path)
+        self.line = line
+        self.problem = problem

@@ -1,0 +1,73 @@
+"""Print results as a table and save them as JSON and TREC run files."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from eval.runner import RunResult
+from eval.trec_run import write_run
+
+COLUMNS = (
+    ("pipeline", "pipeline", "{}"),
+    ("ndcg@10", "nDCG@10", "{:.4f}"),
+    ("recall@100", "R@100", "{:.4f}"),
+    ("recall@1000", "R@1000", "{:.4f}"),
+    ("mrr@10", "MRR@10", "{:.4f}"),
+    ("map", "MAP", "{:.4f}"),
+    ("queries_per_s", "q/s", "{:.1f}"),
+    ("latency_ms_p50", "p50 ms", "{:.2f}"),
+    ("latency_ms_p99", "p99 ms", "{:.2f}"),
+    ("index_bytes", "index MB", "{}"),
+)
+
+
+def _cell(key: str, fmt: str, row: dict) -> str:
+    value = row.get(key)
+    if value is None:
+        return "-"
+    if key == "index_bytes":
+        return f"{value / 1e6:.1f}"
+    return fmt.format(value)
+
+
+def format_table(results: Sequence[RunResult]) -> str:
+    rows = [result.to_json() for result in results]
+    header = [title for _, title, _ in COLUMNS]
+    body = [[_cell(key, fmt, row) for key, _, fmt in COLUMNS] for row in rows]
+    widths = [max(len(header[i]), *(len(line[i]) for line in body)) for i in range(len(header))]
+    first = rows[0] if rows else {}
+    lines = [
+        f"dataset {first.get('dataset')} / split {first.get('split')} / {first.get('queries')} queries / "
+        f"relevant = grade >= {first.get('rel_threshold')}",
+        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))),
+    ]
+    for line in body:
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))))
+    return "\n".join(lines)
+
+
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def save_results(results: Sequence[RunResult], output_dir: Path) -> list[Path]:
+    """Write ``<output>/<dataset>/<pipeline>.json`` (metrics, per-query scores) and ``.trec`` (the run)."""
+    written = []
+    for result in results:
+        folder = Path(output_dir) / _safe_name(result.dataset)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = _safe_name(f"{result.name}.{result.split}")
+        payload = {**result.to_json(), "per_query": result.evaluation.per_query}
+        json_path = folder / f"{stem}.json"
+        handle = tempfile.NamedTemporaryFile("w", dir=folder, prefix=f".{stem}.", delete=False, encoding="utf-8")
+        with handle:
+            json.dump(payload, handle, indent=1, sort_keys=True)
+        os.replace(handle.name, json_path)
+        run_path = folder / f"{stem}.trec"
+        write_run(run_path, result.run, tag=result.name)
+        written += [json_path, run_path]
+    return written

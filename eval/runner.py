@@ -1,0 +1,126 @@
+"""Run a pipeline over a dataset's judged queries and score the run."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from eval.dataset import Dataset
+from eval.errors import BraidError
+from eval.metrics import Evaluation, evaluate
+from eval.trec_run import Run, drop_self_hits
+
+
+@dataclass
+class RunResult:
+    """A scored run with its costs: what ``braid eval`` prints and saves."""
+
+    name: str
+    dataset: str
+    split: str
+    evaluation: Evaluation
+    run: Run
+    queries_per_s: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    index_bytes: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.name,
+            "dataset": self.dataset,
+            "split": self.split,
+            "queries": self.evaluation.num_queries,
+            "rel_threshold": self.evaluation.rel_threshold,
+            **{key: round(value, 6) for key, value in self.evaluation.aggregate.items()},
+            "queries_per_s": None if self.queries_per_s is None else round(self.queries_per_s, 2),
+            "latency_ms_p50": self.latency_ms.get("p50"),
+            "latency_ms_p99": self.latency_ms.get("p99"),
+            "index_bytes": self.index_bytes,
+        }
+
+
+def check_qrels(dataset: Dataset, split: str, allow_unknown: bool = False) -> list[str]:
+    """Count qrels entries pointing at unknown query or document ids.
+
+    Returns warnings when ``allow_unknown``; otherwise unknown ids are an error, since they usually mean
+    qrels and corpus from different versions of a dataset, which silently deflates recall.
+    """
+    qrels = dataset.qrels(split)
+    queries = dataset.queries()
+    doc_ids = {doc.doc_id for doc in dataset.iter_corpus()}
+    unknown_queries = sorted(qid for qid in qrels if qid not in queries)
+    unknown_docs = sorted({doc for docs in qrels.values() for doc in docs if doc not in doc_ids})
+    problems = []
+    if unknown_queries:
+        problems.append(f"{len(unknown_queries)} unknown query id(s), e.g. {', '.join(unknown_queries[:5])}")
+    if unknown_docs:
+        problems.append(f"{len(unknown_docs)} unknown document id(s), e.g. {', '.join(unknown_docs[:5])}")
+    if problems and not allow_unknown:
+        raise BraidError(
+            f"qrels/{split} of {dataset.name} point at ids that are not in the dataset: {'; '.join(problems)} "
+            "(pass --allow-unknown-qrels to evaluate anyway)"
+        )
+    return [f"qrels/{split} of {dataset.name}: {problem}" for problem in problems]
+
+
+def judged_queries(dataset: Dataset, split: str) -> dict[str, str]:
+    queries = dataset.split_queries(split)
+    empty = [qid for qid, text in queries.items() if not text.strip()]
+    if empty:
+        raise BraidError(f"{dataset.name}: {len(empty)} query(ies) with empty text, e.g. id {empty[0]!r}")
+    if not queries:
+        raise BraidError(f"{dataset.name}: no queries of the {split!r} split are in the queries file")
+    return queries
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    return statistics.quantiles(ordered, n=100, method="inclusive")[int(q) - 1]
+
+
+def run_pipeline(
+    pipeline: Any,
+    dataset: Dataset,
+    split: str = "test",
+    depth: int = 1000,
+    keep_self_hits: bool = False,
+    latency_sample: int = 100,
+    rel_threshold: int | None = None,
+) -> RunResult:
+    """Batch-search the split's queries, score the run, and time single queries for latency."""
+    queries = judged_queries(dataset, split)
+    # One extra hit per query so that dropping the query's own id still leaves ``depth`` hits.
+    fetch = depth if keep_self_hits else depth + 1
+    started = time.perf_counter()
+    results = pipeline.batch_search(queries, fetch)
+    elapsed = time.perf_counter() - started
+    run: Run = {qid: {hit.doc_id: hit.score for hit in hits} for qid, hits in results.items()}
+    if not keep_self_hits:
+        run = drop_self_hits(run)
+    run = {qid: dict(sorted(scores.items(), key=lambda item: -item[1])[:depth]) for qid, scores in run.items()}
+    latencies = []
+    sample = list(queries.items())[: max(0, latency_sample)]
+    for _, text in tqdm(sample, desc=f"latency {pipeline.name}", unit="q", file=sys.stderr, leave=False):
+        tick = time.perf_counter()
+        pipeline.search(text, 100)
+        latencies.append((time.perf_counter() - tick) * 1000)
+    threshold = dataset.default_rel_threshold if rel_threshold is None else rel_threshold
+    return RunResult(
+        name=pipeline.name,
+        dataset=dataset.name,
+        split=split,
+        evaluation=evaluate(run, dataset.qrels(split), threshold),
+        run=run,
+        queries_per_s=len(queries) / elapsed if elapsed > 0 else None,
+        latency_ms={"p50": round(percentile(latencies, 50), 3), "p99": round(percentile(latencies, 99), 3)}
+        if latencies
+        else {},
+        index_bytes=pipeline.index_bytes(),
+    )

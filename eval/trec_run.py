@@ -1,0 +1,55 @@
+"""TREC run files in and out (``qid Q0 docid rank score tag``), the lingua franca of IR evaluation."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from eval.errors import DataFormatError
+
+Run = dict[str, dict[str, float]]
+
+
+def read_run(path: Path) -> Run:
+    run: Run = {}
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 6:
+                raise DataFormatError(path, number, f"expected 'qid Q0 docid rank score tag', got {len(fields)} fields")
+            qid, _, doc_id, _, score, _ = fields
+            try:
+                run.setdefault(qid, {})[doc_id] = float(score)
+            except ValueError:
+                raise DataFormatError(path, number, f"score must be a number, got {score!r}") from None
+    return run
+
+
+def write_run(path: Path, run: Run, tag: str) -> None:
+    """Write ``run`` ranked by descending score; atomic, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = "".join(ch if not ch.isspace() else "_" for ch in tag) or "braid"
+    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8")
+    try:
+        with handle:
+            for qid, scores in run.items():
+                ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+                for rank, (doc_id, score) in enumerate(ranked, start=1):
+                    handle.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def drop_self_hits(run: Run) -> Run:
+    """Remove hits whose document id equals the query id, as BEIR and pyserini's --remove-query do.
+
+    This matters for ArguAna, whose queries are documents of the corpus: the query itself would otherwise
+    be retrieved at rank 1 and counted as non-relevant.
+    """
+    return {qid: {doc: score for doc, score in scores.items() if doc != qid} for qid, scores in run.items()}

@@ -1,0 +1,22 @@
+"""Registry of index kinds: the name users pass to ``--kind`` and the function that builds it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from eval.dataset import Dataset
+from indexer import bm25_index
+
+
+@dataclass(frozen=True)
+class IndexKind:
+    name: str
+    validate: Callable[[dict], dict]
+    build: Callable[[Dataset, Path, dict, int | None], int]
+
+
+INDEX_KINDS: dict[str, IndexKind] = {
+    "bm25": IndexKind("bm25", bm25_index.validate_params, bm25_index.build_bm25_index),
+}

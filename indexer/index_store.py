@@ -1,0 +1,78 @@
+"""Where indexes live under ``--index-dir`` and when an existing one can be reused.
+
+Layout: ``INDEX_DIR/<dataset>/<kind>-<digest>``, where the digest covers the kind, its build parameters
+and the corpus checksum, so different settings or a changed corpus never collide or get silently reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from eval.dataset import Dataset
+from eval.errors import BraidError
+from indexer.atomic_dir import atomic_directory
+from indexer.builders import INDEX_KINDS
+from indexer.manifest import MANIFEST_NAME, Manifest
+
+
+def index_kind(kind: str):
+    if kind not in INDEX_KINDS:
+        raise BraidError(f"unknown index kind {kind!r} (allowed: {', '.join(INDEX_KINDS)})")
+    return INDEX_KINDS[kind]
+
+
+def index_path(dataset: Dataset, kind: str, params: dict, index_root: Path) -> Path:
+    key = json.dumps({"kind": kind, "params": params, "corpus": dataset.corpus_checksum()}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return Path(index_root) / dataset.name / f"{kind}-{digest}"
+
+
+def find_index(dataset: Dataset, kind: str, params: dict, index_root: Path) -> Path | None:
+    """Return the complete index matching kind, parameters and corpus, or None."""
+    params = index_kind(kind).validate(params)
+    path = index_path(dataset, kind, params, index_root)
+    if (path / MANIFEST_NAME).is_file():
+        manifest = Manifest.read(path)
+        if manifest.matches(kind, params, dataset.corpus_checksum()):
+            return path
+    return None
+
+
+def build_index(
+    dataset: Dataset,
+    kind: str,
+    params: dict,
+    index_root: Path | None = None,
+    output: Path | None = None,
+    threads: int | None = None,
+    force: bool = False,
+) -> tuple[Path, Manifest, bool]:
+    """Build (or reuse) an index; returns its path, manifest and whether it was built now."""
+    spec = index_kind(kind)
+    params = spec.validate(params)
+    if output is None:
+        if index_root is None:
+            raise ValueError("build_index needs index_root or output")
+        output = index_path(dataset, kind, params, index_root)
+    output = Path(output)
+    if not force and (output / MANIFEST_NAME).is_file():
+        manifest = Manifest.read(output)
+        if manifest.matches(kind, params, dataset.corpus_checksum()):
+            return output, manifest, False
+        if output.exists() and index_root is None:
+            raise BraidError(f"{output} holds a different index ({manifest.kind}); pass --force to replace it")
+    elif output.exists() and not force and any(output.iterdir()):
+        raise BraidError(f"{output} exists and is not a braid index; choose another --output or pass --force")
+    started = time.perf_counter()
+    with atomic_directory(output, overwrite=True) as scratch:
+        count = spec.build(dataset, scratch, params, threads)
+        manifest = Manifest(
+            kind=kind, params=params, dataset=dataset.name, doc_count=count, corpus_checksum=dataset.corpus_checksum()
+        )
+        manifest.write(scratch)
+    print(f"built {kind} index of {count} documents in {time.perf_counter() - started:.1f}s: {output}", file=sys.stderr)
+    return output, manifest, True

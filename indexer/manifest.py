@@ -1,0 +1,82 @@
+"""The manifest every braid index carries: what it is, what it was built from, and how to check it.
+
+An index directory is complete exactly when its ``manifest.json`` exists (it is written last, inside the
+atomic build folder). ``eval`` reuses an index whose manifest matches the wanted kind, parameters and corpus
+checksum, and rebuilds otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from eval.errors import BraidError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def braid_version() -> str:
+    try:
+        return metadata.version("braid")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def file_checksums(root: Path) -> dict[str, dict[str, int | str]]:
+    """Size and sha256 of every file under ``root`` except the manifest itself."""
+    listing: dict[str, dict[str, int | str]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(block)
+        listing[path.relative_to(root).as_posix()] = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return listing
+
+
+@dataclass
+class Manifest:
+    kind: str
+    params: dict
+    dataset: str
+    doc_count: int
+    corpus_checksum: str
+    braid_version: str = field(default_factory=braid_version)
+    created_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+    files: dict[str, dict[str, int | str]] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def matches(self, kind: str, params: dict, corpus_checksum: str) -> bool:
+        return (
+            self.format_version == FORMAT_VERSION
+            and self.kind == kind
+            and self.params == params
+            and self.corpus_checksum == corpus_checksum
+        )
+
+    @property
+    def index_bytes(self) -> int:
+        return sum(int(entry["bytes"]) for entry in self.files.values())
+
+    def write(self, root: Path) -> None:
+        """Record file checksums and write the manifest; call last, inside the atomic build folder."""
+        self.files = file_checksums(root)
+        (root / MANIFEST_NAME).write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, root: Path) -> Manifest:
+        path = Path(root) / MANIFEST_NAME
+        if not Path(root).is_dir():
+            raise BraidError(f"index {root} does not exist")
+        if not path.is_file():
+            raise BraidError(f"{root} is not a complete braid index (no {MANIFEST_NAME})")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**raw)
+        except (json.JSONDecodeError, TypeError) as error:
+            raise BraidError(f"{path} is not a valid braid manifest: {error}") from None

@@ -1,0 +1,1 @@
+"""gRPC service definitions (braid.proto and generated stubs); not built yet."""

@@ -1,0 +1,1 @@
+"""LLM listwise reranking with block-sparse in-context attention (BlockRank, FIRST); not built yet."""

@@ -1,0 +1,1 @@
+"""Retrievers over braid's indexes and the pipelines that combine them."""

@@ -1,0 +1,50 @@
+"""Registry of retriever kinds usable in pipelines: their parameters, index and constructor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from retriever.bm25_retriever import BM25Retriever
+
+
+@dataclass(frozen=True)
+class Param:
+    type: type
+    default: Any
+    doc: str
+
+
+@dataclass(frozen=True)
+class RetrieverKind:
+    """A retriever kind: which index it needs, which of its parameters shape that index (build time)
+    and which only the search (query time)."""
+
+    name: str
+    index_kind: str
+    index_params: dict[str, Param]
+    search_params: dict[str, Param]
+    open: Callable[..., Any]
+
+    @property
+    def params(self) -> dict[str, Param]:
+        return {**self.index_params, **self.search_params}
+
+
+RETRIEVER_KINDS: dict[str, RetrieverKind] = {
+    "bm25": RetrieverKind(
+        name="bm25",
+        index_kind="bm25",
+        index_params={
+            "stemmer": Param(str, "porter", "Lucene stemmer: porter, krovetz or none"),
+            "keep_stopwords": Param(bool, False, "index stopwords instead of dropping them"),
+        },
+        search_params={
+            "k1": Param(float, 0.9, "BM25 term-frequency saturation"),
+            "b": Param(float, 0.4, "BM25 length normalization"),
+        },
+        open=lambda index_dir, params, threads: BM25Retriever(index_dir, params["k1"], params["b"], threads),
+    ),
+}

@@ -1,0 +1,1 @@
+"""braid's front ends: the ``braid`` command line, and (later) the gRPC and HTTP servers over one core."""

@@ -1,0 +1,1 @@
+"""The ``braid`` command: one entry point, a module per subcommand."""

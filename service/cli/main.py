@@ -1,0 +1,39 @@
+"""Entry point of the ``braid`` console command.
+
+User errors (:class:`BraidError`: bad input, missing data or index) print one line and exit with code 2, as
+argparse does for bad arguments; a traceback means a bug in braid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from eval.errors import BraidError
+from service.cli import eval_cmd, index_cmd, search_cmd
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="braid", description="braid: hybrid retrieval and ranking")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="{index,search,eval}")
+    index_cmd.register(subparsers)
+    search_cmd.register(subparsers)
+    eval_cmd.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except BraidError as error:
+        print(f"braid: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("braid: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
