@@ -34,6 +34,9 @@ def _string_id(path: Path, number: int, value: dict) -> str:
         raise DataFormatError(path, number, 'missing "_id"')
     if not isinstance(raw, str | int) or str(raw).strip() == "":
         raise DataFormatError(path, number, f'"_id" must be a non-empty string, got {raw!r}')
+    if any(ch.isspace() for ch in str(raw)):
+        # Ids travel through TREC run files and index id lists, where whitespace separates fields.
+        raise DataFormatError(path, number, f'"_id" must not contain whitespace, got {raw!r}')
     return str(raw)
 
 

@@ -35,6 +35,17 @@ def _configure_classpath_without_vector_module(anserini_root: str = ".") -> None
     jnius_config.add_options(*_JVM_OPTIONS)
 
 
+def _quiet_java_logging() -> None:
+    """Anserini logs INFO lines to stdout through log4j, which would corrupt ``--json`` output, and Lucene
+    warns through java.util.logging about Java versions it was not tested with; keep warnings, on stderr."""
+    from jnius import autoclass
+
+    level = autoclass("org.apache.logging.log4j.Level")
+    autoclass("org.apache.logging.log4j.core.config.Configurator").setAllLevels("", level.WARN)
+    jul_level = autoclass("java.util.logging.Level")
+    autoclass("java.util.logging.Logger").getLogger("org.apache.lucene.store").setLevel(jul_level.SEVERE)
+
+
 def lucene() -> SimpleNamespace:
     """Start the JVM once and return pyserini's Lucene classes.
 
@@ -54,6 +65,7 @@ def lucene() -> SimpleNamespace:
             from pyserini.index.lucene import LuceneIndexer, LuceneIndexReader
             from pyserini.search.lucene import LuceneImpactSearcher, LuceneSearcher
 
+            _quiet_java_logging()
             _classes = SimpleNamespace(
                 LuceneIndexer=LuceneIndexer,
                 LuceneSearcher=LuceneSearcher,
@@ -61,3 +73,23 @@ def lucene() -> SimpleNamespace:
                 LuceneIndexReader=LuceneIndexReader,
             )
         return _classes
+
+
+def java_class(name: str):
+    """A Java class by fully qualified name, from the JVM that :func:`lucene` configured and started.
+
+    Going through here (rather than importing jnius directly) guarantees the JVM starts with pyserini's
+    classpath: a bare ``import jnius`` first would start it without one.
+    """
+    lucene()
+    from jnius import autoclass
+
+    return autoclass(name)
+
+
+def java_cast(name: str, value):
+    """Cast a Java object to the class ``name`` (jnius does not apply Java's implicit upcasts)."""
+    lucene()
+    from jnius import cast
+
+    return cast(name, value)

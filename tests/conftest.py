@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny real collections on disk, in the layouts braid reads."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# Hand-checkable documents: no stopwords, and words the Porter stemmer leaves as they are, so that
+# document lengths and term frequencies can be counted by eye.
+TINY_DOCS = {
+    "d1": ("", "cat dog"),
+    "d2": ("cat", "cat fish"),
+    "d3": ("", "bird fish fish fish dog"),
+    "d4": ("dog", "dog"),
+}
+TINY_QUERIES = {"q1": "cat fish", "q2": "dog", "q3": "bird", "d4": "dog dog"}
+TINY_QRELS = [("q1", "d2", 1), ("q1", "d1", 0), ("q2", "d4", 2), ("q2", "d1", 1), ("q3", "d3", 1), ("d4", "d1", 1)]
+
+
+def write_beir(root: Path, docs=TINY_DOCS, queries=TINY_QUERIES, qrels=TINY_QRELS) -> Path:
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    with (root / "corpus.jsonl").open("w") as handle:
+        for doc_id, (title, text) in docs.items():
+            handle.write(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n")
+    with (root / "queries.jsonl").open("w") as handle:
+        for qid, text in queries.items():
+            handle.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    with (root / "qrels" / "test.tsv").open("w") as handle:
+        handle.write("query-id\tcorpus-id\tscore\n")
+        for qid, doc_id, grade in qrels:
+            handle.write(f"{qid}\t{doc_id}\t{grade}\n")
+    return root
+
+
+@pytest.fixture
+def tiny_beir(tmp_path: Path) -> Path:
+    return write_beir(tmp_path / "tiny")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    root = Path(os.environ.get("BRAID_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    if not (root / "scifact" / "corpus.jsonl").is_file():
+        pytest.skip(f"shared datasets not found at {root}")
+    return root
