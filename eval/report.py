@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from eval.atomic_file import atomic_write_text
 from eval.runner import RunResult
 from eval.trec_run import write_run
 
@@ -46,7 +45,9 @@ def format_table(results: Sequence[RunResult]) -> str:
         "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))),
     ]
     for line in body:
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))))
+        lines.append(
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
+        )
     return "\n".join(lines)
 
 
@@ -63,10 +64,7 @@ def save_results(results: Sequence[RunResult], output_dir: Path) -> list[Path]:
         stem = _safe_name(f"{result.name}.{result.split}")
         payload = {**result.to_json(), "per_query": result.evaluation.per_query}
         json_path = folder / f"{stem}.json"
-        handle = tempfile.NamedTemporaryFile("w", dir=folder, prefix=f".{stem}.", delete=False, encoding="utf-8")
-        with handle:
-            json.dump(payload, handle, indent=1, sort_keys=True)
-        os.replace(handle.name, json_path)
+        atomic_write_text(json_path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
         run_path = folder / f"{stem}.trec"
         write_run(run_path, result.run, tag=result.name)
         written += [json_path, run_path]

@@ -68,6 +68,12 @@ def check_qrels(dataset: Dataset, split: str, allow_unknown: bool = False) -> li
     return [f"qrels/{split} of {dataset.name}: {problem}" for problem in problems]
 
 
+def known_qrels(dataset: Dataset, split: str) -> dict[str, dict[str, int]]:
+    """The split's qrels for queries that exist: a judged query with no text cannot be run or scored."""
+    queries = dataset.queries()
+    return {qid: docs for qid, docs in dataset.qrels(split).items() if qid in queries}
+
+
 def judged_queries(dataset: Dataset, split: str) -> dict[str, str]:
     queries = dataset.split_queries(split)
     empty = [qid for qid, text in queries.items() if not text.strip()]
@@ -116,7 +122,7 @@ def run_pipeline(
         name=pipeline.name,
         dataset=dataset.name,
         split=split,
-        evaluation=evaluate(run, dataset.qrels(split), threshold),
+        evaluation=evaluate(run, known_qrels(dataset, split), threshold),
         run=run,
         queries_per_s=len(queries) / elapsed if elapsed > 0 else None,
         latency_ms={"p50": round(percentile(latencies, 50), 3), "p99": round(percentile(latencies, 99), 3)}

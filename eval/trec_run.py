@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from eval.atomic_file import atomic_write_text
 from eval.errors import DataFormatError
 
 Run = dict[str, dict[str, float]]
@@ -30,20 +29,12 @@ def read_run(path: Path) -> Run:
 
 def write_run(path: Path, run: Run, tag: str) -> None:
     """Write ``run`` ranked by descending score; atomic, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tag = "".join(ch if not ch.isspace() else "_" for ch in tag) or "braid"
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8")
-    try:
-        with handle:
-            for qid, scores in run.items():
-                ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
-                for rank, (doc_id, score) in enumerate(ranked, start=1):
-                    handle.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    lines = []
+    for qid, scores in run.items():
+        ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+        lines += [f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n" for rank, (doc_id, score) in enumerate(ranked, 1)]
+    atomic_write_text(Path(path), "".join(lines))
 
 
 def drop_self_hits(run: Run) -> Run:

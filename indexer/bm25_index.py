@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from eval.dataset import Dataset, Document
 from eval.errors import BraidError
-from indexer.lucene_jvm import java_class, java_cast, lucene
+from indexer.lucene_jvm import java_cast, java_class, lucene
 
 STEMMERS = ("porter", "krovetz", "none")
 DEFAULT_PARAMS = {"stemmer": "porter", "keep_stopwords": False}

@@ -113,9 +113,8 @@ def load_pipeline(name_or_file: str) -> PipelineSpec:
     if not path.is_file():
         builtins = builtin_pipelines()
         if name_or_file not in builtins:
-            raise BraidError(
-                f"unknown pipeline {name_or_file!r}: not a file, nor a built-in (built-ins: {', '.join(sorted(builtins))})"
-            )
+            names = ", ".join(sorted(builtins))
+            raise BraidError(f"unknown pipeline {name_or_file!r}: not a file, nor a built-in (built-ins: {names})")
         path = builtins[name_or_file]
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))

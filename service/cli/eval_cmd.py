@@ -11,7 +11,7 @@ from eval.dataset_resolver import resolve_dataset
 from eval.errors import BraidError
 from eval.metrics import evaluate
 from eval.report import format_table, save_results
-from eval.runner import RunResult, check_qrels, run_pipeline
+from eval.runner import RunResult, check_qrels, known_qrels, run_pipeline
 from eval.trec_run import drop_self_hits, read_run
 from retriever.pipeline import load_pipeline, open_pipeline
 from service.cli.common import add_data_args, positive_int
@@ -49,7 +49,7 @@ def _score_run_file(path: Path, dataset, args: argparse.Namespace) -> RunResult:
         name=path.stem,
         dataset=dataset.name,
         split=args.split,
-        evaluation=evaluate(run, dataset.qrels(args.split), threshold),
+        evaluation=evaluate(run, known_qrels(dataset, args.split), threshold),
         run=run,
     )
 

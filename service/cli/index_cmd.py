@@ -44,7 +44,9 @@ def run_build(args: argparse.Namespace) -> int:
         force=args.force,
     )
     state = "built" if built else "up to date"
-    print(f"{manifest.kind} index {state}: {path} ({manifest.doc_count} documents, {manifest.index_bytes / 1e6:.1f} MB)")
+    print(
+        f"{manifest.kind} index {state}: {path} ({manifest.doc_count} documents, {manifest.index_bytes / 1e6:.1f} MB)"
+    )
     return 0
 
 

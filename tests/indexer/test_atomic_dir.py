@@ -43,7 +43,9 @@ def test_sigkill_mid_build_leaves_no_complete_index_and_rebuild_succeeds(tmp_pat
     (data / "qrels").mkdir(parents=True)
     with (data / "corpus.jsonl").open("w") as handle:
         for i in range(60000):
-            handle.write(json.dumps({"_id": str(i), "text": f"document {i} about topic{i % 97} and item{i % 13}"}) + "\n")
+            handle.write(
+                json.dumps({"_id": str(i), "text": f"document {i} about topic{i % 97} and item{i % 13}"}) + "\n"
+            )
     (data / "queries.jsonl").write_text('{"_id": "q", "text": "topic5"}\n')
     (data / "qrels" / "test.tsv").write_text("q\t5\t1\n")
     out = tmp_path / "index"

@@ -64,7 +64,7 @@ def test_batch_search_equals_single_search(tiny_index):
 
 
 def test_manifest_records_build(tiny_index):
-    dataset, path, manifest = tiny_index
+    dataset, path, _ = tiny_index
     read = Manifest.read(path)
     assert read.kind == "bm25" and read.doc_count == 4
     assert read.corpus_checksum == dataset.corpus_checksum()

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import pytest
+
+from eval.dataset_resolver import open_dataset_dir
+from eval.errors import BraidError
+from retriever.pipeline import builtin_pipelines, load_pipeline, open_pipeline
+
+
+def test_builtin_bm25_uses_beir_settings():
+    assert {"bm25", "bm25-lucene"} <= set(builtin_pipelines())
+    spec = load_pipeline("bm25")
+    assert spec.name == "bm25"
+    (retriever,) = spec.retrievers
+    assert retriever.kind == "bm25" and retriever.depth == 1000
+    assert retriever.search_params() == {"k1": 0.9, "b": 0.4}
+    assert retriever.index_params() == {"stemmer": "porter", "keep_stopwords": False}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('name = "x"\n[[retrievers]]\nkind = "dense"\n', r"unknown retriever kind 'dense' \(allowed: bm25\)"),
+        ('[[retrievers]]\nkind = "bm25"\n', "missing field 'name'"),
+        ('name = "x"\n', "missing field 'retrievers'"),
+        ('name = "x"\n[[retrievers]]\nk1 = 1.0\n', "missing field 'kind'"),
+        ('name = "x"\n[[retrievers]]\nkind = "bm25"\nk1 = "high"\n', "k1 must be float, got str 'high'"),
+        ('name = "x"\n[[retrievers]]\nkind = "bm25"\nk3 = 1\n', r"unknown field\(s\) \['k3'\] for bm25"),
+        ('name = "x"\nfusion = "rrf"\n[[retrievers]]\nkind = "bm25"\n', r"unknown field\(s\) \['fusion'\]"),
+        ('name = "x"\n[[retrievers]]\nkind = "bm25"\ndepth = 0\n', "depth must be >= 1"),
+        ("name = \n", "invalid TOML"),
+    ],
+)
+def test_invalid_pipeline_files_are_explained(tmp_path, body, message):
+    path = tmp_path / "p.toml"
+    path.write_text(body)
+    with pytest.raises(BraidError, match=message):
+        load_pipeline(str(path))
+
+
+def test_unknown_pipeline_name_lists_builtins():
+    with pytest.raises(BraidError, match=r"built-ins: bm25, bm25-lucene"):
+        load_pipeline("hybrid-nope")
+
+
+def test_pipeline_file_parameters_reach_the_search(tiny_beir, tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('name = "tuned"\n[[retrievers]]\nkind = "bm25"\nk1 = 1\nb = 0.75\ndepth = 2\n')
+    dataset = open_dataset_dir(tiny_beir)
+    pipeline = open_pipeline(load_pipeline(str(path)), dataset, tmp_path / "indexes")
+    assert pipeline.depth == 2
+    assert len(pipeline.batch_search({"q": "dog"})["q"]) == 2
+    with pytest.raises(BraidError, match="empty query"):
+        pipeline.search("   ")
+    with pytest.raises(BraidError, match="no bm25 index"):
+        open_pipeline(load_pipeline("bm25-lucene"), dataset, tmp_path / "elsewhere", build_missing=False)

@@ -1,0 +1,147 @@
+"""The ``braid`` command end to end, on real Lucene indexes over small collections."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def braid(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli.main", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_build_search_eval(tiny_beir, tmp_path, capsys):
+    index_dir = str(tmp_path / "indexes")
+    assert main(["index", "build", "--dataset", str(tiny_beir), "--index-dir", index_dir]) == 0
+    assert "bm25 index built" in capsys.readouterr().out
+    assert main(["search", "--dataset", str(tiny_beir), "--index-dir", index_dir, "--json", "-k", "2", "cat fish"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert [hit["doc_id"] for hit in hits] == ["d2", "d3"]
+    out_dir = tmp_path / "results"
+    code = main(
+        [
+            "eval",
+            "--dataset",
+            str(tiny_beir),
+            "--pipeline",
+            "bm25",
+            "--index-dir",
+            index_dir,
+            "--output",
+            str(out_dir),
+            "--json",
+            "--latency-sample",
+            "3",
+        ]
+    )
+    assert code == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["queries"] == 4 and row["pipeline"] == "bm25"
+    assert {"ndcg@10", "recall@100", "mrr@10", "map", "queries_per_s", "latency_ms_p50", "index_bytes"} <= set(row)
+    # Query "d4" is also a document id: its self hit is dropped, so the relevant d1 is at rank 1.
+    saved = json.loads((out_dir / "tiny" / "bm25.test.json").read_text())
+    assert saved["per_query"]["mrr@10"]["d4"] == 1.0
+    run_lines = (out_dir / "tiny" / "bm25.test.trec").read_text().splitlines()
+    assert not any(line.split()[0] == line.split()[2] for line in run_lines)
+    # Scoring the saved run file reproduces the pipeline's metrics.
+    assert (
+        main(
+            [
+                "eval",
+                "--dataset",
+                str(tiny_beir),
+                "--run",
+                str(out_dir / "tiny" / "bm25.test.trec"),
+                "--output",
+                str(tmp_path / "r2"),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    rescored = json.loads(capsys.readouterr().out)
+    assert rescored["ndcg@10"] == pytest.approx(row["ndcg@10"])
+
+
+def test_search_an_index_folder_directly(tiny_beir, tmp_path, capsys):
+    out = tmp_path / "idx"
+    assert main(["index", "build", "--dataset", str(tiny_beir), "--output", str(out)]) == 0
+    assert main(["search", "--index", str(out), "--param", "k1=1.2", "--param", "b=0.75", "dog"]) == 0
+    text = capsys.readouterr().out
+    assert "d4" in text.splitlines()[-3] and "dog dog" in text
+    assert main(["index", "info", str(out)]) == 0
+    assert "documents      4" in capsys.readouterr().out
+
+
+def _assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def test_missing_dataset(tmp_path):
+    _assert_clean_error(braid("eval", "--dataset", str(tmp_path / "nope"), "--pipeline", "bm25"), "does not exist")
+    _assert_clean_error(
+        braid("eval", "--dataset", "no-such-set", "--data-dir", str(tmp_path), "--pipeline", "bm25"),
+        "unknown dataset 'no-such-set'",
+    )
+
+
+def test_missing_index(tmp_path, tiny_beir):
+    _assert_clean_error(braid("search", "--index", str(tmp_path / "none"), "cat"), "does not exist")
+    (tmp_path / "half").mkdir()
+    _assert_clean_error(braid("search", "--index", str(tmp_path / "half"), "cat"), "not a complete braid index")
+    _assert_clean_error(
+        braid("eval", "--dataset", str(tiny_beir), "--pipeline", "bm25", "--index-dir", str(tmp_path), "--no-build"),
+        "no bm25 index for tiny",
+    )
+
+
+def test_malformed_jsonl_names_file_and_line(tiny_beir):
+    with (tiny_beir / "corpus.jsonl").open("a") as handle:
+        handle.write("{not json}\n")
+    result = braid("index", "build", "--dataset", str(tiny_beir), "--output", str(tiny_beir.parent / "idx"))
+    _assert_clean_error(result, f"{tiny_beir / 'corpus.jsonl'}:5: invalid JSON")
+    assert not (tiny_beir.parent / "idx").exists()
+
+
+def test_qrels_with_unknown_ids_are_counted(tiny_beir, tmp_path):
+    with (tiny_beir / "qrels" / "test.tsv").open("a") as handle:
+        handle.write("q1\tghost1\t1\nq1\tghost2\t1\nq9\td1\t1\n")
+    args = ["eval", "--dataset", str(tiny_beir), "--pipeline", "bm25", "--index-dir", str(tmp_path / "i")]
+    _assert_clean_error(braid(*args), "2 unknown document id(s), e.g. ghost1, ghost2", "1 unknown query id(s), e.g. q9")
+    allowed = braid(*args, "--allow-unknown-qrels", "--output", str(tmp_path / "r"), "--json")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "warning: qrels/test of tiny: 2 unknown document id(s)" in allowed.stderr
+    assert json.loads(allowed.stdout)["queries"] == 4
+
+
+def test_empty_query_and_bad_arguments(tiny_beir, tmp_path):
+    _assert_clean_error(braid("search", "--dataset", str(tiny_beir), "  "), "empty query")
+    _assert_clean_error(braid("index", "build", "--dataset", str(tiny_beir), "--kind", "hnsw"), "invalid choice")
+    _assert_clean_error(braid("eval", "--dataset", str(tiny_beir)), "give --pipeline")
+    _assert_clean_error(braid("eval", "--dataset", str(tiny_beir), "--run", str(tmp_path / "x.trec")), "does not exist")
+    _assert_clean_error(
+        braid(
+            "index",
+            "build",
+            "--dataset",
+            str(tiny_beir),
+            "--param",
+            "stemmer=snowball",
+            "--output",
+            str(tmp_path / "o"),
+        ),
+        "stemmer must be one of porter, krovetz, none",
+    )
