@@ -19,12 +19,11 @@ from tqdm import tqdm
 
 from eval.dataset import Dataset, Document
 from eval.errors import BraidError
-from indexer.lucene_jvm import java_cast, java_class, lucene
+from indexer.lucene_jvm import lucene
+from indexer.lucene_reader import write_docids
 
 STEMMERS = ("porter", "krovetz", "none")
 DEFAULT_PARAMS = {"stemmer": "porter", "keep_stopwords": False}
-# External document ids in Lucene doc-number order, one per line: searchers map hits without loading documents.
-DOCIDS_NAME = "docids.txt"
 
 
 def validate_params(params: dict) -> dict:
@@ -62,21 +61,8 @@ def write_lucene_index(
             count += len(batch)
             bar.update(len(batch))
     indexer.close()
-    _write_docids(out_dir)
+    write_docids(out_dir)
     return count
-
-
-def _write_docids(index_dir: Path) -> None:
-    paths = java_class("java.nio.file.Paths")
-    directory = java_class("org.apache.lucene.store.FSDirectory").open(paths.get(str(Path(index_dir).resolve())))
-    reader = java_class("org.apache.lucene.index.DirectoryReader").open(directory)
-    try:
-        stored = java_cast("org.apache.lucene.index.IndexReader", reader).storedFields()
-        with (Path(index_dir) / DOCIDS_NAME).open("w", encoding="utf-8") as handle:
-            for number in range(reader.maxDoc()):
-                handle.write(stored.document(number).get("id") + "\n")
-    finally:
-        reader.close()
 
 
 def build_bm25_index(dataset: Dataset, out_dir: Path, params: dict, threads: int | None = None) -> int:

@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from eval.errors import BraidError
-from indexer.bm25_index import DOCIDS_NAME
-from indexer.lucene_jvm import java_cast, java_class
+from indexer.lucene_jvm import java_class
+from indexer.lucene_reader import open_reader, open_searcher, read_docids
 from indexer.manifest import Manifest
 from retriever.hit import Hit
 
@@ -36,15 +36,11 @@ class BM25Retriever:
         self.index_dir = Path(index_dir)
         manifest = Manifest.read(self.index_dir)
         self.threads = threads or os.cpu_count() or 1
-        self._doc_ids = (self.index_dir / DOCIDS_NAME).read_text(encoding="utf-8").split("\n")[: manifest.doc_count]
+        self._doc_ids = read_docids(self.index_dir, manifest.doc_count)
         self._lucene_ids = {doc_id: number for number, doc_id in enumerate(self._doc_ids)}
-        paths = java_class("java.nio.file.Paths")
-        directory = java_class("org.apache.lucene.store.FSDirectory").open(paths.get(str(self.index_dir.resolve())))
-        self._reader = java_class("org.apache.lucene.index.DirectoryReader").open(directory)
-        self._searcher = java_class("org.apache.lucene.search.IndexSearcher")(
-            java_cast("org.apache.lucene.index.IndexReader", self._reader)
-        )
-        self._searcher.setSimilarity(java_class("org.apache.lucene.search.similarities.BM25Similarity")(k1, b))
+        self._reader = open_reader(self.index_dir)
+        bm25 = java_class("org.apache.lucene.search.similarities.BM25Similarity")(k1, b)
+        self._searcher = open_searcher(self._reader, bm25)
         self._analyzer = java_class("io.anserini.analysis.DefaultEnglishAnalyzer").fromArguments(
             manifest.params["stemmer"], bool(manifest.params["keep_stopwords"]), None
         )

