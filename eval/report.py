@@ -21,6 +21,7 @@ COLUMNS = (
     ("latency_ms_p50", "p50 ms", "{:.2f}"),
     ("latency_ms_p99", "p99 ms", "{:.2f}"),
     ("index_bytes", "index MB", "{}"),
+    ("build_docs_per_s", "build doc/s", "{:.1f}"),
 )
 
 

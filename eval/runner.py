@@ -28,6 +28,7 @@ class RunResult:
     queries_per_s: float | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
     index_bytes: int | None = None
+    build_docs_per_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -41,6 +42,7 @@ class RunResult:
             "latency_ms_p50": self.latency_ms.get("p50"),
             "latency_ms_p99": self.latency_ms.get("p99"),
             "index_bytes": self.index_bytes,
+            "build_docs_per_s": None if self.build_docs_per_s is None else round(self.build_docs_per_s, 2),
         }
 
 
@@ -129,4 +131,5 @@ def run_pipeline(
         if latencies
         else {},
         index_bytes=pipeline.index_bytes(),
+        build_docs_per_s=pipeline.build_docs_per_second(),
     )

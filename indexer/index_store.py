@@ -71,7 +71,12 @@ def build_index(
     with atomic_directory(output, overwrite=True) as scratch:
         count = spec.build(dataset, scratch, params, threads)
         manifest = Manifest(
-            kind=kind, params=params, dataset=dataset.name, doc_count=count, corpus_checksum=dataset.corpus_checksum()
+            kind=kind,
+            params=params,
+            dataset=dataset.name,
+            doc_count=count,
+            corpus_checksum=dataset.corpus_checksum(),
+            build_seconds=round(time.perf_counter() - started, 3),
         )
         manifest.write(scratch)
     print(f"built {kind} index of {count} documents in {time.perf_counter() - started:.1f}s: {output}", file=sys.stderr)

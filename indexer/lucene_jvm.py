@@ -12,9 +12,12 @@ pyserini 1.6 needs Java 21+, but Debian ships 17, so braid uses the Java runtime
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -73,6 +76,23 @@ def lucene() -> SimpleNamespace:
                 LuceneIndexReader=LuceneIndexReader,
             )
         return _classes
+
+
+@contextlib.contextmanager
+def java_stdout_to_stderr() -> Iterator[None]:
+    """Send whatever Java writes to file descriptor 1 to stderr while the block runs.
+
+    Anserini's IndexCollection resets log4j to INFO and its console appender writes straight to the process's
+    stdout, which must carry only braid's tables and JSON.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def java_class(name: str):

@@ -49,6 +49,7 @@ class Manifest:
     braid_version: str = field(default_factory=braid_version)
     created_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     files: dict[str, dict[str, int | str]] = field(default_factory=dict)
+    build_seconds: float | None = None
     format_version: int = FORMAT_VERSION
 
     def matches(self, kind: str, params: dict, corpus_checksum: str) -> bool:
@@ -58,6 +59,11 @@ class Manifest:
             and self.params == params
             and self.corpus_checksum == corpus_checksum
         )
+
+    @property
+    def docs_per_second(self) -> float | None:
+        """Build throughput (encoding included): what the per-document cost estimates start from."""
+        return self.doc_count / self.build_seconds if self.build_seconds else None
 
     @property
     def index_bytes(self) -> int:

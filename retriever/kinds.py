@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from retriever.bm25_retriever import BM25Retriever
+from retriever.slim_retriever import SlimRetriever
+from retriever.splade_retriever import SpladeRetriever
 
 
 @dataclass(frozen=True)
@@ -45,5 +47,30 @@ RETRIEVER_KINDS: dict[str, RetrieverKind] = {
             "b": Param(float, 0.4, "BM25 length normalization"),
         },
         open=lambda index_dir, params, threads: BM25Retriever(index_dir, params["k1"], params["b"], threads),
+    ),
+    "splade": RetrieverKind(
+        name="splade",
+        index_kind="splade",
+        index_params={
+            "model": Param(str, "splade-tiny", "SPLADE checkpoint: embedded name, local folder or hub name"),
+            "query_max_length": Param(int, 64, "query tokens kept"),
+            "doc_max_length": Param(int, 256, "document tokens kept"),
+            "scale": Param(int, 100, "weights are multiplied by this and rounded to integer impacts"),
+        },
+        search_params={},
+        open=lambda index_dir, params, threads: SpladeRetriever(index_dir, threads),
+    ),
+    "slim": RetrieverKind(
+        name="slim",
+        index_kind="slim",
+        index_params={
+            "model": Param(str, "splade-tiny", "masked-LM checkpoint: embedded name, local folder or hub name"),
+            "query_max_length": Param(int, 64, "query tokens kept"),
+            "doc_max_length": Param(int, 256, "document tokens kept"),
+            "top_k_terms": Param(int, 20, "vocabulary terms kept per token"),
+            "scale": Param(int, 100, "first-stage weights are multiplied by this and rounded"),
+        },
+        search_params={"candidates": Param(int, 1000, "first-stage candidates refined by late interaction")},
+        open=lambda index_dir, params, threads: SlimRetriever(index_dir, params["candidates"], threads),
     ),
 }

@@ -145,6 +145,14 @@ class Pipeline:
     def index_bytes(self) -> int:
         return sum(Manifest.read(path).index_bytes for path in self.index_paths)
 
+    def build_docs_per_second(self) -> float | None:
+        """Build throughput of the pipeline's indexes taken together (documents / total build seconds)."""
+        manifests = [Manifest.read(path) for path in self.index_paths]
+        seconds = [m.build_seconds for m in manifests]
+        if not manifests or any(not value for value in seconds):
+            return None
+        return manifests[0].doc_count / sum(seconds)
+
     def search(self, query: str, k: int = 10) -> list[Hit]:
         check_query(query)
         _, retriever, _ = self.stages[0]

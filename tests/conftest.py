@@ -40,7 +40,7 @@ def tiny_beir(tmp_path: Path) -> Path:
     return write_beir(tmp_path / "tiny")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     root = Path(os.environ.get("BRAID_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
     if not (root / "scifact" / "corpus.jsonl").is_file():

@@ -1,0 +1,72 @@
+"""SLIM token encoder: one sparse vocabulary vector per token.
+
+SLIM (Li et al., "SLIM: Sparsified Late Interaction for Multi-Vector Retrieval with Inverted Indexes", SIGIR
+2023) maps every contextualized token through the masked-LM head, applies log(1 + ReLU(logit)) and keeps the
+top-k vocabulary terms of each token. A text becomes a sparse matrix (tokens x vocabulary); late interaction
+then scores sum over query tokens of the max over document tokens of their sparse dot product.
+Special tokens ([CLS], [SEP], padding) carry no text and are left out.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from indexer.model_source import offline_error, resolve_model
+
+
+class SlimEncoder:
+    def __init__(self, model: str, top_k_terms: int = 20, batch_size: int = 16, device: str = "cpu") -> None:
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        if top_k_terms < 1:
+            raise ValueError("top_k_terms must be >= 1")
+        torch.set_num_threads(os.cpu_count() or 1)
+        path = resolve_model(model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForMaskedLM.from_pretrained(path).to(device).eval()
+        except OSError as error:
+            raise offline_error(model, error) from None
+        self.top_k_terms = top_k_terms
+        self.batch_size = batch_size
+        self.device = device
+        self.vocab_size = int(self.model.config.vocab_size)
+        self.vocab = [token for token, _ in sorted(self.tokenizer.get_vocab().items(), key=lambda item: item[1])]
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], max_length: int) -> list[sp.csr_matrix]:
+        """One (tokens x vocabulary) float32 CSR matrix per text, top-k terms per token."""
+        out: list[sp.csr_matrix] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(
+                list(texts[start : start + self.batch_size]),
+                max_length=max_length,
+                truncation=True,
+                padding=True,
+                return_tensors="pt",
+                return_special_tokens_mask=True,
+            )
+            attention = batch["attention_mask"]
+            keep = (attention > 0) & (batch["special_tokens_mask"] == 0)
+            logits = self.model(
+                input_ids=batch["input_ids"].to(self.device), attention_mask=attention.to(self.device)
+            ).logits
+            weights = torch.log1p(torch.relu(logits))
+            values, indices = weights.topk(self.top_k_terms, dim=-1)
+            for row in range(values.shape[0]):
+                mask = keep[row]
+                vals = values[row][mask].float().cpu().numpy()
+                cols = indices[row][mask].cpu().numpy().astype(np.int32)
+                n_tokens = vals.shape[0]
+                matrix = sp.csr_matrix(
+                    (vals.ravel(), cols.ravel(), np.arange(0, (n_tokens + 1) * self.top_k_terms, self.top_k_terms)),
+                    shape=(n_tokens, self.vocab_size),
+                )
+                matrix.eliminate_zeros()
+                out.append(matrix)
+        return out

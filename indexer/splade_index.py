@@ -1,0 +1,83 @@
+"""SPLADE impact index: quantized learned term weights in a Lucene impact index.
+
+Each document's SPLADE vector is quantized to integers (``round(weight * scale)``; the scale is recorded in
+the manifest) and indexed by Anserini as a pre-tokenized impact document: the impact is stored as the term's
+frequency, and ImpactSimilarity scores a term as query weight x impact, so a query's score is exactly the dot
+product of the quantized query and document vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from itertools import islice
+from pathlib import Path
+
+from tqdm import tqdm
+
+from eval.dataset import Dataset
+from eval.errors import BraidError
+from indexer.lucene_jvm import java_class, java_stdout_to_stderr
+from indexer.lucene_reader import write_docids
+from indexer.splade_encoder import DEFAULT_MODEL, SpladeEncoder, quantize
+
+DEFAULT_PARAMS = {"model": DEFAULT_MODEL, "query_max_length": 64, "doc_max_length": 256, "scale": 100}
+_TYPES = {"model": str, "query_max_length": int, "doc_max_length": int, "scale": int}
+
+
+def validate_params(params: dict) -> dict:
+    unknown = set(params) - set(DEFAULT_PARAMS)
+    if unknown:
+        raise BraidError(f"unknown splade index parameter(s) {sorted(unknown)} (allowed: {sorted(DEFAULT_PARAMS)})")
+    merged = {**DEFAULT_PARAMS, **params}
+    for name, expected in _TYPES.items():
+        if not isinstance(merged[name], expected) or isinstance(merged[name], bool):
+            raise BraidError(f"splade {name} must be {expected.__name__}, got {merged[name]!r}")
+    for name in ("query_max_length", "doc_max_length", "scale"):
+        if merged[name] < 1:
+            raise BraidError(f"splade {name} must be >= 1, got {merged[name]}")
+    return merged
+
+
+def encoder_for(params: dict) -> SpladeEncoder:
+    return SpladeEncoder(params["model"], params["query_max_length"], params["doc_max_length"])
+
+
+def write_impact_index(vectors_dir: Path, out_dir: Path, threads: int | None = None) -> None:
+    """Index the JSON vector files in ``vectors_dir`` ({"id", "contents", "vector"}) as a Lucene impact index."""
+    args = ["-collection", "JsonVectorCollection", "-input", str(vectors_dir), "-index", str(out_dir)]
+    # -optimize merges to one segment: impact queries have hundreds of terms, and each segment repeats the work.
+    args += ["-generator", "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized", "-optimize"]
+    args += ["-threads", str(threads or os.cpu_count() or 1)]
+    with java_stdout_to_stderr():
+        java_class("io.anserini.index.IndexCollection").main(args)
+    write_docids(out_dir)
+
+
+def build_splade_index(dataset: Dataset, out_dir: Path, params: dict, threads: int | None = None) -> int:
+    params = validate_params(params)
+    encoder = encoder_for(params)
+    count = 0
+    vectors_dir = Path(tempfile.mkdtemp(prefix=".vectors-", dir=out_dir.parent))
+    try:
+        documents = dataset.iter_corpus()
+        with (
+            (vectors_dir / "vectors.jsonl").open("w", encoding="utf-8") as handle,
+            tqdm(desc=f"encode splade {dataset.name}", unit="doc", file=sys.stderr) as bar,
+        ):
+            while batch := list(islice(documents, 256)):
+                weights = encoder.encode_documents([doc.contents for doc in batch], progress=False)
+                for doc, vector in zip(batch, weights, strict=True):
+                    impacts = quantize(vector, params["scale"])
+                    handle.write(json.dumps({"id": doc.doc_id, "contents": "", "vector": impacts}) + "\n")
+                count += len(batch)
+                bar.update(len(batch))
+        if count == 0:
+            raise BraidError(f"dataset {dataset.name!r} has no documents to index")
+        write_impact_index(vectors_dir, out_dir, threads)
+    finally:
+        shutil.rmtree(vectors_dir, ignore_errors=True)
+    return count

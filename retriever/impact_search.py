@@ -1,0 +1,38 @@
+"""Dot-product search over a Lucene impact index, for any learned-sparse query vector.
+
+The query is a disjunction of term queries boosted by the query weights; with Anserini's ImpactSimilarity a
+term scores boost x stored impact, so a document's score is exactly the dot product of the two vectors. Every
+query term is searched whatever its document frequency: pyserini's impact searcher drops terms whose idf is at
+most ``min_idf`` (0 by default), silently removing terms that occur in every document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from indexer.lucene_jvm import java_class
+from indexer.lucene_reader import open_reader, open_searcher, read_docids
+from retriever.hit import Hit
+
+
+class ImpactSearcher:
+    def __init__(self, index_dir: Path, doc_count: int) -> None:
+        self._doc_ids = read_docids(index_dir, doc_count)
+        self._reader = open_reader(index_dir)
+        self._searcher = open_searcher(self._reader, java_class("io.anserini.search.similarity.ImpactSimilarity")())
+        index_searcher = java_class("org.apache.lucene.search.IndexSearcher")
+        # SPLADE queries expand to hundreds of terms; Lucene's default cap is 1024 clauses.
+        index_searcher.setMaxClauseCount(max(8192, index_searcher.getMaxClauseCount()))
+        self._Builder = java_class("org.apache.lucene.search.BooleanQuery$Builder")
+        self._BoostQuery = java_class("org.apache.lucene.search.BoostQuery")
+        self._TermQuery = java_class("org.apache.lucene.search.TermQuery")
+        self._Term = java_class("org.apache.lucene.index.Term")
+        self._should = java_class("org.apache.lucene.search.BooleanClause$Occur").SHOULD
+
+    def search(self, vector: Mapping[str, float], k: int) -> list[Hit]:
+        builder = self._Builder()
+        for term, weight in vector.items():
+            builder.add(self._BoostQuery(self._TermQuery(self._Term("contents", term)), float(weight)), self._should)
+        top = self._searcher.search(builder.build(), int(k))
+        return [Hit(self._doc_ids[hit.doc], float(hit.score)) for hit in top.scoreDocs]
