@@ -27,6 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.set_defaults(handler=run)
 
 
+def _text_lookup(pipeline: Pipeline, dataset, doc_ids: set[str]):
+    """Texts for display: from the index where it stores them (Lucene BM25), else from the corpus."""
+    missing = {doc_id for doc_id in doc_ids if pipeline.document_text(doc_id) is None}
+    corpus = {doc.doc_id: doc.contents for doc in dataset.iter_corpus() if doc.doc_id in missing} if missing else {}
+    return lambda doc_id: corpus.get(doc_id) or pipeline.document_text(doc_id)
+
+
 def run(args: argparse.Namespace) -> int:
     check_query(args.query)
     if args.index:
@@ -39,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = resolve_dataset(args.dataset, args.data_dir)
         pipeline: Pipeline = open_pipeline(load_pipeline(args.pipeline), dataset, Path(args.index_dir), args.threads)
         hits = pipeline.search(args.query, args.k)
-        text_of = pipeline.document_text
+        text_of = _text_lookup(pipeline, dataset, {hit.doc_id for hit in hits})
     if args.json:
         print(json.dumps([{"rank": i, "doc_id": h.doc_id, "score": h.score} for i, h in enumerate(hits, 1)]))
         return 0

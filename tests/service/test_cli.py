@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from service.cli.main import main
+from tests.conftest import TINY_DOCS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -145,3 +146,46 @@ def test_empty_query_and_bad_arguments(tiny_beir, tmp_path):
         ),
         "stemmer must be one of porter, krovetz, none",
     )
+
+
+@pytest.mark.parametrize("kind", ["splade", "slim"])
+def test_learned_sparse_kinds_build_search_and_eval(tiny_beir, tmp_path, capsys, kind):
+    index_dir = str(tmp_path / "indexes")
+    assert main(["index", "build", "--dataset", str(tiny_beir), "--kind", kind, "--index-dir", index_dir]) == 0
+    assert f"{kind} index built" in capsys.readouterr().out
+    assert main(["search", "--dataset", str(tiny_beir), "--pipeline", kind, "--index-dir", index_dir, "fish"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # The snippet comes from the corpus, since impact indexes keep no text.
+    top = lines[0].split()[2]
+    title, text = TINY_DOCS[top]
+    assert top in {"d2", "d3"} and lines[0].endswith(f"{title} {text}".strip())
+    assert (
+        main(
+            [
+                *("eval", "--dataset", str(tiny_beir), "--pipeline", kind, "--index-dir", index_dir),
+                *("--output", str(tmp_path / "r"), "--json", "--latency-sample", "2"),
+            ]
+        )
+        == 0
+    )
+    row = json.loads(capsys.readouterr().out)
+    assert row["pipeline"] == kind and row["build_docs_per_s"] > 0 and 0 < row["ndcg@10"] <= 1
+
+
+def test_unavailable_model_is_a_clear_error(tiny_beir, tmp_path):
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "service.cli.main", "index", "build", "--dataset", str(tiny_beir)),
+            *("--kind", "splade", "--param", "model=braid-test/no-such-model", "--output", str(tmp_path / "o")),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    _assert_clean_error(result, "model 'braid-test/no-such-model' is neither embedded", "may be offline")
+    assert not (tmp_path / "o").exists()
