@@ -43,3 +43,23 @@ def offline_error(name_or_path: str, error: Exception) -> BraidError:
         f"Hugging Face Hub could not provide it ({type(error).__name__}); this machine may be offline: "
         "download it elsewhere and pass its folder"
     )
+
+
+def require_masked_lm(name_or_path: str, resolved: str) -> None:
+    """Refuse checkpoints without a masked-LM head: transformers would attach a random one with a mere warning,
+    and SPLADE or SLIM weights from it would be noise."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolved)
+    except (OSError, ValueError) as error:
+        if Path(resolved).exists():
+            raise BraidError(f"model folder {name_or_path} has no readable config.json ({error})") from None
+        raise offline_error(name_or_path, error) from None
+    architectures = list(getattr(config, "architectures", None) or [])
+    if not any(architecture.endswith("ForMaskedLM") for architecture in architectures):
+        found = ", ".join(architectures) or "none declared"
+        raise BraidError(
+            f"model {name_or_path!r} is not a masked language model (architectures: {found}); SPLADE and SLIM "
+            "need a *ForMaskedLM checkpoint whose vocabulary head produces the term weights"
+        )

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from indexer.model_source import offline_error, resolve_model
+from indexer.model_source import offline_error, require_masked_lm, resolve_model
 
 
 class SlimEncoder:
@@ -27,6 +27,7 @@ class SlimEncoder:
             raise ValueError("top_k_terms must be >= 1")
         torch.set_num_threads(os.cpu_count() or 1)
         path = resolve_model(model)
+        require_masked_lm(model, path)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForMaskedLM.from_pretrained(path).to(device).eval()

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from indexer.model_source import offline_error, resolve_model
+from indexer.model_source import offline_error, require_masked_lm, resolve_model
 
 DEFAULT_MODEL = "splade-tiny"
 
@@ -36,8 +36,10 @@ class SpladeEncoder:
         if query_max_length < 1 or doc_max_length < 1:
             raise ValueError("query_max_length and doc_max_length must be >= 1")
         torch.set_num_threads(os.cpu_count() or 1)
+        path = resolve_model(model)
+        require_masked_lm(model, path)
         try:
-            self.model = SparseEncoder(resolve_model(model), device=device)
+            self.model = SparseEncoder(path, device=device)
         except OSError as error:
             raise offline_error(model, error) from None
         self.query_max_length = query_max_length

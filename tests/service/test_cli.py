@@ -189,3 +189,37 @@ def test_unavailable_model_is_a_clear_error(tiny_beir, tmp_path):
     )
     _assert_clean_error(result, "model 'braid-test/no-such-model' is neither embedded", "may be offline")
     assert not (tmp_path / "o").exists()
+
+
+def test_checkpoint_without_masked_lm_head_is_refused(tiny_beir, tmp_path):
+    from indexer.model_source import embedded_model_path
+
+    encoder_only = embedded_model_path("all-MiniLM-L6-v2")  # a BertModel: no vocabulary head
+    for kind in ("splade", "slim"):
+        result = braid(
+            *("index", "build", "--dataset", str(tiny_beir), "--kind", kind),
+            *("--param", f'model="{encoder_only}"', "--output", str(tmp_path / kind)),
+        )
+        _assert_clean_error(result, "is not a masked language model (architectures: BertModel)")
+        assert not (tmp_path / kind).exists()
+
+
+@pytest.mark.parametrize("kind", ["bm25", "splade", "slim"])
+def test_empty_documents_and_odd_queries(tmp_path, capsys, kind):
+    from tests.conftest import write_beir
+
+    docs = {"e": ("", ""), "a": ("", "solar panels convert sunlight"), "b": ("", "wind turbines")}
+    root = write_beir(tmp_path / "odd", docs=docs, queries={"q": "solar"}, qrels=[("q", "a", 1)])
+    index_dir = str(tmp_path / "indexes")
+    assert main(["index", "build", "--dataset", str(root), "--kind", kind, "--index-dir", index_dir]) == 0
+    capsys.readouterr()
+    # Stop words only, characters the vocabulary lacks, and a zero-width character: results or none, no crash.
+    for query in ("the of and", "☃ ☃", "\u200b"):
+        code = main(["search", "--dataset", str(root), "--pipeline", kind, "--index-dir", index_dir, "--json", query])
+        assert code == 0
+        hits = json.loads(capsys.readouterr().out)
+        assert all(hit["doc_id"] in docs for hit in hits)
+    assert (
+        main(["search", "--dataset", str(root), "--pipeline", kind, "--index-dir", index_dir, "--json", "solar"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)[0]["doc_id"] == "a"
