@@ -34,6 +34,13 @@ class RetrieverKind:
         return {**self.index_params, **self.search_params}
 
 
+# Build-time parameters shared by the encoders that read term weights off a masked-LM head (SPLADE, SLIM).
+_MASKED_LM_PARAMS = {
+    "model": Param(str, "splade-tiny", "masked-LM checkpoint: embedded name, local folder or hub name"),
+    "query_max_length": Param(int, 64, "query tokens kept"),
+    "doc_max_length": Param(int, 256, "document tokens kept"),
+}
+
 RETRIEVER_KINDS: dict[str, RetrieverKind] = {
     "bm25": RetrieverKind(
         name="bm25",
@@ -51,12 +58,7 @@ RETRIEVER_KINDS: dict[str, RetrieverKind] = {
     "splade": RetrieverKind(
         name="splade",
         index_kind="splade",
-        index_params={
-            "model": Param(str, "splade-tiny", "SPLADE checkpoint: embedded name, local folder or hub name"),
-            "query_max_length": Param(int, 64, "query tokens kept"),
-            "doc_max_length": Param(int, 256, "document tokens kept"),
-            "scale": Param(int, 100, "weights are multiplied by this and rounded to integer impacts"),
-        },
+        index_params={**_MASKED_LM_PARAMS, "scale": Param(int, 100, "weights x scale, rounded, are the impacts")},
         search_params={},
         open=lambda index_dir, params, threads: SpladeRetriever(index_dir, threads),
     ),
@@ -64,11 +66,9 @@ RETRIEVER_KINDS: dict[str, RetrieverKind] = {
         name="slim",
         index_kind="slim",
         index_params={
-            "model": Param(str, "splade-tiny", "masked-LM checkpoint: embedded name, local folder or hub name"),
-            "query_max_length": Param(int, 64, "query tokens kept"),
-            "doc_max_length": Param(int, 256, "document tokens kept"),
+            **_MASKED_LM_PARAMS,
             "top_k_terms": Param(int, 20, "vocabulary terms kept per token"),
-            "scale": Param(int, 100, "first-stage weights are multiplied by this and rounded"),
+            "scale": Param(int, 100, "first-stage weights x scale, rounded, are the impacts"),
         },
         search_params={"candidates": Param(int, 1000, "first-stage candidates refined by late interaction")},
         open=lambda index_dir, params, threads: SlimRetriever(index_dir, params["candidates"], threads),

@@ -35,6 +35,24 @@ def write_beir(root: Path, docs=TINY_DOCS, queries=TINY_QUERIES, qrels=TINY_QREL
     return root
 
 
+def write_sample(source: Path, root: Path, n_docs: int, n_queries: int) -> tuple[list, dict[str, str]]:
+    """Copy the first documents and queries of a real collection into a small BEIR folder at ``root``."""
+    from itertools import islice
+
+    from eval.dataset_resolver import open_dataset_dir
+
+    dataset = open_dataset_dir(source)
+    docs = list(islice(dataset.iter_corpus(), n_docs))
+    queries = dict(islice(dataset.queries().items(), n_queries))
+    write_beir(
+        root,
+        docs={doc.doc_id: (doc.title, doc.text) for doc in docs},
+        queries=queries,
+        qrels=[(qid, docs[0].doc_id, 1) for qid in queries],
+    )
+    return docs, queries
+
+
 @pytest.fixture
 def tiny_beir(tmp_path: Path) -> Path:
     return write_beir(tmp_path / "tiny")

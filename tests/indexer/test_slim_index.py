@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from itertools import islice
-
 import numpy as np
 import pytest
 
@@ -13,6 +10,7 @@ from eval.errors import BraidError
 from indexer.index_store import build_index
 from indexer.slim_index import pooled_terms, validate_params
 from retriever.slim_retriever import SlimRetriever
+from tests.conftest import write_sample
 
 PARAMS = {"doc_max_length": 96, "top_k_terms": 8}
 
@@ -20,15 +18,7 @@ PARAMS = {"doc_max_length": 96, "top_k_terms": 8}
 @pytest.fixture(scope="module")
 def slim_sample(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("slim") / "scifact-slim"
-    (root / "qrels").mkdir(parents=True)
-    source = open_dataset_dir(shared_data / "scifact")
-    docs = list(islice(source.iter_corpus(), 60))
-    with (root / "corpus.jsonl").open("w") as handle:
-        for doc in docs:
-            handle.write(json.dumps({"_id": doc.doc_id, "title": doc.title, "text": doc.text}) + "\n")
-    queries = dict(islice(source.queries().items(), 8))
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
-    (root / "qrels" / "test.tsv").write_text("".join(f"{q}\t{docs[0].doc_id}\t1\n" for q in queries))
+    docs, queries = write_sample(shared_data / "scifact", root, n_docs=60, n_queries=8)
     path, manifest, _ = build_index(open_dataset_dir(root), "slim", PARAMS, index_root=root.parent / "indexes")
     return path, manifest, docs, queries
 

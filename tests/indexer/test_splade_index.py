@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from itertools import islice
 
 import pytest
 
@@ -14,23 +13,15 @@ from indexer.manifest import Manifest
 from indexer.splade_encoder import quantize
 from indexer.splade_index import encoder_for, validate_params, write_impact_index
 from retriever.splade_retriever import SpladeRetriever
+from tests.conftest import write_sample
 
 PARAMS = {"doc_max_length": 128}
 
 
 @pytest.fixture(scope="module")
 def scifact_sample(tmp_path_factory, shared_data):
-    shared = shared_data
     root = tmp_path_factory.mktemp("sample") / "scifact-sample"
-    (root / "qrels").mkdir(parents=True)
-    source = open_dataset_dir(shared / "scifact")
-    docs = list(islice(source.iter_corpus(), 150))
-    with (root / "corpus.jsonl").open("w") as handle:
-        for doc in docs:
-            handle.write(json.dumps({"_id": doc.doc_id, "title": doc.title, "text": doc.text}) + "\n")
-    queries = dict(islice(source.queries().items(), 12))
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
-    (root / "qrels" / "test.tsv").write_text("".join(f"{q}\t{docs[0].doc_id}\t1\n" for q in queries))
+    docs, queries = write_sample(shared_data / "scifact", root, n_docs=150, n_queries=12)
     dataset = open_dataset_dir(root)
     path, manifest, _ = build_index(dataset, "splade", PARAMS, index_root=root.parent / "indexes")
     return dataset, path, manifest, docs, queries
