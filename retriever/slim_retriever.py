@@ -24,6 +24,11 @@ from retriever.hit import Hit
 from retriever.impact_search import ImpactSearcher
 
 
+def _map(path: Path, dtype: type) -> np.ndarray:
+    # mmap refuses empty files, which a corpus of empty documents legitimately produces.
+    return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype=dtype)
+
+
 class SlimRetriever:
     """Sparsified late interaction over a braid SLIM index."""
 
@@ -39,9 +44,7 @@ class SlimRetriever:
         self._impact = ImpactSearcher(self.index_dir / POOLED_DIR, manifest.doc_count)
         tokens = self.index_dir / TOKENS_DIR
         self._meta = json.loads((tokens / "meta.json").read_text(encoding="utf-8"))
-        self._arrays = {
-            name: np.memmap(tokens / f"{name}.bin", dtype=dtype, mode="r") for name, dtype in TOKEN_ARRAYS.items()
-        }
+        self._arrays = {name: _map(tokens / f"{name}.bin", dtype) for name, dtype in TOKEN_ARRAYS.items()}
         doc_ids = (tokens / "doc_ids.txt").read_text(encoding="utf-8").split("\n")[: manifest.doc_count]
         self._position = {doc_id: number for number, doc_id in enumerate(doc_ids)}
 

@@ -223,3 +223,14 @@ def test_empty_documents_and_odd_queries(tmp_path, capsys, kind):
         main(["search", "--dataset", str(root), "--pipeline", kind, "--index-dir", index_dir, "--json", "solar"]) == 0
     )
     assert json.loads(capsys.readouterr().out)[0]["doc_id"] == "a"
+
+
+def test_slim_over_only_empty_documents_returns_nothing(tmp_path, capsys):
+    from tests.conftest import write_beir
+
+    root = write_beir(
+        tmp_path / "blank", docs={"x": ("", ""), "y": ("", " ")}, queries={"q": "a"}, qrels=[("q", "x", 1)]
+    )
+    args = ["--dataset", str(root), "--pipeline", "slim", "--index-dir", str(tmp_path / "i")]
+    assert main(["search", *args, "--json", "anything at all"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
