@@ -63,7 +63,7 @@ def build_index(
         manifest = Manifest.read(output)
         if manifest.matches(kind, params, dataset.corpus_checksum()):
             return output, manifest, False
-        if output.exists() and index_root is None:
+        if index_root is None:
             raise BraidError(f"{output} holds a different index ({manifest.kind}); pass --force to replace it")
     elif output.exists() and not force and any(output.iterdir()):
         raise BraidError(f"{output} exists and is not a braid index; choose another --output or pass --force")

@@ -17,7 +17,7 @@ from pathlib import Path
 from eval.errors import BraidError
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: splade/slim keep their Lucene index in impact/
 
 
 def braid_version() -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 from itertools import islice
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from eval.dataset import Dataset
 from eval.errors import BraidError
 from indexer.slim_encoder import SlimEncoder
 from indexer.splade_encoder import DEFAULT_MODEL, quantize
-from indexer.splade_index import write_impact_index
+from indexer.splade_index import IMPACT_DIR, VECTORS_DIR, write_impact_index
 
 DEFAULT_PARAMS = {
     "model": DEFAULT_MODEL,
@@ -34,7 +33,6 @@ DEFAULT_PARAMS = {
     "scale": 100,
 }
 TOKENS_DIR = "slim_tokens"
-POOLED_DIR = "pooled"  # the Lucene impact index over max-pooled document vectors
 # file name -> dtype of the flat arrays that make up the token CSR store
 TOKEN_ARRAYS = {"indptr": np.int64, "indices": np.int32, "values": np.float16, "doc_offsets": np.int64}
 
@@ -73,7 +71,8 @@ def build_slim_index(dataset: Dataset, out_dir: Path, params: dict, threads: int
     files["indptr"].write(np.zeros(1, dtype=np.int64).tobytes())
     files["doc_offsets"].write(np.zeros(1, dtype=np.int64).tobytes())
     entries = rows = count = 0
-    vectors_dir = Path(tempfile.mkdtemp(prefix=".vectors-", dir=out_dir.parent))
+    vectors_dir = out_dir / VECTORS_DIR
+    vectors_dir.mkdir()
     try:
         documents = dataset.iter_corpus()
         with (
@@ -101,9 +100,9 @@ def build_slim_index(dataset: Dataset, out_dir: Path, params: dict, threads: int
             raise BraidError(f"dataset {dataset.name!r} has no documents to index")
         meta = {"documents": count, "token_rows": rows, "entries": entries, "vocab_size": encoder.vocab_size}
         (tokens_dir / "meta.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
-        write_impact_index(vectors_dir, out_dir / POOLED_DIR, threads)
+        write_impact_index(vectors_dir, out_dir / IMPACT_DIR, threads)
+        shutil.rmtree(vectors_dir)
     finally:
         for handle in files.values():
             handle.close()
-        shutil.rmtree(vectors_dir, ignore_errors=True)
     return count

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from itertools import islice
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from indexer.lucene_reader import write_docids
 from indexer.splade_encoder import DEFAULT_MODEL, SpladeEncoder, quantize
 
 DEFAULT_PARAMS = {"model": DEFAULT_MODEL, "query_max_length": 64, "doc_max_length": 256, "scale": 100}
+IMPACT_DIR = "impact"  # the Lucene impact index inside a splade (or slim) index folder
+VECTORS_DIR = "_vectors"  # JSON vectors staged for Anserini during the build, removed after
 _TYPES = {"model": str, "query_max_length": int, "doc_max_length": int, "scale": int}
 
 
@@ -61,23 +62,23 @@ def build_splade_index(dataset: Dataset, out_dir: Path, params: dict, threads: i
     params = validate_params(params)
     encoder = encoder_for(params)
     count = 0
-    vectors_dir = Path(tempfile.mkdtemp(prefix=".vectors-", dir=out_dir.parent))
-    try:
-        documents = dataset.iter_corpus()
-        with (
-            (vectors_dir / "vectors.jsonl").open("w", encoding="utf-8") as handle,
-            tqdm(desc=f"encode splade {dataset.name}", unit="doc", file=sys.stderr) as bar,
-        ):
-            while batch := list(islice(documents, 256)):
-                weights = encoder.encode_documents([doc.contents for doc in batch], progress=False)
-                for doc, vector in zip(batch, weights, strict=True):
-                    impacts = quantize(vector, params["scale"])
-                    handle.write(json.dumps({"id": doc.doc_id, "contents": "", "vector": impacts}) + "\n")
-                count += len(batch)
-                bar.update(len(batch))
-        if count == 0:
-            raise BraidError(f"dataset {dataset.name!r} has no documents to index")
-        write_impact_index(vectors_dir, out_dir, threads)
-    finally:
-        shutil.rmtree(vectors_dir, ignore_errors=True)
+    # Vectors are staged inside the build folder, so a killed build leaves nothing outside it.
+    vectors_dir = out_dir / VECTORS_DIR
+    vectors_dir.mkdir()
+    documents = dataset.iter_corpus()
+    with (
+        (vectors_dir / "vectors.jsonl").open("w", encoding="utf-8") as handle,
+        tqdm(desc=f"encode splade {dataset.name}", unit="doc", file=sys.stderr) as bar,
+    ):
+        while batch := list(islice(documents, 256)):
+            weights = encoder.encode_documents([doc.contents for doc in batch], progress=False)
+            for doc, vector in zip(batch, weights, strict=True):
+                impacts = quantize(vector, params["scale"])
+                handle.write(json.dumps({"id": doc.doc_id, "contents": "", "vector": impacts}) + "\n")
+            count += len(batch)
+            bar.update(len(batch))
+    if count == 0:
+        raise BraidError(f"dataset {dataset.name!r} has no documents to index")
+    write_impact_index(vectors_dir, out_dir / IMPACT_DIR, threads)
+    shutil.rmtree(vectors_dir)
     return count

@@ -18,8 +18,9 @@ import scipy.sparse as sp
 
 from eval.errors import BraidError
 from indexer.manifest import Manifest
-from indexer.slim_index import POOLED_DIR, TOKEN_ARRAYS, TOKENS_DIR, encoder_for, pooled_terms
+from indexer.slim_index import TOKEN_ARRAYS, TOKENS_DIR, encoder_for, pooled_terms
 from indexer.splade_encoder import quantize
+from indexer.splade_index import IMPACT_DIR
 from retriever.hit import Hit
 from retriever.impact_search import ImpactSearcher
 
@@ -41,7 +42,7 @@ class SlimRetriever:
         self.candidates = candidates
         self.threads = threads or os.cpu_count() or 1
         self.encoder = encoder_for(self.params)
-        self._impact = ImpactSearcher(self.index_dir / POOLED_DIR, manifest.doc_count)
+        self._impact = ImpactSearcher(self.index_dir / IMPACT_DIR, manifest.doc_count)
         tokens = self.index_dir / TOKENS_DIR
         self._meta = json.loads((tokens / "meta.json").read_text(encoding="utf-8"))
         self._arrays = {name: _map(tokens / f"{name}.bin", dtype) for name, dtype in TOKEN_ARRAYS.items()}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from indexer.manifest import Manifest
 from indexer.splade_encoder import quantize
-from indexer.splade_index import encoder_for
+from indexer.splade_index import IMPACT_DIR, encoder_for
 from retriever.hit import Hit
 from retriever.impact_search import ImpactSearcher
 
@@ -23,7 +23,7 @@ class SpladeRetriever:
         self.params = manifest.params
         self.threads = threads or os.cpu_count() or 1
         self.encoder = encoder_for(self.params)
-        self._impact = ImpactSearcher(self.index_dir, manifest.doc_count)
+        self._impact = ImpactSearcher(self.index_dir / IMPACT_DIR, manifest.doc_count)
 
     def query_vector(self, query: str) -> dict[str, int]:
         return quantize(self.encoder.encode_queries([query])[0], self.params["scale"])

@@ -11,7 +11,7 @@ from eval.errors import BraidError
 from indexer.index_store import build_index
 from indexer.manifest import Manifest
 from indexer.splade_encoder import quantize
-from indexer.splade_index import encoder_for, validate_params, write_impact_index
+from indexer.splade_index import IMPACT_DIR, encoder_for, validate_params, write_impact_index
 from retriever.splade_retriever import SpladeRetriever
 from tests.conftest import write_sample
 
@@ -58,7 +58,7 @@ def test_terms_in_every_document_are_not_dropped(tmp_path, monkeypatch):
     (vectors / "v.jsonl").write_text(
         "".join(json.dumps({"id": i, "contents": "", "vector": v}) + "\n" for i, v in docs.items())
     )
-    write_impact_index(vectors, tmp_path / "index", threads=1)
+    write_impact_index(vectors, tmp_path / "index" / IMPACT_DIR, threads=1)
     manifest = Manifest(kind="splade", params=validate_params({}), dataset="t", doc_count=3, corpus_checksum="x")
     manifest.write(tmp_path / "index")
     retriever = SpladeRetriever(tmp_path / "index")
