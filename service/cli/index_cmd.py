@@ -62,7 +62,11 @@ def run_info(args: argparse.Namespace) -> int:
         ("parameters", json.dumps(manifest.params, sort_keys=True)),
         ("corpus sha256", manifest.corpus_checksum),
         ("files", f"{len(manifest.files)} ({manifest.index_bytes / 1e6:.2f} MB)"),
-        ("braid version", manifest.braid_version),
+        (
+            "build",
+            f"{manifest.build_seconds:.1f}s, {manifest.docs_per_second:.1f} docs/s" if manifest.build_seconds else "-",
+        ),
+        ("braid version", f"{manifest.braid_version} (index format {manifest.format_version})"),
         ("created", manifest.created_at),
     ]
     width = max(len(name) for name, _ in rows)
