@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from retriever.bm25_retriever import BM25Retriever
+from retriever.dense_retriever import DenseRetriever
 from retriever.slim_retriever import SlimRetriever
 from retriever.splade_retriever import SpladeRetriever
 
@@ -72,5 +73,17 @@ RETRIEVER_KINDS: dict[str, RetrieverKind] = {
         },
         search_params={"candidates": Param(int, 1000, "first-stage candidates refined by late interaction")},
         open=lambda index_dir, params, threads: SlimRetriever(index_dir, params["candidates"], threads),
+    ),
+    "dense": RetrieverKind(
+        name="dense",
+        index_kind="embeddings",
+        index_params={
+            "model": Param(
+                str, "all-MiniLM-L6-v2", "sentence-transformers checkpoint: embedded name, folder or hub name"
+            ),
+            "max_length": Param(int, 256, "tokens kept per text"),
+        },
+        search_params={},
+        open=lambda index_dir, params, threads: DenseRetriever(index_dir, threads),
     ),
 }

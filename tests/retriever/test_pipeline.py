@@ -8,7 +8,7 @@ from retriever.pipeline import builtin_pipelines, load_pipeline, open_pipeline
 
 
 def test_builtin_bm25_uses_beir_settings():
-    assert {"bm25", "bm25-lucene"} <= set(builtin_pipelines())
+    assert {"bm25", "bm25-lucene", "splade", "slim", "dense"} <= set(builtin_pipelines())
     spec = load_pipeline("bm25")
     assert spec.name == "bm25"
     (retriever,) = spec.retrievers
@@ -20,7 +20,10 @@ def test_builtin_bm25_uses_beir_settings():
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ('name = "x"\n[[retrievers]]\nkind = "dense"\n', r"unknown retriever kind 'dense' \(allowed: bm25\)"),
+        (
+            'name = "x"\n[[retrievers]]\nkind = "colbert"\n',
+            r"unknown retriever kind 'colbert' \(allowed: bm25, splade, slim, dense\)",
+        ),
         ('[[retrievers]]\nkind = "bm25"\n', "missing field 'name'"),
         ('name = "x"\n', "missing field 'retrievers'"),
         ('name = "x"\n[[retrievers]]\nk1 = 1.0\n', "missing field 'kind'"),

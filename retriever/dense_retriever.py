@@ -1,0 +1,42 @@
+"""Exact dense retrieval: inner product of the query embedding with every stored document embedding.
+
+Search runs on faiss's IndexFlatIP (exhaustive, exact), filled from the memory-mapped float16 store; this is
+the float baseline that compressed indexes (binary codes, token pooling) are measured against.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from indexer.embedding_index import EmbeddingStore, encoder_for
+from indexer.manifest import Manifest
+from retriever.hit import Hit
+
+
+class DenseRetriever:
+    def __init__(self, index_dir: Path, threads: int | None = None) -> None:
+        manifest = Manifest.read(Path(index_dir))
+        self.encoder = encoder_for(manifest.params)
+        self.store = EmbeddingStore(Path(index_dir))
+        faiss.omp_set_num_threads(threads or os.cpu_count() or 1)
+        self._index = faiss.IndexFlatIP(self.store.dimension)
+        self._index.add(np.asarray(self.store.matrix, dtype=np.float32))
+
+    def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[Hit]:
+        return [Hit(self.store.doc_ids[row], float(score)) for score, row in zip(scores, rows, strict=True) if row >= 0]
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        scores, rows = self._index.search(self.encoder.encode([query]), int(k))
+        return self._hits(scores[0], rows[0])
+
+    def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
+        qids = list(queries)
+        if not qids:
+            return {}
+        scores, rows = self._index.search(self.encoder.encode([queries[q] for q in qids]), int(k))
+        return {qid: self._hits(scores[i], rows[i]) for i, qid in enumerate(qids)}
