@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from eval.dataset import Dataset
-from indexer import bm25_index, embedding_index, slim_index, splade_index
+from indexer import binary_index, bm25_index, embedding_index, slim_index, splade_index
 
 
 @dataclass(frozen=True)
 class IndexKind:
+    """An index kind. ``requires`` maps a role to the (kind, parameters) of another index this one is built
+    from; those are built first, in the same index root, and passed to ``build`` by role as keyword arguments."""
+
     name: str
     validate: Callable[[dict], dict]
-    build: Callable[[Dataset, Path, dict, int | None], int]
+    build: Callable[..., int]
+    requires: Callable[[dict], dict[str, tuple[str, dict]]] | None = None
 
 
 INDEX_KINDS: dict[str, IndexKind] = {
+    "binary": IndexKind(
+        "binary", binary_index.validate_params, binary_index.build_binary_index, requires=binary_index.requires
+    ),
     "bm25": IndexKind("bm25", bm25_index.validate_params, bm25_index.build_bm25_index),
     "embeddings": IndexKind("embeddings", embedding_index.validate_params, embedding_index.build_embeddings),
     "slim": IndexKind("slim", slim_index.validate_params, slim_index.build_slim_index),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -68,8 +69,13 @@ def build_index(
     elif output.exists() and not force and any(output.iterdir()):
         raise BraidError(f"{output} exists and is not a braid index; choose another --output or pass --force")
     started = time.perf_counter()
+    dependencies: dict[str, Path] = {}
+    for role, (dep_kind, dep_params) in (spec.requires(params) if spec.requires else {}).items():
+        # Shared inputs (e.g. embeddings) live beside their consumers and are built once for all of them.
+        dep_root = index_root if index_root is not None else output.parent
+        dependencies[role], _, _ = build_index(dataset, dep_kind, dep_params, index_root=dep_root, threads=threads)
     with atomic_directory(output, overwrite=True) as scratch:
-        count = spec.build(dataset, scratch, params, threads)
+        count = spec.build(dataset, scratch, params, threads, **dependencies)
         manifest = Manifest(
             kind=kind,
             params=params,
@@ -77,6 +83,7 @@ def build_index(
             doc_count=count,
             corpus_checksum=dataset.corpus_checksum(),
             build_seconds=round(time.perf_counter() - started, 3),
+            depends_on={role: os.path.relpath(path.resolve(), output.resolve()) for role, path in dependencies.items()},
         )
         manifest.write(scratch)
     print(f"built {kind} index of {count} documents in {time.perf_counter() - started:.1f}s: {output}", file=sys.stderr)

@@ -50,6 +50,8 @@ class Manifest:
     created_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     files: dict[str, dict[str, int | str]] = field(default_factory=dict)
     build_seconds: float | None = None
+    # role -> path of an index this one was built from, relative to this index's folder
+    depends_on: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def matches(self, kind: str, params: dict, corpus_checksum: str) -> bool:
@@ -59,6 +61,11 @@ class Manifest:
             and self.params == params
             and self.corpus_checksum == corpus_checksum
         )
+
+    def dependency(self, root: Path, role: str) -> Path:
+        if role not in self.depends_on:
+            raise BraidError(f"{root}: the manifest names no {role} index this {self.kind} index was built from")
+        return (Path(root) / self.depends_on[role]).resolve()
 
     @property
     def docs_per_second(self) -> float | None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from retriever.binary_retriever import BinaryRetriever
 from retriever.bm25_retriever import BM25Retriever
 from retriever.dense_retriever import DenseRetriever
 from retriever.slim_retriever import SlimRetriever
@@ -40,6 +41,11 @@ _MASKED_LM_PARAMS = {
     "model": Param(str, "splade-tiny", "masked-LM checkpoint: embedded name, local folder or hub name"),
     "query_max_length": Param(int, 64, "query tokens kept"),
     "doc_max_length": Param(int, 256, "document tokens kept"),
+}
+
+_DENSE_PARAMS = {
+    "model": Param(str, "all-MiniLM-L6-v2", "sentence-transformers checkpoint: embedded name, folder or hub name"),
+    "max_length": Param(int, 256, "tokens kept per text"),
 }
 
 RETRIEVER_KINDS: dict[str, RetrieverKind] = {
@@ -85,5 +91,36 @@ RETRIEVER_KINDS: dict[str, RetrieverKind] = {
         },
         search_params={},
         open=lambda index_dir, params, threads: DenseRetriever(index_dir, threads),
+    ),
+    "binary": RetrieverKind(
+        name="binary",
+        index_kind="binary",
+        index_params={
+            **_DENSE_PARAMS,
+            "method": Param(str, "recurrent", "recurrent (BEBR) or sign"),
+            "bits": Param(int, 1, "bit planes per dimension, 1..4"),
+            "width": Param(int, 0, "code width in bits per plane; 0 = embedding dimension"),
+            "faiss": Param(str, "flat", "candidate index: flat, ivf or hnsw"),
+            "nlist": Param(int, 0, "IVF lists; 0 = about 4 sqrt(n)"),
+            "hnsw_m": Param(int, 32, "HNSW neighbours per node"),
+            "epochs": Param(int, 30, "binarizer training epochs"),
+            "seed": Param(int, 0, "training seed"),
+        },
+        search_params={
+            "mode": Param(str, "symmetric", "code scoring: symmetric, asymmetric or hamming"),
+            "candidates": Param(int, 1000, "candidates from the faiss binary index"),
+            "rescore": Param(int, 100, "head rescored with float embeddings; 0 = none"),
+            "nprobe": Param(int, 16, "IVF lists probed"),
+            "ef_search": Param(int, 128, "HNSW search breadth"),
+        },
+        open=lambda index_dir, params, threads: BinaryRetriever(
+            index_dir,
+            params["mode"],
+            params["candidates"],
+            params["rescore"],
+            params["nprobe"],
+            params["ef_search"],
+            threads,
+        ),
     ),
 }

@@ -202,5 +202,18 @@ def open_index_retriever(index_dir: Path, search_params: Mapping[str, Any], thre
     if not kinds:
         raise BraidError(f"{index_dir}: no retriever can search a {manifest.kind!r} index")
     info = kinds[0]
-    params = {name: search_params.get(name, p.default) for name, p in info.search_params.items()}
+    for name, value in search_params.items():
+        if name in info.index_params:
+            # Build-time settings are fixed by the index: asking for another value (say, another encoder) is
+            # an error, not something to ignore silently.
+            built = manifest.params.get(name)
+            if built != value:
+                raise BraidError(f"{index_dir} was built with {name}={built!r}, not {value!r}; build an index for it")
+        elif name not in info.search_params:
+            allowed = ", ".join(sorted(info.params))
+            raise BraidError(f"unknown parameter {name!r} for a {manifest.kind} index (allowed: {allowed})")
+    params = {
+        name: _coerce(str(index_dir), name, search_params.get(name, p.default), p.type)
+        for name, p in info.search_params.items()
+    }
     return info.open(Path(index_dir), params, threads)

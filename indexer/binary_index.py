@@ -1,0 +1,110 @@
+"""Binary index: BEBR codes of the collection's embeddings, a faiss binary index for candidates, and the
+binarizer that produced them (queries must be coded by the same model).
+
+Files: ``codes.u8`` (documents x planes x width/8, uint8), ``faiss.index`` (IndexBinaryFlat, IVF or HNSW over
+the concatenated planes), ``binarizer.pt`` + ``binarizer.json`` (recurrent method), ``binary.json``. The float
+embeddings stay in the embeddings index this one depends on (the manifest records it) and serve rescoring.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from eval.dataset import Dataset
+from eval.errors import BraidError
+from indexer.binary_codes import RecurrentCoder, SignCoder
+from indexer.embedding_index import DEFAULT_PARAMS as EMBEDDING_DEFAULTS
+from indexer.embedding_index import EmbeddingStore
+from indexer.recurrent_binarizer import load_binarizer, save_binarizer, train_binarizer
+
+METHODS = ("recurrent", "sign")
+FAISS_INDEXES = ("flat", "ivf", "hnsw")
+DEFAULT_PARAMS = {
+    **EMBEDDING_DEFAULTS,
+    "method": "recurrent",
+    "bits": 1,
+    "width": 0,  # 0: the embedding's own dimension
+    "faiss": "flat",
+    "nlist": 0,  # 0: about 4 sqrt(n) inverted lists
+    "hnsw_m": 32,
+    "epochs": 30,
+    "seed": 0,
+}
+_CHOICES = {"method": METHODS, "faiss": FAISS_INDEXES}
+
+
+def validate_params(params: dict) -> dict:
+    unknown = set(params) - set(DEFAULT_PARAMS)
+    if unknown:
+        raise BraidError(f"unknown binary index parameter(s) {sorted(unknown)} (allowed: {sorted(DEFAULT_PARAMS)})")
+    merged = {**DEFAULT_PARAMS, **params}
+    for name, allowed in _CHOICES.items():
+        if merged[name] not in allowed:
+            raise BraidError(f"binary {name} must be one of {', '.join(allowed)}, got {merged[name]!r}")
+    for name in ("bits", "width", "nlist", "hnsw_m", "epochs", "seed", "max_length"):
+        if not isinstance(merged[name], int) or isinstance(merged[name], bool) or merged[name] < 0:
+            raise BraidError(f"binary {name} must be a non-negative integer, got {merged[name]!r}")
+    if not 1 <= merged["bits"] <= 4:
+        raise BraidError(f"binary bits must be 1..4 bits per dimension, got {merged['bits']}")
+    if merged["width"] % 8:
+        raise BraidError(f"binary width must be a multiple of 8, got {merged['width']}")
+    if merged["method"] == "sign" and (merged["bits"] != 1 or merged["width"] not in (0,)):
+        raise BraidError("binary method 'sign' codes 1 bit per embedding dimension: leave bits = 1 and width = 0")
+    return merged
+
+
+def requires(params: dict) -> dict[str, tuple[str, dict]]:
+    return {"embeddings": ("embeddings", {name: params[name] for name in EMBEDDING_DEFAULTS})}
+
+
+def build_binary_index(
+    dataset: Dataset, out_dir: Path, params: dict, threads: int | None = None, *, embeddings: Path
+) -> int:
+    params = validate_params(params)
+    store = EmbeddingStore(embeddings)
+    vectors = np.asarray(store.matrix, dtype=np.float32)
+    if params["method"] == "sign":
+        coder = SignCoder(store.dimension)
+    else:
+        width = params["width"] or store.dimension
+        model = train_binarizer(vectors, width, params["bits"], epochs=params["epochs"], seed=params["seed"])
+        save_binarizer(model, out_dir)
+        coder = RecurrentCoder(model)
+    codes, _ = coder.encode(vectors)
+    codes.tofile(out_dir / "codes.u8")
+    faiss.write_index_binary(make_faiss_index(codes, params), str(out_dir / "faiss.index"))
+    meta = {"documents": len(codes), "planes": codes.shape[1], "width": coder.width, "scales": coder.scales.tolist()}
+    (out_dir / "binary.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    return len(codes)
+
+
+def make_faiss_index(codes: np.ndarray, params: dict):
+    """A faiss binary index over the concatenated planes (Hamming over all bits) for candidate generation."""
+    flat = np.ascontiguousarray(codes.reshape(codes.shape[0], -1))
+    bits = flat.shape[1] * 8
+    if params["faiss"] == "flat":
+        index = faiss.IndexBinaryFlat(bits)
+    elif params["faiss"] == "hnsw":
+        index = faiss.IndexBinaryHNSW(bits, params["hnsw_m"])
+    else:
+        nlist = params["nlist"] or max(1, min(len(flat) // 39, int(4 * math.sqrt(len(flat)))))
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, nlist)
+        index.train(flat)
+    index.add(flat)
+    return index
+
+
+def load_coder(index_dir: Path, params: dict, dim: int):
+    return SignCoder(dim) if params["method"] == "sign" else RecurrentCoder(load_binarizer(index_dir))
+
+
+def load_codes(index_dir: Path) -> tuple[np.ndarray, dict]:
+    meta = json.loads((index_dir / "binary.json").read_text(encoding="utf-8"))
+    shape = (meta["documents"], meta["planes"], meta["width"] // 8)
+    codes = np.fromfile(index_dir / "codes.u8", dtype=np.uint8).reshape(shape)
+    return codes, meta

@@ -1,0 +1,108 @@
+"""Binary retrieval: code the query with the index's binarizer, take candidates from the faiss binary index,
+score them from codes (symmetric popcounts, asymmetric float-vs-reconstruction, or plain Hamming), and rescore
+the head with the stored float embeddings (BEBR's last step, which restores most of the float quality).
+
+Hits past the rescoring depth keep their code order and get scores below every rescored hit, so a run sorted
+by score keeps the intended ranking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from eval.errors import BraidError
+from indexer.binary_codes import asymmetric_scores, hamming_scores, symmetric_scores
+from indexer.binary_index import load_coder, load_codes
+from indexer.embedding_index import EmbeddingStore, encoder_for
+from indexer.manifest import Manifest
+from retriever.hit import Hit
+
+MODES = ("symmetric", "asymmetric", "hamming")
+
+
+class BinaryRetriever:
+    def __init__(
+        self,
+        index_dir: Path,
+        mode: str = "symmetric",
+        candidates: int = 1000,
+        rescore: int = 100,
+        nprobe: int = 16,
+        ef_search: int = 128,
+        threads: int | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise BraidError(f"binary mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if candidates < 1 or rescore < 0 or nprobe < 1 or ef_search < 1:
+            raise BraidError("binary candidates, nprobe and ef_search must be >= 1 and rescore >= 0")
+        self.index_dir = Path(index_dir)
+        manifest = Manifest.read(self.index_dir)
+        embeddings_dir = manifest.dependency(self.index_dir, "embeddings")
+        embeddings = Manifest.read(embeddings_dir)
+        if (
+            embeddings.corpus_checksum != manifest.corpus_checksum
+            or embeddings.params.get("model") != manifest.params["model"]
+        ):
+            raise BraidError(f"{embeddings_dir} is not the embeddings index {self.index_dir} was built from")
+        self.params = manifest.params
+        self.mode, self.candidates, self.rescore = mode, candidates, rescore
+        self.store = EmbeddingStore(embeddings_dir)
+        self.encoder = encoder_for(embeddings.params)
+        self.coder = load_coder(self.index_dir, self.params, self.store.dimension)
+        self.codes, meta = load_codes(self.index_dir)
+        self.width, self.scales = meta["width"], np.asarray(meta["scales"], dtype=np.float64)
+        self._faiss = faiss.read_index_binary(str(self.index_dir / "faiss.index"))
+        if self.params["faiss"] == "ivf":
+            self._faiss.nprobe = nprobe
+        elif self.params["faiss"] == "hnsw":
+            self._faiss.hnsw.efSearch = ef_search
+        if threads:
+            faiss.omp_set_num_threads(threads)
+
+    @property
+    def bytes_per_document(self) -> int:
+        return int(self.codes.shape[1] * self.codes.shape[2])
+
+    def search_embedding(self, embedding: np.ndarray, k: int = 10) -> list[Hit]:
+        embedding = np.asarray(embedding, dtype=np.float32)
+        if embedding.ndim != 1 or embedding.shape[0] != self.store.dimension:
+            raise BraidError(
+                f"query embedding has shape {embedding.shape}; this index expects ({self.store.dimension},)"
+            )
+        query_codes, projection = self.coder.encode(embedding[None, :])
+        depth = min(max(k, self.candidates), len(self.codes))
+        if depth == 0:
+            return []
+        _, rows = self._faiss.search(np.ascontiguousarray(query_codes.reshape(1, -1)), depth)
+        rows = rows[0][rows[0] >= 0]
+        candidate_codes = self.codes[rows]
+        if self.mode == "symmetric":
+            scores = symmetric_scores(query_codes[0], candidate_codes, self.scales, self.width)
+        elif self.mode == "asymmetric":
+            scores = asymmetric_scores(projection[0], candidate_codes, self.scales, self.width)
+        else:
+            scores = hamming_scores(query_codes[0], candidate_codes)
+        order = np.argsort(-scores, kind="stable")
+        rows, scores = rows[order][:k], scores[order][:k]
+        head = min(self.rescore, len(rows))
+        if head:
+            exact = np.asarray(self.store.matrix[np.sort(rows[:head])], dtype=np.float32) @ embedding
+            by_row = dict(zip(np.sort(rows[:head]).tolist(), exact.tolist(), strict=True))
+            rescored = sorted(rows[:head].tolist(), key=lambda row: -by_row[row])
+            floor = min(by_row.values())
+            hits = [Hit(self.store.doc_ids[row], by_row[row]) for row in rescored]
+            hits += [Hit(self.store.doc_ids[row], floor - 1.0 - i) for i, row in enumerate(rows[head:].tolist())]
+            return hits
+        return [Hit(self.store.doc_ids[row], float(score)) for row, score in zip(rows, scores, strict=True)]
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        return self.search_embedding(self.encoder.encode([query])[0], k)
+
+    def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
+        qids = list(queries)
+        embeddings = self.encoder.encode([queries[qid] for qid in qids]) if qids else []
+        return {qid: self.search_embedding(embedding, k) for qid, embedding in zip(qids, embeddings, strict=True)}
