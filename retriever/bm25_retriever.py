@@ -23,6 +23,7 @@ from indexer.lucene_jvm import java_class
 from indexer.lucene_reader import open_reader, open_searcher, read_docids
 from indexer.manifest import Manifest
 from retriever.hit import Hit
+from retriever.ties import break_ties
 
 
 class BM25Retriever:
@@ -53,7 +54,7 @@ class BM25Retriever:
     def search(self, query: str, k: int = 10) -> list[Hit]:
         lucene_query = self._generator.buildQuery("contents", self._analyzer, query)
         top = self._searcher.search(lucene_query, int(k))
-        return [Hit(self._doc_ids[hit.doc], float(hit.score)) for hit in top.scoreDocs]
+        return break_ties([Hit(self._doc_ids[hit.doc], float(hit.score)) for hit in top.scoreDocs])
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

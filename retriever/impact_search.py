@@ -14,6 +14,7 @@ from pathlib import Path
 from indexer.lucene_jvm import java_class
 from indexer.lucene_reader import open_reader, open_searcher, read_docids
 from retriever.hit import Hit
+from retriever.ties import break_ties
 
 
 class ImpactSearcher:
@@ -35,4 +36,4 @@ class ImpactSearcher:
         for term, weight in vector.items():
             builder.add(self._BoostQuery(self._TermQuery(self._Term("contents", term)), float(weight)), self._should)
         top = self._searcher.search(builder.build(), int(k))
-        return [Hit(self._doc_ids[hit.doc], float(hit.score)) for hit in top.scoreDocs]
+        return break_ties([Hit(self._doc_ids[hit.doc], float(hit.score)) for hit in top.scoreDocs])
