@@ -32,7 +32,7 @@ DEFAULT_PARAMS = {
     "faiss": "flat",
     "nlist": 0,  # 0: about 4 sqrt(n) inverted lists
     "hnsw_m": 32,
-    "epochs": 30,
+    "epochs": 20,
     "seed": 0,
 }
 _CHOICES = {"method": METHODS, "faiss": FAISS_INDEXES}

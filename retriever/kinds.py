@@ -103,7 +103,7 @@ RETRIEVER_KINDS: dict[str, RetrieverKind] = {
             "faiss": Param(str, "flat", "candidate index: flat, ivf or hnsw"),
             "nlist": Param(int, 0, "IVF lists; 0 = about 4 sqrt(n)"),
             "hnsw_m": Param(int, 32, "HNSW neighbours per node"),
-            "epochs": Param(int, 30, "binarizer training epochs"),
+            "epochs": Param(int, 20, "binarizer training epochs"),
             "seed": Param(int, 0, "training seed"),
         },
         search_params={
