@@ -2,8 +2,8 @@
 binarizer that produced them (queries must be coded by the same model).
 
 Files: ``codes.u8`` (documents x planes x width/8, uint8), ``faiss.index`` (IndexBinaryFlat, IVF or HNSW over
-the concatenated planes), ``binarizer.pt`` + ``binarizer.json`` (recurrent method), ``binary.json``. The float
-embeddings stay in the embeddings index this one depends on (the manifest records it) and serve rescoring.
+the leading ``candidate_planes`` planes), ``binarizer.pt`` + ``binarizer.json`` (recurrent method), ``binary.json``.
+The float embeddings stay in the embeddings index this one depends on (the manifest records it) and serve rescoring.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ DEFAULT_PARAMS = {
     "bits": 1,
     "width": 0,  # 0: the embedding's own dimension
     "faiss": "flat",
+    # Leading planes the faiss index covers. Plane 0 alone ranks candidates much like the full SDC; Hamming over
+    # all planes weighs the small residual planes like the first and, on scifact at 4 bits, lost relevant
+    # documents (rescored nDCG@10 0.637 vs 0.645 from plane 0).
+    "candidate_planes": 1,
     "nlist": 0,  # 0: about 4 sqrt(n) inverted lists
     "hnsw_m": 32,
     "epochs": 20,
@@ -46,11 +50,15 @@ def validate_params(params: dict) -> dict:
     for name, allowed in _CHOICES.items():
         if merged[name] not in allowed:
             raise BraidError(f"binary {name} must be one of {', '.join(allowed)}, got {merged[name]!r}")
-    for name in ("bits", "width", "nlist", "hnsw_m", "epochs", "seed", "max_length"):
+    for name in ("bits", "width", "nlist", "hnsw_m", "epochs", "seed", "max_length", "candidate_planes"):
         if not isinstance(merged[name], int) or isinstance(merged[name], bool) or merged[name] < 0:
             raise BraidError(f"binary {name} must be a non-negative integer, got {merged[name]!r}")
     if not 1 <= merged["bits"] <= 4:
         raise BraidError(f"binary bits must be 1..4 bits per dimension, got {merged['bits']}")
+    if not 1 <= merged["candidate_planes"] <= merged["bits"]:
+        raise BraidError(
+            f"binary candidate_planes must be 1..bits ({merged['bits']}), got {merged['candidate_planes']}"
+        )
     if merged["width"] % 8:
         raise BraidError(f"binary width must be a multiple of 8, got {merged['width']}")
     if merged["method"] == "sign" and (merged["bits"] != 1 or merged["width"] not in (0,)):
@@ -77,14 +85,15 @@ def build_binary_index(
         coder = RecurrentCoder(model)
     codes, _ = coder.encode(vectors)
     codes.tofile(out_dir / "codes.u8")
-    faiss.write_index_binary(make_faiss_index(codes, params), str(out_dir / "faiss.index"))
+    candidates = make_faiss_index(codes[:, : params["candidate_planes"]], params)
+    faiss.write_index_binary(candidates, str(out_dir / "faiss.index"))
     meta = {"documents": len(codes), "planes": codes.shape[1], "width": coder.width, "scales": coder.scales.tolist()}
     (out_dir / "binary.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
     return len(codes)
 
 
 def make_faiss_index(codes: np.ndarray, params: dict):
-    """A faiss binary index over the concatenated planes (Hamming over all bits) for candidate generation."""
+    """A faiss binary index over the given planes, concatenated (Hamming over their bits), for candidates."""
     flat = np.ascontiguousarray(codes.reshape(codes.shape[0], -1))
     bits = flat.shape[1] * 8
     if params["faiss"] == "flat":

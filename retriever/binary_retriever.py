@@ -77,7 +77,8 @@ class BinaryRetriever:
         depth = min(max(k, self.candidates), len(self.codes))
         if depth == 0:
             return []
-        _, rows = self._faiss.search(np.ascontiguousarray(query_codes.reshape(1, -1)), depth)
+        leading = query_codes[:, : self.params["candidate_planes"]]
+        _, rows = self._faiss.search(np.ascontiguousarray(leading.reshape(1, -1)), depth)
         rows = rows[0][rows[0] >= 0]
         candidate_codes = self.codes[rows]
         if self.mode == "symmetric":

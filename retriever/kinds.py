@@ -101,6 +101,7 @@ RETRIEVER_KINDS: dict[str, RetrieverKind] = {
             "bits": Param(int, 1, "bit planes per dimension, 1..4"),
             "width": Param(int, 0, "code width in bits per plane; 0 = embedding dimension"),
             "faiss": Param(str, "flat", "candidate index: flat, ivf or hnsw"),
+            "candidate_planes": Param(int, 1, "leading bit planes the candidate index covers"),
             "nlist": Param(int, 0, "IVF lists; 0 = about 4 sqrt(n)"),
             "hnsw_m": Param(int, 32, "HNSW neighbours per node"),
             "epochs": Param(int, 20, "binarizer training epochs"),

@@ -105,6 +105,8 @@ def test_bad_input(sample, tmp_path):
         open_index_retriever(path, {"model": "intfloat/e5-small"})
     with pytest.raises(BraidError, match=r"binary bits must be 1\.\.4"):
         validate_params({"bits": 8})
+    with pytest.raises(BraidError, match=r"candidate_planes must be 1\.\.bits \(2\), got 3"):
+        validate_params({"bits": 2, "candidate_planes": 3})
     with pytest.raises(BraidError, match="method 'sign' codes 1 bit"):
         validate_params({"method": "sign", "bits": 2})
     empty = write_beir(tmp_path / "empty", docs={}, queries={"q": "x"}, qrels=[])
