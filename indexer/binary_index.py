@@ -20,6 +20,7 @@ from eval.errors import BraidError
 from indexer.binary_codes import RecurrentCoder, SignCoder
 from indexer.embedding_index import DEFAULT_PARAMS as EMBEDDING_DEFAULTS
 from indexer.embedding_index import EmbeddingStore
+from indexer.params import merge_params, require_at_least, require_choice
 from indexer.recurrent_binarizer import load_binarizer, save_binarizer, train_binarizer
 
 METHODS = ("recurrent", "sign")
@@ -39,29 +40,23 @@ DEFAULT_PARAMS = {
     "epochs": 20,
     "seed": 0,
 }
-_CHOICES = {"method": METHODS, "faiss": FAISS_INDEXES}
 
 
 def validate_params(params: dict) -> dict:
-    unknown = set(params) - set(DEFAULT_PARAMS)
-    if unknown:
-        raise BraidError(f"unknown binary index parameter(s) {sorted(unknown)} (allowed: {sorted(DEFAULT_PARAMS)})")
-    merged = {**DEFAULT_PARAMS, **params}
-    for name, allowed in _CHOICES.items():
-        if merged[name] not in allowed:
-            raise BraidError(f"binary {name} must be one of {', '.join(allowed)}, got {merged[name]!r}")
-    for name in ("bits", "width", "nlist", "hnsw_m", "epochs", "seed", "max_length", "candidate_planes"):
-        if not isinstance(merged[name], int) or isinstance(merged[name], bool) or merged[name] < 0:
-            raise BraidError(f"binary {name} must be a non-negative integer, got {merged[name]!r}")
+    merged = merge_params("binary", params, DEFAULT_PARAMS)
+    require_choice("binary", merged, "method", METHODS)
+    require_choice("binary", merged, "faiss", FAISS_INDEXES)
+    require_at_least("binary", merged, ("width", "nlist", "epochs", "seed"), minimum=0)
+    require_at_least("binary", merged, ("max_length", "candidate_planes", "hnsw_m"))
     if not 1 <= merged["bits"] <= 4:
         raise BraidError(f"binary bits must be 1..4 bits per dimension, got {merged['bits']}")
-    if not 1 <= merged["candidate_planes"] <= merged["bits"]:
+    if merged["candidate_planes"] > merged["bits"]:
         raise BraidError(
             f"binary candidate_planes must be 1..bits ({merged['bits']}), got {merged['candidate_planes']}"
         )
     if merged["width"] % 8:
         raise BraidError(f"binary width must be a multiple of 8, got {merged['width']}")
-    if merged["method"] == "sign" and (merged["bits"] != 1 or merged["width"] not in (0,)):
+    if merged["method"] == "sign" and (merged["bits"] != 1 or merged["width"] != 0):
         raise BraidError("binary method 'sign' codes 1 bit per embedding dimension: leave bits = 1 and width = 0")
     return merged
 

@@ -21,6 +21,7 @@ from eval.dataset import Dataset, Document
 from eval.errors import BraidError
 from indexer.lucene_jvm import lucene
 from indexer.lucene_reader import write_docids
+from indexer.params import merge_params, require_choice
 
 STEMMERS = ("porter", "krovetz", "none")
 DEFAULT_PARAMS = {"stemmer": "porter", "keep_stopwords": False}
@@ -28,14 +29,8 @@ DEFAULT_PARAMS = {"stemmer": "porter", "keep_stopwords": False}
 
 def validate_params(params: dict) -> dict:
     """Fill defaults and reject unknown or ill-typed parameters with the allowed values named."""
-    unknown = set(params) - set(DEFAULT_PARAMS)
-    if unknown:
-        raise BraidError(f"unknown bm25 index parameter(s) {sorted(unknown)} (allowed: {sorted(DEFAULT_PARAMS)})")
-    merged = {**DEFAULT_PARAMS, **params}
-    if merged["stemmer"] not in STEMMERS:
-        raise BraidError(f"bm25 stemmer must be one of {', '.join(STEMMERS)}, got {merged['stemmer']!r}")
-    if not isinstance(merged["keep_stopwords"], bool):
-        raise BraidError("bm25 keep_stopwords must be true or false")
+    merged = merge_params("bm25", params, DEFAULT_PARAMS)
+    require_choice("bm25", merged, "stemmer", STEMMERS)
     return merged
 
 

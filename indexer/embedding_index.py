@@ -18,20 +18,15 @@ from tqdm import tqdm
 from eval.dataset import Dataset
 from eval.errors import BraidError
 from indexer.dense_encoder import DEFAULT_MODEL, DenseEncoder
+from indexer.params import merge_params, require_at_least
 
 DEFAULT_PARAMS = {"model": DEFAULT_MODEL, "max_length": 256}
 EMBEDDINGS_NAME = "embeddings.f16"
 
 
 def validate_params(params: dict) -> dict:
-    unknown = set(params) - set(DEFAULT_PARAMS)
-    if unknown:
-        raise BraidError(f"unknown embeddings parameter(s) {sorted(unknown)} (allowed: {sorted(DEFAULT_PARAMS)})")
-    merged = {**DEFAULT_PARAMS, **params}
-    if not isinstance(merged["model"], str):
-        raise BraidError(f"embeddings model must be a string, got {merged['model']!r}")
-    if not isinstance(merged["max_length"], int) or isinstance(merged["max_length"], bool) or merged["max_length"] < 1:
-        raise BraidError(f"embeddings max_length must be an integer >= 1, got {merged['max_length']!r}")
+    merged = merge_params("embeddings", params, DEFAULT_PARAMS)
+    require_at_least("embeddings", merged, ("max_length",))
     return merged
 
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from eval.dataset import Dataset
 from eval.errors import BraidError
+from indexer.params import merge_params, require_at_least
 from indexer.slim_encoder import SlimEncoder
 from indexer.splade_encoder import DEFAULT_MODEL, quantize
 from indexer.splade_index import IMPACT_DIR, VECTORS_DIR, write_impact_index
@@ -38,15 +39,8 @@ TOKEN_ARRAYS = {"indptr": np.int64, "indices": np.int32, "values": np.float16, "
 
 
 def validate_params(params: dict) -> dict:
-    unknown = set(params) - set(DEFAULT_PARAMS)
-    if unknown:
-        raise BraidError(f"unknown slim index parameter(s) {sorted(unknown)} (allowed: {sorted(DEFAULT_PARAMS)})")
-    merged = {**DEFAULT_PARAMS, **params}
-    if not isinstance(merged["model"], str):
-        raise BraidError(f"slim model must be a string, got {merged['model']!r}")
-    for name in ("query_max_length", "doc_max_length", "top_k_terms", "scale"):
-        if not isinstance(merged[name], int) or isinstance(merged[name], bool) or merged[name] < 1:
-            raise BraidError(f"slim {name} must be an integer >= 1, got {merged[name]!r}")
+    merged = merge_params("slim", params, DEFAULT_PARAMS)
+    require_at_least("slim", merged, ("query_max_length", "doc_max_length", "top_k_terms", "scale"))
     return merged
 
 

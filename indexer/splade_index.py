@@ -21,25 +21,17 @@ from eval.dataset import Dataset
 from eval.errors import BraidError
 from indexer.lucene_jvm import java_class, java_stdout_to_stderr
 from indexer.lucene_reader import write_docids
+from indexer.params import merge_params, require_at_least
 from indexer.splade_encoder import DEFAULT_MODEL, SpladeEncoder, quantize
 
 DEFAULT_PARAMS = {"model": DEFAULT_MODEL, "query_max_length": 64, "doc_max_length": 256, "scale": 100}
 IMPACT_DIR = "impact"  # the Lucene impact index inside a splade (or slim) index folder
 VECTORS_DIR = "_vectors"  # JSON vectors staged for Anserini during the build, removed after
-_TYPES = {"model": str, "query_max_length": int, "doc_max_length": int, "scale": int}
 
 
 def validate_params(params: dict) -> dict:
-    unknown = set(params) - set(DEFAULT_PARAMS)
-    if unknown:
-        raise BraidError(f"unknown splade index parameter(s) {sorted(unknown)} (allowed: {sorted(DEFAULT_PARAMS)})")
-    merged = {**DEFAULT_PARAMS, **params}
-    for name, expected in _TYPES.items():
-        if not isinstance(merged[name], expected) or isinstance(merged[name], bool):
-            raise BraidError(f"splade {name} must be {expected.__name__}, got {merged[name]!r}")
-    for name in ("query_max_length", "doc_max_length", "scale"):
-        if merged[name] < 1:
-            raise BraidError(f"splade {name} must be >= 1, got {merged[name]}")
+    merged = merge_params("splade", params, DEFAULT_PARAMS)
+    require_at_least("splade", merged, ("query_max_length", "doc_max_length", "scale"))
     return merged
 
 

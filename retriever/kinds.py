@@ -83,12 +83,7 @@ RETRIEVER_KINDS: dict[str, RetrieverKind] = {
     "dense": RetrieverKind(
         name="dense",
         index_kind="embeddings",
-        index_params={
-            "model": Param(
-                str, "all-MiniLM-L6-v2", "sentence-transformers checkpoint: embedded name, folder or hub name"
-            ),
-            "max_length": Param(int, 256, "tokens kept per text"),
-        },
+        index_params=_DENSE_PARAMS,
         search_params={},
         open=lambda index_dir, params, threads: DenseRetriever(index_dir, threads),
     ),

@@ -91,5 +91,7 @@ def test_invalid_parameters_name_allowed_values(tiny_beir, tmp_path):
         build_index(dataset, "bm25", {"stemmer": "snowball"}, index_root=tmp_path)
     with pytest.raises(BraidError, match=r"unknown bm25 index parameter\(s\) \['k3'\]"):
         build_index(dataset, "bm25", {"k3": 1}, index_root=tmp_path)
+    with pytest.raises(BraidError, match="bm25 keep_stopwords must be bool, got 'yes'"):
+        build_index(dataset, "bm25", {"keep_stopwords": "yes"}, index_root=tmp_path)
     with pytest.raises(BraidError, match="unknown index kind 'hnsw'"):
         build_index(dataset, "hnsw", {}, index_root=tmp_path)

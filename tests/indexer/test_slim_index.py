@@ -70,7 +70,7 @@ def test_pooled_first_stage_bounds_late_interaction(slim_sample):
 
 def test_parameters_are_validated():
     assert validate_params({})["top_k_terms"] == 20
-    with pytest.raises(BraidError, match="top_k_terms must be an integer >= 1"):
+    with pytest.raises(BraidError, match="slim top_k_terms must be >= 1, got 0"):
         validate_params({"top_k_terms": 0})
     with pytest.raises(BraidError, match=r"unknown slim index parameter\(s\) \['k'\]"):
         validate_params({"k": 3})

@@ -44,7 +44,7 @@ def test_flat_search_equals_brute_force(tmp_path):
 
 def test_parameters_are_validated():
     assert validate_params({})["model"] == "all-MiniLM-L6-v2"
-    with pytest.raises(BraidError, match=r"unknown embeddings parameter\(s\) \['dim'\]"):
+    with pytest.raises(BraidError, match=r"unknown embeddings index parameter\(s\) \['dim'\]"):
         validate_params({"dim": 3})
-    with pytest.raises(BraidError, match="max_length must be an integer >= 1"):
+    with pytest.raises(BraidError, match="embeddings max_length must be >= 1"):
         validate_params({"max_length": 0})

@@ -22,7 +22,7 @@ def test_builtin_bm25_uses_beir_settings():
     [
         (
             'name = "x"\n[[retrievers]]\nkind = "colbert"\n',
-            r"unknown retriever kind 'colbert' \(allowed: bm25, splade, slim, dense\)",
+            r"unknown retriever kind 'colbert' \(allowed: bm25, splade, slim, dense, binary\)",
         ),
         ('[[retrievers]]\nkind = "bm25"\n', "missing field 'name'"),
         ('name = "x"\n', "missing field 'retrievers'"),
