@@ -20,6 +20,7 @@ from indexer.binary_index import load_coder, load_codes
 from indexer.embedding_index import EmbeddingStore, encoder_for
 from indexer.manifest import Manifest
 from retriever.hit import Hit
+from retriever.ties import break_ties
 
 MODES = ("symmetric", "asymmetric", "hamming")
 
@@ -97,8 +98,9 @@ class BinaryRetriever:
             floor = min(by_row.values())
             hits = [Hit(self.store.doc_ids[row], by_row[row]) for row in rescored]
             hits += [Hit(self.store.doc_ids[row], floor - 1.0 - i) for i, row in enumerate(rows[head:].tolist())]
-            return hits
-        return [Hit(self.store.doc_ids[row], float(score)) for row, score in zip(rows, scores, strict=True)]
+            return break_ties(hits)
+        # Code scores tie often (they are sums of popcounts); distinct scores keep the order through evaluation.
+        return break_ties([Hit(self.store.doc_ids[row], float(score)) for row, score in zip(rows, scores, strict=True)])
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         return self.search_embedding(self.encoder.encode([query])[0], k)

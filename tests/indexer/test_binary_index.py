@@ -22,7 +22,9 @@ from indexer.index_store import build_index
 from indexer.manifest import Manifest
 from indexer.recurrent_binarizer import load_binarizer, train_binarizer
 from retriever.binary_retriever import BinaryRetriever
+from retriever.hit import Hit
 from retriever.pipeline import open_index_retriever
+from retriever.ties import break_ties
 from tests.conftest import write_beir, write_sample
 
 
@@ -81,7 +83,8 @@ def test_saved_index_reloads_to_identical_codes_and_results(sample):
     hits = BinaryRetriever(path, candidates=200, rescore=200).search(query, 200)
     embedding = BinaryRetriever(path).encoder.encode([query])[0]
     exact = np.asarray(store.matrix, dtype=np.float32) @ embedding
-    assert [h.doc_id for h in hits[:10]] == [store.doc_ids[i] for i in np.argsort(-exact, kind="stable")[:10]]
+    expected = break_ties([Hit(doc_id, float(score)) for doc_id, score in zip(store.doc_ids, exact, strict=True)])
+    assert [h.doc_id for h in hits[:10]] == [h.doc_id for h in expected[:10]]
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
