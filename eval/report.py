@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from eval.atomic_file import atomic_write_text
+from eval.plot import plot_quality_latency
 from eval.runner import RunResult
+from eval.significance import ALPHA, TESTED_METRICS
 from eval.trec_run import write_run
 
 COLUMNS = (
@@ -31,7 +33,10 @@ def _cell(key: str, fmt: str, row: dict) -> str:
         return "-"
     if key == "index_bytes":
         return f"{value / 1e6:.1f}"
-    return fmt.format(value)
+    text = fmt.format(value)
+    if key in TESTED_METRICS and row.get("p_values"):
+        text += "*" if row["p_values"][key] < ALPHA else " "
+    return text
 
 
 def format_table(results: Sequence[RunResult]) -> str:
@@ -49,6 +54,17 @@ def format_table(results: Sequence[RunResult]) -> str:
         lines.append(
             "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
         )
+    if len(rows) > 1 and any(row.get("p_values") for row in rows):
+        lines.append(
+            f"* p < {ALPHA} against {rows[0]['pipeline']} (two-sided paired t-test over queries; p-values in the JSON)"
+        )
+    stages = [(row["pipeline"], stage, ms) for row in rows for stage, ms in (row.get("stage_latency_ms") or {}).items()]
+    if any(len(row.get("stage_latency_ms") or {}) > 1 for row in rows):
+        width = max(len(f"{name}  {stage}") for name, stage, _ in stages)
+        lines.append("")
+        lines.append(f"{'stage latency (single query)'.ljust(width)}  {'p50 ms':>8}  {'p99 ms':>8}")
+        for name, stage, ms in stages:
+            lines.append(f"{f'{name}  {stage}'.ljust(width)}  {ms['p50']:>8.2f}  {ms['p99']:>8.2f}")
     return "\n".join(lines)
 
 
@@ -69,4 +85,8 @@ def save_results(results: Sequence[RunResult], output_dir: Path) -> list[Path]:
         run_path = folder / f"{stem}.trec"
         write_run(run_path, result.run, tag=result.name)
         written += [json_path, run_path]
+    if results:
+        plot = plot_quality_latency(results, Path(output_dir) / _safe_name(results[0].dataset) / "quality_latency.png")
+        if plot is not None:
+            written.append(plot)
     return written

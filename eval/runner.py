@@ -29,6 +29,8 @@ class RunResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     index_bytes: int | None = None
     build_docs_per_s: float | None = None
+    stage_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    significance: dict[str, float] = field(default_factory=dict)  # metric -> p-value against the first pipeline
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +45,8 @@ class RunResult:
             "latency_ms_p99": self.latency_ms.get("p99"),
             "index_bytes": self.index_bytes,
             "build_docs_per_s": None if self.build_docs_per_s is None else round(self.build_docs_per_s, 2),
+            "stage_latency_ms": self.stage_latency_ms,
+            "p_values": self.significance,
         }
 
 
@@ -113,11 +117,19 @@ def run_pipeline(
     if not keep_self_hits:
         run = drop_self_hits(run)
     run = {qid: dict(sorted(scores.items(), key=lambda item: -item[1])[:depth]) for qid, scores in run.items()}
-    latencies = []
+    latencies: list[float] = []
+    stages: dict[str, list[float]] = {}
     sample = list(queries.items())[: max(0, latency_sample)]
+    single_k = min(100, getattr(pipeline, "doc_count", 100))
     for _, text in tqdm(sample, desc=f"latency {pipeline.name}", unit="q", file=sys.stderr, leave=False):
         tick = time.perf_counter()
-        pipeline.search(text, 100)
+        if hasattr(pipeline, "search_timed"):
+            _, timings = pipeline.search_timed(text, single_k)
+            for stage, ms in timings.items():
+                if stage != "total":
+                    stages.setdefault(stage, []).append(ms)
+        else:
+            pipeline.search(text, single_k)
         latencies.append((time.perf_counter() - tick) * 1000)
     threshold = dataset.default_rel_threshold if rel_threshold is None else rel_threshold
     return RunResult(
@@ -127,9 +139,12 @@ def run_pipeline(
         evaluation=evaluate(run, known_qrels(dataset, split), threshold),
         run=run,
         queries_per_s=len(queries) / elapsed if elapsed > 0 else None,
-        latency_ms={"p50": round(percentile(latencies, 50), 3), "p99": round(percentile(latencies, 99), 3)}
-        if latencies
-        else {},
+        latency_ms=_p50_p99(latencies) if latencies else {},
         index_bytes=pipeline.index_bytes(),
         build_docs_per_s=pipeline.build_docs_per_second(),
+        stage_latency_ms={stage: _p50_p99(values) for stage, values in stages.items()},
     )
+
+
+def _p50_p99(values: list[float]) -> dict[str, float]:
+    return {"p50": round(percentile(values, 50), 3), "p99": round(percentile(values, 99), 3)}

@@ -26,6 +26,7 @@ class DenseRetriever:
         faiss.omp_set_num_threads(threads or os.cpu_count() or 1)
         self._index = faiss.IndexFlatIP(self.store.dimension)
         self._index.add(np.asarray(self.store.matrix, dtype=np.float32))
+        self._row = {doc_id: row for row, doc_id in enumerate(self.store.doc_ids)}
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[Hit]:
         return [Hit(self.store.doc_ids[row], float(score)) for score, row in zip(scores, rows, strict=True) if row >= 0]
@@ -40,3 +41,10 @@ class DenseRetriever:
             return {}
         scores, rows = self._index.search(self.encoder.encode([queries[q] for q in qids]), int(k))
         return {qid: self._hits(scores[i], rows[i]) for i, qid in enumerate(qids)}
+
+    def score(self, query: str, doc_ids: list[str]) -> np.ndarray:
+        """Exact inner products of the query with the given documents (for cascades)."""
+        rows = np.array([self._row[doc_id] for doc_id in doc_ids], dtype=np.int64)
+        if rows.size == 0:
+            return np.zeros(0, dtype=np.float32)
+        return np.asarray(self.store.matrix[rows], dtype=np.float32) @ self.encoder.encode([query])[0]

@@ -30,6 +30,8 @@ class RetrieverKind:
     index_params: dict[str, Param]
     search_params: dict[str, Param]
     open: Callable[..., Any]
+    # Whether the retriever can score given documents (``score(query, doc_ids)``), which cascades need.
+    can_score: bool = False
 
     @property
     def params(self) -> dict[str, Param]:
@@ -79,6 +81,7 @@ RETRIEVER_KINDS: dict[str, RetrieverKind] = {
         },
         search_params={"candidates": Param(int, 1000, "first-stage candidates refined by late interaction")},
         open=lambda index_dir, params, threads: SlimRetriever(index_dir, params["candidates"], threads),
+        can_score=True,
     ),
     "dense": RetrieverKind(
         name="dense",
@@ -86,6 +89,7 @@ RETRIEVER_KINDS: dict[str, RetrieverKind] = {
         index_params=_DENSE_PARAMS,
         search_params={},
         open=lambda index_dir, params, threads: DenseRetriever(index_dir, threads),
+        can_score=True,
     ),
     "binary": RetrieverKind(
         name="binary",

@@ -1,134 +1,97 @@
-"""Pipelines: which retrievers run, with which parameters, and how deep.
+"""Pipelines opened over concrete indexes: first-stage retrievers run concurrently, their lists are fused,
+cascade stages rescore the head, and every hit can say where it came from.
 
-A pipeline is a TOML file (or the same structure built in Python)::
-
-    name = "bm25"
-    [[retrievers]]
-    kind = "bm25"
-    k1 = 0.9
-    b = 0.4
-
-Built-in pipelines ship in ``retriever/pipelines/`` and are addressed by name. Files are validated on load:
-unknown keys, unknown kinds and ill-typed values are reported with the allowed values.
+The definition (TOML or Python) lives in :mod:`retriever.pipeline_spec`; this module runs it.
 """
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from eval.dataset import Dataset
 from eval.errors import BraidError
 from indexer.index_store import build_index, find_index
-from indexer.manifest import Manifest
+from indexer.manifest import MANIFEST_NAME, Manifest
+from retriever.fusion import fusion_inputs, ranked
 from retriever.hit import Hit
-from retriever.kinds import RETRIEVER_KINDS, RetrieverKind
+from retriever.kinds import RETRIEVER_KINDS
+from retriever.pipeline_spec import (
+    PipelineSpec,
+    RetrieverSpec,
+    builtin_pipelines,
+    coerce,
+    load_pipeline,
+    parse_pipeline,
+    parse_retriever,
+)
 
-PIPELINE_KEYS = {"name", "retrievers", "description"}
-RETRIEVER_KEYS = {"kind", "depth"}
+__all__ = [
+    "ExplainedHit",
+    "Pipeline",
+    "PipelineSpec",
+    "RetrieverSpec",
+    "builtin_pipelines",
+    "check_query",
+    "load_pipeline",
+    "open_index_retriever",
+    "open_pipeline",
+    "parse_pipeline",
+    "parse_retriever",
+]
 
 
 @dataclass(frozen=True)
-class RetrieverSpec:
-    kind: str
-    params: dict[str, Any] = field(default_factory=dict)
-    depth: int = 1000
+class Source:
+    """One retriever's view of a hit: its 1-based rank and raw score, or None where it did not retrieve it."""
 
-    @property
-    def kind_info(self) -> RetrieverKind:
-        return RETRIEVER_KINDS[self.kind]
-
-    def index_params(self) -> dict[str, Any]:
-        return {name: self.params[name] for name in self.kind_info.index_params}
-
-    def search_params(self) -> dict[str, Any]:
-        return {name: self.params[name] for name in self.kind_info.search_params}
+    rank: int | None
+    score: float | None
 
 
-@dataclass(frozen=True)
-class PipelineSpec:
-    name: str
-    retrievers: tuple[RetrieverSpec, ...]
-    description: str = ""
+@dataclass
+class ExplainedHit:
+    """A hit with its provenance: each retriever's rank and score, the fused score, each cascade stage's score."""
+
+    doc_id: str
+    score: float
+    sources: dict[str, Source]
+    fused_score: float | None = None
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "doc_id": self.doc_id,
+            "score": self.score,
+            "retrievers": {name: {"rank": s.rank, "score": s.score} for name, s in self.sources.items()},
+            "fused_score": self.fused_score,
+            "cascade": self.stages,
+        }
 
 
-def builtin_pipelines() -> dict[str, Path]:
-    folder = resources.files("retriever") / "pipelines"
-    return {Path(str(entry)).stem: Path(str(entry)) for entry in folder.iterdir() if str(entry).endswith(".toml")}
-
-
-def _coerce(where: str, name: str, value: Any, expected: type) -> Any:
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is int and isinstance(value, bool):
-        raise BraidError(f"{where}: {name} must be an integer, got {value!r}")
-    if not isinstance(value, expected):
-        raise BraidError(f"{where}: {name} must be {expected.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def parse_retriever(raw: Mapping[str, Any], where: str) -> RetrieverSpec:
-    if not isinstance(raw, Mapping):
-        raise BraidError(f"{where}: a retriever must be a table")
-    kind = raw.get("kind")
-    if kind is None:
-        raise BraidError(f"{where}: missing field 'kind' (allowed: {', '.join(RETRIEVER_KINDS)})")
-    if kind not in RETRIEVER_KINDS:
-        raise BraidError(f"{where}: unknown retriever kind {kind!r} (allowed: {', '.join(RETRIEVER_KINDS)})")
-    info = RETRIEVER_KINDS[kind]
-    unknown = set(raw) - RETRIEVER_KEYS - set(info.params)
-    if unknown:
-        allowed = sorted(RETRIEVER_KEYS | set(info.params))
-        raise BraidError(f"{where}: unknown field(s) {sorted(unknown)} for {kind} (allowed: {', '.join(allowed)})")
-    params = {name: _coerce(where, name, raw.get(name, p.default), p.type) for name, p in info.params.items()}
-    depth = _coerce(where, "depth", raw.get("depth", 1000), int)
-    if depth < 1:
-        raise BraidError(f"{where}: depth must be >= 1, got {depth}")
-    return RetrieverSpec(kind=kind, params=params, depth=depth)
-
-
-def parse_pipeline(raw: Mapping[str, Any], source: str) -> PipelineSpec:
-    unknown = set(raw) - PIPELINE_KEYS
-    if unknown:
-        raise BraidError(f"{source}: unknown field(s) {sorted(unknown)} (allowed: {', '.join(sorted(PIPELINE_KEYS))})")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise BraidError(f"{source}: missing field 'name' (a non-empty string)")
-    retrievers = raw.get("retrievers")
-    if not isinstance(retrievers, list) or not retrievers:
-        raise BraidError(f"{source}: missing field 'retrievers' (one or more [[retrievers]] tables)")
-    specs = tuple(parse_retriever(item, f"{source}: retrievers[{i}]") for i, item in enumerate(retrievers))
-    if len(specs) > 1:
-        raise BraidError(f"{source}: a pipeline has one retriever until fusion is available, got {len(specs)}")
-    return PipelineSpec(name=name, retrievers=specs, description=str(raw.get("description", "")))
-
-
-def load_pipeline(name_or_file: str) -> PipelineSpec:
-    """Load a built-in pipeline by name or a pipeline TOML file by path."""
-    path = Path(name_or_file)
-    if not path.is_file():
-        builtins = builtin_pipelines()
-        if name_or_file not in builtins:
-            names = ", ".join(sorted(builtins))
-            raise BraidError(f"unknown pipeline {name_or_file!r}: not a file, nor a built-in (built-ins: {names})")
-        path = builtins[name_or_file]
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise BraidError(f"{path}: invalid TOML: {error}") from None
-    return parse_pipeline(raw, str(path))
+@dataclass
+class _Stage:
+    spec: RetrieverSpec
+    retriever: Any
+    path: Path
 
 
 class Pipeline:
     """A pipeline opened over concrete indexes, ready to search."""
 
-    def __init__(self, spec: PipelineSpec, stages: list[tuple[RetrieverSpec, Any, Path]]) -> None:
+    def __init__(self, spec: PipelineSpec, stages: list[_Stage], cascade: list[_Stage], doc_count: int) -> None:
         self.spec = spec
         self.stages = stages
+        self.cascade = cascade
+        self.doc_count = doc_count
+        # Independent first-stage retrievers run side by side; Lucene, faiss and torch release the GIL.
+        self._pool = ThreadPoolExecutor(max_workers=len(stages)) if len(stages) > 1 else None
 
     @property
     def name(self) -> str:
@@ -136,11 +99,15 @@ class Pipeline:
 
     @property
     def depth(self) -> int:
-        return self.spec.retrievers[0].depth
+        return self.spec.depth
+
+    @property
+    def retriever_names(self) -> list[str]:
+        return [stage.spec.name for stage in self.stages]
 
     @property
     def index_paths(self) -> list[Path]:
-        return [path for _, _, path in self.stages]
+        return list(dict.fromkeys(stage.path for stage in [*self.stages, *self.cascade]))
 
     def index_bytes(self) -> int:
         return sum(Manifest.read(path).index_bytes for path in self.index_paths)
@@ -153,21 +120,133 @@ class Pipeline:
             return None
         return manifests[0].doc_count / sum(seconds)
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
+    def check_k(self, k: int) -> None:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k > self.doc_count:
+            raise BraidError(f"k must be between 1 and the collection's {self.doc_count} documents, got {k!r}")
+
+    # -- one query ---------------------------------------------------------------------------------------------
+
+    def _fetch(self, k: int) -> int:
+        head = max((stage.spec.depth for stage in self.cascade), default=0)
+        return max(k, head)
+
+    def _first_stage(self, query: str, k: int, timings: dict[str, float]) -> list[list[Hit]]:
+        def run(stage: _Stage) -> tuple[list[Hit], float]:
+            tick = time.perf_counter()
+            depth = self._fetch(k) if self.spec.fusion is None else stage.spec.depth
+            hits = stage.retriever.search(query, min(depth, self.doc_count))
+            return hits, (time.perf_counter() - tick) * 1000
+
+        results = list(self._pool.map(run, self.stages)) if self._pool else [run(self.stages[0])]
+        for stage, (_, ms) in zip(self.stages, results, strict=True):
+            timings[f"retriever.{stage.spec.name}"] = ms
+        return [hits for hits, _ in results]
+
+    def _combine(self, query: str, lists: list[list[Hit]], k: int, timings: dict[str, float]) -> list[ExplainedHit]:
+        tick = time.perf_counter()
+        fetch = self._fetch(k)
+        if self.spec.fusion is None:
+            name = self.stages[0].spec.name
+            hits = [
+                ExplainedHit(hit.doc_id, hit.score, {name: Source(rank, hit.score)})
+                for rank, hit in enumerate(lists[0][:fetch], 1)
+            ]
+        else:
+            inputs = fusion_inputs(lists, self.spec.fusion)
+            scores = inputs.values @ self.spec.fusion.weight_vector(self.retriever_names)
+            hits = []
+            for row, score in ranked(inputs.doc_ids, scores, fetch):
+                sources = {
+                    name: Source(int(inputs.ranks[row, col]) or None, _finite(inputs.scores[row, col]))
+                    for col, name in enumerate(self.retriever_names)
+                }
+                hits.append(ExplainedHit(inputs.doc_ids[row], score, sources, fused_score=score))
+            timings["fusion"] = (time.perf_counter() - tick) * 1000
+        for stage in self.cascade:
+            tick = time.perf_counter()
+            hits = rescore_head(
+                hits, stage.spec.name, stage.spec.depth, lambda ids, s=stage: s.retriever.score(query, ids)
+            )
+            timings[f"cascade.{stage.spec.name}"] = (time.perf_counter() - tick) * 1000
+        return hits[:k]
+
+    def search_explained(self, query: str, k: int = 10) -> tuple[list[ExplainedHit], dict[str, float]]:
+        """Top ``k`` hits with their provenance, and the milliseconds each stage took."""
         check_query(query)
-        _, retriever, _ = self.stages[0]
-        return retriever.search(query, k)
+        self.check_k(k)
+        timings: dict[str, float] = {}
+        tick = time.perf_counter()
+        hits = self._combine(query, self._first_stage(query, k, timings), k, timings)
+        timings["total"] = (time.perf_counter() - tick) * 1000
+        return hits, timings
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        hits, _ = self.search_explained(query, k)
+        return [Hit(hit.doc_id, hit.score) for hit in hits]
+
+    def search_timed(self, query: str, k: int = 10) -> tuple[list[Hit], dict[str, float]]:
+        hits, timings = self.search_explained(query, k)
+        return [Hit(hit.doc_id, hit.score) for hit in hits], timings
+
+    # -- many queries ------------------------------------------------------------------------------------------
+
+    def first_stage_lists(self, queries: Mapping[str, str], k: int) -> list[dict[str, list[Hit]]]:
+        """Each retriever's ranked lists for every query (batched per retriever, retrievers concurrently)."""
+
+        def run(stage: _Stage) -> dict[str, list[Hit]]:
+            depth = self._fetch(k) if self.spec.fusion is None else stage.spec.depth
+            return stage.retriever.batch_search(queries, min(depth, self.doc_count))
+
+        return list(self._pool.map(run, self.stages)) if self._pool else [run(self.stages[0])]
 
     def batch_search(self, queries: Mapping[str, str], k: int | None = None) -> dict[str, list[Hit]]:
-        _, retriever, _ = self.stages[0]
-        return retriever.batch_search(queries, k or self.depth)
+        """Top ``k`` (default: the pipeline's depth) for each query; ``k`` is capped at the collection size."""
+        k = min(k or self.depth, self.doc_count)
+        if k < 1:
+            raise BraidError(f"k must be >= 1, got {k}")
+        lists = self.first_stage_lists(queries, k)
+        if self.spec.fusion is None and not self.cascade:
+            return lists[0]
+        results = {}
+        for qid, text in queries.items():
+            hits = self._combine(text, [per_query.get(qid, []) for per_query in lists], k, {})
+            results[qid] = [Hit(hit.doc_id, hit.score) for hit in hits]
+        return results
 
     def document_text(self, doc_id: str) -> str | None:
-        for _, retriever, _ in self.stages:
-            text = getattr(retriever, "document_text", lambda _id: None)(doc_id)
+        for stage in self.stages:
+            text = getattr(stage.retriever, "document_text", lambda _id: None)(doc_id)
             if text is not None:
                 return text
         return None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+
+def _finite(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+def rescore_head(hits: Sequence[ExplainedHit], name: str, depth: int, score: Any) -> list[ExplainedHit]:
+    """Rescore the top ``depth`` hits with ``score(doc_ids)``; the rest keep their order, scored below the head.
+
+    This is what a cascade stage does: the head's order comes from the more precise scorer alone, as if it had
+    been run over exactly those candidates.
+    """
+    head, tail = list(hits[:depth]), list(hits[depth:])
+    if not head:
+        return []
+    scores = np.asarray(score([hit.doc_id for hit in head]), dtype=np.float64)
+    rescored = []
+    for row, value in ranked([hit.doc_id for hit in head], scores, len(head)):
+        hit = head[row]
+        rescored.append(ExplainedHit(hit.doc_id, value, hit.sources, hit.fused_score, {**hit.stages, name: value}))
+    floor = rescored[-1].score
+    for offset, hit in enumerate(tail, 1):
+        rescored.append(ExplainedHit(hit.doc_id, floor - offset, hit.sources, hit.fused_score, dict(hit.stages)))
+    return rescored
 
 
 def check_query(query: str) -> None:
@@ -175,24 +254,61 @@ def check_query(query: str) -> None:
         raise BraidError("empty query: give some query text")
 
 
+def _named_index(spec: RetrieverSpec, role: str) -> Path:
+    """An index named by path in the pipeline file: it must be built, of the right kind, with these settings."""
+    path = Path(spec.index)
+    if not (path / MANIFEST_NAME).is_file():
+        raise BraidError(
+            f"{role} {spec.name!r} names index {path}, which is not built (no {MANIFEST_NAME}); "
+            f"build it with: braid index build --kind {spec.kind_info.index_kind} --output {path} --dataset ..."
+        )
+    manifest = Manifest.read(path)
+    if manifest.kind != spec.kind_info.index_kind:
+        raise BraidError(f"{role} {spec.name!r}: {path} is a {manifest.kind} index, not {spec.kind_info.index_kind}")
+    for name, value in spec.index_params().items():
+        if manifest.params.get(name) != value:
+            raise BraidError(
+                f"{role} {spec.name!r}: {path} was built with {name}={manifest.params.get(name)!r}, not {value!r}"
+            )
+    return path
+
+
 def open_pipeline(
     spec: PipelineSpec, dataset: Dataset, index_root: Path, threads: int | None = None, build_missing: bool = True
 ) -> Pipeline:
     """Find (or build) every index the pipeline needs and open its retrievers."""
-    stages = []
-    for retriever_spec in spec.retrievers:
-        info = retriever_spec.kind_info
-        params = retriever_spec.index_params()
-        path = find_index(dataset, info.index_kind, params, index_root)
+    opened: dict[tuple, Any] = {}
+
+    def open_stage(stage_spec: RetrieverSpec, role: str) -> _Stage:
+        info = stage_spec.kind_info
+        if stage_spec.index is not None:
+            path = _named_index(stage_spec, role)
+        else:
+            path = find_index(dataset, info.index_kind, stage_spec.index_params(), index_root)
         if path is None:
             if not build_missing:
                 raise BraidError(
-                    f"no {info.index_kind} index for {dataset.name} under {index_root}; "
+                    f"no {info.index_kind} index for {dataset.name} under {index_root} ({role} {stage_spec.name!r}); "
                     f"run: braid index build --dataset {dataset.name} --kind {info.index_kind}"
                 )
-            path, _, _ = build_index(dataset, info.index_kind, params, index_root=index_root, threads=threads)
-        stages.append((retriever_spec, info.open(path, retriever_spec.search_params(), threads), path))
-    return Pipeline(spec, stages)
+            path, _, _ = build_index(
+                dataset, info.index_kind, stage_spec.index_params(), index_root=index_root, threads=threads
+            )
+        # A cascade scorer over the same index as a first-stage retriever shares its opened searcher.
+        key = (stage_spec.kind, str(path), tuple(sorted(stage_spec.search_params().items())))
+        if key not in opened:
+            opened[key] = info.open(path, stage_spec.search_params(), threads)
+        return _Stage(stage_spec, opened[key], Path(path))
+
+    stages = [open_stage(item, "retriever") for item in spec.retrievers]
+    cascade = [open_stage(item, "cascade stage") for item in spec.cascade]
+    manifests = {stage.path: Manifest.read(stage.path) for stage in [*stages, *cascade]}
+    checksums = {manifest.corpus_checksum for manifest in manifests.values()}
+    if len(checksums) > 1:
+        listing = ", ".join(f"{path} ({m.doc_count} docs)" for path, m in manifests.items())
+        raise BraidError(f"pipeline {spec.name!r} mixes indexes of different collections: {listing}")
+    doc_count = next(iter(manifests.values())).doc_count
+    return Pipeline(spec, stages, cascade, doc_count)
 
 
 def open_index_retriever(index_dir: Path, search_params: Mapping[str, Any], threads: int | None = None) -> Any:
@@ -213,7 +329,7 @@ def open_index_retriever(index_dir: Path, search_params: Mapping[str, Any], thre
             allowed = ", ".join(sorted(info.params))
             raise BraidError(f"unknown parameter {name!r} for a {manifest.kind} index (allowed: {allowed})")
     params = {
-        name: _coerce(str(index_dir), name, search_params.get(name, p.default), p.type)
+        name: coerce(str(index_dir), name, search_params.get(name, p.default), p.type)
         for name, p in info.search_params.items()
     }
     return info.open(Path(index_dir), params, threads)

@@ -97,6 +97,10 @@ class SlimRetriever:
         order = np.argsort(-scores, kind="stable")[:k]
         return [Hit(doc_ids[i], float(scores[i])) for i in order if scores[i] > 0]
 
+    def score(self, query: str, doc_ids: list[str]) -> np.ndarray:
+        """Exact SLIM scores of the given documents (for cascades)."""
+        return self.late_interaction(self.query_matrix(query), doc_ids)
+
     def search(self, query: str, k: int = 10) -> list[Hit]:
         return self.search_matrix(self.query_matrix(query), k)
 

@@ -12,6 +12,7 @@ from eval.errors import BraidError
 from eval.metrics import evaluate
 from eval.report import format_table, save_results
 from eval.runner import RunResult, check_qrels, known_qrels, run_pipeline
+from eval.significance import compare
 from eval.trec_run import drop_self_hits, read_run
 from retriever.pipeline import load_pipeline, open_pipeline
 from service.cli.common import add_data_args, positive_int
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     results += [_score_run_file(Path(path), dataset, args) for path in args.run or []]
+    for result in results[1:]:
+        result.significance = compare(results[0].evaluation, result.evaluation)
     written = save_results(results, Path(args.output))
     if args.json:
         rows = [result.to_json() for result in results]

@@ -9,7 +9,16 @@ from pathlib import Path
 
 from eval.dataset_resolver import resolve_dataset
 from eval.errors import BraidError
-from retriever.pipeline import Pipeline, check_query, load_pipeline, open_index_retriever, open_pipeline
+from indexer.manifest import Manifest
+from retriever.hit import Hit
+from retriever.pipeline import (
+    ExplainedHit,
+    Pipeline,
+    check_query,
+    load_pipeline,
+    open_index_retriever,
+    open_pipeline,
+)
 from service.cli.common import add_data_args, parse_params, positive_int
 
 
@@ -22,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--pipeline", default="bm25", help="built-in pipeline name or TOML file (default: bm25)")
     search.add_argument("--param", action="append", metavar="KEY=VALUE", help="search parameter with --index")
     search.add_argument("-k", type=positive_int, default=10, help="number of hits (default: 10)")
+    search.add_argument(
+        "--explain", action="store_true", help="show each retriever's rank and score and each cascade stage's score"
+    )
     search.add_argument("--json", action="store_true", help="print hits as JSON")
     add_data_args(search)
     search.set_defaults(handler=run)
@@ -34,25 +46,49 @@ def _text_lookup(pipeline: Pipeline, dataset, doc_ids: set[str]):
     return lambda doc_id: corpus.get(doc_id) or pipeline.document_text(doc_id)
 
 
+def _explanation(hit: ExplainedHit) -> str:
+    parts = [
+        f"{name} #{source.rank} ({source.score:.4f})" if source.rank else f"{name} -"
+        for name, source in hit.sources.items()
+    ]
+    if hit.fused_score is not None:
+        parts.append(f"fused {hit.fused_score:.6f}")
+    parts += [f"{stage} {score:.4f}" for stage, score in hit.stages.items()]
+    return "; ".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     check_query(args.query)
+    explained: list[ExplainedHit] | None = None
     if args.index:
+        if args.explain:
+            raise BraidError("--explain needs a pipeline (--dataset); a single index has nothing to explain")
         retriever = open_index_retriever(Path(args.index), parse_params(args.param), args.threads)
+        documents = Manifest.read(Path(args.index)).doc_count
+        if args.k > documents:
+            raise BraidError(f"-k must be between 1 and the collection's {documents} documents, got {args.k}")
         hits = retriever.search(args.query, args.k)
         text_of = retriever.document_text
     else:
         if args.param:
             raise BraidError("--param applies to --index; with --dataset, set parameters in the pipeline file")
+        spec = load_pipeline(args.pipeline)
         dataset = resolve_dataset(args.dataset, args.data_dir)
-        pipeline: Pipeline = open_pipeline(load_pipeline(args.pipeline), dataset, Path(args.index_dir), args.threads)
-        hits = pipeline.search(args.query, args.k)
+        pipeline: Pipeline = open_pipeline(spec, dataset, Path(args.index_dir), args.threads)
+        explained, _ = pipeline.search_explained(args.query, args.k)
+        hits = [Hit(hit.doc_id, hit.score) for hit in explained]
         text_of = _text_lookup(pipeline, dataset, {hit.doc_id for hit in hits})
     if args.json:
-        print(json.dumps([{"rank": i, "doc_id": h.doc_id, "score": h.score} for i, h in enumerate(hits, 1)]))
+        rows = [{"rank": i, "doc_id": h.doc_id, "score": h.score} for i, h in enumerate(hits, 1)]
+        if args.explain and explained is not None:
+            rows = [{**row, **hit.to_json()} for row, hit in zip(rows, explained, strict=True)]
+        print(json.dumps(rows))
         return 0
     if not hits:
         print("no hits")
     for rank, hit in enumerate(hits, start=1):
         snippet = textwrap.shorten(text_of(hit.doc_id) or "", width=100, placeholder=" ...")
         print(f"{rank:>3}  {hit.score:9.4f}  {hit.doc_id:<12}  {snippet}")
+        if args.explain and explained is not None:
+            print(f"{'':>5}{_explanation(explained[rank - 1])}")
     return 0

@@ -17,6 +17,9 @@ def test_builtin_bm25_uses_beir_settings():
     assert retriever.index_params() == {"stemmer": "porter", "keep_stopwords": False}
 
 
+TWO = 'name = "x"\n[[retrievers]]\nname = "a"\nkind = "bm25"\n[[retrievers]]\nname = "b"\nkind = "bm25"\n'
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -29,7 +32,23 @@ def test_builtin_bm25_uses_beir_settings():
         ('name = "x"\n[[retrievers]]\nk1 = 1.0\n', "missing field 'kind'"),
         ('name = "x"\n[[retrievers]]\nkind = "bm25"\nk1 = "high"\n', "k1 must be float, got str 'high'"),
         ('name = "x"\n[[retrievers]]\nkind = "bm25"\nk3 = 1\n', r"unknown field\(s\) \['k3'\] for bm25"),
-        ('name = "x"\nfusion = "rrf"\n[[retrievers]]\nkind = "bm25"\n', r"unknown field\(s\) \['fusion'\]"),
+        ('name = "x"\nfusion = "rrf"\n[[retrievers]]\nkind = "bm25"\n', r"\[fusion\]: must be a table"),
+        ('name = "x"\nstages = 1\n[[retrievers]]\nkind = "bm25"\n', r"unknown field\(s\) \['stages'\]"),
+        (TWO + "", r"2 retrievers need a \[fusion\] table \(method: rrf, weighted\)"),
+        (TWO + '[fusion]\nmethod = "borda"\n', "method must be one of rrf, weighted"),
+        (TWO + '[fusion]\nmethod = "weighted"\nnormalization = "l2"\n', "normalization must be one of minmax"),
+        (TWO + "[fusion]\nweights = { a = 1.0, c = 2.0 }\n", r"unknown: \['c'\]; missing: \['b'\]"),
+        (TWO + '[fusion]\nweights = { a = 1.0, b = "x" }\n', "weights.b must be float"),
+        (TWO + "[fusion]\nweights = { a = 1.0, b = -1 }\n", "weight of 'b' must be a finite number >= 0"),
+        (
+            'name = "x"\n[[retrievers]]\nkind = "bm25"\n[[retrievers]]\nkind = "bm25"\n[fusion]\n',
+            r"retriever names must be unique; repeated: \['bm25'\]",
+        ),
+        (
+            'name = "x"\n[[retrievers]]\nkind = "bm25"\n[[cascade]]\nkind = "bm25"\n',
+            r"unknown cascade scorer kind 'bm25' \(allowed: slim, dense\)",
+        ),
+        ('name = "x"\n[[retrievers]]\nkind = "bm25"\n[rerank]\ndepth = 20\n', r"\[rerank\] stages are not available"),
         ('name = "x"\n[[retrievers]]\nkind = "bm25"\ndepth = 0\n', "depth must be >= 1"),
         ("name = \n", "invalid TOML"),
     ],

@@ -1,0 +1,133 @@
+"""Fusion of ranked lists: reciprocal rank fusion and weighted sums of normalized scores.
+
+Reciprocal rank fusion (Cormack, Clarke and Buettcher, SIGIR 2009) scores a document by
+sum_i w_i / (k + rank_i(d)), over the lists that retrieved it; ranks start at 1. It ignores score scales, which
+makes it robust, but it also throws away how confident each retriever is.
+
+Weighted sums ("convex combination", Bruch, Gai and Ingber, "An Analysis of Fusion Functions for Hybrid
+Retrieval", TOIS 2023) score a document by sum_i w_i * norm_i(s_i(d)), where each list is normalized on its own:
+``minmax`` maps the list's scores to [0, 1], ``zscore`` subtracts the list's mean and divides by its standard
+deviation, ``none`` keeps raw scores. A document a list did not retrieve takes that list's lowest normalized
+value (0 for min-max): it was below the cut-off, so the list's minimum bounds its score from above.
+
+Both are written as one matrix product: documents x retrievers of per-list values, times the weights. The
+pipeline and ``braid tune`` share it, so tuned weights mean exactly what the pipeline computes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from eval.errors import BraidError
+from retriever.hit import Hit
+
+METHODS = ("rrf", "weighted")
+NORMALIZATIONS = ("minmax", "zscore", "none")
+
+
+@dataclass(frozen=True)
+class FusionSpec:
+    """How a pipeline fuses its retrievers: ``rrf`` (with ``k``) or ``weighted`` (with ``normalization``)."""
+
+    method: str = "rrf"
+    k: float = 60.0
+    normalization: str = "minmax"
+    weights: Mapping[str, float] | None = None  # None: 1.0 for every retriever
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise BraidError(f"fusion method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise BraidError(
+                f"fusion normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}"
+            )
+        if self.k < 0:
+            raise BraidError(f"fusion k must be >= 0, got {self.k}")
+        for name, weight in (self.weights or {}).items():
+            if not np.isfinite(weight) or weight < 0:
+                raise BraidError(f"fusion weight of {name!r} must be a finite number >= 0, got {weight}")
+
+    def weight_vector(self, names: Sequence[str]) -> np.ndarray:
+        weights = self.weights or {}
+        return np.array([float(weights.get(name, 1.0)) for name in names], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class FusionInputs:
+    """One query's fusion matrix: the union of retrieved documents x retrievers."""
+
+    doc_ids: list[str]
+    values: np.ndarray  # documents x retrievers: RRF terms or normalized scores
+    ranks: np.ndarray  # documents x retrievers: 1-based rank, 0 where the list did not retrieve the document
+    scores: np.ndarray  # documents x retrievers: raw score, nan where not retrieved
+
+
+def normalize(scores: np.ndarray, normalization: str) -> np.ndarray:
+    """Normalize one list's scores; constant lists map to 1 (min-max) or 0 (z-score) rather than dividing by 0."""
+    if scores.size == 0 or normalization == "none":
+        return scores.astype(np.float64)
+    scores = scores.astype(np.float64)
+    if normalization == "minmax":
+        low, high = scores.min(), scores.max()
+        return np.ones_like(scores) if high == low else (scores - low) / (high - low)
+    if normalization == "zscore":
+        std = scores.std()
+        return np.zeros_like(scores) if std == 0 else (scores - scores.mean()) / std
+    raise BraidError(f"fusion normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+
+
+def fusion_inputs(lists: Sequence[Sequence[Hit]], spec: FusionSpec) -> FusionInputs:
+    """Lay out ranked lists (best first) as the matrix that fusion multiplies by the weights."""
+    position: dict[str, int] = {}
+    for hits in lists:
+        for hit in hits:
+            position.setdefault(hit.doc_id, len(position))
+    docs, width = len(position), len(lists)
+    ranks = np.zeros((docs, width), dtype=np.int64)
+    raw = np.full((docs, width), np.nan, dtype=np.float64)
+    values = np.zeros((docs, width), dtype=np.float64)
+    for column, hits in enumerate(lists):
+        if not hits:
+            continue
+        rows = np.fromiter((position[hit.doc_id] for hit in hits), dtype=np.int64, count=len(hits))
+        scores = np.fromiter((hit.score for hit in hits), dtype=np.float64, count=len(hits))
+        ranks[rows, column] = np.arange(1, len(hits) + 1)
+        raw[rows, column] = scores
+        if spec.method == "rrf":
+            values[rows, column] = 1.0 / (spec.k + ranks[rows, column])
+        else:
+            normalized = normalize(scores, spec.normalization)
+            values[:, column] = normalized.min()
+            values[rows, column] = normalized
+    return FusionInputs(list(position), values, ranks, raw)
+
+
+def ranked(doc_ids: Sequence[str], scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """Top ``k`` (row, score), by descending score then ascending id.
+
+    Exactly tied scores (frequent with RRF) are nudged apart by a negligible amount, so every tool that
+    re-sorts the run by score alone (trec_eval breaks ties by descending id) keeps this order.
+    """
+    if len(doc_ids) == 0:
+        return []
+    id_rank = np.argsort(np.argsort(np.asarray(doc_ids, dtype=object), kind="stable"), kind="stable")
+    order = np.lexsort((id_rank, -scores))[:k]
+    result: list[tuple[int, float]] = []
+    for row in order.tolist():
+        score = float(scores[row])
+        if result and score >= result[-1][1]:
+            score = float(np.nextafter(result[-1][1], -np.inf))
+        result.append((row, score))
+    return result
+
+
+def fuse(lists: Sequence[Sequence[Hit]], names: Sequence[str], spec: FusionSpec, k: int) -> list[Hit]:
+    """Fuse ranked lists into the top ``k`` hits."""
+    if len(lists) != len(names):
+        raise ValueError("one name per list")
+    inputs = fusion_inputs(lists, spec)
+    scores = inputs.values @ spec.weight_vector(names)
+    return [Hit(inputs.doc_ids[row], score) for row, score in ranked(inputs.doc_ids, scores, k)]

@@ -1,0 +1,111 @@
+"""Fusion tuning: grid search of per-retriever weights (and the fusion method) on a train or dev split.
+
+Each retriever runs once over the split's queries; every candidate setting is then a matrix product over the
+cached lists (the same :mod:`retriever.fusion` code the pipeline runs), scored with the split's qrels. Weights
+are searched on the simplex (non-negative, summing to 1) with a fixed step, as in Bruch et al.'s analysis of
+convex combinations; RRF is searched over its k as well. Cascade stages are not part of the search: they
+reorder the fused head afterwards, whatever the weights.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from dataclasses import dataclass, replace
+
+import numpy as np
+from tqdm import tqdm
+
+from eval.dataset import Dataset
+from eval.errors import BraidError
+from eval.metrics import evaluate
+from eval.runner import judged_queries, known_qrels
+from eval.trec_run import drop_self_hits
+from retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec, fusion_inputs, ranked
+from retriever.pipeline import Pipeline
+from retriever.pipeline_spec import PipelineSpec
+
+TUNABLE_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map")
+EVAL_DEPTH = 100  # every tunable metric but MAP is decided within the top 100; MAP is approximated there
+
+
+@dataclass(frozen=True)
+class Trial:
+    fusion: FusionSpec
+    value: float
+
+
+def simplex_grid(width: int, step: float) -> list[tuple[float, ...]]:
+    """Weight vectors with entries in multiples of ``step`` that sum to 1 (at least one retriever kept)."""
+    if not 0 < step <= 1:
+        raise BraidError(f"--step must be in (0, 1], got {step}")
+    units = round(1 / step)
+    if abs(units * step - 1) > 1e-9:
+        raise BraidError(f"--step must divide 1 evenly (0.5, 0.25, 0.2, 0.1, 0.05, ...), got {step}")
+    grid = []
+    for combo in itertools.product(range(units + 1), repeat=width):
+        if sum(combo) == units:
+            grid.append(tuple(round(c * step, 10) for c in combo))
+    return grid
+
+
+def tune_fusion(
+    pipeline: Pipeline,
+    dataset: Dataset,
+    split: str,
+    metric: str = "ndcg@10",
+    step: float = 0.1,
+    methods: tuple[str, ...] = METHODS,
+    normalizations: tuple[str, ...] = ("minmax", "zscore"),
+    rrf_ks: tuple[float, ...] = (10.0, 30.0, 60.0, 100.0),
+    keep_self_hits: bool = False,
+) -> tuple[PipelineSpec, list[Trial]]:
+    """Best fusion for ``pipeline`` on ``split`` by ``metric``; returns the tuned spec and every trial, best first."""
+    if metric not in TUNABLE_METRICS:
+        raise BraidError(f"metric must be one of {', '.join(TUNABLE_METRICS)}, got {metric!r}")
+    if split == "test":
+        raise BraidError("tuning on the test split would leak into the evaluation; tune on a train or dev split")
+    if len(pipeline.stages) < 2:
+        raise BraidError(f"pipeline {pipeline.name!r} has one retriever: there are no fusion weights to tune")
+    for method in methods:
+        if method not in METHODS:
+            raise BraidError(f"methods must be among {', '.join(METHODS)}, got {method!r}")
+    for normalization in normalizations:
+        if normalization not in NORMALIZATIONS:
+            raise BraidError(f"normalizations must be among {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+    queries = judged_queries(dataset, split)
+    qrels = known_qrels(dataset, split)
+    threshold = dataset.default_rel_threshold
+    lists = pipeline.first_stage_lists(queries, pipeline.depth)
+    names = pipeline.retriever_names
+    settings = [FusionSpec("weighted", normalization=n) for n in normalizations if "weighted" in methods]
+    settings += [FusionSpec("rrf", k=k) for k in rrf_ks if "rrf" in methods]
+    grid = simplex_grid(len(names), step)
+    trials: list[Trial] = []
+    progress = tqdm(total=len(settings) * len(grid), desc="tune", unit="setting", file=sys.stderr)
+    for setting in settings:
+        inputs = {qid: fusion_inputs([per_query.get(qid, []) for per_query in lists], setting) for qid in queries}
+        for weights in grid:
+            vector = np.asarray(weights)
+            run = {
+                qid: {x.doc_ids[row]: score for row, score in ranked(x.doc_ids, x.values @ vector, EVAL_DEPTH + 1)}
+                for qid, x in inputs.items()
+            }
+            if not keep_self_hits:
+                run = drop_self_hits(run)
+            value = evaluate(run, qrels, threshold).aggregate[metric]
+            trials.append(Trial(replace(setting, weights=dict(zip(names, weights, strict=True))), value))
+            progress.update()
+    progress.close()
+    # Stable sort: among equal scores the earlier setting (weighted before RRF, coarser before finer) wins.
+    trials.sort(key=lambda trial: -trial.value)
+    best = trials[0]
+    tuned = {
+        "dataset": dataset.name,
+        "split": split,
+        "metric": metric,
+        "value": round(best.value, 6),
+        "queries": len(queries),
+        "step": step,
+    }
+    return replace(pipeline.spec, fusion=best.fusion, tuned=tuned), trials

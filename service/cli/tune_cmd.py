@@ -1,0 +1,77 @@
+"""``braid tune``: fit a pipeline's fusion weights on a train or dev split and save them into the pipeline file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from eval.dataset_resolver import resolve_dataset
+from eval.errors import BraidError
+from retriever.fusion import METHODS, NORMALIZATIONS
+from retriever.pipeline import load_pipeline, open_pipeline
+from retriever.pipeline_spec import builtin_pipelines, save_pipeline
+from retriever.tuning import TUNABLE_METRICS, tune_fusion
+from service.cli.common import add_data_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    tune = subparsers.add_parser("tune", help="tune a pipeline's fusion weights on a train/dev split")
+    tune.add_argument("--dataset", required=True, help="dataset path or name")
+    tune.add_argument("--pipeline", required=True, help="pipeline TOML file (or built-in name, with --output)")
+    tune.add_argument("--split", default="train", help="qrels split to tune on (default: train; never test)")
+    tune.add_argument("--metric", default="ndcg@10", choices=TUNABLE_METRICS, help="metric to maximize")
+    tune.add_argument("--step", type=float, default=0.1, help="weight grid step on the simplex (default: 0.1)")
+    tune.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="fusion methods tried")
+    tune.add_argument(
+        "--normalizations", nargs="+", default=["minmax", "zscore"], choices=NORMALIZATIONS, help="for weighted"
+    )
+    tune.add_argument("--rrf-k", nargs="+", type=float, default=[10.0, 30.0, 60.0, 100.0], help="k values for RRF")
+    tune.add_argument("--output", help="write the tuned pipeline here (default: overwrite --pipeline's file)")
+    tune.add_argument("--keep-self-hits", action="store_true", help="count hits whose id equals the query id")
+    tune.add_argument("--json", action="store_true", help="print the best setting as JSON")
+    add_data_args(tune)
+    tune.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    source = Path(args.pipeline)
+    if args.output is None and not source.is_file():
+        hint = " (a built-in)" if args.pipeline in builtin_pipelines() else ""
+        raise BraidError(f"--pipeline {args.pipeline}{hint} is not a file: give --output FILE for the tuned pipeline")
+    output = Path(args.output) if args.output else source
+    if output.exists() and output.is_dir():
+        raise BraidError(f"--output {output} is a directory; give a file path")
+    spec = load_pipeline(args.pipeline)
+    dataset = resolve_dataset(args.dataset, args.data_dir)
+    pipeline = open_pipeline(spec, dataset, Path(args.index_dir), args.threads)
+    tuned, trials = tune_fusion(
+        pipeline,
+        dataset,
+        args.split,
+        metric=args.metric,
+        step=args.step,
+        methods=tuple(args.methods),
+        normalizations=tuple(args.normalizations),
+        rrf_ks=tuple(args.rrf_k),
+        keep_self_hits=args.keep_self_hits,
+    )
+    best = trials[0]
+    header = (
+        f"Fusion tuned by `braid tune` on {dataset.name}/{args.split} ({len(trials)} settings tried): "
+        f"{args.metric} {best.value:.4f}."
+    )
+    save_pipeline(tuned, output, header)
+    fusion = tuned.fusion
+    assert fusion is not None
+    if args.json:
+        print(json.dumps({"fusion": {**fusion.__dict__, "weights": dict(fusion.weights or {})}, **(tuned.tuned or {})}))
+        return 0
+    print(f"{'method':<10} {'norm/k':>8}  {'weights':<40} {args.metric:>8}")
+    for trial in trials[:10]:
+        f = trial.fusion
+        setting = f.normalization if f.method == "weighted" else f"k={f.k:g}"
+        weights = ", ".join(f"{name} {value:g}" for name, value in (f.weights or {}).items())
+        print(f"{f.method:<10} {setting:>8}  {weights:<40} {trial.value:8.4f}")
+    print(f"saved the best setting into {output}")
+    return 0

@@ -1,0 +1,121 @@
+"""Hybrid pipelines on real indexes: fusion of concurrent retrievers, explanations, cascades, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eval.dataset_resolver import open_dataset_dir
+from eval.errors import BraidError
+from retriever.fusion import FusionSpec, fuse
+from retriever.pipeline import load_pipeline, open_pipeline
+from retriever.pipeline_spec import PipelineSpec, RetrieverSpec, pipeline_to_dict, save_pipeline
+from tests.conftest import write_sample
+
+HYBRID = """
+name = "two-bm25"
+[[retrievers]]
+name = "beir"
+kind = "bm25"
+depth = 3
+[[retrievers]]
+name = "lucene"
+kind = "bm25"
+k1 = 1.2
+b = 0.75
+depth = 4
+[fusion]
+method = "weighted"
+normalization = "zscore"
+weights = { beir = 0.7, lucene = 0.3 }
+"""
+
+
+@pytest.fixture
+def hybrid(tiny_beir, tmp_path):
+    path = tmp_path / "hybrid.toml"
+    path.write_text(HYBRID)
+    dataset = open_dataset_dir(tiny_beir)
+    return open_pipeline(load_pipeline(str(path)), dataset, tmp_path / "indexes")
+
+
+def test_fused_search_equals_fusing_each_retrievers_list(hybrid):
+    beir, lucene = (stage.retriever for stage in hybrid.stages)
+    spec = hybrid.spec.fusion
+    for query in ("cat fish", "dog", "bird dog"):
+        expected = fuse([beir.search(query, 3), lucene.search(query, 4)], ["beir", "lucene"], spec, 2)
+        assert hybrid.search(query, 2) == expected
+    batch = hybrid.batch_search({"q1": "cat fish", "q2": "dog"}, 4)
+    assert batch["q1"] == hybrid.search("cat fish", 4) and batch["q2"] == hybrid.search("dog", 4)
+
+
+def test_explanations_give_each_retrievers_rank_and_score(hybrid):
+    beir, lucene = (stage.retriever for stage in hybrid.stages)
+    hits, timings = hybrid.search_explained("cat fish", 4)
+    lists = {"beir": beir.search("cat fish", 3), "lucene": lucene.search("cat fish", 4)}
+    for hit in hits:
+        for name, source in hit.sources.items():
+            ids = [h.doc_id for h in lists[name]]
+            if hit.doc_id in ids:
+                rank = ids.index(hit.doc_id) + 1
+                assert source.rank == rank and source.score == pytest.approx(lists[name][rank - 1].score)
+            else:
+                assert source.rank is None and source.score is None
+        assert hit.fused_score == hit.score
+    assert {"retriever.beir", "retriever.lucene", "fusion", "total"} <= set(timings)
+
+
+def test_k_of_zero_or_beyond_the_collection_is_refused(hybrid):
+    with pytest.raises(BraidError, match="k must be between 1 and the collection's 4 documents, got 0"):
+        hybrid.search("dog", 0)
+    with pytest.raises(BraidError, match="got 5"):
+        hybrid.search("dog", 5)
+
+
+def test_named_index_must_be_built_and_match(tiny_beir, tmp_path):
+    dataset = open_dataset_dir(tiny_beir)
+    missing = PipelineSpec(
+        "p",
+        (
+            RetrieverSpec(
+                "bm25",
+                {"stemmer": "porter", "keep_stopwords": False, "k1": 0.9, "b": 0.4},
+                index=str(tmp_path / "nowhere"),
+            ),
+        ),
+    )
+    with pytest.raises(BraidError, match=r"names index .*nowhere, which is not built"):
+        open_pipeline(missing, dataset, tmp_path / "indexes")
+
+
+def test_pipeline_round_trips_through_toml(tmp_path):
+    spec = load_pipeline("hybrid-rrf")
+    path = tmp_path / "copy.toml"
+    save_pipeline(spec, path, header="copied")
+    assert path.read_text().startswith("# copied\n")
+    again = load_pipeline(str(path))
+    assert pipeline_to_dict(again) == pipeline_to_dict(spec)
+    assert again.fusion == FusionSpec("rrf", k=60.0)
+
+
+def test_cascade_head_equals_last_stage_over_first_stage_candidates(shared_data, tmp_path):
+    root = tmp_path / "sample"
+    _, queries = write_sample(shared_data / "scifact", root, n_docs=80, n_queries=5)
+    pipeline_file = tmp_path / "cascade.toml"
+    pipeline_file.write_text(
+        'name = "cascade"\n[[retrievers]]\nkind = "bm25"\ndepth = 30\n[[cascade]]\nkind = "dense"\ndepth = 30\n'
+    )
+    dataset = open_dataset_dir(root)
+    cascade = open_pipeline(load_pipeline(str(pipeline_file)), dataset, tmp_path / "indexes")
+    bm25 = cascade.stages[0].retriever
+    dense = cascade.cascade[0].retriever
+    for query in queries.values():
+        candidates = [hit.doc_id for hit in bm25.search(query, 30)]
+        # The last stage alone over all candidates of the first: a full dense search restricted to them.
+        everything = dense.search(query, 80)
+        expected = [hit.doc_id for hit in everything if hit.doc_id in set(candidates)]
+        head, _ = cascade.search_explained(query, len(candidates))
+        assert [hit.doc_id for hit in head] == expected
+        exact = dict(zip(candidates, dense.score(query, candidates), strict=True))
+        assert [hit.stages["dense"] for hit in head] == pytest.approx([exact[hit.doc_id] for hit in head], abs=1e-6)
+        assert np.all(np.diff([hit.score for hit in head]) < 0)
