@@ -57,6 +57,10 @@ def test_tune_saves_weights_into_the_pipeline_file(tiny_beir, tmp_path, hybrid_f
     assert tuned.tuned["value"] == best["value"]
     assert set(tuned.fusion.weights) == {"beir", "lucene"} and sum(tuned.fusion.weights.values()) == pytest.approx(1)
     assert hybrid_file.read_text().startswith("# Fusion tuned by `braid tune` on tiny/train")
+    # The tuned pipeline, evaluated on the split it was tuned on, scores what the tuner measured.
+    ev = ["eval", "--dataset", str(tiny_beir), "--index-dir", str(tmp_path / "idx"), "--output", str(tmp_path / "r")]
+    assert main([*ev, "--pipeline", str(hybrid_file), "--split", "train", "--json", "--latency-sample", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["ndcg@10"] == pytest.approx(best["value"], abs=1e-6)
     assert main([*args, "--split", "test"]) == 2
     assert "tuning on the test split would leak" in capsys.readouterr().err
     assert main([*args, "--step", "0.3"]) == 2
