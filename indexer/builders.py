@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from indexer import binary_index, bm25_index, embedding_index, slim_index, splade_index
+from indexer import binary_index, bm25_index, embedding_index, multivector_index, slim_index, splade_index, token_index
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,13 @@ INDEX_KINDS: dict[str, IndexKind] = {
     ),
     "bm25": IndexKind("bm25", bm25_index.validate_params, bm25_index.build_bm25_index),
     "embeddings": IndexKind("embeddings", embedding_index.validate_params, embedding_index.build_embeddings),
+    "multivector": IndexKind(
+        "multivector",
+        multivector_index.validate_params,
+        multivector_index.build_multivector_index,
+        requires=multivector_index.requires,
+    ),
     "slim": IndexKind("slim", slim_index.validate_params, slim_index.build_slim_index),
     "splade": IndexKind("splade", splade_index.validate_params, splade_index.build_splade_index),
+    "tokens": IndexKind("tokens", token_index.validate_params, token_index.build_tokens),
 }

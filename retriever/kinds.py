@@ -9,6 +9,7 @@ from typing import Any
 from retriever.binary_retriever import BinaryRetriever
 from retriever.bm25_retriever import BM25Retriever
 from retriever.dense_retriever import DenseRetriever
+from retriever.multivector_retriever import MultiVectorRetriever
 from retriever.slim_retriever import SlimRetriever
 from retriever.splade_retriever import SpladeRetriever
 
@@ -122,5 +123,28 @@ RETRIEVER_KINDS: dict[str, RetrieverKind] = {
             params["ef_search"],
             threads,
         ),
+    ),
+    "multivector": RetrieverKind(
+        name="multivector",
+        index_kind="multivector",
+        index_params={
+            "model": Param(str, "all-MiniLM-L6-v2", "token encoder: ColBERT checkpoint or plain encoder"),
+            "doc_max_length": Param(int, 256, "document tokens kept"),
+            "query_max_length": Param(int, 32, "query tokens kept"),
+            "pool_factor": Param(int, 1, "token pooling factor, 1..4"),
+            "protected_tokens": Param(int, 1, "leading tokens never pooled ([CLS])"),
+            "centroids": Param(int, 0, "k-means centroids; 0 = a power of two near 2 sqrt(tokens)"),
+            "seed": Param(int, 0, "k-means seed"),
+        },
+        search_params={
+            "mode": Param(str, "maxsim", "maxsim (exact on candidates) or xtr (retrieved tokens only)"),
+            "nprobe": Param(int, 8, "centroids probed per query token"),
+            "candidates": Param(int, 512, "documents scored exactly (maxsim)"),
+            "token_k": Param(int, 1000, "tokens retrieved per query token (xtr)"),
+        },
+        open=lambda index_dir, params, threads: MultiVectorRetriever(
+            index_dir, params["mode"], params["nprobe"], params["candidates"], params["token_k"], threads
+        ),
+        can_score=True,
     ),
 }

@@ -50,9 +50,7 @@ def simplex_grid(width: int, step: float) -> list[tuple[float, ...]]:
 
 
 def tune_fusion(
-    pipeline: Pipeline,
-    dataset: Dataset,
-    split: str,
+    targets: list[tuple[Pipeline, Dataset, str]],
     metric: str = "ndcg@10",
     step: float = 0.1,
     methods: tuple[str, ...] = METHODS,
@@ -60,11 +58,13 @@ def tune_fusion(
     rrf_ks: tuple[float, ...] = (10.0, 30.0, 60.0, 100.0),
     keep_self_hits: bool = False,
 ) -> tuple[PipelineSpec, list[Trial]]:
-    """Best fusion for ``pipeline`` on ``split`` by ``metric``; returns the tuned spec and every trial, best first."""
+    """Best fusion by ``metric``, averaged over one or more (pipeline, dataset, split) targets that open the same
+    pipeline on different collections; returns the tuned spec and every trial, best first."""
     if metric not in TUNABLE_METRICS:
         raise BraidError(f"metric must be one of {', '.join(TUNABLE_METRICS)}, got {metric!r}")
-    if split == "test":
+    if any(split == "test" for *_, split in targets):
         raise BraidError("tuning on the test split would leak into the evaluation; tune on a train or dev split")
+    pipeline = targets[0][0]
     if len(pipeline.stages) < 2:
         raise BraidError(f"pipeline {pipeline.name!r} has one retriever: there are no fusion weights to tune")
     for method in methods:
@@ -73,39 +73,44 @@ def tune_fusion(
     for normalization in normalizations:
         if normalization not in NORMALIZATIONS:
             raise BraidError(f"normalizations must be among {', '.join(NORMALIZATIONS)}, got {normalization!r}")
-    queries = judged_queries(dataset, split)
-    qrels = known_qrels(dataset, split)
-    threshold = dataset.default_rel_threshold
-    lists = pipeline.first_stage_lists(queries, pipeline.depth)
+    cached = []
+    for target, dataset, split in targets:
+        queries = judged_queries(dataset, split)
+        lists = target.first_stage_lists(queries, target.depth)
+        cached.append((dataset, queries, known_qrels(dataset, split), lists, split))
     names = pipeline.retriever_names
     settings = [FusionSpec("weighted", normalization=n) for n in normalizations if "weighted" in methods]
     settings += [FusionSpec("rrf", k=k) for k in rrf_ks if "rrf" in methods]
     grid = simplex_grid(len(names), step)
-    trials: list[Trial] = []
-    progress = tqdm(total=len(settings) * len(grid), desc="tune", unit="setting", file=sys.stderr)
-    for setting in settings:
-        inputs = {qid: fusion_inputs([per_query.get(qid, []) for per_query in lists], setting) for qid in queries}
-        for weights in grid:
-            vector = np.asarray(weights)
-            run = {
-                qid: {x.doc_ids[row]: score for row, score in ranked(x.doc_ids, x.values @ vector, EVAL_DEPTH + 1)}
-                for qid, x in inputs.items()
-            }
-            if not keep_self_hits:
-                run = drop_self_hits(run)
-            value = evaluate(run, qrels, threshold).aggregate[metric]
-            trials.append(Trial(replace(setting, weights=dict(zip(names, weights, strict=True))), value))
-            progress.update()
+    totals = np.zeros((len(settings), len(grid)))
+    progress = tqdm(total=len(settings) * len(grid) * len(cached), desc="tune", unit="setting", file=sys.stderr)
+    for dataset, queries, qrels, lists, _ in cached:
+        for s, setting in enumerate(settings):
+            inputs = {qid: fusion_inputs([per_query.get(qid, []) for per_query in lists], setting) for qid in queries}
+            for g, weights in enumerate(grid):
+                vector = np.asarray(weights)
+                run = {
+                    qid: {x.doc_ids[row]: score for row, score in ranked(x.doc_ids, x.values @ vector, EVAL_DEPTH + 1)}
+                    for qid, x in inputs.items()
+                }
+                if not keep_self_hits:
+                    run = drop_self_hits(run)
+                totals[s, g] += evaluate(run, qrels, dataset.default_rel_threshold).aggregate[metric]
+                progress.update()
     progress.close()
+    trials = [
+        Trial(replace(setting, weights=dict(zip(names, weights, strict=True))), totals[s, g] / len(cached))
+        for s, setting in enumerate(settings)
+        for g, weights in enumerate(grid)
+    ]
     # Stable sort: among equal scores the earlier setting (weighted before RRF, coarser before finer) wins.
     trials.sort(key=lambda trial: -trial.value)
     best = trials[0]
     tuned = {
-        "dataset": dataset.name,
-        "split": split,
+        "datasets": [f"{dataset.name}/{split}" for dataset, *_, split in cached],
         "metric": metric,
         "value": round(best.value, 6),
-        "queries": len(queries),
+        "queries": sum(len(queries) for _, queries, *_ in cached),
         "step": step,
     }
     return replace(pipeline.spec, fusion=best.fusion, tuned=tuned), trials

@@ -6,16 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
+from eval.beir_format import read_corpus
 from eval.dataset_resolver import resolve_dataset
+from eval.errors import BraidError
 from indexer.builders import INDEX_KINDS
 from indexer.index_store import build_index
 from indexer.manifest import Manifest
+from indexer.multivector_index import add_documents, delete_documents
 from service.cli.common import add_data_args, parse_params
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     index = subparsers.add_parser("index", help="build and inspect indexes")
-    actions = index.add_subparsers(dest="index_command", required=True, metavar="{build,info}")
+    actions = index.add_subparsers(dest="index_command", required=True, metavar="{build,info,add,delete}")
 
     build = actions.add_parser("build", help="build an index over a dataset's corpus")
     build.add_argument("--dataset", required=True, help="dataset path or name")
@@ -23,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--param", action="append", metavar="KEY=VALUE", help="index build parameter (repeatable)")
     build.add_argument("--output", help="index folder (default: INDEX_DIR/<dataset>/<kind>-<digest>)")
     build.add_argument("--force", action="store_true", help="rebuild even if a matching index exists")
+    build.add_argument("--pool-factor", type=int, help="multivector: token pooling factor, 1..4 (same as --param)")
     add_data_args(build)
     build.set_defaults(handler=run_build)
 
@@ -31,13 +35,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
     info.set_defaults(handler=run_info)
 
+    add = actions.add_parser("add", help="add documents to a multivector index without a rebuild")
+    add.add_argument("index", help="index folder")
+    add.add_argument("--corpus", required=True, help="JSONL file of documents ({_id, title, text}), BEIR layout")
+    add.set_defaults(handler=run_add)
+
+    delete = actions.add_parser("delete", help="delete documents from a multivector index by id")
+    delete.add_argument("index", help="index folder")
+    delete.add_argument("ids", nargs="+", help="document ids")
+    delete.set_defaults(handler=run_delete)
+
 
 def run_build(args: argparse.Namespace) -> int:
+    params = parse_params(args.param)
+    if args.pool_factor is not None:
+        if args.kind != "multivector":
+            raise BraidError(f"--pool-factor applies to --kind multivector, not {args.kind}")
+        params["pool_factor"] = args.pool_factor
     dataset = resolve_dataset(args.dataset, args.data_dir)
     path, manifest, built = build_index(
         dataset,
         args.kind,
-        parse_params(args.param),
+        params,
         index_root=None if args.output else Path(args.index_dir),
         output=Path(args.output) if args.output else None,
         threads=args.threads,
@@ -47,6 +66,22 @@ def run_build(args: argparse.Namespace) -> int:
     print(
         f"{manifest.kind} index {state}: {path} ({manifest.doc_count} documents, {manifest.index_bytes / 1e6:.1f} MB)"
     )
+    return 0
+
+
+def run_add(args: argparse.Namespace) -> int:
+    path = Path(args.corpus)
+    if not path.is_file():
+        raise BraidError(f"corpus file {path} does not exist")
+    documents = [(doc.doc_id, doc.contents) for doc in read_corpus(path)]
+    count = add_documents(Path(args.index), documents)
+    print(f"added {len(documents)} document(s): {args.index} now holds {count}")
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    count = delete_documents(Path(args.index), args.ids)
+    print(f"deleted {len(set(args.ids))} document(s): {args.index} now holds {count}")
     return 0
 
 

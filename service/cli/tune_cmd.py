@@ -17,9 +17,15 @@ from service.cli.common import add_data_args
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     tune = subparsers.add_parser("tune", help="tune a pipeline's fusion weights on a train/dev split")
-    tune.add_argument("--dataset", required=True, help="dataset path or name")
+    tune.add_argument(
+        "--dataset", required=True, action="append", help="dataset path or name (repeatable: the mean is maximized)"
+    )
     tune.add_argument("--pipeline", required=True, help="pipeline TOML file (or built-in name, with --output)")
-    tune.add_argument("--split", default="train", help="qrels split to tune on (default: train; never test)")
+    tune.add_argument(
+        "--split",
+        action="append",
+        help="qrels split to tune on (default: train; never test); one for all datasets or one per --dataset",
+    )
     tune.add_argument("--metric", default="ndcg@10", choices=TUNABLE_METRICS, help="metric to maximize")
     tune.add_argument("--step", type=float, default=0.1, help="weight grid step on the simplex (default: 0.1)")
     tune.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="fusion methods tried")
@@ -43,12 +49,18 @@ def run(args: argparse.Namespace) -> int:
     if output.exists() and output.is_dir():
         raise BraidError(f"--output {output} is a directory; give a file path")
     spec = load_pipeline(args.pipeline)
-    dataset = resolve_dataset(args.dataset, args.data_dir)
-    pipeline = open_pipeline(spec, dataset, Path(args.index_dir), args.threads)
+    splits = args.split or ["train"]
+    if len(splits) == 1:
+        splits = splits * len(args.dataset)
+    if len(splits) != len(args.dataset):
+        raise BraidError(f"give one --split for all datasets or one per --dataset ({len(args.dataset)})")
+    datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
+    targets = [
+        (open_pipeline(spec, dataset, Path(args.index_dir), args.threads), dataset, split)
+        for dataset, split in zip(datasets, splits, strict=True)
+    ]
     tuned, trials = tune_fusion(
-        pipeline,
-        dataset,
-        args.split,
+        targets,
         metric=args.metric,
         step=args.step,
         methods=tuple(args.methods),
@@ -58,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     )
     best = trials[0]
     header = (
-        f"Fusion tuned by `braid tune` on {dataset.name}/{args.split} ({len(trials)} settings tried): "
-        f"{args.metric} {best.value:.4f}."
+        f"Fusion tuned by `braid tune` on {' + '.join(f'{d.name}/{s}' for d, s in zip(datasets, splits, strict=True))} "
+        f"({len(trials)} settings tried): mean {args.metric} {best.value:.4f}."
     )
     save_pipeline(tuned, output, header)
     fusion = tuned.fusion

@@ -234,3 +234,31 @@ def test_slim_over_only_empty_documents_returns_nothing(tmp_path, capsys):
     args = ["--dataset", str(root), "--pipeline", "slim", "--index-dir", str(tmp_path / "i")]
     assert main(["search", *args, "--json", "anything at all"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_multivector_build_search_eval_add_delete(tiny_beir, tmp_path, capsys):
+    index_dir = str(tmp_path / "indexes")
+    common = ["--dataset", str(tiny_beir), "--index-dir", index_dir]
+    assert main(["index", "build", *common, "--kind", "multivector", "--pool-factor", "2"]) == 0
+    built = capsys.readouterr().out
+    assert "multivector index built" in built
+    path = built.split(": ")[1].split(" (")[0]
+    assert main(["search", "--index", path, "--json", "-k", "2", "--param", "mode=xtr", "cat fish"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["doc_id"] == "d2"
+    assert main(["search", "--index", path, "-k", "2", "cat fish"]) == 0  # no stored text: ids and scores only
+    assert "d2" in capsys.readouterr().out
+    assert main(["index", "build", *common, "--kind", "multivector", "--pool-factor", "5"]) == 2
+    assert "pool_factor must be one of 1, 2, 3, 4, got 5" in capsys.readouterr().err
+    assert main(["index", "build", *common, "--kind", "bm25", "--pool-factor", "2"]) == 2
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(json.dumps({"_id": "d9", "title": "", "text": "parrot cat"}) + "\n")
+    assert main(["index", "add", path, "--corpus", str(extra)]) == 0
+    assert "now holds 5" in capsys.readouterr().out
+    assert main(["index", "add", path, "--corpus", str(extra)]) == 2
+    assert "already in the index" in capsys.readouterr().err
+    assert main(["index", "delete", path, "d9", "ghost"]) == 2
+    assert "unknown document id(s), e.g. ['ghost']" in capsys.readouterr().err
+    assert main(["index", "delete", path, "d9"]) == 0
+    assert main(["index", "delete", index_dir, "d1"]) == 2
+    out = str(tmp_path / "results")
+    assert main(["eval", *common, "--pipeline", "multivector", "--output", out, "--latency-sample", "2"]) == 0

@@ -52,7 +52,7 @@ def test_tune_saves_weights_into_the_pipeline_file(tiny_beir, tmp_path, hybrid_f
     args = ["tune", "--dataset", str(tiny_beir), "--index-dir", str(tmp_path / "idx"), "--pipeline", str(hybrid_file)]
     assert main([*args, "--step", "0.5", "--json"]) == 0
     best = json.loads(capsys.readouterr().out)
-    assert best["split"] == "train" and best["metric"] == "ndcg@10" and 0.0 <= best["value"] <= 1.0
+    assert best["datasets"] == ["tiny/train"] and best["metric"] == "ndcg@10" and 0.0 <= best["value"] <= 1.0
     tuned = load_pipeline(str(hybrid_file))
     assert tuned.tuned["value"] == best["value"]
     assert set(tuned.fusion.weights) == {"beir", "lucene"} and sum(tuned.fusion.weights.values()) == pytest.approx(1)

@@ -1,0 +1,286 @@
+"""Pooled multi-vector index: token pooling, centroids, an inverted file from centroids to tokens, and
+document updates without a rebuild.
+
+Token pooling (Clavié, Chaffin and Adams, "Reducing the Footprint of Multi-Vector Retrieval with Minimal
+Performance Impact via Token Pooling", 2024) clusters each document's token vectors hierarchically (Ward linkage
+on cosine distance) into about ``tokens / pool_factor`` groups and keeps each group's mean; the first
+``protected_tokens`` ([CLS]) stay as they are. sentence-transformers' ``HierarchicalTokenPooling`` does it.
+
+Candidate generation follows PLAID (Santhanam et al., CIKM 2022): spherical k-means centroids over the pooled
+tokens (faiss), every token assigned to its nearest centroid; a query token probes its nearest centroids and
+the inverted file yields the tokens, hence the documents, to score.
+
+Layout: ``manifest.json``, ``CURRENT`` (the name of the live generation) and ``gen-NNNNNN/`` holding
+``tokens.f16`` (pooled tokens, float16, documents back to back), ``doc_offsets.i64``, ``doc_ids.txt``,
+``token_centroid.i32``, ``centroids.f32`` and ``multivector.json``. Adding or deleting documents writes a new
+generation beside the live one, then switches ``CURRENT`` with an atomic rename: a reader sees the old index or
+the new one, never a mixture, and a crash mid-way leaves the old one live. Centroids are kept across updates
+(new tokens are assigned to the existing ones), as PLAID's incremental indexing does.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import shutil
+import sys
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from eval.atomic_file import atomic_write_text
+from eval.dataset import Dataset
+from eval.errors import BraidError
+from indexer.manifest import MANIFEST_NAME, Manifest, file_checksums
+from indexer.params import merge_params, require_at_least
+from indexer.token_encoder import DEFAULT_MODEL
+from indexer.token_index import TOKENS_NAME, TokenStore, encoder_for, has_tokens
+
+DEFAULT_PARAMS = {
+    "model": DEFAULT_MODEL,
+    "doc_max_length": 256,
+    "query_max_length": 32,
+    "pool_factor": 1,
+    "protected_tokens": 1,
+    "centroids": 0,
+    "seed": 0,
+}
+TOKEN_PARAMS = ("model", "doc_max_length", "query_max_length")
+META_NAME = "multivector.json"
+POOL_FACTORS = (1, 2, 3, 4)
+
+
+def validate_params(params: dict) -> dict:
+    merged = merge_params("multivector", params, DEFAULT_PARAMS)
+    if merged["pool_factor"] not in POOL_FACTORS:
+        raise BraidError(f"multivector pool_factor must be one of 1, 2, 3, 4, got {merged['pool_factor']!r}")
+    require_at_least("multivector", merged, ("protected_tokens", "centroids", "seed"), minimum=0)
+    return merged
+
+
+def requires(params: dict) -> dict[str, tuple[str, dict]]:
+    return {"tokens": ("tokens", {name: params[name] for name in TOKEN_PARAMS})}
+
+
+def pool_documents(documents: Iterable[np.ndarray], params: dict, total: int | None = None) -> list[np.ndarray]:
+    """Pool each document's tokens (pool factor 1 only re-normalizes), as float32 arrays."""
+    from sentence_transformers.multi_vector_encoder.modules.token_pooling import HierarchicalTokenPooling
+
+    pooling = HierarchicalTokenPooling(float(params["pool_factor"]), num_protected_tokens=params["protected_tokens"])
+    pooled = []
+    for tokens in tqdm(documents, total=total, desc=f"pool x{params['pool_factor']}", unit="doc", file=sys.stderr):
+        tensor = torch.from_numpy(np.asarray(tokens, dtype=np.float32))
+        pooled.append(pooling.pool([tensor])[0].numpy() if params["pool_factor"] > 1 else _normalize(tensor))
+    return pooled
+
+
+def _normalize(tensor: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.normalize(tensor, dim=-1).numpy()
+
+
+def centroid_count(tokens: int, requested: int) -> int:
+    """PLAID's rule of thumb, scaled down for CPU: a power of two near 2 sqrt(tokens), at most one per token."""
+    if requested:
+        return min(requested, tokens)
+    return int(min(tokens, max(1, 2 ** int(np.floor(np.log2(2 * np.sqrt(max(tokens, 1))))))))
+
+
+def train_centroids(tokens: np.ndarray, count: int, seed: int) -> np.ndarray:
+    kmeans = faiss.Kmeans(
+        tokens.shape[1], count, niter=10, seed=seed + 1, spherical=True, max_points_per_centroid=64, verbose=False
+    )
+    kmeans.train(np.ascontiguousarray(tokens, dtype=np.float32))
+    return np.asarray(kmeans.centroids, dtype=np.float32)
+
+
+def assign(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Nearest centroid (inner product) of every token, in chunks so float32 copies stay small."""
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(centroids)
+    out = np.empty(len(tokens), dtype=np.int32)
+    for start in range(0, len(tokens), 65536):
+        chunk = np.asarray(tokens[start : start + 65536], dtype=np.float32)
+        out[start : start + len(chunk)] = index.search(chunk, 1)[1][:, 0]
+    return out
+
+
+def write_generation(
+    folder: Path,
+    doc_ids: Sequence[str],
+    documents: Sequence[np.ndarray],
+    centroids: np.ndarray,
+    assignments: np.ndarray,
+) -> None:
+    folder.mkdir(parents=True)
+    offsets = np.zeros(len(documents) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(tokens) for tokens in documents])
+    with (folder / TOKENS_NAME).open("wb") as handle:
+        for tokens in documents:
+            handle.write(np.asarray(tokens, dtype=np.float16).tobytes())
+    offsets.tofile(folder / "doc_offsets.i64")
+    (folder / "doc_ids.txt").write_text("".join(f"{doc_id}\n" for doc_id in doc_ids), encoding="utf-8")
+    np.asarray(assignments, dtype=np.int32).tofile(folder / "token_centroid.i32")
+    np.asarray(centroids, dtype=np.float32).tofile(folder / "centroids.f32")
+    dimension = int(centroids.shape[1])
+    meta = {
+        "documents": len(documents),
+        "dimension": dimension,
+        "tokens": int(offsets[-1]),
+        "centroids": len(centroids),
+    }
+    (folder / META_NAME).write_text(json.dumps(meta) + "\n", encoding="utf-8")
+
+
+def build_multivector_index(
+    dataset: Dataset, out_dir: Path, params: dict, threads: int | None = None, *, tokens: Path
+) -> int:
+    params = validate_params(params)
+    store = TokenStore(tokens)
+    documents = pool_documents((store.document(row) for row in range(len(store))), params, total=len(store))
+    flat = np.concatenate(documents) if documents else np.zeros((0, store.dimension), dtype=np.float32)
+    if len(flat) == 0:
+        raise BraidError(f"dataset {dataset.name!r} has no tokens to index")
+    centroids = train_centroids(flat, centroid_count(len(flat), params["centroids"]), params["seed"])
+    write_generation(out_dir / "gen-000000", store.doc_ids, documents, centroids, assign(flat, centroids))
+    (out_dir / "CURRENT").write_text("gen-000000\n", encoding="utf-8")
+    return len(documents)
+
+
+def current_generation(index_dir: Path) -> Path:
+    pointer = Path(index_dir) / "CURRENT"
+    if not pointer.is_file():
+        raise BraidError(f"{index_dir} is not a multivector index (no CURRENT file)")
+    return Path(index_dir) / pointer.read_text(encoding="utf-8").strip()
+
+
+class MultiVectorStore(TokenStore):
+    """The live generation of a multi-vector index: pooled tokens, centroids and the inverted file."""
+
+    def __init__(self, index_dir: Path) -> None:
+        self.generation = current_generation(index_dir)
+        super().__init__(self.generation, META_NAME)
+        self.centroids = np.fromfile(self.generation / "centroids.f32", dtype=np.float32).reshape(-1, self.dimension)
+        self.token_centroid = np.fromfile(self.generation / "token_centroid.i32", dtype=np.int32)
+        self.token_doc = np.repeat(np.arange(len(self.doc_ids), dtype=np.int32), np.diff(self.offsets))
+        # Inverted file: tokens grouped by centroid (a stable sort keeps token order inside each list).
+        self.ivf_tokens = np.argsort(self.token_centroid, kind="stable").astype(np.int64)
+        counts = np.bincount(self.token_centroid, minlength=len(self.centroids))
+        self.ivf_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def list_tokens(self, centroids: np.ndarray) -> np.ndarray:
+        """Token ids in the inverted lists of ``centroids``."""
+        pieces = [self.ivf_tokens[self.ivf_offsets[c] : self.ivf_offsets[c + 1]] for c in np.asarray(centroids)]
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+
+
+@contextmanager
+def _writer_lock(index_dir: Path):
+    with (Path(index_dir) / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _commit(
+    index_dir: Path,
+    manifest: Manifest,
+    doc_ids: Sequence[str],
+    documents: Sequence[np.ndarray],
+    centroids: np.ndarray,
+    assignments: np.ndarray,
+) -> None:
+    old = current_generation(index_dir)
+    number = int(old.name.split("-")[1]) + 1
+    new = Path(index_dir) / f"gen-{number:06d}"
+    scratch = Path(index_dir) / f".{new.name}.tmp"
+    shutil.rmtree(scratch, ignore_errors=True)
+    write_generation(scratch, doc_ids, documents, centroids, assignments)
+    scratch.rename(new)
+    atomic_write_text(Path(index_dir) / "CURRENT", f"{new.name}\n")  # the switch: one atomic rename
+    shutil.rmtree(old, ignore_errors=True)
+    manifest.doc_count = len(doc_ids)
+    # The collection is no longer the dataset it was built from: record what it is now, so no build reuses it.
+    manifest.corpus_checksum = "edited:" + hashlib.sha256("\n".join(sorted(doc_ids)).encode()).hexdigest()
+    manifest.files = file_checksums(Path(index_dir))
+    atomic_write_text(Path(index_dir) / MANIFEST_NAME, json.dumps(asdict(manifest), indent=2, sort_keys=True) + "\n")
+
+
+def _documents(store: MultiVectorStore) -> list[np.ndarray]:
+    return [np.asarray(store.document(row)) for row in range(len(store))]
+
+
+def add_documents(index_dir: Path, documents: Sequence[tuple[str, str]]) -> int:
+    """Encode, pool and add ``(doc_id, text)`` documents; returns the new document count.
+
+    Refused, with the index unchanged: an id already indexed or repeated, a document without tokens.
+    """
+    index_dir = Path(index_dir)
+    manifest = Manifest.read(index_dir)
+    if manifest.kind != "multivector":
+        raise BraidError(f"{index_dir} is a {manifest.kind} index; only multivector indexes take added documents")
+    ids = [doc_id for doc_id, _ in documents]
+    repeated = sorted({doc_id for doc_id in ids if ids.count(doc_id) > 1})
+    if repeated:
+        raise BraidError(f"document id(s) given more than once: {repeated[:5]}")
+    empty = [doc_id for doc_id, text in documents if not has_tokens(text)]
+    if empty:
+        raise BraidError(f"{len(empty)} document(s) have no tokens after tokenization, e.g. {empty[:5]}; nothing added")
+    params = manifest.params
+    encoded = encoder_for(params).encode_documents([text for _, text in documents]) if documents else []
+    # Round through float16 as a build does (it pools the stored float16 tokens), so an added document is
+    # stored exactly as a fresh build would store it.
+    encoded = [tokens.astype(np.float16).astype(np.float32) for tokens in encoded]
+    pooled = pool_documents(encoded, params, total=len(encoded))
+    with _writer_lock(index_dir):
+        store = MultiVectorStore(index_dir)
+        present = sorted(set(ids) & set(store.doc_ids))
+        if present:
+            raise BraidError(f"{len(present)} document id(s) already in the index, e.g. {present[:5]}; nothing added")
+        if not pooled:
+            return len(store)
+        new_assignments = assign(np.concatenate(pooled), store.centroids)
+        _commit(
+            index_dir,
+            manifest,
+            [*store.doc_ids, *ids],
+            [*_documents(store), *pooled],
+            store.centroids,
+            np.concatenate([store.token_centroid, new_assignments]),
+        )
+        return len(store) + len(pooled)
+
+
+def delete_documents(index_dir: Path, doc_ids: Sequence[str]) -> int:
+    """Remove documents by id; returns the new document count. Unknown ids are refused, index unchanged."""
+    index_dir = Path(index_dir)
+    manifest = Manifest.read(index_dir)
+    if manifest.kind != "multivector":
+        raise BraidError(f"{index_dir} is a {manifest.kind} index; only multivector indexes delete documents")
+    with _writer_lock(index_dir):
+        store = MultiVectorStore(index_dir)
+        unknown = sorted(set(doc_ids) - set(store.doc_ids))
+        if unknown:
+            raise BraidError(f"{len(unknown)} unknown document id(s), e.g. {unknown[:5]}; nothing deleted")
+        gone = set(doc_ids)
+        keep = [row for row, doc_id in enumerate(store.doc_ids) if doc_id not in gone]
+        if not keep:
+            raise BraidError("deleting every document would leave an empty index; build a new one instead")
+        token_keep = np.isin(store.token_doc, np.asarray(keep, dtype=np.int32))
+        _commit(
+            index_dir,
+            manifest,
+            [store.doc_ids[row] for row in keep],
+            [np.asarray(store.document(row)) for row in keep],
+            store.centroids,
+            store.token_centroid[token_keep],
+        )
+        return len(keep)

@@ -1,0 +1,93 @@
+"""Pooled multi-vector index on real MiniLM token embeddings: exact MaxSim with every centroid probed, XTR,
+document updates equal to a fresh build, and refused updates that leave the index unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eval.dataset_resolver import open_dataset_dir
+from eval.errors import BraidError
+from indexer.index_store import build_index
+from indexer.multivector_index import MultiVectorStore, add_documents, delete_documents, validate_params
+from retriever.multivector_retriever import MultiVectorRetriever
+from tests.conftest import write_beir, write_sample
+
+PARAMS = {"pool_factor": 2, "centroids": 16}
+
+
+@pytest.fixture(scope="module")
+def sample(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("mv")
+    docs, queries = write_sample(shared_data / "scifact", root / "sample", n_docs=60, n_queries=6)
+    path, _, _ = build_index(open_dataset_dir(root / "sample"), "multivector", PARAMS, index_root=root / "indexes")
+    return root, docs, queries, path
+
+
+def brute_force(retriever: MultiVectorRetriever, query: str) -> list[tuple[str, float]]:
+    tokens = retriever.encoder.encode_queries([query])[0]
+    store = retriever.store
+    scores = [float((tokens @ store.document(r).astype(np.float32).T).max(axis=1).sum()) for r in range(len(store))]
+    return sorted(zip(store.doc_ids, scores, strict=True), key=lambda item: (-item[1], item[0]))
+
+
+@pytest.mark.parametrize("mode", ["maxsim", "xtr"])
+def test_every_centroid_probed_gives_the_brute_force_maxsim_ranking(sample, mode):
+    _, _, queries, path = sample
+    assert len(MultiVectorStore(path)) == 60
+    retriever = MultiVectorRetriever(path, mode=mode, nprobe=16, candidates=1000, token_k=10**9)
+    for query in queries.values():
+        expected = brute_force(retriever, query)
+        hits = retriever.search(query, 60)
+        assert [hit.doc_id for hit in hits] == [doc_id for doc_id, _ in expected]
+        assert [hit.score for hit in hits] == pytest.approx([score for _, score in expected], abs=1e-3)
+
+
+def test_pooling_halves_the_stored_tokens(sample):
+    root, _, _, path = sample
+    unpooled, _, _ = build_index(
+        open_dataset_dir(root / "sample"), "multivector", {**PARAMS, "pool_factor": 1}, index_root=root / "indexes"
+    )
+    full, pooled = len(MultiVectorStore(unpooled).matrix), len(MultiVectorStore(path).matrix)
+    # Each document keeps [CLS] plus half of the rest (rounded down, at least one).
+    assert 0.45 * full < pooled < 0.56 * full
+
+
+def test_add_and_delete_equal_a_fresh_build(sample, tmp_path):
+    _, docs, queries, _ = sample
+    first, later = docs[:40], docs[40:]
+    write_beir(tmp_path / "first", docs={d.doc_id: (d.title, d.text) for d in first}, queries=queries, qrels=[])
+    path, _, _ = build_index(open_dataset_dir(tmp_path / "first"), "multivector", PARAMS, index_root=tmp_path / "i")
+    assert add_documents(path, [(d.doc_id, d.contents) for d in later]) == 60
+    removed = [d.doc_id for d in docs[::6]]
+    assert delete_documents(path, removed) == 60 - len(removed)
+    kept = [d for d in docs if d.doc_id not in removed]
+    write_beir(tmp_path / "fresh", docs={d.doc_id: (d.title, d.text) for d in kept}, queries=queries, qrels=[])
+    fresh, _, _ = build_index(open_dataset_dir(tmp_path / "fresh"), "multivector", PARAMS, index_root=tmp_path / "i")
+    updated = MultiVectorRetriever(path, nprobe=16, candidates=1000)
+    rebuilt = MultiVectorRetriever(fresh, nprobe=16, candidates=1000)
+    assert sorted(updated.store.doc_ids) == sorted(rebuilt.store.doc_ids)
+    for query in queries.values():
+        a, b = updated.search(query, 20), rebuilt.search(query, 20)
+        assert [hit.doc_id for hit in a] == [hit.doc_id for hit in b]
+        assert [hit.score for hit in a] == pytest.approx([hit.score for hit in b], abs=1e-3)
+    assert len(list(path.glob("gen-*"))) == 1  # old generations are removed once the new one is live
+
+
+def test_refused_updates_leave_the_index_unchanged(sample, tmp_path):
+    _, docs, _, path = sample
+    before = {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file() and p.name != ".lock"}
+    with pytest.raises(BraidError, match=r"have no tokens after tokenization, e\.g\. \['blank'\]; nothing added"):
+        add_documents(path, [("new", "some text"), ("blank", "   ")])
+    with pytest.raises(BraidError, match=r"already in the index"):
+        add_documents(path, [(docs[0].doc_id, "text")])
+    with pytest.raises(BraidError, match=r"1 unknown document id\(s\), e\.g\. \['ghost'\]; nothing deleted"):
+        delete_documents(path, [docs[1].doc_id, "ghost"])
+    after = {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before
+
+
+@pytest.mark.parametrize("factor", [0, 5, 1.5])
+def test_pool_factor_out_of_range_is_refused(factor):
+    with pytest.raises(BraidError, match="pool_factor"):
+        validate_params({"pool_factor": factor})
