@@ -24,6 +24,7 @@ def plot_quality_latency(results: Sequence[RunResult], path: Path, metric: str =
         axes.scatter(latency, quality, s=36)
         axes.annotate(name, (latency, quality), textcoords="offset points", xytext=(5, 4), fontsize=8)
     axes.set_xscale("log")
+    axes.margins(x=0.25, y=0.1)  # room for the labels right of the points
     axes.set_xlabel("single-query latency p50 (ms, log scale)")
     axes.set_ylabel(metric)
     first = results[0]

@@ -37,10 +37,8 @@ def compare(baseline: Evaluation, system: Evaluation) -> dict[str, float]:
         queries = sorted(baseline.per_query[metric])
         if sorted(system.per_query[metric]) != queries:
             raise ValueError("runs were evaluated on different queries")
-        p_values[metric] = round(
-            paired_p_value(
-                [baseline.per_query[metric][q] for q in queries], [system.per_query[metric][q] for q in queries]
-            ),
-            6,
+        p_value = paired_p_value(
+            [baseline.per_query[metric][q] for q in queries], [system.per_query[metric][q] for q in queries]
         )
+        p_values[metric] = float(f"{p_value:.3g}")  # three significant digits: tiny p-values stay visible
     return p_values
