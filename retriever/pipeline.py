@@ -170,9 +170,11 @@ class Pipeline:
             timings[f"cascade.{stage.spec.name}"] = (time.perf_counter() - tick) * 1000
         return hits[:k]
 
-    def search_explained(self, query: str, k: int = 10) -> tuple[list[ExplainedHit], dict[str, float]]:
-        """Top ``k`` hits with their provenance, and the milliseconds each stage took."""
+    def search_explained(self, query: str, k: int | None = None) -> tuple[list[ExplainedHit], dict[str, float]]:
+        """Top ``k`` hits (default: 10, or the whole collection when smaller) with their provenance, and the
+        milliseconds each stage took. An explicit ``k`` of 0 or beyond the collection is an error."""
         check_query(query)
+        k = min(10, self.doc_count) if k is None else k
         self.check_k(k)
         timings: dict[str, float] = {}
         tick = time.perf_counter()
@@ -180,11 +182,11 @@ class Pipeline:
         timings["total"] = (time.perf_counter() - tick) * 1000
         return hits, timings
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
+    def search(self, query: str, k: int | None = None) -> list[Hit]:
         hits, _ = self.search_explained(query, k)
         return [Hit(hit.doc_id, hit.score) for hit in hits]
 
-    def search_timed(self, query: str, k: int = 10) -> tuple[list[Hit], dict[str, float]]:
+    def search_timed(self, query: str, k: int | None = None) -> tuple[list[Hit], dict[str, float]]:
         hits, timings = self.search_explained(query, k)
         return [Hit(hit.doc_id, hit.score) for hit in hits], timings
 

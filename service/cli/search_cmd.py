@@ -30,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--index", help="search this index folder directly")
     search.add_argument("--pipeline", default="bm25", help="built-in pipeline name or TOML file (default: bm25)")
     search.add_argument("--param", action="append", metavar="KEY=VALUE", help="search parameter with --index")
-    search.add_argument("-k", type=positive_int, default=10, help="number of hits (default: 10)")
+    search.add_argument(
+        "-k", type=positive_int, default=None, help="number of hits (default: 10, or every document of a smaller one)"
+    )
     search.add_argument(
         "--explain", action="store_true", help="show each retriever's rank and score and each cascade stage's score"
     )
@@ -65,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
             raise BraidError("--explain needs a pipeline (--dataset); a single index has nothing to explain")
         retriever = open_index_retriever(Path(args.index), parse_params(args.param), args.threads)
         documents = Manifest.read(Path(args.index)).doc_count
-        if args.k > documents:
+        if args.k is not None and args.k > documents:
             raise BraidError(f"-k must be between 1 and the collection's {documents} documents, got {args.k}")
-        hits = retriever.search(args.query, args.k)
+        hits = retriever.search(args.query, args.k or min(10, documents))
         text_of = getattr(retriever, "document_text", lambda _doc_id: None)
     else:
         if args.param:

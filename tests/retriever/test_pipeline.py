@@ -25,7 +25,7 @@ TWO = 'name = "x"\n[[retrievers]]\nname = "a"\nkind = "bm25"\n[[retrievers]]\nna
     [
         (
             'name = "x"\n[[retrievers]]\nkind = "colbert"\n',
-            r"unknown retriever kind 'colbert' \(allowed: bm25, splade, slim, dense, binary\)",
+            r"unknown retriever kind 'colbert' \(allowed: bm25, splade, slim, dense, binary, multivector\)",
         ),
         ('[[retrievers]]\nkind = "bm25"\n', "missing field 'name'"),
         ('name = "x"\n', "missing field 'retrievers'"),
@@ -46,7 +46,7 @@ TWO = 'name = "x"\n[[retrievers]]\nname = "a"\nkind = "bm25"\n[[retrievers]]\nna
         ),
         (
             'name = "x"\n[[retrievers]]\nkind = "bm25"\n[[cascade]]\nkind = "bm25"\n',
-            r"unknown cascade scorer kind 'bm25' \(allowed: slim, dense\)",
+            r"unknown cascade scorer kind 'bm25' \(allowed: slim, dense, multivector\)",
         ),
         ('name = "x"\n[[retrievers]]\nkind = "bm25"\n[rerank]\ndepth = 20\n', r"\[rerank\] stages are not available"),
         ('name = "x"\n[[retrievers]]\nkind = "bm25"\ndepth = 0\n', "depth must be >= 1"),
