@@ -64,6 +64,12 @@ def build_index(
         manifest = Manifest.read(output)
         if manifest.matches(kind, params, dataset.corpus_checksum()):
             return output, manifest, False
+        if manifest.corpus_checksum.startswith("edited:"):
+            # Documents were added or deleted by hand: rebuilding from the dataset would silently undo that.
+            raise BraidError(
+                f"{output} holds an index whose documents were edited (index add/delete); "
+                "pass --force to rebuild it from the dataset, or build elsewhere with --index-dir/--output"
+            )
         if index_root is None:
             raise BraidError(f"{output} holds a different index ({manifest.kind}); pass --force to replace it")
     elif output.exists() and not force and any(output.iterdir()):

@@ -72,6 +72,9 @@ def test_add_and_delete_equal_a_fresh_build(sample, tmp_path):
         assert [hit.doc_id for hit in a] == [hit.doc_id for hit in b]
         assert [hit.score for hit in a] == pytest.approx([hit.score for hit in b], abs=1e-3)
     assert len(list(path.glob("gen-*"))) == 1  # old generations are removed once the new one is live
+    # A build for the original collection must not silently overwrite the edited index.
+    with pytest.raises(BraidError, match="were edited"):
+        build_index(open_dataset_dir(tmp_path / "first"), "multivector", PARAMS, index_root=tmp_path / "i")
 
 
 def test_refused_updates_leave_the_index_unchanged(sample, tmp_path):
