@@ -120,17 +120,14 @@ def run_pipeline(
     latencies: list[float] = []
     stages: dict[str, list[float]] = {}
     sample = list(queries.items())[: max(0, latency_sample)]
-    single_k = min(100, getattr(pipeline, "doc_count", 100))
+    single_k = min(100, pipeline.doc_count)
     for _, text in tqdm(sample, desc=f"latency {pipeline.name}", unit="q", file=sys.stderr, leave=False):
         tick = time.perf_counter()
-        if hasattr(pipeline, "search_timed"):
-            _, timings = pipeline.search_timed(text, single_k)
-            for stage, ms in timings.items():
-                if stage != "total":
-                    stages.setdefault(stage, []).append(ms)
-        else:
-            pipeline.search(text, single_k)
+        _, timings = pipeline.search_timed(text, single_k)
         latencies.append((time.perf_counter() - tick) * 1000)
+        for stage, ms in timings.items():
+            if stage != "total":
+                stages.setdefault(stage, []).append(ms)
     threshold = dataset.default_rel_threshold if rel_threshold is None else rel_threshold
     return RunResult(
         name=pipeline.name,

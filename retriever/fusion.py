@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -64,6 +65,15 @@ class FusionInputs:
     ranks: np.ndarray  # documents x retrievers: 1-based rank, 0 where the list did not retrieve the document
     scores: np.ndarray  # documents x retrievers: raw score, nan where not retrieved
 
+    @cached_property
+    def id_rank(self) -> np.ndarray:
+        """Each document's position in id order, for tie-breaking; computed once however many weightings."""
+        return id_ranks(self.doc_ids)
+
+    def top(self, weights: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Top ``k`` (row, fused score) under ``weights``, ties broken as :func:`ranked` does."""
+        return ranked(self.doc_ids, self.values @ weights, k, self.id_rank)
+
 
 def normalize(scores: np.ndarray, normalization: str) -> np.ndarray:
     """Normalize one list's scores; constant lists map to 1 (min-max) or 0 (z-score) rather than dividing by 0."""
@@ -105,15 +115,22 @@ def fusion_inputs(lists: Sequence[Sequence[Hit]], spec: FusionSpec) -> FusionInp
     return FusionInputs(list(position), values, ranks, raw)
 
 
-def ranked(doc_ids: Sequence[str], scores: np.ndarray, k: int) -> list[tuple[int, float]]:
-    """Top ``k`` (row, score), by descending score then ascending id.
+def id_ranks(doc_ids: Sequence[str]) -> np.ndarray:
+    return np.argsort(np.argsort(np.asarray(doc_ids, dtype=object), kind="stable"), kind="stable")
+
+
+def ranked(
+    doc_ids: Sequence[str], scores: np.ndarray, k: int, id_rank: np.ndarray | None = None
+) -> list[tuple[int, float]]:
+    """Top ``k`` (row, score), by descending score then ascending id (``id_rank``: precomputed id order).
 
     Exactly tied scores (frequent with RRF) are nudged apart by a negligible amount, so every tool that
     re-sorts the run by score alone (trec_eval breaks ties by descending id) keeps this order.
     """
     if len(doc_ids) == 0:
         return []
-    id_rank = np.argsort(np.argsort(np.asarray(doc_ids, dtype=object), kind="stable"), kind="stable")
+    if id_rank is None:
+        id_rank = id_ranks(doc_ids)
     order = np.lexsort((id_rank, -scores))[:k]
     result: list[tuple[int, float]] = []
     for row in order.tolist():
@@ -124,10 +141,17 @@ def ranked(doc_ids: Sequence[str], scores: np.ndarray, k: int) -> list[tuple[int
     return result
 
 
-def fuse(lists: Sequence[Sequence[Hit]], names: Sequence[str], spec: FusionSpec, k: int) -> list[Hit]:
-    """Fuse ranked lists into the top ``k`` hits."""
+def fused(
+    lists: Sequence[Sequence[Hit]], names: Sequence[str], spec: FusionSpec, k: int
+) -> tuple[FusionInputs, list[tuple[int, float]]]:
+    """Fuse ranked lists: the fusion matrix (for explanations) and its top ``k`` (row, fused score)."""
     if len(lists) != len(names):
         raise ValueError("one name per list")
     inputs = fusion_inputs(lists, spec)
-    scores = inputs.values @ spec.weight_vector(names)
-    return [Hit(inputs.doc_ids[row], score) for row, score in ranked(inputs.doc_ids, scores, k)]
+    return inputs, inputs.top(spec.weight_vector(names), k)
+
+
+def fuse(lists: Sequence[Sequence[Hit]], names: Sequence[str], spec: FusionSpec, k: int) -> list[Hit]:
+    """Fuse ranked lists into the top ``k`` hits."""
+    inputs, top = fused(lists, names, spec, k)
+    return [Hit(inputs.doc_ids[row], score) for row, score in top]

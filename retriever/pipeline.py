@@ -19,7 +19,7 @@ from eval.dataset import Dataset
 from eval.errors import BraidError
 from indexer.index_store import build_index, find_index
 from indexer.manifest import MANIFEST_NAME, Manifest
-from retriever.fusion import fusion_inputs, ranked
+from retriever.fusion import fused, ranked
 from retriever.hit import Hit
 from retriever.kinds import RETRIEVER_KINDS
 from retriever.pipeline_spec import (
@@ -130,14 +130,23 @@ class Pipeline:
         head = max((stage.spec.depth for stage in self.cascade), default=0)
         return max(k, head)
 
+    def _stage_depth(self, stage: _Stage, k: int) -> int:
+        # Fused lists always go to their configured depth: normalization statistics depend on it, and tuning
+        # saw exactly those lists. A lone retriever only needs what the caller and the cascade will read.
+        depth = self._fetch(k) if self.spec.fusion is None else stage.spec.depth
+        return min(depth, self.doc_count)
+
+    def _each_stage(self, run: Any) -> list[Any]:
+        """``run(stage)`` for every first-stage retriever, concurrently when there are several."""
+        return list(self._pool.map(run, self.stages)) if self._pool else [run(self.stages[0])]
+
     def _first_stage(self, query: str, k: int, timings: dict[str, float]) -> list[list[Hit]]:
         def run(stage: _Stage) -> tuple[list[Hit], float]:
             tick = time.perf_counter()
-            depth = self._fetch(k) if self.spec.fusion is None else stage.spec.depth
-            hits = stage.retriever.search(query, min(depth, self.doc_count))
+            hits = stage.retriever.search(query, self._stage_depth(stage, k))
             return hits, (time.perf_counter() - tick) * 1000
 
-        results = list(self._pool.map(run, self.stages)) if self._pool else [run(self.stages[0])]
+        results = self._each_stage(run)
         for stage, (_, ms) in zip(self.stages, results, strict=True):
             timings[f"retriever.{stage.spec.name}"] = ms
         return [hits for hits, _ in results]
@@ -152,10 +161,9 @@ class Pipeline:
                 for rank, hit in enumerate(lists[0][:fetch], 1)
             ]
         else:
-            inputs = fusion_inputs(lists, self.spec.fusion)
-            scores = inputs.values @ self.spec.fusion.weight_vector(self.retriever_names)
+            inputs, top = fused(lists, self.retriever_names, self.spec.fusion, fetch)
             hits = []
-            for row, score in ranked(inputs.doc_ids, scores, fetch):
+            for row, score in top:
                 sources = {
                     name: Source(int(inputs.ranks[row, col]) or None, _finite(inputs.scores[row, col]))
                     for col, name in enumerate(self.retriever_names)
@@ -195,11 +203,7 @@ class Pipeline:
     def first_stage_lists(self, queries: Mapping[str, str], k: int) -> list[dict[str, list[Hit]]]:
         """Each retriever's ranked lists for every query (batched per retriever, retrievers concurrently)."""
 
-        def run(stage: _Stage) -> dict[str, list[Hit]]:
-            depth = self._fetch(k) if self.spec.fusion is None else stage.spec.depth
-            return stage.retriever.batch_search(queries, min(depth, self.doc_count))
-
-        return list(self._pool.map(run, self.stages)) if self._pool else [run(self.stages[0])]
+        return self._each_stage(lambda stage: stage.retriever.batch_search(queries, self._stage_depth(stage, k)))
 
     def batch_search(self, queries: Mapping[str, str], k: int | None = None) -> dict[str, list[Hit]]:
         """Top ``k`` (default: the pipeline's depth) for each query; ``k`` is capped at the collection size."""

@@ -21,7 +21,7 @@ from eval.errors import BraidError
 from eval.metrics import evaluate
 from eval.runner import judged_queries, known_qrels
 from eval.trec_run import drop_self_hits
-from retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec, fusion_inputs, ranked
+from retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec, fusion_inputs
 from retriever.pipeline import Pipeline
 from retriever.pipeline_spec import PipelineSpec
 
@@ -90,7 +90,7 @@ def tune_fusion(
             for g, weights in enumerate(grid):
                 vector = np.asarray(weights)
                 run = {
-                    qid: {x.doc_ids[row]: score for row, score in ranked(x.doc_ids, x.values @ vector, EVAL_DEPTH + 1)}
+                    qid: {x.doc_ids[row]: score for row, score in x.top(vector, EVAL_DEPTH + 1)}
                     for qid, x in inputs.items()
                 }
                 if not keep_self_hits:
