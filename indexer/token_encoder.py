@@ -67,34 +67,22 @@ class TokenEncoder:
     def dimension(self) -> int:
         return int(self.model.get_embedding_dimension())
 
-    def _plain(self, texts: Sequence[str], max_length: int) -> list[np.ndarray]:
-        self.model.max_seq_length = max_length
+    def _encode(self, texts: Sequence[str], query: bool) -> list[np.ndarray]:
+        if not texts:
+            return []
+        self.model.max_seq_length = self.query_max_length if query else self.doc_max_length
+        if self.multi_vector:
+            encode = self.model.encode_query if query else self.model.encode_document
+            outputs = encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+            return [np.asarray(tokens, dtype=np.float32) for tokens in outputs]
         outputs = self.model.encode(
             list(texts), output_value="token_embeddings", batch_size=self.batch_size, show_progress_bar=False
         )
-        result = []
-        for tokens in outputs:
-            tokens = torch.nn.functional.normalize(tokens.float(), dim=-1)
-            result.append(tokens.cpu().numpy().astype(np.float32))
-        return result
-
-    def _multi(self, texts: Sequence[str], max_length: int, query: bool) -> list[np.ndarray]:
-        self.model.max_seq_length = max_length
-        encode = self.model.encode_query if query else self.model.encode_document
-        outputs = encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
-        return [np.asarray(tokens, dtype=np.float32) for tokens in outputs]
+        return [torch.nn.functional.normalize(tokens.float(), dim=-1).cpu().numpy() for tokens in outputs]
 
     def encode_documents(self, texts: Sequence[str]) -> list[np.ndarray]:
         """One (tokens x dimension) float32 array per text, rows L2-normalized."""
-        if not texts:
-            return []
-        if self.multi_vector:
-            return self._multi(texts, self.doc_max_length, query=False)
-        return self._plain(texts, self.doc_max_length)
+        return self._encode(texts, query=False)
 
     def encode_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
-        if not texts:
-            return []
-        if self.multi_vector:
-            return self._multi(texts, self.query_max_length, query=True)
-        return self._plain(texts, self.query_max_length)
+        return self._encode(texts, query=True)
