@@ -214,8 +214,8 @@ def _commit(
     atomic_write_text(Path(index_dir) / MANIFEST_NAME, json.dumps(asdict(manifest), indent=2, sort_keys=True) + "\n")
 
 
-def _documents(store: MultiVectorStore) -> list[np.ndarray]:
-    return [np.asarray(store.document(row)) for row in range(len(store))]
+def _documents(store: MultiVectorStore, rows: Iterable[int]) -> list[np.ndarray]:
+    return [np.asarray(store.document(row)) for row in rows]
 
 
 def add_documents(index_dir: Path, documents: Sequence[tuple[str, str]]) -> int:
@@ -252,7 +252,7 @@ def add_documents(index_dir: Path, documents: Sequence[tuple[str, str]]) -> int:
             index_dir,
             manifest,
             [*store.doc_ids, *ids],
-            [*_documents(store), *pooled],
+            [*_documents(store, range(len(store))), *pooled],
             store.centroids,
             np.concatenate([store.token_centroid, new_assignments]),
         )
@@ -279,7 +279,7 @@ def delete_documents(index_dir: Path, doc_ids: Sequence[str]) -> int:
             index_dir,
             manifest,
             [store.doc_ids[row] for row in keep],
-            [np.asarray(store.document(row)) for row in keep],
+            _documents(store, keep),
             store.centroids,
             store.token_centroid[token_keep],
         )

@@ -78,46 +78,48 @@ class MultiVectorRetriever:
         tokens = np.concatenate([self.store.matrix[offsets[r] : offsets[r + 1]] for r in rows])
         return maxsim(query, tokens, (offsets[rows + 1] - offsets[rows]))
 
+    def _maxsim(self, query: np.ndarray, centroid_scores: np.ndarray, probed: np.ndarray, k: int):
+        """Candidates by the centroid approximation, then exact MaxSim: (rows, scores)."""
+        approx = np.full((len(query), len(self.store)), -np.inf, dtype=np.float32)
+        for i, centroids in enumerate(probed):
+            tokens = self.store.list_tokens(centroids)
+            np.maximum.at(
+                approx[i], self.store.token_doc[tokens], centroid_scores[i, self.store.token_centroid[tokens]]
+            )
+        reached = np.isfinite(approx).any(axis=0)
+        bound = np.where(np.isfinite(approx), approx, 0.0).sum(axis=0)
+        rows = np.flatnonzero(reached)
+        rows = rows[np.argsort(-bound[rows], kind="stable")[: max(k, self.candidates)]]
+        return rows, (self._exact(query, rows) if rows.size else np.zeros(0, dtype=np.float32))
+
+    def _xtr(self, query: np.ndarray, probed: np.ndarray):
+        """Scores from retrieved tokens alone, missing similarities imputed: (rows, scores)."""
+        best = np.empty((len(query), len(self.store)), dtype=np.float32)
+        reached = np.zeros(len(self.store), dtype=bool)
+        for i, centroids in enumerate(probed):
+            tokens = np.sort(self.store.list_tokens(centroids))  # ascending rows read the memory map in order
+            if tokens.size == 0:
+                best[i] = 0.0
+                continue
+            similarities = np.asarray(self.store.matrix[tokens], dtype=np.float32) @ query[i]
+            if tokens.size > self.token_k:
+                top = np.argpartition(-similarities, self.token_k - 1)[: self.token_k]
+                tokens, similarities = tokens[top], similarities[top]
+            best[i] = similarities.min()  # imputed m_i for documents this query token did not retrieve
+            docs = self.store.token_doc[tokens]
+            np.maximum.at(best[i], docs, similarities)
+            reached[docs] = True
+        rows = np.flatnonzero(reached)
+        return rows, best[:, rows].sum(axis=0)
+
     def search_tokens(self, query: np.ndarray, k: int) -> list[Hit]:
         if len(query) == 0:
             return []
-        documents = len(self.store)
         centroid_scores, probed = self._probe(query)
         if self.mode == "maxsim":
-            approx = np.full((len(query), documents), -np.inf, dtype=np.float32)
-            for i, centroids in enumerate(probed):
-                tokens = self.store.list_tokens(centroids)
-                np.maximum.at(
-                    approx[i], self.store.token_doc[tokens], centroid_scores[i, self.store.token_centroid[tokens]]
-                )
-            reached = np.isfinite(approx).any(axis=0)
-            bound = np.where(np.isfinite(approx), approx, 0.0).sum(axis=0)
-            rows = np.flatnonzero(reached)
-            rows = rows[np.argsort(-bound[rows], kind="stable")[: max(k, self.candidates)]]
-            if rows.size == 0:
-                return []
-            scores = self._exact(query, rows)
+            rows, scores = self._maxsim(query, centroid_scores, probed, k)
         else:
-            best = np.empty((len(query), documents), dtype=np.float32)
-            reached = np.zeros(documents, dtype=bool)
-            for i, centroids in enumerate(probed):
-                tokens = self.store.list_tokens(centroids)
-                if tokens.size == 0:
-                    best[i] = 0.0
-                    continue
-                similarities = np.asarray(self.store.matrix[np.sort(tokens)], dtype=np.float32) @ query[i]
-                tokens = np.sort(tokens)
-                if tokens.size > self.token_k:
-                    top = np.argpartition(-similarities, self.token_k - 1)[: self.token_k]
-                    tokens, similarities = tokens[top], similarities[top]
-                best[i] = similarities.min()  # imputed m_i for documents this query token did not retrieve
-                docs = self.store.token_doc[tokens]
-                np.maximum.at(best[i], docs, similarities)
-                reached[docs] = True
-            rows = np.flatnonzero(reached)
-            if rows.size == 0:
-                return []
-            scores = best[:, rows].sum(axis=0)
+            rows, scores = self._xtr(query, probed)
         ids = [self.store.doc_ids[row] for row in rows]
         return [Hit(ids[position], score) for position, score in ranked(ids, scores.astype(np.float64), k)]
 
