@@ -23,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import sys
 from collections.abc import Iterable, Sequence
@@ -182,12 +183,13 @@ class MultiVectorStore(TokenStore):
 
 @contextmanager
 def _writer_lock(index_dir: Path):
-    with (Path(index_dir) / ".lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    # Lock the index folder itself: a lock file would be a stray file in the index, even after a refused update.
+    descriptor = os.open(index_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
 
 
 def _commit(
