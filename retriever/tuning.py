@@ -49,6 +49,30 @@ def simplex_grid(width: int, step: float) -> list[tuple[float, ...]]:
     return grid
 
 
+def check_tuning(
+    spec: PipelineSpec,
+    splits: list[str],
+    metric: str,
+    step: float,
+    methods: tuple[str, ...],
+    normalizations: tuple[str, ...],
+) -> list[tuple[float, ...]]:
+    """Validate a tuning request before anything runs or is built; returns the weight grid."""
+    if metric not in TUNABLE_METRICS:
+        raise BraidError(f"metric must be one of {', '.join(TUNABLE_METRICS)}, got {metric!r}")
+    if "test" in splits:
+        raise BraidError("tuning on the test split would leak into the evaluation; tune on a train or dev split")
+    if len(spec.retrievers) < 2:
+        raise BraidError(f"pipeline {spec.name!r} has one retriever: there are no fusion weights to tune")
+    for method in methods:
+        if method not in METHODS:
+            raise BraidError(f"methods must be among {', '.join(METHODS)}, got {method!r}")
+    for normalization in normalizations:
+        if normalization not in NORMALIZATIONS:
+            raise BraidError(f"normalizations must be among {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+    return simplex_grid(len(spec.retrievers), step)
+
+
 def tune_fusion(
     targets: list[tuple[Pipeline, Dataset, str]],
     metric: str = "ndcg@10",
@@ -60,28 +84,16 @@ def tune_fusion(
 ) -> tuple[PipelineSpec, list[Trial]]:
     """Best fusion by ``metric``, averaged over one or more (pipeline, dataset, split) targets that open the same
     pipeline on different collections; returns the tuned spec and every trial, best first."""
-    if metric not in TUNABLE_METRICS:
-        raise BraidError(f"metric must be one of {', '.join(TUNABLE_METRICS)}, got {metric!r}")
-    if any(split == "test" for *_, split in targets):
-        raise BraidError("tuning on the test split would leak into the evaluation; tune on a train or dev split")
     pipeline = targets[0][0]
-    if len(pipeline.stages) < 2:
-        raise BraidError(f"pipeline {pipeline.name!r} has one retriever: there are no fusion weights to tune")
-    for method in methods:
-        if method not in METHODS:
-            raise BraidError(f"methods must be among {', '.join(METHODS)}, got {method!r}")
-    for normalization in normalizations:
-        if normalization not in NORMALIZATIONS:
-            raise BraidError(f"normalizations must be among {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+    names = pipeline.retriever_names
+    grid = check_tuning(pipeline.spec, [split for *_, split in targets], metric, step, methods, normalizations)
     cached = []
     for target, dataset, split in targets:
         queries = judged_queries(dataset, split)
         lists = target.first_stage_lists(queries, target.depth)
         cached.append((dataset, queries, known_qrels(dataset, split), lists, split))
-    names = pipeline.retriever_names
     settings = [FusionSpec("weighted", normalization=n) for n in normalizations if "weighted" in methods]
     settings += [FusionSpec("rrf", k=k) for k in rrf_ks if "rrf" in methods]
-    grid = simplex_grid(len(names), step)
     totals = np.zeros((len(settings), len(grid)))
     progress = tqdm(total=len(settings) * len(grid) * len(cached), desc="tune", unit="setting", file=sys.stderr)
     for dataset, queries, qrels, lists, _ in cached:

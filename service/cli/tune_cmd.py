@@ -11,7 +11,7 @@ from eval.errors import BraidError
 from retriever.fusion import METHODS, NORMALIZATIONS
 from retriever.pipeline import load_pipeline, open_pipeline
 from retriever.pipeline_spec import builtin_pipelines, save_pipeline
-from retriever.tuning import TUNABLE_METRICS, tune_fusion
+from retriever.tuning import TUNABLE_METRICS, check_tuning, tune_fusion
 from service.cli.common import add_data_args
 
 
@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         splits = splits * len(args.dataset)
     if len(splits) != len(args.dataset):
         raise BraidError(f"give one --split for all datasets or one per --dataset ({len(args.dataset)})")
+    # Refuse a bad request before resolving data or building any index.
+    check_tuning(spec, splits, args.metric, args.step, tuple(args.methods), tuple(args.normalizations))
     datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
     targets = [
         (open_pipeline(spec, dataset, Path(args.index_dir), args.threads), dataset, split)
