@@ -6,14 +6,16 @@ The definition (TOML or Python) lives in :mod:`retriever.pipeline_spec`; this mo
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from eval.dataset import Dataset
 from eval.errors import BraidError
@@ -85,11 +87,21 @@ class _Stage:
 class Pipeline:
     """A pipeline opened over concrete indexes, ready to search."""
 
-    def __init__(self, spec: PipelineSpec, stages: list[_Stage], cascade: list[_Stage], doc_count: int) -> None:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        stages: list[_Stage],
+        cascade: list[_Stage],
+        doc_count: int,
+        reranker: Any = None,
+        texts: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.spec = spec
         self.stages = stages
         self.cascade = cascade
         self.doc_count = doc_count
+        self.reranker = reranker
+        self._texts = texts
         # Independent first-stage retrievers run side by side; Lucene, faiss and torch release the GIL.
         self._pool = ThreadPoolExecutor(max_workers=len(stages)) if len(stages) > 1 else None
 
@@ -128,6 +140,8 @@ class Pipeline:
 
     def _fetch(self, k: int) -> int:
         head = max((stage.spec.depth for stage in self.cascade), default=0)
+        if self.spec.rerank is not None:
+            head = max(head, self.spec.rerank.depth)
         return max(k, head)
 
     def _stage_depth(self, stage: _Stage, k: int) -> int:
@@ -176,7 +190,16 @@ class Pipeline:
                 hits, stage.spec.name, stage.spec.depth, lambda ids, s=stage: s.retriever.score(query, ids)
             )
             timings[f"cascade.{stage.spec.name}"] = (time.perf_counter() - tick) * 1000
+        if self.reranker is not None:
+            tick = time.perf_counter()
+            hits = rescore_head(hits, "rerank", self.spec.rerank.depth, lambda ids: self._rerank_scores(query, ids))
+            timings["rerank"] = (time.perf_counter() - tick) * 1000
         return hits[:k]
+
+    def _rerank_scores(self, query: str, doc_ids: list[str]) -> list[float]:
+        """The reranker's scores for ``doc_ids`` in their given order (rescore_head sorts them)."""
+        ranked = dict(self.reranker.rerank(query, [(doc_id, self.document_text(doc_id) or "") for doc_id in doc_ids]))
+        return [ranked[doc_id] for doc_id in doc_ids]
 
     def search_explained(self, query: str, k: int | None = None) -> tuple[list[ExplainedHit], dict[str, float]]:
         """Top ``k`` hits (default: 10, or the whole collection when smaller) with their provenance, and the
@@ -211,15 +234,20 @@ class Pipeline:
         if k < 1:
             raise BraidError(f"k must be >= 1, got {k}")
         lists = self.first_stage_lists(queries, k)
-        if self.spec.fusion is None and not self.cascade:
+        if self.spec.fusion is None and not self.cascade and self.reranker is None:
             return lists[0]
         results = {}
-        for qid, text in queries.items():
+        items = queries.items()
+        if self.reranker is not None:  # an LLM per query: seconds each on a CPU
+            items = tqdm(items, desc=f"rerank {self.name}", unit="q", file=sys.stderr, leave=False)
+        for qid, text in items:
             hits = self._combine(text, [per_query.get(qid, []) for per_query in lists], k, {})
             results[qid] = [Hit(hit.doc_id, hit.score) for hit in hits]
         return results
 
     def document_text(self, doc_id: str) -> str | None:
+        if self._texts is not None:
+            return self._texts(doc_id)
         for stage in self.stages:
             text = getattr(stage.retriever, "document_text", lambda _id: None)(doc_id)
             if text is not None:
@@ -314,7 +342,25 @@ def open_pipeline(
         listing = ", ".join(f"{path} ({m.doc_count} docs)" for path, m in manifests.items())
         raise BraidError(f"pipeline {spec.name!r} mixes indexes of different collections: {listing}")
     doc_count = next(iter(manifests.values())).doc_count
-    return Pipeline(spec, stages, cascade, doc_count)
+    reranker = texts = None
+    if spec.rerank is not None:
+        from ranker.reranker import shared_ranker  # torch and transformers load only for pipelines that rerank
+
+        reranker = shared_ranker(spec.rerank)
+        texts = _corpus_texts(dataset)
+    return Pipeline(spec, stages, cascade, doc_count, reranker, texts)
+
+
+def _corpus_texts(dataset: Dataset) -> Callable[[str], str | None]:
+    """Document text by id for the reranker, read from the collection on first use (title, then text)."""
+    corpus: dict[str, str] = {}
+
+    def text(doc_id: str) -> str | None:
+        if not corpus:
+            corpus.update((doc.doc_id, doc.contents) for doc in dataset.iter_corpus())
+        return corpus.get(doc_id)
+
+    return text
 
 
 def open_index_retriever(index_dir: Path, search_params: Mapping[str, Any], threads: int | None = None) -> Any:

@@ -26,6 +26,10 @@ A pipeline file::
     kind = "dense"
     depth = 100
 
+    [rerank]               # optional: an LLM reorders the head last (ranker/, fields in ranker.rerank_spec)
+    mode = "first"         # first | attention | generate
+    depth = 20
+
 Built-in pipelines ship in ``retriever/pipelines/`` and are addressed by name. Unknown keys, kinds, indexes and
 ill-typed values are reported with the allowed values.
 """
@@ -43,6 +47,7 @@ import tomli_w
 
 from eval.atomic_file import atomic_write_text
 from eval.errors import BraidError
+from ranker.rerank_spec import RerankSpec, parse_rerank
 from retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec
 from retriever.kinds import RETRIEVER_KINDS, RetrieverKind
 
@@ -86,6 +91,7 @@ class PipelineSpec:
     cascade: tuple[RetrieverSpec, ...] = ()
     description: str = ""
     tuned: dict[str, Any] | None = None
+    rerank: RerankSpec | None = None
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.retrievers]
@@ -199,9 +205,7 @@ def parse_pipeline(raw: Mapping[str, Any], source: str) -> PipelineSpec:
     cascade = tuple(
         parse_retriever(item, f"{source}: cascade[{i}]", cascade=True) for i, item in enumerate(cascade_raw)
     )
-    if "rerank" in raw:
-        # The LLM reranker (ranker/) has not landed; accepting the table and ignoring it would be a silent lie.
-        raise BraidError(f"{source}: [rerank] stages are not available yet in this version of braid (ranker/)")
+    rerank = parse_rerank(raw["rerank"], source) if "rerank" in raw else None
     tuned = raw.get("tuned")
     if tuned is not None and not isinstance(tuned, Mapping):
         raise BraidError(f"{source}: tuned must be a table")
@@ -212,6 +216,7 @@ def parse_pipeline(raw: Mapping[str, Any], source: str) -> PipelineSpec:
         cascade=cascade,
         description=str(raw.get("description", "")),
         tuned=dict(tuned) if tuned else None,
+        rerank=rerank,
     )
 
 
@@ -257,6 +262,8 @@ def pipeline_to_dict(spec: PipelineSpec) -> dict[str, Any]:
         data["fusion"] = fusion
     if spec.cascade:
         data["cascade"] = [_retriever_table(stage) for stage in spec.cascade]
+    if spec.rerank is not None:
+        data["rerank"] = spec.rerank.to_dict()
     if spec.tuned:
         data["tuned"] = dict(spec.tuned)
     return data

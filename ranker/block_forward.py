@@ -1,0 +1,199 @@
+"""The block-sparse forward pass of a decoder-only LM over a BlockRank prompt.
+
+It walks the decoder layers itself (Llama, Qwen2 and Mistral share the block: RMSNorm, rotary q/k/v
+projections with grouped-query heads, o_proj, RMSNorm, gated MLP) so that three things the layout allows are
+exact and cheap:
+
+* attention is computed block by block through an :class:`~ranker.attention_backend.AttentionBackend`, never
+  with a quadratic mask;
+* early exit: scoring by attention at layer l stops after layer l (layers above it cannot change it);
+* the document KV cache: a cached document (or instruction) is not run through the layers at all; its keys and
+  values at each layer are read from :class:`~ranker.doc_cache.DocumentKVCache`.
+
+The reference it must equal is the same model's ordinary forward with the explicit block mask and the same
+position ids (``tests/ranker/test_block_forward.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from ranker.attention_backend import AttentionBackend
+from ranker.doc_cache import BlockKV, DocumentKVCache, block_key
+from ranker.prompt_layout import BlockPrompt
+
+
+@dataclass
+class BlockForwardResult:
+    """What the scoring modes read from one forward.
+
+    ``doc_attention[l]`` is the (H, probe, n) attention mass of the query block's last ``probe`` tokens on each
+    document at layer l; ``last_logits`` the next-token logits after the prompt (full depth only); ``hidden``
+    the final-norm hidden states of every token in sequence order (only when asked, and only cold).
+    """
+
+    doc_attention: dict[int, torch.Tensor]
+    last_logits: torch.Tensor | None
+    hidden: torch.Tensor | None
+    layers_run: int
+    cached_docs: int
+
+
+class BlockForward:
+    """Runs a BlockRank prompt through a Hugging Face causal LM (Llama / Qwen2 / Mistral architecture)."""
+
+    def __init__(
+        self, model: torch.nn.Module, backend: AttentionBackend, cache: DocumentKVCache | None, model_key: str
+    ) -> None:
+        self.model = model
+        self.decoder = model.model
+        self.backend = backend
+        self.cache = cache
+        self.model_key = model_key
+        config = model.config
+        self.num_layers = config.num_hidden_layers
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        first = self.decoder.layers[0].self_attn
+        self.head_dim = first.head_dim
+        self.scale = first.scaling
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.embed_tokens.weight.device
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.decoder.embed_tokens(ids.to(self.device))
+
+    def _rotary(self, hidden: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decoder.rotary_emb(hidden, positions.to(self.device))
+
+    def _qkv(
+        self, layer: torch.nn.Module, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        attn = layer.self_attn
+        batch, length, _ = hidden.shape
+        x = layer.input_layernorm(hidden)
+        q = attn.q_proj(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, *rotary)
+        return q, k, v
+
+    @staticmethod
+    def _finish(layer: torch.nn.Module, hidden: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """o_proj + residual, then the MLP sublayer; ``attended`` is (B, H, L, D)."""
+        batch, _, length, _ = attended.shape
+        hidden = hidden + layer.self_attn.o_proj(attended.transpose(1, 2).reshape(batch, length, -1))
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+    def __call__(
+        self,
+        prompt: BlockPrompt,
+        score_layers: Sequence[int] = (),
+        probe: int = 0,
+        need_logits: bool = False,
+        return_hidden: bool = False,
+    ) -> BlockForwardResult:
+        if not score_layers and not need_logits:
+            raise ValueError("nothing to compute: give score_layers or need_logits")
+        if any(not 0 <= layer < self.num_layers for layer in score_layers):
+            raise ValueError(f"score layers must be in 0..{self.num_layers - 1}, got {list(score_layers)}")
+        depth = self.num_layers if need_logits or return_hidden else max(score_layers) + 1
+        probe = min(probe, len(prompt.query))
+        score_set = set(score_layers)
+        n_inst = len(prompt.instruction)
+        lengths = prompt.doc_lengths
+
+        # Which blocks come from the cache; the rest are computed (and cached afterwards).
+        inst_key = block_key(self.model_key, prompt.instruction, None)
+        doc_keys = [block_key(self.model_key, prompt.instruction, doc) for doc in prompt.documents]
+        use_cache = self.cache is not None and not return_hidden
+        inst_kv = self.cache.get(inst_key, depth) if use_cache else None
+        cached = {i: kv for i, key in enumerate(doc_keys) if use_cache and (kv := self.cache.get(key, depth))}
+        todo = [i for i in range(len(prompt.documents)) if i not in cached]
+
+        # Hidden states of the blocks to compute: instruction (1, Li), documents padded (m, Lmax), query (1, Lq).
+        h_inst = self._embed(torch.tensor([prompt.instruction])) if inst_kv is None else None
+        todo_len = max((lengths[i] for i in todo), default=0)
+        h_docs = None
+        if todo:
+            ids = torch.zeros(len(todo), todo_len, dtype=torch.long)
+            for row, i in enumerate(todo):
+                ids[row, : lengths[i]] = torch.tensor(prompt.documents[i])
+            h_docs = self._embed(ids)
+        h_query = self._embed(torch.tensor([prompt.query]))
+        todo_lengths = torch.tensor([lengths[i] for i in todo], dtype=torch.long)
+        rot_inst = self._rotary(h_query, torch.arange(n_inst)[None]) if h_inst is not None else None
+        rot_docs = self._rotary(h_query, torch.arange(n_inst, n_inst + todo_len)[None]) if todo else None
+        rot_query = self._rotary(
+            h_query, torch.arange(prompt.query_start, prompt.query_start + len(prompt.query))[None]
+        )
+        bounds, offset = [], n_inst
+        for length in lengths:
+            bounds.append((offset, offset + length))
+            offset += length
+        doc_bounds = torch.tensor(bounds, dtype=torch.long).reshape(-1, 2)
+
+        new_inst: list[tuple[torch.Tensor, torch.Tensor]] = []
+        new_docs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        doc_attention: dict[int, torch.Tensor] = {}
+        for index in range(depth):
+            layer = self.decoder.layers[index]
+            if h_inst is not None:
+                q_i, k_i, v_i = self._qkv(layer, h_inst, rot_inst)
+                k_i, v_i = k_i[0], v_i[0]
+                new_inst.append((k_i, v_i))
+                h_inst = self._finish(layer, h_inst, self.backend.instruction(q_i[0], k_i, v_i, self.scale)[None])
+            else:
+                k_i, v_i = inst_kv.keys[index], inst_kv.values[index]
+            doc_k: dict[int, torch.Tensor] = {}
+            doc_v: dict[int, torch.Tensor] = {}
+            if h_docs is not None:
+                q_d, k_d, v_d = self._qkv(layer, h_docs, rot_docs)
+                new_docs.append((k_d, v_d))
+                attended = self.backend.documents(q_d, k_i, v_i, k_d, v_d, todo_lengths, self.scale)
+                h_docs = self._finish(layer, h_docs, attended)
+                for row, i in enumerate(todo):
+                    doc_k[i], doc_v[i] = k_d[row, :, : lengths[i]], v_d[row, :, : lengths[i]]
+            for i, kv in cached.items():
+                doc_k[i], doc_v[i] = kv.keys[index], kv.values[index]
+            q_q, k_q, v_q = self._qkv(layer, h_query, rot_query)
+            order = range(len(prompt.documents))
+            keys = torch.cat([k_i, *(doc_k[i] for i in order), k_q[0]], dim=1)
+            values = torch.cat([v_i, *(doc_v[i] for i in order), v_q[0]], dim=1)
+            attended, mass = self.backend.query(
+                q_q[0], keys, values, doc_bounds, self.scale, probe if index in score_set else 0
+            )
+            if mass is not None:
+                doc_attention[index] = mass
+            h_query = self._finish(layer, h_query, attended[None])
+
+        if use_cache:
+            if h_inst is not None:
+                self.cache.put(inst_key, _stack(new_inst, slice(None)))
+            for row, i in enumerate(todo):
+                kv = _stack([(k[row], v[row]) for k, v in new_docs], slice(0, lengths[i]))
+                self.cache.put(doc_keys[i], kv)
+
+        last_logits = hidden = None
+        if depth == self.num_layers:
+            norm = self.decoder.norm
+            last_logits = self.model.lm_head(norm(h_query[:, -1:]))[0, -1].float()
+            if return_hidden:
+                parts = [norm(h_inst[0])]
+                parts += [norm(h_docs[row, : lengths[i]]) for row, i in enumerate(todo)]
+                parts.append(norm(h_query[0]))
+                hidden = torch.cat(parts)
+        return BlockForwardResult(doc_attention, last_logits, hidden, depth, len(cached))
+
+
+def _stack(per_layer: list[tuple[torch.Tensor, torch.Tensor]], tokens: slice) -> BlockKV:
+    keys = torch.stack([k[:, tokens] for k, _ in per_layer])
+    values = torch.stack([v[:, tokens] for _, v in per_layer])
+    # Contiguous copies: a slice of the padded batch would keep the whole batch alive in the cache.
+    return BlockKV(keys.contiguous().clone(), values.contiguous().clone())

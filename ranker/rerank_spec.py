@@ -1,0 +1,113 @@
+"""The ``[rerank]`` stage of a pipeline: which LLM, how it scores, how deep, and its budgets.
+
+Parsing stays free of torch and transformers so that reading a pipeline file is instant; the model loads when
+the pipeline opens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from eval.errors import BraidError
+
+MODES = ("first", "attention", "generate")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class RerankSpec:
+    """Settings of the LLM reranking stage (see the README's ``[rerank]`` table for each field)."""
+
+    model: str = "smollm2"
+    mode: str = "first"
+    depth: int = 20
+    window: int = 20
+    stride: int = 10
+    layers: tuple[int, ...] = ()
+    probe_tokens: int = 8
+    max_doc_tokens: int = 160
+    max_query_tokens: int = 64
+    max_prompt_tokens: int = 32768
+    backend: str = "torch"
+    cache_mb: int = 1024
+    dtype: str = "float32"
+    device: str = "auto"
+    require_chat_template: bool = False
+
+    def __post_init__(self) -> None:
+        where = "[rerank]"
+        if self.mode not in MODES:
+            raise BraidError(f"{where}: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.device not in DEVICES:
+            raise BraidError(f"{where}: device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise BraidError(f"{where}: dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name in ("depth", "window", "stride", "max_doc_tokens", "max_query_tokens", "max_prompt_tokens"):
+            if getattr(self, name) < 1:
+                raise BraidError(f"{where}: {name} must be >= 1, got {getattr(self, name)}")
+        if self.window < 2:
+            raise BraidError(f"{where}: window must be >= 2 documents, got {self.window}")
+        if self.stride >= self.window:
+            raise BraidError(f"{where}: stride ({self.stride}) must be smaller than window ({self.window})")
+        if self.max_doc_tokens < 8:
+            raise BraidError(
+                f"{where}: max_doc_tokens must be >= 8 (the identifier needs some), got {self.max_doc_tokens}"
+            )
+        if self.probe_tokens < 1:
+            raise BraidError(f"{where}: probe_tokens must be >= 1, got {self.probe_tokens}")
+        if self.cache_mb < 0:
+            raise BraidError(f"{where}: cache_mb must be >= 0, got {self.cache_mb}")
+        if any(layer < 0 for layer in self.layers):
+            raise BraidError(f"{where}: layers must be >= 0, got {list(self.layers)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["layers"] = list(self.layers)
+        return data
+
+
+_TYPES: dict[str, type] = {
+    "model": str,
+    "mode": str,
+    "depth": int,
+    "window": int,
+    "stride": int,
+    "layers": list,
+    "probe_tokens": int,
+    "max_doc_tokens": int,
+    "max_query_tokens": int,
+    "max_prompt_tokens": int,
+    "backend": str,
+    "cache_mb": int,
+    "dtype": str,
+    "device": str,
+    "require_chat_template": bool,
+}
+
+
+def parse_rerank(raw: Any, source: str = "pipeline") -> RerankSpec:
+    """A :class:`RerankSpec` from a pipeline file's ``[rerank]`` table; errors name ``source`` and the field."""
+    where = f"{source}: [rerank]"
+    if not isinstance(raw, Mapping):
+        raise BraidError(f"{where}: must be a table")
+    unknown = set(raw) - set(_TYPES)
+    if unknown:
+        raise BraidError(f"{where}: unknown field(s) {sorted(unknown)} (allowed: {', '.join(sorted(_TYPES))})")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        expected = _TYPES[name]
+        if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
+            raise BraidError(f"{where}: {name} must be {expected.__name__}, got {type(value).__name__} {value!r}")
+        values[name] = value
+    if "layers" in values:
+        layers = values["layers"]
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
+            raise BraidError(f"{where}: layers must be a list of integers, got {layers!r}")
+        values["layers"] = tuple(layers)
+    try:
+        return RerankSpec(**values)
+    except BraidError as error:
+        raise BraidError(f"{source}: {error}") from None

@@ -1,0 +1,192 @@
+"""The LLM listwise reranker: BlockRank in-context ranking with FIRST or attention scoring, and a generation
+baseline with full attention.
+
+* ``first`` (Reddy et al., FIRST, 2024): one block-sparse forward over the whole window; the score of a
+  document is the logit of its identifier as the first answer token.
+* ``attention`` (Gupta et al., BlockRank, 2025): the attention mass that the query block's last
+  ``probe_tokens`` tokens put on each document block, averaged over heads and over the chosen middle
+  ``layers``; layers above the deepest scoring layer are never computed (early exit).
+* ``generate``: RankGPT-style permutation generation over the same text with ordinary causal attention and
+  positions, for comparison (Sun et al., 2023).
+
+Both block modes reuse document keys and values across queries through :class:`~ranker.doc_cache.DocumentKVCache`.
+Lists longer than ``window`` are ranked in sliding windows (:mod:`ranker.sliding_window`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Sequence
+
+import torch
+
+from eval.errors import BraidError
+from ranker.attention_backend import get_backend
+from ranker.block_forward import BlockForward
+from ranker.doc_cache import DocumentKVCache
+from ranker.identifiers import IdentifierScheme
+from ranker.llm_source import LoadedLM, load_llm
+from ranker.prompt_layout import INSTRUCTION, BlockPrompt, PromptTemplate, build_prompt
+from ranker.rerank_spec import RerankSpec
+from ranker.sliding_window import sliding_rerank
+
+log = logging.getLogger(__name__)
+
+GENERATE_INSTRUCTION = (
+    "You are a search engine. Below are passages, each marked with an identifier in square brackets, "
+    "followed by a search query. Rank all passages by their relevance to the query, most relevant first."
+)
+GENERATE_QUESTION = "Rank the passages above, most relevant first, in the format [B] > [A] > [C]. Ranking:"
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BraidError("[rerank]: device = 'cuda' but no CUDA device is available (allowed: auto, cpu, cuda)")
+    return device
+
+
+class BlockRanker:
+    """Reranks (doc_id, text) candidates for a query with a causal LM (see the module docstring)."""
+
+    def __init__(self, spec: RerankSpec, lm: LoadedLM | None = None) -> None:
+        self.spec = spec
+        self.device = pick_device(spec.device)
+        self.lm = lm or load_llm(spec.model, spec.dtype, self.device)
+        tokenizer, config = self.lm.tokenizer, self.lm.model.config
+        self.template = PromptTemplate.for_tokenizer(tokenizer, spec.require_chat_template)
+        self.identifiers = IdentifierScheme.for_tokenizer(tokenizer).take(spec.window)
+        self.num_layers = config.num_hidden_layers
+        self.layers = spec.layers or (self.num_layers // 2,)
+        bad = [layer for layer in self.layers if layer >= self.num_layers]
+        if bad:
+            raise BraidError(f"[rerank]: layers {bad} out of range: the model has layers 0..{self.num_layers - 1}")
+        self.cache = DocumentKVCache(spec.cache_mb << 20) if spec.cache_mb else None
+        self.forward = BlockForward(self.lm.model, get_backend(spec.backend), self.cache, self.lm.key)
+        self._check_budget(config)
+        # One model call at a time: torch already spreads one call over every core, and the cache's entries
+        # are written after a forward completes.
+        self._lock = threading.Lock()
+
+    def _check_budget(self, config: object) -> None:
+        probe = self.prompt(["x"], "x")
+        worst = len(probe.instruction) + self.spec.window * self.spec.max_doc_tokens + len(probe.query)
+        worst += self.spec.max_query_tokens
+        if self.spec.mode == "generate":
+            context = getattr(config, "max_position_embeddings", None) or 0
+            if context and worst > context:
+                raise BraidError(
+                    f"[rerank]: a window of {self.spec.window} documents of up to {self.spec.max_doc_tokens} tokens "
+                    f"needs up to {worst} tokens, more than the model's context of {context}; lower window or "
+                    "max_doc_tokens"
+                )
+        elif worst > self.spec.max_prompt_tokens:
+            raise BraidError(
+                f"[rerank]: a window of {self.spec.window} documents of up to {self.spec.max_doc_tokens} tokens "
+                f"needs up to {worst} tokens, more than max_prompt_tokens = {self.spec.max_prompt_tokens}; lower "
+                "window or max_doc_tokens, or raise max_prompt_tokens"
+            )
+
+    def prompt(self, texts: Sequence[str], query: str) -> BlockPrompt:
+        ids = self.identifiers.take(len(texts))
+        generate = self.spec.mode == "generate"
+        return build_prompt(
+            self.lm.tokenizer,
+            self.template,
+            query,
+            texts,
+            ids.labels,
+            ids.token_ids,
+            self.spec.max_doc_tokens,
+            self.spec.max_query_tokens,
+            instruction=GENERATE_INSTRUCTION if generate else INSTRUCTION,
+            **({"question": GENERATE_QUESTION} if generate else {}),
+        )
+
+    # -- one window ----------------------------------------------------------------------------------------------
+
+    def score_window(self, query: str, texts: Sequence[str]) -> list[float]:
+        """Scores of one window's documents (block modes): FIRST logits or attention mass."""
+        prompt = self.prompt(texts, query)
+        with self._lock, torch.inference_mode():
+            if self.spec.mode == "first":
+                result = self.forward(prompt, need_logits=True)
+                return result.last_logits[list(prompt.label_token_ids)].tolist()
+            result = self.forward(prompt, score_layers=self.layers, probe=self.spec.probe_tokens)
+        mass = torch.stack([result.doc_attention[layer] for layer in self.layers])
+        return mass.mean(dim=(0, 1, 2)).tolist()
+
+    def generate_window(self, query: str, texts: Sequence[str]) -> list[int]:
+        """The generation baseline: a permutation of the window (indices, best first), full causal attention."""
+        prompt = self.prompt(texts, query)
+        ids = prompt.flat_ids()[None].to(self.device)
+        with self._lock, torch.inference_mode():
+            output = self.lm.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=4 * len(texts) + 4,
+                do_sample=False,
+                pad_token_id=self.lm.tokenizer.eos_token_id,
+            )
+        text = "[" + self.lm.tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
+        return parse_permutation(text, prompt.labels)
+
+    # -- a whole list ------------------------------------------------------------------------------------------
+
+    def rerank(self, query: str, docs: Sequence[tuple[str, str]]) -> list[tuple[str, float]]:
+        """(doc_id, score) best first. One window: the model's own scores (generate: rank-derived); several
+        windows: rank-derived scores (count - rank), since scores from different prompts do not compare."""
+        if not query or not query.strip():
+            raise BraidError("empty query: give some query text")
+        texts = [text for _, text in docs]
+        window_scores: dict[int, float] = {}
+
+        def rank_window(items: Sequence[int]) -> list[int]:
+            window_texts = [texts[i] for i in items]
+            if self.spec.mode == "generate":
+                return [items[j] for j in self.generate_window(query, window_texts)]
+            scores = self.score_window(query, window_texts)
+            window_scores.update(zip(items, scores, strict=True))
+            ranked = sorted(range(len(items)), key=lambda j: -scores[j])
+            return [items[j] for j in ranked]
+
+        order = sliding_rerank(len(docs), self.spec.window, self.spec.stride, rank_window)
+        if len(docs) <= self.spec.window and self.spec.mode != "generate":
+            return [(docs[i][0], float(window_scores[i])) for i in order]
+        return [(docs[i][0], float(len(order) - rank)) for rank, i in enumerate(order)]
+
+
+def parse_permutation(text: str, labels: Sequence[str]) -> list[int]:
+    """Indices in the order the labels first appear in ``text``; labels never mentioned follow in input order."""
+    position = {label: i for i, label in enumerate(labels)}
+    seen: list[int] = []
+    for label in re.findall(r"\[([A-Za-z]{1,2})\]", text):
+        index = position.get(label)
+        if index is not None and index not in seen:
+            seen.append(index)
+    return seen + [i for i in range(len(labels)) if i not in seen]
+
+
+_SHARED: dict[RerankSpec, BlockRanker] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_ranker(spec: RerankSpec) -> BlockRanker:
+    """One ranker per distinct spec in a process (pipelines evaluated side by side share it); the LM weights are
+    shared between specs that name the same model, dtype and device."""
+    with _SHARED_LOCK:
+        if spec not in _SHARED:
+            device = pick_device(spec.device)
+            lm = next(
+                (
+                    r.lm
+                    for r in _SHARED.values()
+                    if (r.spec.model, r.spec.dtype, r.device) == (spec.model, spec.dtype, device)
+                ),
+                None,
+            )
+            _SHARED[spec] = BlockRanker(spec, lm)
+        return _SHARED[spec]
