@@ -7,6 +7,7 @@ are located with importlib, never by a hard-coded site-packages path.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterable
 from pathlib import Path
 
 from eval.errors import BraidError
@@ -37,9 +38,9 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
-def offline_error(name_or_path: str, error: Exception) -> BraidError:
+def offline_error(name_or_path: str, error: Exception, embedded: Iterable[str] = EMBEDDED_MODELS) -> BraidError:
     return BraidError(
-        f"model {name_or_path!r} is neither embedded ({', '.join(EMBEDDED_MODELS)}) nor a local folder, and the "
+        f"model {name_or_path!r} is neither embedded ({', '.join(embedded)}) nor a local folder, and the "
         f"Hugging Face Hub could not provide it ({type(error).__name__}); this machine may be offline: "
         "download it elsewhere and pass its folder"
     )

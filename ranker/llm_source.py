@@ -108,7 +108,7 @@ def load_llm(name_or_path: str = DEFAULT_LLM, dtype: str = "float32", device: st
     except (OSError, ValueError) as error:
         if Path(resolved).exists():
             raise BraidError(f"model folder {name_or_path} has no readable config.json ({error})") from None
-        raise offline_error(name_or_path, error) from None
+        raise offline_error(name_or_path, error, EMBEDDED_LLMS) from None
     if config.model_type not in FAMILIES:
         raise BraidError(
             f"model {name_or_path!r} is a {config.model_type!r} model; the block-sparse ranker supports "
@@ -124,7 +124,7 @@ def load_llm(name_or_path: str = DEFAULT_LLM, dtype: str = "float32", device: st
         tokenizer = AutoTokenizer.from_pretrained(resolved)
         model = AutoModelForCausalLM.from_pretrained(resolved, dtype=DTYPES[dtype], attn_implementation="sdpa")
     except OSError as error:
-        raise offline_error(name_or_path, error) from None
+        raise offline_error(name_or_path, error, EMBEDDED_LLMS) from None
     model.to(device).eval()
     model.requires_grad_(False)
     key = f"{Path(resolved).resolve() if Path(resolved).exists() else resolved}:{dtype}"
