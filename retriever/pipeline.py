@@ -7,6 +7,7 @@ The definition (TOML or Python) lives in :mod:`retriever.pipeline_spec`; this mo
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -354,10 +355,12 @@ def open_pipeline(
 def _corpus_texts(dataset: Dataset) -> Callable[[str], str | None]:
     """Document text by id for the reranker, read from the collection on first use (title, then text)."""
     corpus: dict[str, str] = {}
+    lock = threading.Lock()
 
     def text(doc_id: str) -> str | None:
-        if not corpus:
-            corpus.update((doc.doc_id, doc.contents) for doc in dataset.iter_corpus())
+        with lock:  # concurrent first queries must not read a half-filled map
+            if not corpus:
+                corpus.update((doc.doc_id, doc.contents) for doc in dataset.iter_corpus())
         return corpus.get(doc_id)
 
     return text

@@ -67,7 +67,7 @@ def test_invalid_pipeline_files_are_explained(tmp_path, body, message):
 
 
 def test_unknown_pipeline_name_lists_builtins():
-    with pytest.raises(BraidError, match=r"built-ins: .*\bbm25, bm25-lucene\b"):
+    with pytest.raises(BraidError, match=r"built-ins: .*\bbm25, bm25-attention, bm25-first, bm25-lucene\b"):
         load_pipeline("hybrid-nope")
 
 
