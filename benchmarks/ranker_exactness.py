@@ -62,15 +62,6 @@ def dense_reference(model: torch.nn.Module, prompt: BlockPrompt) -> object:
         model.set_attn_implementation(previous)
 
 
-def doc_bounds(prompt: BlockPrompt) -> torch.Tensor:
-    """[start, end) of each document in the flat prompt."""
-    start, bounds = len(prompt.instruction), []
-    for length in prompt.doc_lengths:
-        bounds.append((start, start + length))
-        start += length
-    return torch.tensor(bounds)
-
-
 def differences(model: torch.nn.Module, prompt: BlockPrompt, layers: list[int], probe: int) -> dict[str, float]:
     dense = dense_reference(model, prompt)
     with torch.no_grad():
@@ -82,7 +73,7 @@ def differences(model: torch.nn.Module, prompt: BlockPrompt, layers: list[int], 
         early = cached(prompt, layers, probe)
         logits = model.lm_head(cold.hidden)
     mass = max(
-        (cold.doc_attention[layer] - block_mass(dense.attentions[layer][0, :, -probe:].float(), doc_bounds(prompt)))
+        (cold.doc_attention[layer] - block_mass(dense.attentions[layer][0, :, -probe:].float(), prompt.doc_bounds()))
         .abs()
         .max()
         .item()

@@ -19,12 +19,16 @@ EMBEDDED_MODELS = {
 }
 
 
-def embedded_model_path(name: str) -> Path:
-    package, folder = EMBEDDED_MODELS[name]
+def package_path(name: str, package: str, inner: str) -> Path:
+    """``inner`` inside the installed package that carries embedded model ``name``, located with importlib."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise BraidError(f"embedded model {name!r} needs its package installed (scripts/setup_env.sh does it)")
-    return Path(next(iter(spec.submodule_search_locations))) / folder
+        raise BraidError(f"embedded model {name!r} needs the {package} package (scripts/setup_env.sh installs it)")
+    return Path(next(iter(spec.submodule_search_locations))) / inner
+
+
+def embedded_model_path(name: str) -> Path:
+    return package_path(name, *EMBEDDED_MODELS[name])
 
 
 def resolve_model(name_or_path: str) -> str:

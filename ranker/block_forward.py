@@ -133,11 +133,7 @@ class BlockForward:
         rot_query = self._rotary(
             h_query, torch.arange(prompt.query_start, prompt.query_start + len(prompt.query))[None]
         )
-        bounds, offset = [], n_inst
-        for length in lengths:
-            bounds.append((offset, offset + length))
-            offset += length
-        doc_bounds = torch.tensor(bounds, dtype=torch.long).reshape(-1, 2)
+        doc_bounds = prompt.doc_bounds()
 
         new_inst: list[tuple[torch.Tensor, torch.Tensor]] = []
         new_docs: list[tuple[torch.Tensor, torch.Tensor]] = []

@@ -9,7 +9,6 @@ leaves nothing that a later start could mistake for a model.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 
 from eval.errors import BraidError
-from indexer.model_source import offline_error
+from indexer.model_source import offline_error, package_path
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +43,6 @@ class LoadedLM:
 
 def cache_root() -> Path:
     return Path(os.environ.get("BRAID_CACHE", Path.home() / ".cache" / "braid")).expanduser()
-
-
-def _embedded_gguf(name: str) -> Path:
-    package, filename = EMBEDDED_LLMS[name]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise BraidError(f"embedded model {name!r} needs the {package} package (scripts/setup_env.sh installs it)")
-    return Path(next(iter(spec.submodule_search_locations))) / filename
 
 
 def converted_folder(gguf: Path) -> Path:
@@ -85,7 +76,7 @@ def converted_folder(gguf: Path) -> Path:
 def resolve_llm(name_or_path: str) -> str:
     """A local folder for embedded names, GGUF files and folders; a Hub name unchanged."""
     if name_or_path in EMBEDDED_LLMS:
-        return str(converted_folder(_embedded_gguf(name_or_path)))
+        return str(converted_folder(package_path(name_or_path, *EMBEDDED_LLMS[name_or_path])))
     path = Path(name_or_path).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return str(converted_folder(path.resolve()))
@@ -114,11 +105,14 @@ def load_llm(name_or_path: str = DEFAULT_LLM, dtype: str = "float32", device: st
             f"model {name_or_path!r} is a {config.model_type!r} model; the block-sparse ranker supports "
             f"{', '.join(FAMILIES)} (decoder layers it walks itself)"
         )
-    if getattr(config, "use_sliding_window", config.model_type == "mistral") and getattr(
-        config, "sliding_window", None
-    ):
+    # Mistral always applies its window when one is configured; Qwen2 only with use_sliding_window.
+    window = getattr(config, "sliding_window", None)
+    if window and getattr(config, "use_sliding_window", config.model_type == "mistral"):
         log.warning(
-            "%s uses sliding-window attention of %s tokens; prompts stay below it", name_or_path, config.sliding_window
+            "%s was trained with sliding-window attention of %s tokens; the block-sparse forward does not apply "
+            "it: every block attends to all of its allowed context",
+            name_or_path,
+            window,
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved)

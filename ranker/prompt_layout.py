@@ -93,6 +93,11 @@ class BlockPrompt:
         """Position ids used: instruction + longest document + query, whatever the number of documents."""
         return self.query_start + len(self.query)
 
+    def doc_bounds(self) -> torch.Tensor:
+        """(n, 2) [start, end) of each document in sequence order (the flat prompt)."""
+        ends = torch.tensor([len(self.instruction), *self.doc_lengths]).cumsum(0)
+        return torch.stack([ends[:-1], ends[1:]], dim=1)
+
     def flat_ids(self) -> torch.Tensor:
         ids = [*self.instruction, *(t for doc in self.documents for t in doc), *self.query]
         return torch.tensor(ids, dtype=torch.long)
