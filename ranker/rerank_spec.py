@@ -1,12 +1,11 @@
 """The ``[rerank]`` stage of a pipeline: which LLM, how it scores, how deep, and its budgets.
 
-Parsing stays free of torch and transformers so that reading a pipeline file is instant; the model loads when
-the pipeline opens.
+Free of torch and transformers so that reading a pipeline file is instant (the table is parsed with the rest of
+the file in :mod:`retriever.pipeline_spec`); the model loads when the pipeline opens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -67,47 +66,3 @@ class RerankSpec:
         data = asdict(self)
         data["layers"] = list(self.layers)
         return data
-
-
-_TYPES: dict[str, type] = {
-    "model": str,
-    "mode": str,
-    "depth": int,
-    "window": int,
-    "stride": int,
-    "layers": list,
-    "probe_tokens": int,
-    "max_doc_tokens": int,
-    "max_query_tokens": int,
-    "max_prompt_tokens": int,
-    "backend": str,
-    "cache_mb": int,
-    "dtype": str,
-    "device": str,
-    "require_chat_template": bool,
-}
-
-
-def parse_rerank(raw: Any, source: str = "pipeline") -> RerankSpec:
-    """A :class:`RerankSpec` from a pipeline file's ``[rerank]`` table; errors name ``source`` and the field."""
-    where = f"{source}: [rerank]"
-    if not isinstance(raw, Mapping):
-        raise BraidError(f"{where}: must be a table")
-    unknown = set(raw) - set(_TYPES)
-    if unknown:
-        raise BraidError(f"{where}: unknown field(s) {sorted(unknown)} (allowed: {', '.join(sorted(_TYPES))})")
-    values: dict[str, Any] = {}
-    for name, value in raw.items():
-        expected = _TYPES[name]
-        if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
-            raise BraidError(f"{where}: {name} must be {expected.__name__}, got {type(value).__name__} {value!r}")
-        values[name] = value
-    if "layers" in values:
-        layers = values["layers"]
-        if not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
-            raise BraidError(f"{where}: layers must be a list of integers, got {layers!r}")
-        values["layers"] = tuple(layers)
-    try:
-        return RerankSpec(**values)
-    except BraidError as error:
-        raise BraidError(f"{source}: {error}") from None

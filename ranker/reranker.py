@@ -28,7 +28,7 @@ from ranker.block_forward import BlockForward
 from ranker.doc_cache import DocumentKVCache
 from ranker.identifiers import IdentifierScheme
 from ranker.llm_source import LoadedLM, load_llm
-from ranker.prompt_layout import INSTRUCTION, BlockPrompt, PromptTemplate, build_prompt
+from ranker.prompt_layout import INSTRUCTION, QUESTION, BlockPrompt, PromptTemplate, build_prompt
 from ranker.rerank_spec import RerankSpec
 from ranker.sliding_window import sliding_rerank
 
@@ -103,7 +103,7 @@ class BlockRanker:
             self.spec.max_doc_tokens,
             self.spec.max_query_tokens,
             instruction=GENERATE_INSTRUCTION if generate else INSTRUCTION,
-            **({"question": GENERATE_QUESTION} if generate else {}),
+            question=GENERATE_QUESTION if generate else QUESTION,
         )
 
     # -- one window ----------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ import tomli_w
 
 from eval.atomic_file import atomic_write_text
 from eval.errors import BraidError
-from ranker.rerank_spec import RerankSpec, parse_rerank
+from ranker.rerank_spec import RerankSpec
 from retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec
 from retriever.kinds import RETRIEVER_KINDS, RetrieverKind
 
@@ -185,6 +185,31 @@ def parse_fusion(raw: Any, where: str) -> FusionSpec:
     return FusionSpec(
         method=method, k=coerce(where, "k", raw.get("k", 60.0), float), normalization=normalization, weights=weights
     )
+
+
+# Each [rerank] field takes the type of its default; layers is a TOML array of integers.
+RERANK_TYPES: dict[str, type] = {f.name: list if f.name == "layers" else type(f.default) for f in fields(RerankSpec)}
+
+
+def parse_rerank(raw: Any, source: str) -> RerankSpec:
+    """A :class:`RerankSpec` from a pipeline file's ``[rerank]`` table; errors name ``source`` and the field."""
+    where = f"{source}: [rerank]"
+    if not isinstance(raw, Mapping):
+        raise BraidError(f"{where}: must be a table")
+    unknown = set(raw) - set(RERANK_TYPES)
+    if unknown:
+        allowed = ", ".join(sorted(RERANK_TYPES))
+        raise BraidError(f"{where}: unknown field(s) {sorted(unknown)} (allowed: {allowed})")
+    values = {name: coerce(where, name, value, RERANK_TYPES[name]) for name, value in raw.items()}
+    if "layers" in values:
+        layers = values["layers"]
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
+            raise BraidError(f"{where}: layers must be a list of integers, got {layers!r}")
+        values["layers"] = tuple(layers)
+    try:
+        return RerankSpec(**values)
+    except BraidError as error:
+        raise BraidError(f"{source}: {error}") from None
 
 
 def parse_pipeline(raw: Mapping[str, Any], source: str) -> PipelineSpec:

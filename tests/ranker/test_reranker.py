@@ -8,10 +8,11 @@ from eval.dataset_resolver import open_dataset_dir
 from eval.errors import BraidError
 from ranker.identifiers import IdentifierScheme
 from ranker.prompt_layout import PromptTemplate, build_prompt
-from ranker.rerank_spec import RerankSpec, parse_rerank
+from ranker.rerank_spec import RerankSpec
 from ranker.reranker import BlockRanker, parse_permutation
 from ranker.sliding_window import sliding_rerank
 from retriever.pipeline import load_pipeline, open_pipeline
+from retriever.pipeline_spec import parse_rerank
 
 DOCS = [
     ("cat", "The cat sat on the mat all afternoon."),
