@@ -143,7 +143,8 @@ class BlockForward:
             if h_inst is not None:
                 q_i, k_i, v_i = self._qkv(layer, h_inst, rot_inst)
                 k_i, v_i = k_i[0], v_i[0]
-                new_inst.append((k_i, v_i))
+                if use_cache:
+                    new_inst.append((k_i, v_i))
                 h_inst = self._finish(layer, h_inst, self.backend.instruction(q_i[0], k_i, v_i, self.scale)[None])
             else:
                 k_i, v_i = inst_kv.keys[index], inst_kv.values[index]
@@ -151,7 +152,8 @@ class BlockForward:
             doc_v: dict[int, torch.Tensor] = {}
             if h_docs is not None:
                 q_d, k_d, v_d = self._qkv(layer, h_docs, rot_docs)
-                new_docs.append((k_d, v_d))
+                if use_cache:  # kept only to fill the cache: every layer's K/V of every document
+                    new_docs.append((k_d, v_d))
                 attended = self.backend.documents(q_d, k_i, v_i, k_d, v_d, todo_lengths, self.scale)
                 h_docs = self._finish(layer, h_docs, attended)
                 for row, i in enumerate(todo):
@@ -189,7 +191,7 @@ class BlockForward:
 
 
 def _stack(per_layer: list[tuple[torch.Tensor, torch.Tensor]], tokens: slice) -> BlockKV:
+    # torch.stack copies, so the entry does not keep the padded batch it was sliced from alive.
     keys = torch.stack([k[:, tokens] for k, _ in per_layer])
     values = torch.stack([v[:, tokens] for _, v in per_layer])
-    # Contiguous copies: a slice of the padded batch would keep the whole batch alive in the cache.
-    return BlockKV(keys.contiguous().clone(), values.contiguous().clone())
+    return BlockKV(keys, values)
