@@ -17,3 +17,7 @@ class DataFormatError(BraidError):
         self.path = str(path)
         self.line = line
         self.problem = problem
+
+
+class DeadlineExceeded(BraidError):
+    """A request's deadline passed before its work was done (a service answers DEADLINE_EXCEEDED / 504)."""

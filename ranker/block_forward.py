@@ -99,45 +99,77 @@ class BlockForward:
         need_logits: bool = False,
         return_hidden: bool = False,
     ) -> BlockForwardResult:
+        return self.run_many([prompt], score_layers, probe, need_logits, return_hidden)[0]
+
+    def run_many(
+        self,
+        prompts: Sequence[BlockPrompt],
+        score_layers: Sequence[int] = (),
+        probe: int = 0,
+        need_logits: bool = False,
+        return_hidden: bool = False,
+    ) -> list[BlockForwardResult]:
+        """Several prompts that share one instruction in a single walk through the layers (dynamic batching).
+
+        The instruction block is computed once, the uncached documents of every prompt (each distinct document
+        once) as one padded batch, and each query block then attends to its own prompt's blocks only, so every
+        result equals that prompt's own forward.
+        """
+        if not prompts:
+            return []
         if not score_layers and not need_logits:
             raise ValueError("nothing to compute: give score_layers or need_logits")
         if any(not 0 <= layer < self.num_layers for layer in score_layers):
             raise ValueError(f"score layers must be in 0..{self.num_layers - 1}, got {list(score_layers)}")
+        if len({tuple(prompt.instruction) for prompt in prompts}) != 1:
+            raise ValueError("prompts batched in one forward must share their instruction block")
+        if return_hidden and len(prompts) != 1:
+            raise ValueError("return_hidden takes a single prompt")
         depth = self.num_layers if need_logits or return_hidden else max(score_layers) + 1
-        probe = min(probe, len(prompt.query))
         score_set = set(score_layers)
-        n_inst = len(prompt.instruction)
-        lengths = prompt.doc_lengths
+        instruction = prompts[0].instruction
+        n_inst = len(instruction)
 
-        # Which blocks come from the cache; the rest are computed (and cached afterwards).
-        inst_key = block_key(self.model_key, prompt.instruction, None)
-        doc_keys = [block_key(self.model_key, prompt.instruction, doc) for doc in prompt.documents]
+        # Which blocks come from the cache; the rest are computed (and cached afterwards). Documents are keyed by
+        # their cache key, so one shared by several prompts is computed once; uncached runs key by position.
         use_cache = self.cache is not None and not return_hidden
+        inst_key = block_key(self.model_key, instruction, None)
         inst_kv = self.cache.get(inst_key, depth) if use_cache else None
-        cached = {i: kv for i, key in enumerate(doc_keys) if use_cache and (kv := self.cache.get(key, depth))}
-        todo = [i for i in range(len(prompt.documents)) if i not in cached]
+        doc_keys = [
+            [block_key(self.model_key, instruction, doc) if use_cache else (j, i) for i, doc in enumerate(p.documents)]
+            for j, p in enumerate(prompts)
+        ]
+        tokens_of = {}
+        for p, keys in zip(prompts, doc_keys, strict=True):
+            tokens_of.update(zip(keys, p.documents, strict=True))
+        cached = {key: kv for key in tokens_of if use_cache and (kv := self.cache.get(key, depth))}
+        todo = [key for key in tokens_of if key not in cached]
+        row_of = {key: row for row, key in enumerate(todo)}
+        lengths = [len(tokens_of[key]) for key in todo]
 
-        # Hidden states of the blocks to compute: instruction (1, Li), documents padded (m, Lmax), query (1, Lq).
-        h_inst = self._embed(torch.tensor([prompt.instruction])) if inst_kv is None else None
-        todo_len = max((lengths[i] for i in todo), default=0)
+        # Hidden states of the blocks to compute: instruction (1, Li), documents padded (m, Lmax), queries (1, Lq).
+        h_inst = self._embed(torch.tensor([instruction])) if inst_kv is None else None
+        todo_len = max(lengths, default=0)
         h_docs = None
         if todo:
             ids = torch.zeros(len(todo), todo_len, dtype=torch.long)
-            for row, i in enumerate(todo):
-                ids[row, : lengths[i]] = torch.tensor(prompt.documents[i])
+            for row, key in enumerate(todo):
+                ids[row, : lengths[row]] = torch.tensor(tokens_of[key])
             h_docs = self._embed(ids)
-        h_query = self._embed(torch.tensor([prompt.query]))
-        todo_lengths = torch.tensor([lengths[i] for i in todo], dtype=torch.long)
-        rot_inst = self._rotary(h_query, torch.arange(n_inst)[None]) if h_inst is not None else None
-        rot_docs = self._rotary(h_query, torch.arange(n_inst, n_inst + todo_len)[None]) if todo else None
-        rot_query = self._rotary(
-            h_query, torch.arange(prompt.query_start, prompt.query_start + len(prompt.query))[None]
-        )
-        doc_bounds = prompt.doc_bounds()
+        h_queries = [self._embed(torch.tensor([p.query])) for p in prompts]
+        anchor = h_queries[0]  # rotary tables only read its dtype and device
+        todo_lengths = torch.tensor(lengths, dtype=torch.long)
+        rot_inst = self._rotary(anchor, torch.arange(n_inst)[None]) if h_inst is not None else None
+        rot_docs = self._rotary(anchor, torch.arange(n_inst, n_inst + todo_len)[None]) if todo else None
+        rot_queries = [
+            self._rotary(anchor, torch.arange(p.query_start, p.query_start + len(p.query))[None]) for p in prompts
+        ]
+        bounds = [p.doc_bounds() for p in prompts]
+        probes = [min(probe, len(p.query)) for p in prompts]
 
         new_inst: list[tuple[torch.Tensor, torch.Tensor]] = []
         new_docs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        doc_attention: dict[int, torch.Tensor] = {}
+        doc_attention: list[dict[int, torch.Tensor]] = [{} for _ in prompts]
         for index in range(depth):
             layer = self.decoder.layers[index]
             if h_inst is not None:
@@ -148,46 +180,49 @@ class BlockForward:
                 h_inst = self._finish(layer, h_inst, self.backend.instruction(q_i[0], k_i, v_i, self.scale)[None])
             else:
                 k_i, v_i = inst_kv.keys[index], inst_kv.values[index]
-            doc_k: dict[int, torch.Tensor] = {}
-            doc_v: dict[int, torch.Tensor] = {}
+            doc_k: dict[object, torch.Tensor] = {}
+            doc_v: dict[object, torch.Tensor] = {}
             if h_docs is not None:
                 q_d, k_d, v_d = self._qkv(layer, h_docs, rot_docs)
                 if use_cache:  # kept only to fill the cache: every layer's K/V of every document
                     new_docs.append((k_d, v_d))
                 attended = self.backend.documents(q_d, k_i, v_i, k_d, v_d, todo_lengths, self.scale)
                 h_docs = self._finish(layer, h_docs, attended)
-                for row, i in enumerate(todo):
-                    doc_k[i], doc_v[i] = k_d[row, :, : lengths[i]], v_d[row, :, : lengths[i]]
-            for i, kv in cached.items():
-                doc_k[i], doc_v[i] = kv.keys[index], kv.values[index]
-            q_q, k_q, v_q = self._qkv(layer, h_query, rot_query)
-            order = range(len(prompt.documents))
-            keys = torch.cat([k_i, *(doc_k[i] for i in order), k_q[0]], dim=1)
-            values = torch.cat([v_i, *(doc_v[i] for i in order), v_q[0]], dim=1)
-            attended, mass = self.backend.query(
-                q_q[0], keys, values, doc_bounds, self.scale, probe if index in score_set else 0
-            )
-            if mass is not None:
-                doc_attention[index] = mass
-            h_query = self._finish(layer, h_query, attended[None])
+                for row, key in enumerate(todo):
+                    doc_k[key], doc_v[key] = k_d[row, :, : lengths[row]], v_d[row, :, : lengths[row]]
+            for key, kv in cached.items():
+                doc_k[key], doc_v[key] = kv.keys[index], kv.values[index]
+            for j, keys_j in enumerate(doc_keys):
+                q_q, k_q, v_q = self._qkv(layer, h_queries[j], rot_queries[j])
+                keys = torch.cat([k_i, *(doc_k[key] for key in keys_j), k_q[0]], dim=1)
+                values = torch.cat([v_i, *(doc_v[key] for key in keys_j), v_q[0]], dim=1)
+                attended, mass = self.backend.query(
+                    q_q[0], keys, values, bounds[j], self.scale, probes[j] if index in score_set else 0
+                )
+                if mass is not None:
+                    doc_attention[j][index] = mass
+                h_queries[j] = self._finish(layer, h_queries[j], attended[None])
 
         if use_cache:
             if h_inst is not None:
                 self.cache.put(inst_key, _stack(new_inst, slice(None)))
-            for row, i in enumerate(todo):
-                kv = _stack([(k[row], v[row]) for k, v in new_docs], slice(0, lengths[i]))
-                self.cache.put(doc_keys[i], kv)
+            for row, key in enumerate(todo):
+                self.cache.put(key, _stack([(k[row], v[row]) for k, v in new_docs], slice(0, lengths[row])))
 
-        last_logits = hidden = None
-        if depth == self.num_layers:
-            norm = self.decoder.norm
-            last_logits = self.model.lm_head(norm(h_query[:, -1:]))[0, -1].float()
-            if return_hidden:
-                parts = [norm(h_inst[0])]
-                parts += [norm(h_docs[row, : lengths[i]]) for row, i in enumerate(todo)]
-                parts.append(norm(h_query[0]))
-                hidden = torch.cat(parts)
-        return BlockForwardResult(doc_attention, last_logits, hidden, depth, len(cached))
+        results = []
+        norm = self.decoder.norm
+        for j, h_query in enumerate(h_queries):
+            last_logits = hidden = None
+            if depth == self.num_layers:
+                last_logits = self.model.lm_head(norm(h_query[:, -1:]))[0, -1].float()
+                if return_hidden:
+                    parts = [norm(h_inst[0])]
+                    parts += [norm(h_docs[row_of[key], : len(tokens_of[key])]) for key in doc_keys[j]]
+                    parts.append(norm(h_query[0]))
+                    hidden = torch.cat(parts)
+            hits = sum(key in cached for key in doc_keys[j])
+            results.append(BlockForwardResult(doc_attention[j], last_logits, hidden, depth, hits))
+        return results
 
 
 def _stack(per_layer: list[tuple[torch.Tensor, torch.Tensor]], tokens: slice) -> BlockKV:

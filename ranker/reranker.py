@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Sequence
 
 import torch
 
-from eval.errors import BraidError
+from eval.errors import BraidError, DeadlineExceeded
 from ranker.attention_backend import get_backend
 from ranker.block_forward import BlockForward
 from ranker.doc_cache import DocumentKVCache
@@ -110,14 +111,21 @@ class BlockRanker:
 
     def score_window(self, query: str, texts: Sequence[str]) -> list[float]:
         """Scores of one window's documents (block modes): FIRST logits or attention mass."""
-        prompt = self.prompt(texts, query)
+        return self.score_windows([(query, texts)])[0]
+
+    def score_windows(self, windows: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        """Scores of several (query, window texts) at once: one forward walks the layers for all of them."""
+        prompts = [self.prompt(texts, query) for query, texts in windows]
         with self._lock, torch.inference_mode():
             if self.spec.mode == "first":
-                result = self.forward(prompt, need_logits=True)
-                return result.last_logits[list(prompt.label_token_ids)].tolist()
-            result = self.forward(prompt, score_layers=self.layers, probe=self.spec.probe_tokens)
-        mass = torch.stack([result.doc_attention[layer] for layer in self.layers])
-        return mass.mean(dim=(0, 1, 2)).tolist()
+                results = self.forward.run_many(prompts, need_logits=True)
+                return [r.last_logits[list(p.label_token_ids)].tolist() for p, r in zip(prompts, results, strict=True)]
+            results = self.forward.run_many(prompts, score_layers=self.layers, probe=self.spec.probe_tokens)
+        scores = []
+        for result in results:
+            mass = torch.stack([result.doc_attention[layer] for layer in self.layers])
+            scores.append(mass.mean(dim=(0, 1, 2)).tolist())
+        return scores
 
     def generate_window(self, query: str, texts: Sequence[str]) -> list[int]:
         """The generation baseline: a permutation of the window (indices, best first), full causal attention."""
@@ -136,15 +144,20 @@ class BlockRanker:
 
     # -- a whole list ------------------------------------------------------------------------------------------
 
-    def rerank(self, query: str, docs: Sequence[tuple[str, str]]) -> list[tuple[str, float]]:
+    def rerank(
+        self, query: str, docs: Sequence[tuple[str, str]], deadline: float | None = None
+    ) -> list[tuple[str, float]]:
         """(doc_id, score) best first. One window: the model's own scores (generate: rank-derived); several
-        windows: rank-derived scores (count - rank), since scores from different prompts do not compare."""
+        windows: rank-derived scores (count - rank), since scores from different prompts do not compare.
+        ``deadline`` (a ``time.monotonic()`` instant) is checked before each window."""
         if not query or not query.strip():
             raise BraidError("empty query: give some query text")
         texts = [text for _, text in docs]
         window_scores: dict[int, float] = {}
 
         def rank_window(items: Sequence[int]) -> list[int]:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded("deadline exceeded while reranking")
             window_texts = [texts[i] for i in items]
             if self.spec.mode == "generate":
                 return [items[j] for j in self.generate_window(query, window_texts)]
@@ -157,6 +170,28 @@ class BlockRanker:
         if len(docs) <= self.spec.window and self.spec.mode != "generate":
             return [(docs[i][0], float(window_scores[i])) for i in order]
         return [(docs[i][0], float(len(order) - rank)) for rank, i in enumerate(order)]
+
+    def batchable(self, docs: Sequence[tuple[str, str]]) -> bool:
+        """Whether a request is one block-mode window, which :meth:`rerank_many` scores together with others."""
+        return self.spec.mode != "generate" and 0 < len(docs) <= self.spec.window
+
+    def rerank_many(self, requests: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> list[list[tuple[str, float]]]:
+        """:meth:`rerank` for several (query, docs) requests; single-window ones share one forward pass."""
+        for query, _ in requests:
+            if not query or not query.strip():
+                raise BraidError("empty query: give some query text")
+        together = [i for i, (_, docs) in enumerate(requests) if self.batchable(docs)]
+        results: list[list[tuple[str, float]] | None] = [None] * len(requests)
+        if together:
+            scores = self.score_windows([(requests[i][0], [text for _, text in requests[i][1]]) for i in together])
+            for i, values in zip(together, scores, strict=True):
+                pairs = [(doc_id, float(value)) for (doc_id, _), value in zip(requests[i][1], values, strict=True)]
+                # Stable on ties, as sliding_rerank's sort over one window.
+                results[i] = sorted(pairs, key=lambda pair: -pair[1])
+        for i, (query, docs) in enumerate(requests):
+            if results[i] is None:
+                results[i] = self.rerank(query, docs)
+        return results
 
 
 def parse_permutation(text: str, labels: Sequence[str]) -> list[int]:

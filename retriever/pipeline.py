@@ -6,6 +6,8 @@ The definition (TOML or Python) lives in :mod:`retriever.pipeline_spec`; this mo
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import sys
 import threading
 import time
@@ -19,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from eval.dataset import Dataset
-from eval.errors import BraidError
+from eval.errors import BraidError, DeadlineExceeded
 from indexer.index_store import build_index, find_index
 from indexer.manifest import MANIFEST_NAME, Manifest
 from retriever.fusion import fused, ranked
@@ -40,6 +42,7 @@ __all__ = [
     "Pipeline",
     "PipelineSpec",
     "RetrieverSpec",
+    "SearchOptions",
     "builtin_pipelines",
     "check_query",
     "load_pipeline",
@@ -76,6 +79,27 @@ class ExplainedHit:
             "fused_score": self.fused_score,
             "cascade": self.stages,
         }
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Per-request overrides of a pipeline's settings (what a service exposes per call).
+
+    ``weights``: fusion weights by retriever name for this request (names left out keep their configured weight);
+    ``rerank_depth``: how many head hits the reranker rescores (0 skips it); ``deadline``: a ``time.monotonic()``
+    instant checked before every stage, so a request whose caller has given up stops at the next stage boundary.
+    """
+
+    weights: Mapping[str, float] | None = None
+    rerank_depth: int | None = None
+    deadline: float | None = None
+
+    def check_deadline(self, stage: str) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise DeadlineExceeded(f"deadline exceeded before {stage}")
+
+
+NO_OPTIONS = SearchOptions()
 
 
 @dataclass
@@ -137,28 +161,63 @@ class Pipeline:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k > self.doc_count:
             raise BraidError(f"k must be between 1 and the collection's {self.doc_count} documents, got {k!r}")
 
+    def check_options(self, options: SearchOptions) -> None:
+        """Reject overrides this pipeline cannot apply, naming what it allows."""
+        if options.weights:
+            if self.spec.fusion is None:
+                raise BraidError(f"pipeline {self.name!r} has a single retriever: it takes no fusion weights")
+            unknown = sorted(set(options.weights) - set(self.retriever_names))
+            if unknown:
+                raise BraidError(
+                    f"unknown retriever(s) {', '.join(map(repr, unknown))} in weights for pipeline {self.name!r} "
+                    f"(allowed: {', '.join(self.retriever_names)})"
+                )
+            for name, weight in options.weights.items():
+                if not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
+                    raise BraidError(f"weight of {name!r} must be a finite number >= 0, got {weight!r}")
+        if options.rerank_depth is not None:
+            if self.reranker is None:
+                raise BraidError(f"pipeline {self.name!r} has no reranker: rerank_depth does not apply")
+            depth = options.rerank_depth
+            if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= self.doc_count:
+                raise BraidError(f"rerank_depth must be between 0 and {self.doc_count}, got {depth!r}")
+
+    def _rerank_depth(self, options: SearchOptions) -> int:
+        if self.reranker is None:
+            return 0
+        return self.spec.rerank.depth if options.rerank_depth is None else options.rerank_depth
+
+    def _fusion(self, options: SearchOptions):
+        if not options.weights:
+            return self.spec.fusion
+        configured = self.spec.fusion.weights or {}
+        weights = {name: float(options.weights.get(name, configured.get(name, 1.0))) for name in self.retriever_names}
+        return dataclasses.replace(self.spec.fusion, weights=weights)
+
     # -- one query ---------------------------------------------------------------------------------------------
 
-    def _fetch(self, k: int) -> int:
+    def _fetch(self, k: int, options: SearchOptions = NO_OPTIONS) -> int:
         head = max((stage.spec.depth for stage in self.cascade), default=0)
-        if self.spec.rerank is not None:
-            head = max(head, self.spec.rerank.depth)
-        return max(k, head)
+        return max(k, head, self._rerank_depth(options))
 
-    def _stage_depth(self, stage: _Stage, k: int) -> int:
+    def _stage_depth(self, stage: _Stage, k: int, options: SearchOptions = NO_OPTIONS) -> int:
         # Fused lists always go to their configured depth: normalization statistics depend on it, and tuning
         # saw exactly those lists. A lone retriever only needs what the caller and the cascade will read.
-        depth = self._fetch(k) if self.spec.fusion is None else stage.spec.depth
+        depth = self._fetch(k, options) if self.spec.fusion is None else stage.spec.depth
         return min(depth, self.doc_count)
 
     def _each_stage(self, run: Any) -> list[Any]:
         """``run(stage)`` for every first-stage retriever, concurrently when there are several."""
         return list(self._pool.map(run, self.stages)) if self._pool else [run(self.stages[0])]
 
-    def _first_stage(self, query: str, k: int, timings: dict[str, float]) -> list[list[Hit]]:
+    def _first_stage(
+        self, query: str, k: int, timings: dict[str, float], options: SearchOptions = NO_OPTIONS
+    ) -> list[list[Hit]]:
+        options.check_deadline("retrieval")
+
         def run(stage: _Stage) -> tuple[list[Hit], float]:
             tick = time.perf_counter()
-            hits = stage.retriever.search(query, self._stage_depth(stage, k))
+            hits = stage.retriever.search(query, self._stage_depth(stage, k, options))
             return hits, (time.perf_counter() - tick) * 1000
 
         results = self._each_stage(run)
@@ -166,9 +225,16 @@ class Pipeline:
             timings[f"retriever.{stage.spec.name}"] = ms
         return [hits for hits, _ in results]
 
-    def _combine(self, query: str, lists: list[list[Hit]], k: int, timings: dict[str, float]) -> list[ExplainedHit]:
+    def _combine(
+        self,
+        query: str,
+        lists: list[list[Hit]],
+        k: int,
+        timings: dict[str, float],
+        options: SearchOptions = NO_OPTIONS,
+    ) -> list[ExplainedHit]:
         tick = time.perf_counter()
-        fetch = self._fetch(k)
+        fetch = self._fetch(k, options)
         if self.spec.fusion is None:
             name = self.stages[0].spec.name
             hits = [
@@ -176,7 +242,7 @@ class Pipeline:
                 for rank, hit in enumerate(lists[0][:fetch], 1)
             ]
         else:
-            inputs, top = fused(lists, self.retriever_names, self.spec.fusion, fetch)
+            inputs, top = fused(lists, self.retriever_names, self._fusion(options), fetch)
             hits = []
             for row, score in top:
                 sources = {
@@ -186,31 +252,40 @@ class Pipeline:
                 hits.append(ExplainedHit(inputs.doc_ids[row], score, sources, fused_score=score))
             timings["fusion"] = (time.perf_counter() - tick) * 1000
         for stage in self.cascade:
+            options.check_deadline(f"cascade stage {stage.spec.name}")
             tick = time.perf_counter()
             hits = rescore_head(
                 hits, stage.spec.name, stage.spec.depth, lambda ids, s=stage: s.retriever.score(query, ids)
             )
             timings[f"cascade.{stage.spec.name}"] = (time.perf_counter() - tick) * 1000
-        if self.reranker is not None:
+        rerank_depth = self._rerank_depth(options)
+        if rerank_depth:
+            options.check_deadline("rerank")
             tick = time.perf_counter()
-            hits = rescore_head(hits, "rerank", self.spec.rerank.depth, lambda ids: self._rerank_scores(query, ids))
+            hits = rescore_head(
+                hits, "rerank", rerank_depth, lambda ids: self._rerank_scores(query, ids, options.deadline)
+            )
             timings["rerank"] = (time.perf_counter() - tick) * 1000
         return hits[:k]
 
-    def _rerank_scores(self, query: str, doc_ids: list[str]) -> list[float]:
+    def _rerank_scores(self, query: str, doc_ids: list[str], deadline: float | None = None) -> list[float]:
         """The reranker's scores for ``doc_ids`` in their given order (rescore_head sorts them)."""
-        ranked = dict(self.reranker.rerank(query, [(doc_id, self.document_text(doc_id) or "") for doc_id in doc_ids]))
+        docs = [(doc_id, self.document_text(doc_id) or "") for doc_id in doc_ids]
+        ranked = dict(self.reranker.rerank(query, docs, deadline=deadline))
         return [ranked[doc_id] for doc_id in doc_ids]
 
-    def search_explained(self, query: str, k: int | None = None) -> tuple[list[ExplainedHit], dict[str, float]]:
+    def search_explained(
+        self, query: str, k: int | None = None, options: SearchOptions = NO_OPTIONS
+    ) -> tuple[list[ExplainedHit], dict[str, float]]:
         """Top ``k`` hits (default: 10, or the whole collection when smaller) with their provenance, and the
         milliseconds each stage took. An explicit ``k`` of 0 or beyond the collection is an error."""
         check_query(query)
         k = min(10, self.doc_count) if k is None else k
         self.check_k(k)
+        self.check_options(options)
         timings: dict[str, float] = {}
         tick = time.perf_counter()
-        hits = self._combine(query, self._first_stage(query, k, timings), k, timings)
+        hits = self._combine(query, self._first_stage(query, k, timings, options), k, timings, options)
         timings["total"] = (time.perf_counter() - tick) * 1000
         return hits, timings
 

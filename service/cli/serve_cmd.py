@@ -1,0 +1,109 @@
+"""``braid serve``: the gRPC and HTTP servers over one core."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from eval.dataset_resolver import resolve_dataset
+from eval.errors import BraidError
+from retriever.pipeline import load_pipeline
+from service.cli.common import add_data_args, positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser("serve", help="serve pipelines over gRPC and HTTP")
+    serve.add_argument("--dataset", required=True, help="dataset path or name whose indexes are served")
+    serve.add_argument(
+        "--pipelines",
+        nargs="+",
+        default=["bm25"],
+        metavar="PIPELINE",
+        help="built-in names or TOML files; the first is the default (default: bm25)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback)")
+    serve.add_argument("--grpc-port", type=int, default=50051, help="gRPC port; 0 picks a free one (default: 50051)")
+    serve.add_argument("--http-port", type=int, default=8080, help="HTTP port; 0 picks a free one (default: 8080)")
+    serve.add_argument(
+        "--api-key-file",
+        type=Path,
+        help="file with the API key for writes (Add/Delete/Reload); else $BRAID_API_KEY; without one, writes are off",
+    )
+    serve.add_argument("--auth-reads", action="store_true", help="require the API key for searches too")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate: serve gRPC and HTTPS with TLS")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    serve.add_argument("--max-concurrency", type=positive_int, default=64, help="admitted requests before 429 (64)")
+    serve.add_argument("--workers", type=positive_int, default=8, help="worker threads running requests (8)")
+    serve.add_argument("--max-k", type=positive_int, default=1000, help="largest k a request may ask for (1000)")
+    serve.add_argument("--timeout", type=float, default=30.0, help="deadline of requests that set none, seconds (30)")
+    serve.add_argument("--rerank-batch", type=positive_int, default=8, help="requests per reranker call, at most (8)")
+    serve.add_argument("--rerank-wait-ms", type=float, default=5.0, help="how long a reranker batch fills (5 ms)")
+    serve.add_argument("--grace", type=float, default=30.0, help="seconds in-flight requests get at shutdown (30)")
+    serve.add_argument("--build-missing", action="store_true", help="build missing indexes at start (else: an error)")
+    serve.add_argument("--ready-file", type=Path, help="write the bound addresses here as JSON once serving")
+    add_data_args(serve)
+    serve.set_defaults(handler=run)
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    if args.api_key_file is not None:
+        try:
+            key = args.api_key_file.read_text().strip()
+        except OSError as error:
+            raise BraidError(f"cannot read --api-key-file: {error}") from None
+    else:
+        key = os.environ.get("BRAID_API_KEY", "").strip()
+    if key and len(key) < 16:
+        raise BraidError("the API key must be at least 16 characters")
+    return key or None
+
+
+def run(args: argparse.Namespace) -> int:
+    from service.core import AuthConfig, SearchCore  # the server stack loads only for this command
+    from service.limits import ServiceLimits
+    from service.server import BraidServer, ServerConfig
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig(args.host, args.grpc_port, args.http_port, args.tls_cert, args.tls_key, args.grace)
+    if args.timeout <= 0 or args.rerank_wait_ms < 0 or args.grace < 0:
+        raise BraidError("--timeout must be > 0, --rerank-wait-ms and --grace >= 0")
+    limits = ServiceLimits(
+        max_k=args.max_k, max_concurrency=args.max_concurrency, workers=args.workers, default_timeout_s=args.timeout
+    )
+    auth = AuthConfig(_api_key(args), args.auth_reads)
+    specs = [load_pipeline(name) for name in args.pipelines]
+    dataset = resolve_dataset(args.dataset, args.data_dir)
+    core = SearchCore(
+        dataset,
+        specs,
+        Path(args.index_dir),
+        limits,
+        auth,
+        args.threads,
+        args.build_missing,
+        args.rerank_batch,
+        args.rerank_wait_ms,
+    )
+    server = BraidServer(core, config)
+
+    def ready(started: BraidServer) -> None:
+        addresses = {**started.addresses, "pipelines": core.registry.names, "pid": os.getpid()}
+        line = json.dumps(addresses)
+        if args.ready_file is not None:
+            temporary = args.ready_file.with_name(args.ready_file.name + ".tmp")
+            temporary.write_text(line + "\n")
+            temporary.replace(args.ready_file)
+        print(f"braid serve: ready {line}", file=sys.stderr, flush=True)
+
+    drained = asyncio.run(server.serve_until_signal(ready))
+    print(f"braid serve: stopped ({'drained' if drained else 'grace period over'})", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The Lucene JVM (pyjnius) can crash the interpreter's own teardown (SIGSEGV seen on exit here); everything
+    # is closed and flushed by now, so leave without it.
+    os._exit(0)

@@ -1,0 +1,337 @@
+"""The one service core behind gRPC and HTTP: pipelines, limits, auth, admission, deadlines, metrics.
+
+Front ends translate their wire format into the calls below and the errors back (:mod:`service.errors`); all
+semantics live here, so the two protocols cannot drift apart. Work runs on a bounded pool of worker threads
+(Lucene, faiss and torch release the GIL); the event loops of the front ends only parse and wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from eval.dataset import Dataset
+from eval.errors import BraidError, DeadlineExceeded
+from indexer.manifest import Manifest
+from indexer.multivector_index import add_documents, delete_documents
+from retriever.pipeline import ExplainedHit, Pipeline, PipelineSpec, SearchOptions, open_pipeline
+from service.admission import Admission
+from service.errors import FailedPrecondition, PermissionDenied, Unauthenticated
+from service.limits import ServiceLimits
+from service.metrics import Metrics
+from service.pipeline_registry import PipelineRegistry, PipelineSlot
+from service.rerank_batcher import BatchingReranker
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+UPDATABLE_KINDS = ("multivector",)
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One search, as both protocols carry it. ``k`` 0 means 10; ``pipeline`` "" means the default one."""
+
+    query: str
+    k: int = 0
+    pipeline: str = ""
+    weights: Mapping[str, float] | None = None
+    rerank_depth: int | None = None
+    explain: bool = False
+
+
+@dataclass
+class SearchAnswer:
+    pipeline: str
+    hits: list[ExplainedHit]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    id: str
+    text: str
+    title: str = ""
+
+    @property
+    def contents(self) -> str:
+        return f"{self.title} {self.text}".strip() if self.title else self.text
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """``api_key`` guards writes (Add/Delete/Reload), and reads too when ``reads`` is set. Without a key, writes
+    are refused: a server never accepts index changes from anyone by default."""
+
+    api_key: str | None = None
+    reads: bool = False
+
+    def __post_init__(self) -> None:
+        if self.reads and not self.api_key:
+            raise BraidError("--auth-reads needs an API key (--api-key-file or BRAID_API_KEY)")
+
+
+class SearchCore:
+    """Loads the pipelines once and answers every operation for both front ends."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        specs: Sequence[PipelineSpec],
+        index_root: Path,
+        limits: ServiceLimits | None = None,
+        auth: AuthConfig | None = None,
+        threads: int | None = None,
+        build_missing: bool = False,
+        rerank_batch: int = 8,
+        rerank_wait_ms: float = 5.0,
+    ) -> None:
+        if not specs:
+            raise BraidError("give at least one pipeline to serve")
+        names = [spec.name for spec in specs]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise BraidError(f"pipeline name(s) given twice: {', '.join(repeated)}")
+        self.dataset = dataset
+        self.index_root = Path(index_root)
+        self.limits = limits or ServiceLimits()
+        self.auth = auth or AuthConfig()
+        self.threads = threads
+        self.build_missing = build_missing
+        self.rerank_batch = rerank_batch
+        self.rerank_wait_ms = rerank_wait_ms
+        self.metrics = Metrics()
+        self.admission = Admission(self.limits.max_concurrency)
+        self.metrics.inflight.set_function(lambda: self.admission.admitted)
+        self.metrics.queue_depth.set_function(lambda: self.admission.queued)
+        self._batchers: dict[int, BatchingReranker] = {}
+        self.registry = PipelineRegistry()
+        for spec in specs:
+            self.registry.add(spec, self._open(spec))
+            self.metrics.generation.labels(spec.name).set(1)
+        self.executor = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="braid-worker")
+
+    def _open(self, spec: PipelineSpec) -> Pipeline:
+        pipeline = open_pipeline(spec, self.dataset, self.index_root, self.threads, build_missing=self.build_missing)
+        if pipeline.reranker is not None:
+            # One batcher per model instance, shared by every pipeline (and generation) that reranks with it.
+            ranker = pipeline.reranker
+            if id(ranker) not in self._batchers:
+                self._batchers[id(ranker)] = BatchingReranker(
+                    ranker, self.rerank_batch, self.rerank_wait_ms, self.metrics.rerank_batch.observe
+                )
+            pipeline.reranker = self._batchers[id(ranker)]
+        return pipeline
+
+    # -- boundary checks ---------------------------------------------------------------------------------------
+
+    def authorize(self, api_key: str | None, write: bool) -> None:
+        """Raise unless ``api_key`` may perform a read (``write`` False) or a write."""
+        if not write and not self.auth.reads:
+            return
+        if self.auth.api_key is None:
+            raise PermissionDenied(
+                "writes are disabled: the server was started without an API key (--api-key-file or BRAID_API_KEY)"
+            )
+        if not api_key:
+            raise Unauthenticated("this operation needs an API key: send 'authorization: Bearer <key>'")
+        # Constant-time comparison: response timing must not reveal how much of a guessed key was right.
+        if not hmac.compare_digest(api_key.encode(), self.auth.api_key.encode()):
+            raise Unauthenticated("invalid API key")
+
+    # -- execution ---------------------------------------------------------------------------------------------
+
+    async def call(self, work: Callable[[float], T], deadline: float | None = None) -> T:
+        """Admit a request, run ``work(deadline)`` on a worker thread, and answer by ``deadline`` at the latest.
+
+        ``deadline`` is a ``time.monotonic()`` instant (the server's default timeout when None). The request stays
+        admitted until its thread really finishes, so the concurrency limit counts work, not waiting callers.
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.limits.default_timeout_s
+        try:
+            admitted = self.admission.admit()
+            admitted.__enter__()
+        except BraidError as error:
+            self.metrics.rejected.labels(type(error).__name__).inc()
+            raise
+
+        def run() -> T:
+            with self.admission.running():
+                if time.monotonic() >= deadline:
+                    raise DeadlineExceeded("deadline exceeded while waiting for a worker")
+                return work(deadline)
+
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(self.executor, run)
+        except BaseException:
+            admitted.__exit__(None, None, None)
+            raise
+        future.add_done_callback(lambda _: admitted.__exit__(None, None, None))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            # The worker stops at its next stage boundary (SearchOptions.deadline); its result is dropped.
+            future.add_done_callback(lambda done: done.exception())  # consume, so asyncio does not log it
+            raise DeadlineExceeded("deadline exceeded") from None
+
+    # -- operations (run on worker threads) ------------------------------------------------------------------
+
+    def check_search(self, query: SearchQuery) -> tuple[PipelineSlot, int]:
+        self.limits.check_query(query.query)
+        k = query.k or 10
+        self.limits.check_k(k)
+        return self.registry.slot(query.pipeline), k
+
+    def search(self, query: SearchQuery, deadline: float | None = None) -> SearchAnswer:
+        slot, k = self.check_search(query)
+        options = SearchOptions(query.weights or None, query.rerank_depth, deadline)
+        with slot.lease() as pipeline:
+            # Like Pyserini and Qdrant, a k beyond the collection returns every document rather than failing.
+            hits, timings = pipeline.search_explained(query.query, min(k, pipeline.doc_count), options)
+        self.metrics.observe_stages(slot.spec.name, timings)
+        return SearchAnswer(slot.spec.name, hits, timings)
+
+    def batch_search(self, queries: Sequence[SearchQuery], deadline: float | None = None) -> list[SearchAnswer]:
+        self.limits.check_count("requests", len(queries), self.limits.max_batch)
+        for position, query in enumerate(queries):  # all checked before any runs: a batch fails as a whole
+            try:
+                self.check_search(query)
+            except BraidError as error:
+                raise type(error)(f"request {position}: {error}") from None
+        return [self.search(query, deadline) for query in queries]
+
+    def rerank_slot(self, name: str) -> PipelineSlot:
+        if name:
+            slot = self.registry.slot(name)
+            if slot.spec.rerank is None:
+                raise FailedPrecondition(f"pipeline {name!r} has no reranker (no [rerank] table)")
+            return slot
+        for slot in self.registry.slots():
+            if slot.spec.rerank is not None:
+                return slot
+        raise FailedPrecondition("no pipeline served here has a reranker; start the server with one (e.g. bm25-first)")
+
+    def rerank(
+        self, query: str, documents: Sequence[NewDocument], pipeline: str = "", deadline: float | None = None
+    ) -> SearchAnswer:
+        self.limits.check_query(query)
+        self._check_documents(documents, self.limits.max_rerank_documents)
+        slot = self.rerank_slot(pipeline)
+        tick = time.perf_counter()
+        with slot.lease() as opened:
+            ranked = opened.reranker.rerank(query, [(doc.id, doc.contents) for doc in documents], deadline=deadline)
+        timings = {"rerank": (time.perf_counter() - tick) * 1000}
+        self.metrics.observe_stages(slot.spec.name, timings)
+        hits = [ExplainedHit(doc_id, score, {}, stages={"rerank": score}) for doc_id, score in ranked]
+        return SearchAnswer(slot.spec.name, hits, timings)
+
+    def _check_documents(self, documents: Sequence[NewDocument], limit: int) -> None:
+        self.limits.check_count("documents", len(documents), limit)
+        ids = [doc.id for doc in documents]
+        if any(not doc_id or not doc_id.strip() for doc_id in ids):
+            raise BraidError("every document needs a non-empty id")
+        repeated = sorted({doc_id for doc_id in ids if ids.count(doc_id) > 1})
+        if repeated:
+            raise BraidError(f"document id(s) given more than once: {', '.join(repeated[:5])}")
+        for doc in documents:
+            if len(doc.contents) > self.limits.max_document_chars:
+                raise BraidError(
+                    f"document {doc.id!r} has {len(doc.contents)} characters; at most "
+                    f"{self.limits.max_document_chars} are allowed"
+                )
+
+    def _updatable_paths(self, slot: PipelineSlot) -> list[Path]:
+        with slot.lease() as pipeline:
+            paths = pipeline.index_paths
+        kinds = {path: Manifest.read(path).kind for path in paths}
+        fixed = sorted({kind for kind in kinds.values() if kind not in UPDATABLE_KINDS})
+        if fixed:
+            raise FailedPrecondition(
+                f"pipeline {slot.spec.name!r} uses {', '.join(fixed)} indexes, which take no updates (updatable: "
+                f"{', '.join(UPDATABLE_KINDS)}); rebuild the index and reload instead"
+            )
+        return paths
+
+    def add_documents(self, pipeline: str, documents: Sequence[NewDocument]) -> tuple[int, int]:
+        """Add documents to every index of a pipeline, then swap in the updated pipeline: (doc count, generation)."""
+        self._check_documents(documents, self.limits.max_update_documents)
+        slot = self.registry.slot(pipeline)
+        count = 0
+        for path in self._updatable_paths(slot):
+            count = add_documents(path, [(doc.id, doc.contents) for doc in documents])
+        return count, self._reload_slot(slot)
+
+    def delete_documents(self, pipeline: str, ids: Sequence[str]) -> tuple[int, int]:
+        self.limits.check_count("document ids", len(ids), self.limits.max_update_documents)
+        slot = self.registry.slot(pipeline)
+        count = 0
+        for path in self._updatable_paths(slot):
+            count = delete_documents(path, list(ids))
+        return count, self._reload_slot(slot)
+
+    def _reload_slot(self, slot: PipelineSlot) -> int:
+        number = slot.reload(self._open)
+        self.metrics.generation.labels(slot.spec.name).set(number)
+        return number
+
+    def reload(self, pipeline: str = "") -> list[dict[str, Any]]:
+        """Reopen one pipeline's indexes (all when ``pipeline`` is empty) and swap them in atomically."""
+        slots = [self.registry.slot(pipeline)] if pipeline else self.registry.slots()
+        for slot in slots:
+            self._reload_slot(slot)
+        return [self.pipeline_info(slot) for slot in slots]
+
+    def pipeline_info(self, slot: PipelineSlot) -> dict[str, Any]:
+        generation = slot.generation
+        pipeline = generation.pipeline
+        spec = slot.spec
+        indexes = []
+        for path in pipeline.index_paths:
+            manifest = Manifest.read(path)
+            indexes.append(
+                {
+                    "path": str(path),
+                    "kind": manifest.kind,
+                    "doc_count": manifest.doc_count,
+                    "bytes": manifest.index_bytes,
+                    "created_at": manifest.created_at,
+                    "braid_version": manifest.braid_version,
+                }
+            )
+        fusion = spec.fusion
+        return {
+            "name": spec.name,
+            "description": spec.description,
+            "retrievers": pipeline.retriever_names,
+            "fusion": fusion.method if fusion else "",
+            "weights": dict(fusion.weights or {}) if fusion else {},
+            "rerank": spec.rerank is not None,
+            "updatable": all(index["kind"] in UPDATABLE_KINDS for index in indexes),
+            "doc_count": pipeline.doc_count,
+            "indexes": indexes,
+            "generation": generation.number,
+        }
+
+    def list_pipelines(self) -> list[dict[str, Any]]:
+        return [self.pipeline_info(slot) for slot in self.registry.slots()]
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def drain(self, timeout: float) -> bool:
+        """Refuse new requests, wait for admitted ones; True when all finished within ``timeout`` seconds."""
+        return self.admission.drain(timeout)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        for batcher in self._batchers.values():
+            batcher.close()
+        self.registry.close()
