@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -279,9 +279,22 @@ class SearchCore:
         return count, self._reload_slot(slot)
 
     def _reload_slot(self, slot: PipelineSlot) -> int:
-        number = slot.reload(self._open)
+        number = slot.reload(lambda spec: self._open(self._pinned(slot)))
         self.metrics.generation.labels(slot.spec.name).set(number)
         return number
+
+    @staticmethod
+    def _pinned(slot: PipelineSlot) -> PipelineSpec:
+        """The slot's spec with every stage pinned to the index folder it serves now.
+
+        A reload reopens exactly those folders: a rebuild replaces a folder's contents atomically in place, and an
+        index edited through AddDocuments no longer matches the dataset it was built from, so looking the index
+        up again by dataset and parameters would find nothing (or try to rebuild it).
+        """
+        with slot.lease() as pipeline:
+            retrievers = tuple(replace(s.spec, index=str(s.path)) for s in pipeline.stages)
+            cascade = tuple(replace(s.spec, index=str(s.path)) for s in pipeline.cascade)
+        return replace(slot.spec, retrievers=retrievers, cascade=cascade)
 
     def reload(self, pipeline: str = "") -> list[dict[str, Any]]:
         """Reopen one pipeline's indexes (all when ``pipeline`` is empty) and swap them in atomically."""

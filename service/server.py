@@ -144,12 +144,15 @@ class BraidServer:
         if self._app is not None:
             self._app.state.braid["draining"] = True
         await self._health.enter_graceful_shutdown()
-        # Admitted requests finish; new ones are refused from here on (UNAVAILABLE / 503).
-        drained = await asyncio.to_thread(self.core.drain, grace)
-        if self._grpc is not None:
-            await self._grpc.stop(grace=1.0)
+        # gRPC stops taking RPCs (clients see UNAVAILABLE) and lets running ones finish; HTTP closes its listener and
+        # idle connections; the core refuses what still arrives on open connections (503) and waits for the rest.
         if self._http is not None:
             self._http.should_exit = True
+        waits = [asyncio.to_thread(self.core.drain, grace)]
+        if self._grpc is not None:
+            waits.append(self._grpc.stop(grace=grace))
+        drained, *_ = await asyncio.gather(*waits)
+        if self._http_task is not None:
             await self._http_task
         await asyncio.to_thread(self.core.close)
         return drained

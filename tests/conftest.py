@@ -64,3 +64,11 @@ def shared_data() -> Path:
     if not (root / "scifact" / "corpus.jsonl").is_file():
         pytest.skip(f"shared datasets not found at {root}")
     return root
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The embedded SmolLM2-135M-Instruct (converted from GGUF once per cache), for the ranker and service tests."""
+    from ranker.llm_source import load_llm
+
+    return load_llm("smollm2", "float32", "cpu")

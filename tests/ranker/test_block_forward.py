@@ -79,3 +79,29 @@ def test_cache_respects_its_byte_budget():
     with torch.no_grad():
         BlockForward(model, TorchBlockBackend(), cache, "m")(random_prompt([9, 9, 9, 9]), [3], 1)
     assert 0 < cache.nbytes <= 20_000 and len(cache) < 5
+
+
+def test_prompts_batched_in_one_forward_equal_their_own_forwards():
+    model = tiny_model("llama")
+    first = random_prompt([5, 8, 3], seed=1)
+    other = random_prompt([4, 6], seed=2)
+    # Same instruction (one template), one document shared with the first prompt, a different query.
+    second = BlockPrompt(
+        first.instruction, (other.documents[0], first.documents[1], other.documents[1]), other.query, (1, 2, 3),
+        tuple("ABC"),
+    )  # fmt: skip
+    with torch.no_grad():
+        alone = [
+            BlockForward(model, TorchBlockBackend(), None, "m")(p, [1, 2], 2, need_logits=True) for p in (first, second)
+        ]
+        for cache in (None, DocumentKVCache(1 << 24)):
+            forward = BlockForward(model, TorchBlockBackend(), cache, "m")
+            together = forward.run_many([first, second], [1, 2], 2, need_logits=True)
+            for batched, single in zip(together, alone, strict=True):
+                assert torch.allclose(batched.last_logits, single.last_logits, atol=1e-5)
+                for layer in (1, 2):
+                    assert torch.allclose(batched.doc_attention[layer], single.doc_attention[layer], atol=1e-6)
+        # The shared document was computed once and cached once: 3 + 3 - 1 documents and the instruction.
+        assert len(cache) == 6
+        with pytest.raises(ValueError, match="share their instruction"):
+            forward.run_many([first, random_prompt([2], seed=3)], [1], 1)

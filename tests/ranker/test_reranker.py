@@ -49,6 +49,16 @@ def test_one_window_scores_are_the_first_token_logits(first_ranker):
     assert [ranked[doc_id] for doc_id, _ in DOCS] == pytest.approx(scores, abs=1e-4)
 
 
+def test_rerank_many_equals_one_request_at_a_time(first_ranker):
+    # Two single-window requests share one forward; the third is longer than the window and slides on its own.
+    requests = [(QUERY, DOCS[:4]), ("weekend football results", DOCS[1:5]), (QUERY, DOCS)]
+    together = first_ranker.rerank_many(requests)
+    for (query, docs), got in zip(requests, together, strict=True):
+        expected = first_ranker.rerank(query, docs)
+        assert [doc_id for doc_id, _ in got] == [doc_id for doc_id, _ in expected]
+        assert [score for _, score in got] == pytest.approx([score for _, score in expected], abs=1e-4)
+
+
 def test_long_lists_slide_and_keep_every_document(smollm2):
     ranker = BlockRanker(RerankSpec(mode="attention", window=3, stride=1), smollm2)
     many = [(f"d{i}", text) for i, (_, text) in enumerate(DOCS * 2)]
