@@ -189,7 +189,10 @@ class SearchCore:
         self.limits.check_query(query.query)
         k = query.k or 10
         self.limits.check_k(k)
-        return self.registry.slot(query.pipeline), k
+        slot = self.registry.slot(query.pipeline)
+        with slot.lease() as pipeline:
+            pipeline.check_options(SearchOptions(query.weights or None, query.rerank_depth))
+        return slot, k
 
     def search(self, query: SearchQuery, deadline: float | None = None) -> SearchAnswer:
         slot, k = self.check_search(query)

@@ -5,13 +5,12 @@ Errors answer ``{"error": {"status": "INVALID_ARGUMENT", "message": ...}}`` with
 OpenAPI schema is at ``/openapi.json``, interactive docs at ``/docs``, Prometheus metrics at ``/metrics``.
 """
 
-from __future__ import annotations
-
 import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from types import SimpleNamespace
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
@@ -21,6 +20,7 @@ from eval.errors import BraidError
 from retriever.pipeline import ExplainedHit
 from service.core import NewDocument, SearchAnswer, SearchCore, SearchQuery
 from service.errors import TooLarge, status_of
+from service.limits import ServiceLimits
 from service.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -30,41 +30,50 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SearchBody(_Strict):
-    query: str = Field(description="query text")
-    k: int = Field(10, ge=1, description="number of hits")
-    pipeline: str = Field("", description="pipeline name; empty: the server's default")
-    weights: dict[str, float] | None = Field(None, description="fusion weights for this request, by retriever name")
-    rerank_depth: int | None = Field(None, ge=0, description="rerank depth for this request; 0 skips reranking")
-    explain: bool = Field(False, description="include each hit's provenance")
+def request_models(limits: ServiceLimits, pipelines: list[str]) -> SimpleNamespace:
+    """Request bodies whose schema states the server's limits and pipeline names, so that the OpenAPI document
+    says what is accepted (a value beyond them answers 422 from the schema, never a surprise 400)."""
+    pipeline_name = Literal[tuple(["", *pipelines])]  # "" is the default pipeline
+    query_text = Annotated[str, Field(min_length=1, max_length=limits.max_query_chars, description="query text")]
+    doc_id = Annotated[str, Field(min_length=1, max_length=512, pattern=r"\S")]
 
+    class SearchBody(_Strict):
+        query: query_text
+        k: int = Field(10, ge=1, le=limits.max_k, description="number of hits")
+        pipeline: pipeline_name = Field("", description="pipeline name; empty: the server's default")
+        weights: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = Field(
+            None, description="fusion weights for this request, by retriever name"
+        )
+        rerank_depth: int | None = Field(None, ge=0, description="rerank depth for this request; 0 skips reranking")
+        explain: bool = Field(False, description="include each hit's provenance")
 
-class BatchBody(_Strict):
-    requests: list[SearchBody]
+    class BatchBody(_Strict):
+        requests: list[SearchBody] = Field(min_length=1, max_length=limits.max_batch)
 
+    class DocumentBody(_Strict):
+        id: doc_id
+        text: str = Field(max_length=limits.max_document_chars)
+        title: str = Field("", max_length=limits.max_document_chars)
 
-class DocumentBody(_Strict):
-    id: str
-    text: str
-    title: str = ""
+    class RerankBody(_Strict):
+        query: query_text
+        documents: list[DocumentBody] = Field(min_length=1, max_length=limits.max_rerank_documents)
+        pipeline: pipeline_name = Field("", description="a pipeline with a reranker; empty: the first such")
 
+    class AddBody(_Strict):
+        documents: list[DocumentBody] = Field(min_length=1, max_length=limits.max_update_documents)
 
-class RerankBody(_Strict):
-    query: str
-    documents: list[DocumentBody]
-    pipeline: str = ""
+    class DeleteBody(_Strict):
+        ids: list[doc_id] = Field(min_length=1, max_length=limits.max_update_documents)
 
+    class ReloadBody(_Strict):
+        pipeline: pipeline_name = Field("", description="pipeline to reload; empty: all")
 
-class AddBody(_Strict):
-    documents: list[DocumentBody]
-
-
-class DeleteBody(_Strict):
-    ids: list[str]
-
-
-class ReloadBody(_Strict):
-    pipeline: str = Field("", description="pipeline to reload; empty: all")
+    served = Literal[tuple(pipelines)]
+    return SimpleNamespace(
+        Pipeline=served,
+        **{cls.__name__: cls for cls in (SearchBody, BatchBody, RerankBody, AddBody, DeleteBody, ReloadBody)},
+    )
 
 
 class RetrieverScore(BaseModel):
@@ -160,11 +169,11 @@ def _answer(answer: SearchAnswer, explain: bool) -> dict[str, Any]:
     }
 
 
-def _query(body: SearchBody) -> SearchQuery:
+def _query(body: Any) -> SearchQuery:
     return SearchQuery(body.query, body.k, body.pipeline, body.weights, body.rerank_depth, body.explain)
 
 
-def _documents(items: list[DocumentBody]) -> list[NewDocument]:
+def _documents(items: list[Any]) -> list[NewDocument]:
     return [NewDocument(doc.id, doc.text, doc.title) for doc in items]
 
 
@@ -236,6 +245,10 @@ def create_app(core: SearchCore) -> FastAPI:
         description="Hybrid retrieval and ranking: the HTTP face of the braid.v1 gRPC API.",
     )
     app.add_middleware(BodyLimit, limit=core.limits.max_request_bytes)
+    bodies = request_models(core.limits, core.registry.names)
+    Pipeline = bodies.Pipeline
+    SearchBody, BatchBody, RerankBody = bodies.SearchBody, bodies.BatchBody, bodies.RerankBody
+    AddBody, DeleteBody, ReloadBody = bodies.AddBody, bodies.DeleteBody, bodies.ReloadBody
     state = {"draining": False}
     app.state.braid = state
 
@@ -309,7 +322,7 @@ def create_app(core: SearchCore) -> FastAPI:
         return {"pipelines": infos, "default_pipeline": core.registry.default}
 
     @app.post("/v1/pipelines/{name}/documents", response_model=UpdateResult, responses=ERRORS)
-    async def add(name: str, body: AddBody, authorization: Key = None, x_api_key: ApiKey = None) -> dict:
+    async def add(name: Pipeline, body: AddBody, authorization: Key = None, x_api_key: ApiKey = None) -> dict:
         documents = _documents(body.documents)
         count, generation = await run(
             "AddDocuments",
@@ -321,7 +334,7 @@ def create_app(core: SearchCore) -> FastAPI:
         return {"doc_count": count, "generation": generation}
 
     @app.post("/v1/pipelines/{name}/documents/delete", response_model=UpdateResult, responses=ERRORS)
-    async def delete(name: str, body: DeleteBody, authorization: Key = None, x_api_key: ApiKey = None) -> dict:
+    async def delete(name: Pipeline, body: DeleteBody, authorization: Key = None, x_api_key: ApiKey = None) -> dict:
         count, generation = await run(
             "DeleteDocuments",
             True,
