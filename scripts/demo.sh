@@ -2,7 +2,9 @@
 # braid's main job on the embedded default: build the BM25, MiniLM and SPLADE-tiny indexes for scifact (about 10
 # minutes of encoding on 2 cores), evaluate the default hybrid pipeline against each retriever it fuses and
 # against naive RRF (significance, per-stage latency, plot), print the table, and answer one query with
-# explanations; then the same query through BM25 + the embedded SmolLM2 in-context reranker (FIRST scoring).
+# explanations; then the same query through BM25 + the embedded SmolLM2 in-context reranker (FIRST scoring); then
+# serve both pipelines over gRPC and HTTP on loopback, answer the query through each protocol, and stop the server
+# with SIGTERM (it drains and exits 0).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup_env.sh"
@@ -19,3 +21,27 @@ dataset="${BRAID_DEMO_DATASET:-scifact}"
     "Vitamin D deficiency is associated with higher risk of infection"
 "$braid" search --dataset "$dataset" --pipeline bm25-first --explain -k 5 \
     "Vitamin D deficiency is associated with higher risk of infection"
+
+# Serve: free loopback ports, written to a ready file once both front ends listen.
+ready="$(mktemp -d)/ready.json"
+"$braid" serve --dataset "$dataset" --pipelines hybrid bm25-first --grpc-port 0 --http-port 0 --ready-file "$ready" &
+server=$!
+trap 'kill "$server" 2>/dev/null || true' EXIT
+for _ in $(seq 600); do
+    [[ -f "$ready" ]] && break
+    kill -0 "$server" 2>/dev/null || { echo "braid serve exited early" >&2; exit 1; }
+    sleep 0.5
+done
+[[ -f "$ready" ]] || { echo "braid serve did not start" >&2; exit 1; }
+address() { "$root/.venv/bin/python" -c "import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$ready" "$1"; }
+"$braid" query --server "$(address grpc)" --pipeline hybrid --explain -k 5 \
+    "Vitamin D deficiency is associated with higher risk of infection"
+"$root/.venv/bin/python" - "$(address http)" <<'PY'
+import json, sys, httpx
+body = {"query": "Vitamin D deficiency is associated with higher risk of infection", "k": 3, "pipeline": "bm25-first"}
+print(json.dumps(httpx.post(f"{sys.argv[1]}/v1/search", json=body, timeout=120).json(), indent=1))
+PY
+kill -TERM "$server"
+wait "$server"
+trap - EXIT
+echo "server stopped cleanly"
