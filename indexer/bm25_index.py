@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 
@@ -64,4 +64,28 @@ def build_bm25_index(dataset: Dataset, out_dir: Path, params: dict, threads: int
     count = write_lucene_index(dataset.iter_corpus(), out_dir, params, threads, desc=f"bm25 {dataset.name}")
     if count == 0:
         raise BraidError(f"dataset {dataset.name!r} has no documents to index")
+    return count
+
+
+def encode_shard(documents: Sequence[Document], out_dir: Path, params: dict) -> int:
+    """A shard of a build job: the documents as Lucene will see them (analysis happens when they are indexed)."""
+    with (out_dir / "docs.jsonl").open("w", encoding="utf-8") as handle:
+        for doc in documents:
+            handle.write(json.dumps({"id": doc.doc_id, "contents": doc.contents}, ensure_ascii=False) + "\n")
+    return len(documents)
+
+
+def _shard_documents(shards: Sequence[Path]) -> Iterator[Document]:
+    for shard in shards:
+        with (shard / "docs.jsonl").open(encoding="utf-8") as handle:
+            for line in handle:
+                row = json.loads(line)
+                yield Document(row["id"], "", row["contents"])
+
+
+def assemble_shards(shards: Sequence[Path], out_dir: Path, params: dict, threads: int | None = None) -> int:
+    """One Lucene index over every shard's documents, in shard order."""
+    count = write_lucene_index(_shard_documents(shards), out_dir, params, threads, desc="bm25 shards")
+    if count == 0:
+        raise BraidError("the shards hold no documents")
     return count

@@ -8,16 +8,19 @@ error near 1e-3, far below what changes a ranking; exact search and rescoring re
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+from collections.abc import Iterable, Sequence
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from eval.dataset import Dataset
+from eval.dataset import Dataset, Document
 from eval.errors import BraidError
 from indexer.dense_encoder import DEFAULT_MODEL, DenseEncoder
+from indexer.encoder_cache import cached_encoder
 from indexer.params import merge_params, require_at_least
 
 DEFAULT_PARAMS = {"model": DEFAULT_MODEL, "max_length": 256}
@@ -34,24 +37,54 @@ def encoder_for(params: dict) -> DenseEncoder:
     return DenseEncoder(params["model"], params["max_length"])
 
 
-def build_embeddings(dataset: Dataset, out_dir: Path, params: dict, threads: int | None = None) -> int:
-    params = validate_params(params)
-    encoder = encoder_for(params)
+def write_embeddings(documents: Iterable[Document], out_dir: Path, params: dict, desc: str | None) -> int:
+    """Encode ``documents`` into ``out_dir`` in the embeddings layout (a build, or one shard of a build job)."""
+    encoder = cached_encoder(encoder_for, params)
     count = 0
-    documents = dataset.iter_corpus()
+    documents = iter(documents)
     with (
         (out_dir / EMBEDDINGS_NAME).open("wb") as matrix,
         (out_dir / "doc_ids.txt").open("w", encoding="utf-8") as doc_ids,
-        tqdm(desc=f"encode dense {dataset.name}", unit="doc", file=sys.stderr) as bar,
+        tqdm(desc=desc, unit="doc", file=sys.stderr, disable=desc is None) as bar,
     ):
         while batch := list(islice(documents, 512)):
             matrix.write(encoder.encode([doc.contents for doc in batch]).astype(np.float16).tobytes())
             doc_ids.writelines(doc.doc_id + "\n" for doc in batch)
             count += len(batch)
             bar.update(len(batch))
+    meta = {"documents": count, "dimension": encoder.dimension, "dtype": "float16"}
+    (out_dir / "embeddings.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    return count
+
+
+def build_embeddings(dataset: Dataset, out_dir: Path, params: dict, threads: int | None = None) -> int:
+    count = write_embeddings(dataset.iter_corpus(), out_dir, validate_params(params), f"encode dense {dataset.name}")
     if count == 0:
         raise BraidError(f"dataset {dataset.name!r} has no documents to index")
-    meta = {"documents": count, "dimension": encoder.dimension, "dtype": "float16"}
+    return count
+
+
+def encode_shard(documents: Sequence[Document], out_dir: Path, params: dict) -> int:
+    return write_embeddings(documents, out_dir, params, None)
+
+
+def assemble_shards(shards: Sequence[Path], out_dir: Path, params: dict, threads: int | None = None) -> int:
+    """Concatenate encoded shards, in order, into one embeddings index."""
+    count, dimension = 0, None
+    with (
+        (out_dir / EMBEDDINGS_NAME).open("wb") as matrix,
+        (out_dir / "doc_ids.txt").open("w", encoding="utf-8") as doc_ids,
+    ):
+        for shard in shards:
+            meta = json.loads((shard / "embeddings.json").read_text(encoding="utf-8"))
+            dimension = meta["dimension"]
+            with (shard / EMBEDDINGS_NAME).open("rb") as part:
+                shutil.copyfileobj(part, matrix, 1 << 20)
+            doc_ids.write((shard / "doc_ids.txt").read_text(encoding="utf-8"))
+            count += int(meta["documents"])
+    if count == 0:
+        raise BraidError("the shards hold no documents")
+    meta = {"documents": count, "dimension": dimension, "dtype": "float16"}
     (out_dir / "embeddings.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
     return count
 

@@ -53,6 +53,8 @@ class Manifest:
     # role -> path of an index this one was built from, relative to this index's folder
     depends_on: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # Build jobs: the job folder, shard size and checksums, per-shard files, timings and library versions.
+    build: dict = field(default_factory=dict)
 
     def matches(self, kind: str, params: dict, corpus_checksum: str) -> bool:
         return (

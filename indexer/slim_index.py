@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Iterable, Sequence
 from itertools import islice
 from pathlib import Path
 
@@ -19,12 +20,13 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from eval.dataset import Dataset
+from eval.dataset import Dataset, Document
 from eval.errors import BraidError
+from indexer.encoder_cache import cached_encoder
 from indexer.params import merge_params, require_at_least
 from indexer.slim_encoder import SlimEncoder
 from indexer.splade_encoder import DEFAULT_MODEL, quantize
-from indexer.splade_index import IMPACT_DIR, VECTORS_DIR, write_impact_index
+from indexer.splade_index import IMPACT_DIR, VECTORS_DIR, impact_index_from, write_impact_index
 
 DEFAULT_PARAMS = {
     "model": DEFAULT_MODEL,
@@ -56,23 +58,24 @@ def pooled_terms(matrix: sp.csr_matrix, vocab: list[str], how: str) -> dict[str,
     return {vocab[column]: float(pooled[column]) for column in np.flatnonzero(pooled > 0)}
 
 
-def build_slim_index(dataset: Dataset, out_dir: Path, params: dict, threads: int | None = None) -> int:
-    params = validate_params(params)
-    encoder = encoder_for(params)
+def write_slim(documents: Iterable[Document], out_dir: Path, params: dict, desc: str | None) -> int:
+    """Encode ``documents``: max-pooled vectors for the impact index in ``out_dir/_vectors`` and the token-level
+    CSR arrays in ``out_dir/slim_tokens`` (a build, or one shard of a build job)."""
+    encoder = cached_encoder(encoder_for, params)
     tokens_dir = out_dir / TOKENS_DIR
     tokens_dir.mkdir()
+    vectors_dir = out_dir / VECTORS_DIR
+    vectors_dir.mkdir()
     files = {name: (tokens_dir / f"{name}.bin").open("wb") for name in TOKEN_ARRAYS}
     files["indptr"].write(np.zeros(1, dtype=np.int64).tobytes())
     files["doc_offsets"].write(np.zeros(1, dtype=np.int64).tobytes())
     entries = rows = count = 0
-    vectors_dir = out_dir / VECTORS_DIR
-    vectors_dir.mkdir()
     try:
-        documents = dataset.iter_corpus()
+        documents = iter(documents)
         with (
             (vectors_dir / "vectors.jsonl").open("w", encoding="utf-8") as vectors,
             (tokens_dir / "doc_ids.txt").open("w", encoding="utf-8") as doc_ids,
-            tqdm(desc=f"encode slim {dataset.name}", unit="doc", file=sys.stderr) as bar,
+            tqdm(desc=desc, unit="doc", file=sys.stderr, disable=desc is None) as bar,
         ):
             while batch := list(islice(documents, 64)):
                 matrices = encoder.encode([doc.contents for doc in batch], params["doc_max_length"])
@@ -88,15 +91,58 @@ def build_slim_index(dataset: Dataset, out_dir: Path, params: dict, threads: int
                     files["doc_offsets"].write(np.array([rows], dtype=np.int64).tobytes())
                 count += len(batch)
                 bar.update(len(batch))
-        for handle in files.values():
-            handle.close()
-        if count == 0:
-            raise BraidError(f"dataset {dataset.name!r} has no documents to index")
-        meta = {"documents": count, "token_rows": rows, "entries": entries, "vocab_size": encoder.vocab_size}
-        (tokens_dir / "meta.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
-        write_impact_index(vectors_dir, out_dir / IMPACT_DIR, threads)
-        shutil.rmtree(vectors_dir)
     finally:
         for handle in files.values():
             handle.close()
+    meta = {"documents": count, "token_rows": rows, "entries": entries, "vocab_size": encoder.vocab_size}
+    (tokens_dir / "meta.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
     return count
+
+
+def build_slim_index(dataset: Dataset, out_dir: Path, params: dict, threads: int | None = None) -> int:
+    params = validate_params(params)
+    count = write_slim(dataset.iter_corpus(), out_dir, params, f"encode slim {dataset.name}")
+    if count == 0:
+        raise BraidError(f"dataset {dataset.name!r} has no documents to index")
+    write_impact_index(out_dir / VECTORS_DIR, out_dir / IMPACT_DIR, threads)
+    shutil.rmtree(out_dir / VECTORS_DIR)
+    return count
+
+
+def encode_shard(documents: Sequence[Document], out_dir: Path, params: dict) -> int:
+    return write_slim(documents, out_dir, params, None)
+
+
+def assemble_shards(shards: Sequence[Path], out_dir: Path, params: dict, threads: int | None = None) -> int:
+    """Concatenate the shards' token arrays (row pointers and document offsets shifted) and index every shard's
+    pooled vectors in one impact index."""
+    tokens_dir = out_dir / TOKENS_DIR
+    tokens_dir.mkdir()
+    total = {"documents": 0, "token_rows": 0, "entries": 0, "vocab_size": None}
+    files = {name: (tokens_dir / f"{name}.bin").open("wb") for name in TOKEN_ARRAYS}
+    try:
+        files["indptr"].write(np.zeros(1, dtype=np.int64).tobytes())
+        files["doc_offsets"].write(np.zeros(1, dtype=np.int64).tobytes())
+        with (tokens_dir / "doc_ids.txt").open("w", encoding="utf-8") as doc_ids:
+            for shard in shards:
+                part = shard / TOKENS_DIR
+                meta = json.loads((part / "meta.json").read_text(encoding="utf-8"))
+                for name in ("indices", "values"):
+                    with (part / f"{name}.bin").open("rb") as handle:
+                        shutil.copyfileobj(handle, files[name], 1 << 20)
+                indptr = np.fromfile(part / "indptr.bin", dtype=np.int64)[1:] + total["entries"]
+                files["indptr"].write(indptr.tobytes())
+                offsets = np.fromfile(part / "doc_offsets.bin", dtype=np.int64)[1:] + total["token_rows"]
+                files["doc_offsets"].write(offsets.tobytes())
+                doc_ids.write((part / "doc_ids.txt").read_text(encoding="utf-8"))
+                for key in ("documents", "token_rows", "entries"):
+                    total[key] += int(meta[key])
+                total["vocab_size"] = meta["vocab_size"]
+    finally:
+        for handle in files.values():
+            handle.close()
+    if total["documents"] == 0:
+        raise BraidError("the shards hold no documents")
+    (tokens_dir / "meta.json").write_text(json.dumps(total) + "\n", encoding="utf-8")
+    impact_index_from([shard / VECTORS_DIR / "vectors.jsonl" for shard in shards], out_dir, threads)
+    return total["documents"]

@@ -12,13 +12,15 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterable, Sequence
 from itertools import islice
 from pathlib import Path
 
 from tqdm import tqdm
 
-from eval.dataset import Dataset
+from eval.dataset import Dataset, Document
 from eval.errors import BraidError
+from indexer.encoder_cache import cached_encoder
 from indexer.lucene_jvm import java_class, java_stdout_to_stderr
 from indexer.lucene_reader import write_docids
 from indexer.params import merge_params, require_at_least
@@ -50,17 +52,14 @@ def write_impact_index(vectors_dir: Path, out_dir: Path, threads: int | None = N
     write_docids(out_dir)
 
 
-def build_splade_index(dataset: Dataset, out_dir: Path, params: dict, threads: int | None = None) -> int:
-    params = validate_params(params)
-    encoder = encoder_for(params)
+def write_vectors(documents: Iterable[Document], vectors_dir: Path, params: dict, desc: str | None) -> int:
+    """Encode ``documents`` as quantized SPLADE vectors in ``vectors_dir/vectors.jsonl`` (Anserini's JSON vectors)."""
+    encoder = cached_encoder(encoder_for, params)
     count = 0
-    # Vectors are staged inside the build folder, so a killed build leaves nothing outside it.
-    vectors_dir = out_dir / VECTORS_DIR
-    vectors_dir.mkdir()
-    documents = dataset.iter_corpus()
+    documents = iter(documents)
     with (
         (vectors_dir / "vectors.jsonl").open("w", encoding="utf-8") as handle,
-        tqdm(desc=f"encode splade {dataset.name}", unit="doc", file=sys.stderr) as bar,
+        tqdm(desc=desc, unit="doc", file=sys.stderr, disable=desc is None) as bar,
     ):
         while batch := list(islice(documents, 256)):
             weights = encoder.encode_documents([doc.contents for doc in batch], progress=False)
@@ -69,8 +68,46 @@ def build_splade_index(dataset: Dataset, out_dir: Path, params: dict, threads: i
                 handle.write(json.dumps({"id": doc.doc_id, "contents": "", "vector": impacts}) + "\n")
             count += len(batch)
             bar.update(len(batch))
+    return count
+
+
+def impact_index_from(vector_files: Sequence[Path], out_dir: Path, threads: int | None = None) -> None:
+    """Index JSON vector files (in order) as ``out_dir/impact``; they are staged inside ``out_dir`` (hard links
+    where the filesystem allows), so a killed build leaves nothing outside its own folder."""
+    staging = out_dir / VECTORS_DIR
+    staging.mkdir()
+    for number, path in enumerate(vector_files):
+        target = staging / f"{number:05d}.jsonl"
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copyfile(path, target)
+    write_impact_index(staging, out_dir / IMPACT_DIR, threads)
+    shutil.rmtree(staging)
+
+
+def build_splade_index(dataset: Dataset, out_dir: Path, params: dict, threads: int | None = None) -> int:
+    params = validate_params(params)
+    # Vectors are staged inside the build folder, so a killed build leaves nothing outside it.
+    vectors_dir = out_dir / VECTORS_DIR
+    vectors_dir.mkdir()
+    count = write_vectors(dataset.iter_corpus(), vectors_dir, params, f"encode splade {dataset.name}")
     if count == 0:
         raise BraidError(f"dataset {dataset.name!r} has no documents to index")
     write_impact_index(vectors_dir, out_dir / IMPACT_DIR, threads)
     shutil.rmtree(vectors_dir)
+    return count
+
+
+def encode_shard(documents: Sequence[Document], out_dir: Path, params: dict) -> int:
+    return write_vectors(documents, out_dir, params, None)
+
+
+def assemble_shards(shards: Sequence[Path], out_dir: Path, params: dict, threads: int | None = None) -> int:
+    """One impact index over every shard's vectors."""
+    files = [shard / "vectors.jsonl" for shard in shards]
+    count = sum(sum(1 for _ in path.open(encoding="utf-8")) for path in files)
+    if count == 0:
+        raise BraidError("the shards hold no documents")
+    impact_index_from(files, out_dir, threads)
     return count

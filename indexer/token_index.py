@@ -9,15 +9,18 @@ whitespace-only text) cannot be scored by MaxSim; they are left out and listed i
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+from collections.abc import Iterable, Sequence
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from eval.dataset import Dataset
+from eval.dataset import Dataset, Document
 from eval.errors import BraidError
+from indexer.encoder_cache import cached_encoder
 from indexer.params import merge_params, require_at_least
 from indexer.token_encoder import DEFAULT_MODEL, TokenEncoder
 
@@ -39,15 +42,15 @@ def has_tokens(text: str) -> bool:
     return bool(text.strip())
 
 
-def build_tokens(dataset: Dataset, out_dir: Path, params: dict, threads: int | None = None) -> int:
-    params = validate_params(params)
-    encoder = encoder_for(params)
+def write_tokens(documents: Iterable[Document], out_dir: Path, params: dict, desc: str | None) -> int:
+    """Encode ``documents`` into ``out_dir`` in the tokens layout (a build, or one shard of a build job)."""
+    encoder = cached_encoder(encoder_for, params)
     offsets, skipped, count = [0], [], 0
-    documents = dataset.iter_corpus()
+    documents = iter(documents)
     with (
         (out_dir / TOKENS_NAME).open("wb") as matrix,
         (out_dir / "doc_ids.txt").open("w", encoding="utf-8") as doc_ids,
-        tqdm(desc=f"encode tokens {dataset.name}", unit="doc", file=sys.stderr) as bar,
+        tqdm(desc=desc, unit="doc", file=sys.stderr, disable=desc is None) as bar,
     ):
         while batch := list(islice(documents, 256)):
             kept = [doc for doc in batch if has_tokens(doc.contents)]
@@ -58,12 +61,46 @@ def build_tokens(dataset: Dataset, out_dir: Path, params: dict, threads: int | N
                 doc_ids.write(doc.doc_id + "\n")
             count += len(kept)
             bar.update(len(batch))
-    if count == 0:
-        raise BraidError(f"dataset {dataset.name!r} has no documents with tokens to index")
     if skipped:
         print(f"warning: {len(skipped)} document(s) without tokens left out, e.g. {skipped[:5]}", file=sys.stderr)
     np.asarray(offsets, dtype=np.int64).tofile(out_dir / "doc_offsets.i64")
     meta = {"documents": count, "dimension": encoder.dimension, "tokens": offsets[-1], "skipped": skipped}
+    (out_dir / "tokens.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    return count
+
+
+def build_tokens(dataset: Dataset, out_dir: Path, params: dict, threads: int | None = None) -> int:
+    count = write_tokens(dataset.iter_corpus(), out_dir, validate_params(params), f"encode tokens {dataset.name}")
+    if count == 0:
+        raise BraidError(f"dataset {dataset.name!r} has no documents with tokens to index")
+    return count
+
+
+def encode_shard(documents: Sequence[Document], out_dir: Path, params: dict) -> int:
+    return write_tokens(documents, out_dir, params, None)
+
+
+def assemble_shards(shards: Sequence[Path], out_dir: Path, params: dict, threads: int | None = None) -> int:
+    """Concatenate encoded shards, in order, into one tokens index (offsets shifted, skipped ids kept)."""
+    offsets, skipped, count, dimension = [np.zeros(1, dtype=np.int64)], [], 0, None
+    with (
+        (out_dir / TOKENS_NAME).open("wb") as matrix,
+        (out_dir / "doc_ids.txt").open("w", encoding="utf-8") as doc_ids,
+    ):
+        for shard in shards:
+            meta = json.loads((shard / "tokens.json").read_text(encoding="utf-8"))
+            dimension = meta["dimension"]
+            with (shard / TOKENS_NAME).open("rb") as part:
+                shutil.copyfileobj(part, matrix, 1 << 20)
+            doc_ids.write((shard / "doc_ids.txt").read_text(encoding="utf-8"))
+            offsets.append(np.fromfile(shard / "doc_offsets.i64", dtype=np.int64)[1:] + offsets[-1][-1])
+            skipped += meta["skipped"]
+            count += int(meta["documents"])
+    if count == 0:
+        raise BraidError("the shards hold no documents with tokens")
+    merged = np.concatenate(offsets)
+    merged.tofile(out_dir / "doc_offsets.i64")
+    meta = {"documents": count, "dimension": dimension, "tokens": int(merged[-1]), "skipped": skipped}
     (out_dir / "tokens.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
     return count
 

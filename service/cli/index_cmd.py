@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 from eval.beir_format import read_corpus
@@ -13,15 +15,21 @@ from indexer.builders import INDEX_KINDS
 from indexer.index_store import build_index
 from indexer.manifest import Manifest
 from indexer.multivector_index import add_documents, delete_documents
-from service.cli.common import add_data_args, parse_params
+from service.cli.common import add_data_args, parse_params, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     index = subparsers.add_parser("index", help="build and inspect indexes")
-    actions = index.add_subparsers(dest="index_command", required=True, metavar="{build,info,add,delete}")
+    actions = index.add_subparsers(dest="index_command", required=True, metavar="{build,info,verify,add,delete}")
 
-    build = actions.add_parser("build", help="build an index over a dataset's corpus")
-    build.add_argument("--dataset", required=True, help="dataset path or name")
+    build = actions.add_parser("build", help="build an index over a dataset's corpus, or run a build job (--config)")
+    build.add_argument("--dataset", help="dataset path or name")
+    build.add_argument("--config", type=Path, help="build.toml: a sharded, resumable job building several indexes")
+    build.add_argument(
+        "--ray", metavar="ADDRESS", help="with --config: encode shards as Ray tasks ('local' or a cluster)"
+    )
+    build.add_argument("--ray-workers", type=positive_int, default=2, help="with --ray local: worker CPUs (default: 2)")
+    build.add_argument("--ray-gpus-per-task", type=float, default=0.0, help="with --ray: GPUs per shard task (0)")
     build.add_argument("--kind", default="bm25", choices=sorted(INDEX_KINDS), help="index kind (default: bm25)")
     build.add_argument("--param", action="append", metavar="KEY=VALUE", help="index build parameter (repeatable)")
     build.add_argument("--output", help="index folder (default: INDEX_DIR/<dataset>/<kind>-<digest>)")
@@ -35,6 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
     info.set_defaults(handler=run_info)
 
+    verify = actions.add_parser("verify", help="re-check an index (or a folder of indexes) against its manifest")
+    verify.add_argument("index", nargs="+", help="index folder, or a folder of indexes (a build job's output)")
+    verify.set_defaults(handler=run_verify)
+
     add = actions.add_parser("add", help="add documents to a multivector index without a rebuild")
     add.add_argument("index", help="index folder")
     add.add_argument("--corpus", required=True, help="JSONL file of documents ({_id, title, text}), BEIR layout")
@@ -47,6 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        return run_job(args)
+    if args.ray:
+        raise BraidError("--ray applies to build jobs: give --config build.toml")
+    if not args.dataset:
+        raise BraidError("give --dataset (one index) or --config build.toml (a build job)")
     params = parse_params(args.param)
     if args.pool_factor is not None:
         if args.kind != "multivector":
@@ -66,6 +84,75 @@ def run_build(args: argparse.Namespace) -> int:
     print(
         f"{manifest.kind} index {state}: {path} ({manifest.doc_count} documents, {manifest.index_bytes / 1e6:.1f} MB)"
     )
+    return 0
+
+
+def run_job(args: argparse.Namespace) -> int:
+    from indexer.build_config import load_build_config
+    from indexer.build_job import BuildJob
+
+    if args.dataset or args.param or args.pool_factor is not None or args.kind != "bm25":
+        raise BraidError(
+            "with --config, the collection and index kinds come from the config file, not the command line"
+        )
+    config = load_build_config(args.config)
+    if args.output:
+        config = replace(config, output=Path(args.output))
+    dataset = resolve_dataset(config.dataset, args.data_dir or config.data_dir)
+    runner = None
+    if args.ray:
+        from indexer.ray_runner import RayRunner
+
+        runner = RayRunner(args.ray, args.ray_workers, args.ray_gpus_per_task)
+    try:
+        job = BuildJob(config, dataset, args.threads, args.force, runner)
+        reports = job.run()
+    finally:
+        if runner is not None:
+            runner.close()
+    # docs/s: encoding alone, per worker; build docs/s: encoding and assembly (where Lucene indexes) together.
+    header = (
+        "kind",
+        "status",
+        "shards",
+        "reused",
+        "docs",
+        "encode s",
+        "docs/s",
+        "assemble s",
+        "build docs/s",
+        "wall s",
+    )
+    print(f"{header[0]:<12} {header[1]:<10} " + " ".join(f"{h:>12}" for h in header[2:]))
+    for r in reports:
+        rate = f"{r.docs_per_second:.1f}" if r.docs_per_second else "-"
+        build_rate = f"{r.build_docs_per_second:.1f}" if r.build_docs_per_second else "-"
+        cells = (r.shards, r.shards_reused, r.documents, f"{r.encode_seconds:.1f}", rate, f"{r.assemble_seconds:.1f}",
+                 build_rate, f"{r.wall_seconds:.1f}")  # fmt: skip
+        print(f"{r.kind:<12} {r.status:<10} " + " ".join(f"{c:>12}" for c in cells))
+    for r in reports:
+        print(f"{r.kind}: {r.path}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from indexer.verify import indexes_under, verify_index
+
+    failed = 0
+    for folder in args.index:
+        for path in indexes_under(Path(folder)):
+            problems = verify_index(path)
+            manifest = Manifest.read(path)
+            if problems:
+                failed += 1
+                print(f"FAILED  {path} ({manifest.kind}, {manifest.doc_count} documents)")
+                for problem in problems:
+                    print(f"        - {problem}")
+            else:
+                print(f"ok      {path} ({manifest.kind}, {manifest.doc_count} documents, {len(manifest.files)} files)")
+    if failed:
+        print(f"{failed} index(es) failed verification", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -104,6 +191,13 @@ def run_info(args: argparse.Namespace) -> int:
         ("braid version", f"{manifest.braid_version} (index format {manifest.format_version})"),
         ("created", manifest.created_at),
     ]
+    build = manifest.build
+    if build:
+        rows += [
+            ("build job", f"{build.get('job')} ({len(build.get('shards', []))} shards of {build.get('shard_size')})"),
+            ("encode / assemble", f"{build.get('encode_seconds')}s / {build.get('assemble_seconds')}s"),
+            ("versions", ", ".join(f"{k} {v}" for k, v in sorted(build.get("versions", {}).items()))),
+        ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name.ljust(width)}  {value}")
