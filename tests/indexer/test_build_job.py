@@ -166,6 +166,7 @@ def test_bad_collections_and_outputs_overwrite_nothing(sample, tmp_path, capsys)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "corpus.jsonl").write_text('{"_id": "a", "text": "fine"}\n{"_id": "b", "text": \n')
+    (broken / "queries.jsonl").write_text('{"_id": "q", "text": "fine"}\n')
     assert main(["index", "build", "--config", str(write_config(tmp_path, broken, "bm25"))]) == 2
     assert "corpus.jsonl:2" in capsys.readouterr().err
     assert not list((tmp_path / "out").glob("broken/bm25-*"))
