@@ -6,7 +6,7 @@ and segment names, so they are compared through search instead), and a retriever
 same top-``k`` ids and scores for every query of the dataset. ``kill CONFIG OUTPUT``: runs ``braid index build
 --config`` and SIGKILLs it once ``--after`` shard checkpoints exist, then runs it again to completion.
 
-    python -m benchmarks.build_jobs kill benchmarks/build_scifact.toml builds/resumed --after 12 -- --ray local
+    python -m benchmarks.build_jobs kill --after 28 benchmarks/build_scifact.toml builds/resumed -- --ray local
     python -m benchmarks.build_jobs compare builds/reference builds/resumed --dataset scifact
 """
 
@@ -88,7 +88,7 @@ def kill_and_resume(config: Path, output: Path, after: int, extra: list[str]) ->
         print("the build finished before it could be killed; lower --after", file=sys.stderr)
         return 1
     if "--ray" in extra:
-        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], check=False)
+        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], check=False)
     leftovers = [p.name for p in output.rglob(".*.tmp-*")]
     print(f"partial state after the kill: {len(leftovers)} unfinished temporary folder(s) {leftovers[:4]}", flush=True)
     resumed = subprocess.run(command, cwd=REPO)
@@ -110,8 +110,10 @@ def main() -> None:
     kill_parser.add_argument("config", type=Path)
     kill_parser.add_argument("output", type=Path)
     kill_parser.add_argument("--after", type=int, default=4, help="shard checkpoints before the SIGKILL")
-    kill_parser.add_argument("extra", nargs="*", help="more braid index build arguments, after --")
+    kill_parser.add_argument("extra", nargs=argparse.REMAINDER, help="more braid index build arguments, after --")
     args = parser.parse_args()
+    if args.action == "kill" and args.extra[:1] == ["--"]:
+        args.extra = args.extra[1:]
     if args.action == "compare":
         sys.exit(compare(args.a, args.b, args.dataset, args.k, args.data_dir))
     sys.exit(kill_and_resume(args.config, args.output, args.after, args.extra))

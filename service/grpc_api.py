@@ -7,6 +7,7 @@ Every method does the same four things: check the API key from the call's metada
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -91,6 +92,9 @@ class BraidServicer(braid_pb2_grpc.BraidServicer):
             remaining = context.time_remaining()
             deadline = None if remaining is None else time.monotonic() + remaining
             return await self.core.call(work, deadline)
+        except asyncio.CancelledError:  # the client went away; its work still finishes and frees its slot
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception as error:
             code, _ = status_of(error)
             if code == grpc.StatusCode.INTERNAL:
