@@ -23,7 +23,7 @@ from indexer.lucene_jvm import java_class
 from indexer.lucene_reader import open_reader, open_searcher, read_docids
 from indexer.manifest import Manifest
 from retriever.hit import Hit
-from retriever.ties import break_ties
+from retriever.ties import top_k
 
 
 class BM25Retriever:
@@ -53,8 +53,12 @@ class BM25Retriever:
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         lucene_query = self._generator.buildQuery("contents", self._analyzer, query)
-        top = self._searcher.search(lucene_query, int(k))
-        return break_ties([Hit(self._doc_ids[hit.doc], float(hit.score)) for hit in top.scoreDocs])
+
+        def fetch(depth: int) -> list[Hit]:
+            top = self._searcher.search(lucene_query, int(depth))
+            return [Hit(self._doc_ids[hit.doc], float(hit.score)) for hit in top.scoreDocs]
+
+        return top_k(fetch, int(k), len(self._doc_ids))
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

@@ -14,7 +14,7 @@ from pathlib import Path
 from indexer.lucene_jvm import java_class
 from indexer.lucene_reader import open_reader, open_searcher, read_docids
 from retriever.hit import Hit
-from retriever.ties import break_ties
+from retriever.ties import top_k
 
 
 class ImpactSearcher:
@@ -35,5 +35,10 @@ class ImpactSearcher:
         builder = self._Builder()
         for term, weight in vector.items():
             builder.add(self._BoostQuery(self._TermQuery(self._Term("contents", term)), float(weight)), self._should)
-        top = self._searcher.search(builder.build(), int(k))
-        return break_ties([Hit(self._doc_ids[hit.doc], float(hit.score)) for hit in top.scoreDocs])
+        query = builder.build()
+
+        def fetch(depth: int) -> list[Hit]:
+            top = self._searcher.search(query, int(depth))
+            return [Hit(self._doc_ids[hit.doc], float(hit.score)) for hit in top.scoreDocs]
+
+        return top_k(fetch, int(k), len(self._doc_ids))

@@ -8,6 +8,8 @@ number, and trec_eval then re-breaks them by descending id: nDCG@10 on NFCorpus 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from retriever.hit import Hit
 
 
@@ -20,3 +22,20 @@ def break_ties(hits: list[Hit]) -> list[Hit]:
         previous = score
         adjusted.append(Hit(doc_id, score - run * 1e-6))
     return adjusted
+
+
+def top_k(search: Callable[[int], Sequence[Hit]], k: int, total: int) -> list[Hit]:
+    """The top ``k`` by score, ties broken by ascending id, whatever order the engine returns tied hits in.
+
+    A search engine cuts a tie that spans rank ``k`` by its internal doc numbers, which depend on how the index was
+    built (indexing threads, segment merges): two builds of the same documents could return different documents at
+    the cut. One hit beyond ``k`` is fetched to see whether the score at rank ``k`` continues; while it does to the
+    end of what was fetched, the fetch deepens (doubling) until the tie ends; then ties are broken by id and ``k``
+    kept. ``search(n)`` returns the engine's top ``n``.
+    """
+    depth = min(total, k + 1)
+    while True:
+        hits = search(depth)
+        if len(hits) <= k or depth >= total or round(hits[-1].score, 4) < round(hits[k - 1].score, 4):
+            return break_ties(list(hits))[:k]
+        depth = min(total, depth * 2)
