@@ -129,7 +129,11 @@ def test_local_ray_with_two_workers_gives_the_in_process_indexes(sample, tmp_pat
     on_ray = tmp_path / "ray"
     on_ray.mkdir()
     config = write_config(on_ray, sample, "bm25 embeddings")
-    assert main(["index", "build", "--config", str(config), "--ray", "local", "--ray-workers", "2"]) == 0
+    # In its own process, as users run it: Ray's signal handlers in the test process would break the JVM that
+    # other tests start there (the JVM relies on its own SIGSEGV handling).
+    command = [sys.executable, "-m", "service.cli.main", "index", "build", "--config", str(config), "--ray", "local"]
+    result = subprocess.run([*command, "--ray-workers", "2"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
     queries = open_dataset_dir(sample).queries()
     for kind in ("bm25", "embeddings"):
         a = next(in_process.glob(f"out/sample/{kind}-*"))
