@@ -35,6 +35,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from eval.atomic_file import atomic_write_text
 from eval.beir_format import read_corpus
 from eval.dataset import Dataset
 from eval.errors import BraidError
@@ -42,7 +43,7 @@ from indexer.atomic_dir import atomic_directory
 from indexer.build_config import BuildConfig, IndexRequest
 from indexer.builders import INDEX_KINDS
 from indexer.index_store import build_index, index_path
-from indexer.manifest import MANIFEST_NAME, Manifest, file_checksums
+from indexer.manifest import MANIFEST_NAME, Manifest, file_checksums, file_sha256
 from indexer.sharded_builds import SHARDED_KINDS
 
 JOB_FILE = "job.json"
@@ -60,20 +61,8 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_json_atomic(path: Path, value: Any) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    with temporary.open("rb") as handle:
-        os.fsync(handle.fileno())
-    temporary.replace(path)
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def _kind_digest(kind: str, params: dict) -> str:
@@ -218,7 +207,7 @@ class BuildJob:
             if job.get("corpus_checksum") != checksum or job.get("shard_size") != self.config.shard_size:
                 raise BraidError(f"{job_file} records another collection or shard size; remove {self.job_dir}")
             shards = job["shards"]
-            if all(_sha256(self.job_dir / "collection" / s["file"]) == s["sha256"] for s in shards):
+            if all(file_sha256(self.job_dir / "collection" / s["file"]) == s["sha256"] for s in shards):
                 return shards
         self.job_dir.mkdir(parents=True, exist_ok=True)
         shards = []
@@ -240,7 +229,7 @@ class BuildJob:
             if not shards:
                 raise BraidError(f"dataset {self.dataset.name!r} has no documents to index")
             for shard in shards:
-                shard["sha256"] = _sha256(scratch / shard["file"])
+                shard["sha256"] = file_sha256(scratch / shard["file"])
         job = {
             "dataset": self.dataset.name,
             "dataset_root": str(self.dataset.root),

@@ -27,15 +27,19 @@ def braid_version() -> str:
         return "0+unknown"
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def file_checksums(root: Path) -> dict[str, dict[str, int | str]]:
     """Size and sha256 of every file under ``root`` except the manifest itself."""
     listing: dict[str, dict[str, int | str]] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                digest.update(block)
-        listing[path.relative_to(root).as_posix()] = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+        listing[path.relative_to(root).as_posix()] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
     return listing
 
 

@@ -34,20 +34,19 @@ class Admission:
         """Admitted requests not yet on a worker thread (the queue depth)."""
         return self._admitted - self._running
 
-    @contextmanager
-    def admit(self) -> Iterator[None]:
+    def enter(self) -> None:
+        """Admit one request or refuse it at once; an admitted request must :meth:`leave` exactly once."""
         with self._lock:
             if self._draining:
                 raise ShuttingDown("the server is shutting down; retry on another replica")
             if self._admitted >= self.limit:
                 raise Overloaded(f"server at its concurrency limit of {self.limit} requests; retry later")
             self._admitted += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._admitted -= 1
-                self._idle.notify_all()
+
+    def leave(self) -> None:
+        with self._lock:
+            self._admitted -= 1
+            self._idle.notify_all()
 
     @contextmanager
     def running(self) -> Iterator[None]:

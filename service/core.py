@@ -78,6 +78,13 @@ class AuthConfig:
             raise BraidError("--auth-reads needs an API key (--api-key-file or BRAID_API_KEY)")
 
 
+def api_key_from(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key of ``authorization: Bearer KEY``, else of ``x-api-key: KEY`` (header or gRPC metadata)."""
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return x_api_key.strip() if x_api_key else None
+
+
 class SearchCore:
     """Loads the pipelines once and answers every operation for both front ends."""
 
@@ -157,8 +164,7 @@ class SearchCore:
         if deadline is None:
             deadline = time.monotonic() + self.limits.default_timeout_s
         try:
-            admitted = self.admission.admit()
-            admitted.__enter__()
+            self.admission.enter()
         except BraidError as error:
             self.metrics.rejected.labels(type(error).__name__).inc()
             raise
@@ -173,9 +179,9 @@ class SearchCore:
         try:
             future = loop.run_in_executor(self.executor, run)
         except BaseException:
-            admitted.__exit__(None, None, None)
+            self.admission.leave()
             raise
-        future.add_done_callback(lambda _: admitted.__exit__(None, None, None))
+        future.add_done_callback(lambda _: self.admission.leave())
         try:
             return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - time.monotonic()))
         except TimeoutError:

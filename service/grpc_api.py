@@ -18,20 +18,15 @@ import grpc
 from proto.braid.v1 import braid_pb2 as pb
 from proto.braid.v1 import braid_pb2_grpc
 from retriever.pipeline import ExplainedHit
-from service.core import NewDocument, SearchAnswer, SearchCore, SearchQuery
+from service.core import NewDocument, SearchAnswer, SearchCore, SearchQuery, api_key_from
 from service.errors import status_of
 
 log = logging.getLogger(__name__)
 
 
 def api_key_of(metadata: Any) -> str | None:
-    """The key from ``authorization: Bearer KEY`` or ``x-api-key: KEY`` metadata."""
-    for key, value in metadata or ():
-        if key == "authorization" and value.lower().startswith("bearer "):
-            return value[7:].strip()
-        if key == "x-api-key":
-            return value.strip()
-    return None
+    values = dict(metadata or ())
+    return api_key_from(values.get("authorization"), values.get("x-api-key"))
 
 
 def query_from(request: pb.SearchRequest) -> SearchQuery:

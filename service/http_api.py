@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eval.errors import BraidError
 from retriever.pipeline import ExplainedHit
-from service.core import NewDocument, SearchAnswer, SearchCore, SearchQuery
+from service.core import NewDocument, SearchAnswer, SearchCore, SearchQuery, api_key_from
 from service.errors import TooLarge, status_of
 from service.limits import ServiceLimits
 from service.metrics import CONTENT_TYPE
@@ -177,12 +177,6 @@ def _documents(items: list[Any]) -> list[NewDocument]:
     return [NewDocument(doc.id, doc.text, doc.title) for doc in items]
 
 
-def _api_key(authorization: str | None, x_api_key: str | None) -> str | None:
-    if authorization and authorization.lower().startswith("bearer "):
-        return authorization[7:].strip()
-    return x_api_key.strip() if x_api_key else None
-
-
 def _deadline(timeout_ms: str | None) -> float | None:
     if timeout_ms is None:
         return None
@@ -282,7 +276,7 @@ def create_app(core: SearchCore) -> FastAPI:
     ) -> dict:
         query = _query(body)
         answer = await run(
-            "Search", False, _api_key(authorization, x_api_key), timeout, lambda d: core.search(query, d)
+            "Search", False, api_key_from(authorization, x_api_key), timeout, lambda d: core.search(query, d)
         )
         return _answer(answer, body.explain)
 
@@ -294,7 +288,7 @@ def create_app(core: SearchCore) -> FastAPI:
         answers = await run(
             "BatchSearch",
             False,
-            _api_key(authorization, x_api_key),
+            api_key_from(authorization, x_api_key),
             timeout,
             lambda d: core.batch_search(queries, d),
         )
@@ -308,7 +302,7 @@ def create_app(core: SearchCore) -> FastAPI:
         answer = await run(
             "Rerank",
             False,
-            _api_key(authorization, x_api_key),
+            api_key_from(authorization, x_api_key),
             timeout,
             lambda d: core.rerank(body.query, documents, body.pipeline, d),
         )
@@ -317,7 +311,7 @@ def create_app(core: SearchCore) -> FastAPI:
     @app.get("/v1/pipelines", response_model=PipelineList, responses=ERRORS)
     async def pipelines(authorization: Key = None, x_api_key: ApiKey = None) -> dict:
         infos = await run(
-            "ListPipelines", False, _api_key(authorization, x_api_key), None, lambda _: core.list_pipelines()
+            "ListPipelines", False, api_key_from(authorization, x_api_key), None, lambda _: core.list_pipelines()
         )
         return {"pipelines": infos, "default_pipeline": core.registry.default}
 
@@ -327,7 +321,7 @@ def create_app(core: SearchCore) -> FastAPI:
         count, generation = await run(
             "AddDocuments",
             True,
-            _api_key(authorization, x_api_key),
+            api_key_from(authorization, x_api_key),
             None,
             lambda _: core.add_documents(name, documents),
         )
@@ -338,7 +332,7 @@ def create_app(core: SearchCore) -> FastAPI:
         count, generation = await run(
             "DeleteDocuments",
             True,
-            _api_key(authorization, x_api_key),
+            api_key_from(authorization, x_api_key),
             None,
             lambda _: core.delete_documents(name, body.ids),
         )
@@ -347,7 +341,7 @@ def create_app(core: SearchCore) -> FastAPI:
     @app.post("/v1/reload", response_model=PipelineList, responses=ERRORS)
     async def reload(body: ReloadBody, authorization: Key = None, x_api_key: ApiKey = None) -> dict:
         infos = await run(
-            "Reload", True, _api_key(authorization, x_api_key), None, lambda _: core.reload(body.pipeline)
+            "Reload", True, api_key_from(authorization, x_api_key), None, lambda _: core.reload(body.pipeline)
         )
         return {"pipelines": infos, "default_pipeline": core.registry.default}
 

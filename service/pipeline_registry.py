@@ -37,6 +37,14 @@ class Generation:
         if close:
             self.pipeline.close()
 
+    def retire(self) -> None:
+        """No new leases will come; close now if none is out, else when the last one is returned."""
+        with self.lock:
+            self.retired = True
+            close = self.leases == 0
+        if close:
+            self.pipeline.close()
+
 
 class PipelineSlot:
     """A named pipeline's current generation; :meth:`swap` replaces it atomically."""
@@ -66,11 +74,7 @@ class PipelineSlot:
         with self._lock:
             old = self._current
             self._current = Generation(pipeline, old.number + 1)
-        with old.lock:
-            old.retired = True
-            close = old.leases == 0
-        if close:
-            old.pipeline.close()
+        old.retire()
         return self._current.number
 
     def reload(self, opener: Callable[[PipelineSpec], Pipeline]) -> int:
@@ -83,11 +87,7 @@ class PipelineSlot:
     def close(self) -> None:
         with self._lock:
             current = self._current
-        with current.lock:
-            current.retired = True
-            close = current.leases == 0
-        if close:
-            current.pipeline.close()
+        current.retire()
 
 
 class PipelineRegistry:

@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from eval.atomic_file import atomic_write_text
 from eval.dataset_resolver import resolve_dataset
 from eval.errors import BraidError
 from retriever.pipeline import load_pipeline
@@ -95,9 +96,7 @@ def run(args: argparse.Namespace) -> int:
         addresses = {**started.addresses, "pipelines": core.registry.names, "pid": os.getpid()}
         line = json.dumps(addresses)
         if args.ready_file is not None:
-            temporary = args.ready_file.with_name(args.ready_file.name + ".tmp")
-            temporary.write_text(line + "\n")
-            temporary.replace(args.ready_file)
+            atomic_write_text(args.ready_file, line + "\n")
         print(f"braid serve: ready {line}", file=sys.stderr, flush=True)
 
     drained = asyncio.run(server.serve_until_signal(ready))
