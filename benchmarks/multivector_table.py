@@ -27,10 +27,23 @@ def main() -> None:
     parser.add_argument("--pool-factors", nargs="+", type=int, default=list(POOL_FACTORS))
     parser.add_argument("--modes", nargs="+", default=["maxsim", "xtr"])
     parser.add_argument("--latency-sample", type=int, default=50)
+    parser.add_argument(
+        "--search",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="search parameters for every row, e.g. nprobe=16 candidates=2048 token_k=4000 (integers)",
+    )
     parser.add_argument("--data-dir")
     parser.add_argument("--index-dir", default="indexes")
     parser.add_argument("--output", default="results/multivector_table.json")
     args = parser.parse_args()
+    search = {}
+    for item in args.search:
+        key, _, value = item.partition("=")
+        if key not in ("nprobe", "candidates", "token_k") or not value.isdigit():
+            parser.error(f"--search takes nprobe=N, candidates=N or token_k=N, got {item!r}")
+        search[key] = int(value)
     rows = []
     header = (
         f"{'dataset':<14} {'pool':>4} {'mode':<7} {'vectors':>9} {'MB':>7} {'nDCG@10':>8} {'R@100':>7} {'p50 ms':>7}"
@@ -41,7 +54,7 @@ def main() -> None:
         for factor in args.pool_factors:
             for mode in args.modes:
                 label = f"multivector pool {factor} {mode}"
-                raw = {"kind": "multivector", "pool_factor": factor, "mode": mode}
+                raw = {"kind": "multivector", "pool_factor": factor, "mode": mode, **search}
                 spec = PipelineSpec(name=label, retrievers=(parse_retriever(raw, label),))
                 pipeline = open_pipeline(spec, dataset, Path(args.index_dir))
                 result = run_pipeline(pipeline, dataset, "test", depth=100, latency_sample=args.latency_sample)
@@ -51,6 +64,7 @@ def main() -> None:
                     **result.to_json(),
                     "pool_factor": factor,
                     "mode": mode,
+                    "search": search,
                     "vectors": vectors,
                     "bytes_on_disk": Manifest.read(path).index_bytes,
                 }

@@ -1,17 +1,18 @@
 """The attention step of a BlockRank prompt, behind one interface: an exact PyTorch backend here, GPU kernels
-plug in beside it (``kernels/``) by registering under another name.
+plug in beside it (``kernels/``: ``triton``) by registering under another name.
 
 A backend answers three calls per layer, one per kind of block, so that no backend ever builds the quadratic
-mask: the instruction attends causally to itself; documents (a padded batch) attend to the instruction and
-causally to themselves; the query block attends causally to itself and to everything before it, and reports
-how much attention mass its last ``probe`` tokens put on each document block (what attention scoring reads).
+mask: the instruction attends causally to itself; documents (packed back to back, no padding) attend to the
+instruction and causally to themselves; the query block attends causally to itself and to everything before it,
+and reports how much attention mass its last ``probe`` tokens put on each document block (what attention
+scoring reads).
 Keys and values arrive with their ``num_key_value_heads`` (grouped-query attention); queries with all heads.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -22,6 +23,8 @@ class AttentionBackend(ABC):
     """Block-sparse attention for one layer of a BlockRank prompt (shapes in each method's docstring)."""
 
     name: str = ""
+    #: whether gradients flow through it (training needs that; the Triton kernels are forward only)
+    differentiable: bool = False
 
     @abstractmethod
     def instruction(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -35,12 +38,13 @@ class AttentionBackend(ABC):
         inst_v: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        lengths: torch.Tensor,
+        lengths: Sequence[int],
         scale: float,
     ) -> torch.Tensor:
-        """q (n, H, L, D), inst_k/v (Hkv, Li, D), k/v (n, Hkv, L, D) padded to L, lengths (n,) -> (n, H, L, D).
+        """q (H, T, D), inst_k/v (Hkv, Li, D), k/v (Hkv, T, D): documents packed back to back, no padding, with
+        ``lengths`` summing to T -> (H, T, D).
 
-        Row t of document i attends to every instruction key and to its own keys 0..t; padded rows are ignored.
+        Row t of a document attends to every instruction key and to its own document's keys 0..t.
         """
 
     @abstractmethod
@@ -85,6 +89,7 @@ class TorchBlockBackend(AttentionBackend):
     (padded to the longest, masked), one for the query block; each block only ever sees its own keys."""
 
     name = "torch"
+    differentiable = True
 
     def instruction(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
         heads, length = q.shape[0], q.shape[1]
@@ -98,17 +103,27 @@ class TorchBlockBackend(AttentionBackend):
         inst_v: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        lengths: torch.Tensor,
+        lengths: Sequence[int],
         scale: float,
     ) -> torch.Tensor:
-        n, heads, length, _ = q.shape
+        # The reference pads the packed documents into one (n, H, L, D) batch and masks; kernels need not.
+        heads, device = q.shape[0], q.device
+        n, longest = len(lengths), max(lengths)
         n_inst = inst_k.shape[-2]
-        keys = torch.cat([inst_k.unsqueeze(0).expand(n, -1, -1, -1), k], dim=2)
-        values = torch.cat([inst_v.unsqueeze(0).expand(n, -1, -1, -1), v], dim=2)
-        rows = torch.arange(length, device=q.device)
-        own = (rows[None, :] <= rows[:, None])[None] & (rows[None, None, :] < lengths[:, None, None].to(q.device))
-        mask = torch.cat([torch.ones(n, length, n_inst, dtype=torch.bool, device=q.device), own], dim=2)
-        return masked_attention(q, repeat_heads(keys, heads), repeat_heads(values, heads), mask[:, None], scale)[0]
+        sizes = torch.tensor(list(lengths), device=device)
+        rows = torch.arange(longest, device=device)
+        valid = rows[None, :] < sizes[:, None]  # (n, L)
+        gather = ((sizes.cumsum(0) - sizes)[:, None] + rows[None, :]).clamp(max=q.shape[1] - 1)
+
+        def padded(x: torch.Tensor) -> torch.Tensor:  # (h, T, D) -> (n, h, L, D)
+            return x[:, gather].permute(1, 0, 2, 3)
+
+        keys = torch.cat([inst_k.unsqueeze(0).expand(n, -1, -1, -1), padded(k)], dim=2)
+        values = torch.cat([inst_v.unsqueeze(0).expand(n, -1, -1, -1), padded(v)], dim=2)
+        own = (rows[None, :] <= rows[:, None])[None] & valid[:, None, :]
+        mask = torch.cat([torch.ones(n, longest, n_inst, dtype=torch.bool, device=device), own], dim=2)
+        out = masked_attention(padded(q), repeat_heads(keys, heads), repeat_heads(values, heads), mask[:, None], scale)
+        return out[0].permute(1, 0, 2, 3)[:, valid]
 
     def query(
         self,
@@ -138,7 +153,14 @@ def block_mass(probs: torch.Tensor, doc_bounds: torch.Tensor) -> torch.Tensor:
     return cumulative[..., bounds[:, 1]] - cumulative[..., bounds[:, 0]]
 
 
-ATTENTION_BACKENDS: dict[str, Callable[[], AttentionBackend]] = {"torch": TorchBlockBackend}
+def _triton_backend() -> AttentionBackend:
+    # Imported on demand: Triton is only needed when this backend is asked for.
+    from kernels.triton_backend import TritonBlockBackend
+
+    return TritonBlockBackend()
+
+
+ATTENTION_BACKENDS: dict[str, Callable[[], AttentionBackend]] = {"torch": TorchBlockBackend, "triton": _triton_backend}
 
 
 def register_backend(name: str, factory: Callable[[], AttentionBackend]) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from ranker.attention_backend import AttentionBackend
@@ -61,6 +62,8 @@ class BlockForward:
         first = self.decoder.layers[0].self_attn
         self.head_dim = first.head_dim
         self.scale = first.scaling
+        #: recompute each layer during backward (gradient checkpointing) when gradients are on
+        self.checkpoint = False
 
     @property
     def device(self) -> torch.device:
@@ -112,7 +115,7 @@ class BlockForward:
         """Several prompts that share one instruction in a single walk through the layers (dynamic batching).
 
         The instruction block is computed once, the uncached documents of every prompt (each distinct document
-        once) as one padded batch, and each query block then attends to its own prompt's blocks only, so every
+        once) packed into one batch, and each query block then attends to its own prompt's blocks only, so every
         result equals that prompt's own forward.
         """
         if not prompts:
@@ -146,37 +149,40 @@ class BlockForward:
         todo = [key for key in tokens_of if key not in cached]
         row_of = {key: row for row, key in enumerate(todo)}
         lengths = [len(tokens_of[key]) for key in todo]
+        if any(length == 0 for length in lengths):
+            raise ValueError("a document block has no tokens")
 
-        # Hidden states of the blocks to compute: instruction (1, Li), documents padded (m, Lmax), queries (1, Lq).
+        # Hidden states of the blocks to compute: instruction (1, Li); the uncached documents packed back to back
+        # (1, T), no padding, each at positions n_inst.. (permutation-invariant); each query (1, Lq).
         h_inst = self._embed(torch.tensor([instruction])) if inst_kv is None else None
-        todo_len = max(lengths, default=0)
+        starts = [0]
+        for length in lengths:
+            starts.append(starts[-1] + length)
         h_docs = None
         if todo:
-            ids = torch.zeros(len(todo), todo_len, dtype=torch.long)
-            for row, key in enumerate(todo):
-                ids[row, : lengths[row]] = torch.tensor(tokens_of[key])
-            h_docs = self._embed(ids)
+            h_docs = self._embed(torch.tensor([[t for key in todo for t in tokens_of[key]]]))
         h_queries = [self._embed(torch.tensor([p.query])) for p in prompts]
         anchor = h_queries[0]  # rotary tables only read its dtype and device
-        todo_lengths = torch.tensor(lengths, dtype=torch.long)
         rot_inst = self._rotary(anchor, torch.arange(n_inst)[None]) if h_inst is not None else None
-        rot_docs = self._rotary(anchor, torch.arange(n_inst, n_inst + todo_len)[None]) if todo else None
+        rot_docs = None
+        if todo:
+            rot_docs = self._rotary(anchor, torch.cat([torch.arange(n_inst, n_inst + n) for n in lengths])[None])
         rot_queries = [
             self._rotary(anchor, torch.arange(p.query_start, p.query_start + len(p.query))[None]) for p in prompts
         ]
         bounds = [p.doc_bounds() for p in prompts]
         probes = [min(probe, len(p.query)) for p in prompts]
 
-        new_inst: list[tuple[torch.Tensor, torch.Tensor]] = []
-        new_docs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        doc_attention: list[dict[int, torch.Tensor]] = [{} for _ in prompts]
-        for index in range(depth):
+        def layer_step(
+            index: int, h_inst: torch.Tensor | None, h_docs: torch.Tensor | None, *h_queries: torch.Tensor
+        ) -> tuple:
+            """One decoder layer over every block: new hidden states, scoring-layer masses, computed K/V."""
             layer = self.decoder.layers[index]
+            inst_kv_new = docs_kv_new = None
             if h_inst is not None:
                 q_i, k_i, v_i = self._qkv(layer, h_inst, rot_inst)
                 k_i, v_i = k_i[0], v_i[0]
-                if use_cache:
-                    new_inst.append((k_i, v_i))
+                inst_kv_new = (k_i, v_i)
                 h_inst = self._finish(layer, h_inst, self.backend.instruction(q_i[0], k_i, v_i, self.scale)[None])
             else:
                 k_i, v_i = inst_kv.keys[index], inst_kv.values[index]
@@ -184,14 +190,16 @@ class BlockForward:
             doc_v: dict[object, torch.Tensor] = {}
             if h_docs is not None:
                 q_d, k_d, v_d = self._qkv(layer, h_docs, rot_docs)
-                if use_cache:  # kept only to fill the cache: every layer's K/V of every document
-                    new_docs.append((k_d, v_d))
-                attended = self.backend.documents(q_d, k_i, v_i, k_d, v_d, todo_lengths, self.scale)
-                h_docs = self._finish(layer, h_docs, attended)
+                k_d, v_d = k_d[0], v_d[0]
+                docs_kv_new = (k_d, v_d)
+                attended = self.backend.documents(q_d[0], k_i, v_i, k_d, v_d, lengths, self.scale)
+                h_docs = self._finish(layer, h_docs, attended[None])
                 for row, key in enumerate(todo):
-                    doc_k[key], doc_v[key] = k_d[row, :, : lengths[row]], v_d[row, :, : lengths[row]]
+                    own = slice(starts[row], starts[row + 1])
+                    doc_k[key], doc_v[key] = k_d[:, own], v_d[:, own]
             for key, kv in cached.items():
                 doc_k[key], doc_v[key] = kv.keys[index], kv.values[index]
+            new_queries, masses = [], []
             for j, keys_j in enumerate(doc_keys):
                 q_q, k_q, v_q = self._qkv(layer, h_queries[j], rot_queries[j])
                 keys = torch.cat([k_i, *(doc_k[key] for key in keys_j), k_q[0]], dim=1)
@@ -199,15 +207,37 @@ class BlockForward:
                 attended, mass = self.backend.query(
                     q_q[0], keys, values, bounds[j], self.scale, probes[j] if index in score_set else 0
                 )
+                masses.append(mass)
+                new_queries.append(self._finish(layer, h_queries[j], attended[None]))
+            return h_inst, h_docs, tuple(new_queries), tuple(masses), inst_kv_new, docs_kv_new
+
+        new_inst: list[tuple[torch.Tensor, torch.Tensor]] = []
+        new_docs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        doc_attention: list[dict[int, torch.Tensor]] = [{} for _ in prompts]
+        checkpointed = self.checkpoint and torch.is_grad_enabled()
+        for index in range(depth):
+            if checkpointed:  # recompute each layer in the backward pass instead of keeping its activations
+                step = torch.utils.checkpoint.checkpoint(
+                    layer_step, index, h_inst, h_docs, *h_queries, use_reentrant=False
+                )
+            else:
+                step = layer_step(index, h_inst, h_docs, *h_queries)
+            h_inst, h_docs, queries, masses, inst_kv_new, docs_kv_new = step
+            h_queries = list(queries)
+            for j, mass in enumerate(masses):
                 if mass is not None:
                     doc_attention[j][index] = mass
-                h_queries[j] = self._finish(layer, h_queries[j], attended[None])
+            if use_cache:  # kept only to fill the cache: every layer's K/V of every computed block
+                if inst_kv_new is not None:
+                    new_inst.append(inst_kv_new)
+                if docs_kv_new is not None:
+                    new_docs.append(docs_kv_new)
 
         if use_cache:
             if h_inst is not None:
                 self.cache.put(inst_key, _stack(new_inst, slice(None)))
             for row, key in enumerate(todo):
-                self.cache.put(key, _stack([(k[row], v[row]) for k, v in new_docs], slice(0, lengths[row])))
+                self.cache.put(key, _stack(new_docs, slice(starts[row], starts[row + 1])))
 
         results = []
         norm = self.decoder.norm
@@ -217,7 +247,7 @@ class BlockForward:
                 last_logits = self.model.lm_head(norm(h_query[:, -1:]))[0, -1].float()
                 if return_hidden:
                     parts = [norm(h_inst[0])]
-                    parts += [norm(h_docs[row_of[key], : len(tokens_of[key])]) for key in doc_keys[j]]
+                    parts += [norm(h_docs[0, starts[row_of[key]] : starts[row_of[key] + 1]]) for key in doc_keys[j]]
                     parts.append(norm(h_query[0]))
                     hidden = torch.cat(parts)
             hits = sum(key in cached for key in doc_keys[j])
@@ -226,7 +256,7 @@ class BlockForward:
 
 
 def _stack(per_layer: list[tuple[torch.Tensor, torch.Tensor]], tokens: slice) -> BlockKV:
-    # torch.stack copies, so the entry does not keep the padded batch it was sliced from alive.
+    # torch.stack copies, so the entry does not keep the packed batch it was sliced from alive.
     keys = torch.stack([k[:, tokens] for k, _ in per_layer])
     values = torch.stack([v[:, tokens] for _, v in per_layer])
     return BlockKV(keys, values)
