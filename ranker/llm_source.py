@@ -81,6 +81,9 @@ def resolve_llm(name_or_path: str) -> str:
     if path.is_file() and path.suffix == ".gguf":
         return str(converted_folder(path.resolve()))
     if path.is_dir():
+        # A `braid train ranker` output folder stands for the model it finished with.
+        if not (path / "config.json").is_file() and (path / "final" / "config.json").is_file():
+            return str(path / "final")
         return str(path)
     if name_or_path.startswith((".", "/", "~")) or path.suffix == ".gguf":
         raise BraidError(f"model {name_or_path} does not exist")

@@ -10,16 +10,18 @@ import argparse
 import sys
 
 from eval.errors import BraidError
-from service.cli import eval_cmd, index_cmd, query_cmd, search_cmd, serve_cmd, tune_cmd
+from service.cli import eval_cmd, index_cmd, query_cmd, search_cmd, serve_cmd, train_cmd, tune_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="braid", description="braid: hybrid retrieval and ranking")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="{index,search,eval,tune,serve,query}")
+    commands = "{index,search,eval,tune,train,serve,query}"
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar=commands)
     index_cmd.register(subparsers)
     search_cmd.register(subparsers)
     eval_cmd.register(subparsers)
     tune_cmd.register(subparsers)
+    train_cmd.register(subparsers)
     serve_cmd.register(subparsers)
     query_cmd.register(subparsers)
     return parser

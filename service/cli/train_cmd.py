@@ -1,0 +1,104 @@
+"""``braid train ranker``: fine-tune the in-context LLM ranker with BlockRank's objective on judged queries."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from eval.dataset_resolver import resolve_dataset
+from eval.errors import BraidError
+from service.cli.common import add_data_args, positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="fine-tune a model (ranker: the in-context LLM reranker)")
+    what = train.add_subparsers(dest="what", required=True, metavar="{ranker}")
+    ranker = what.add_parser("ranker", help="BlockRank fine-tuning: LM loss + contrastive attention loss")
+    ranker.add_argument("--dataset", required=True, action="append", help="dataset path or name (repeatable)")
+    ranker.add_argument(
+        "--split", action="append", help="qrels split to train on (default: train); one for all or one per --dataset"
+    )
+    ranker.add_argument("--output", required=True, help="run folder: checkpoints, final/ and training.json")
+    ranker.add_argument("--model", default="smollm2", help="base LM: embedded name, GGUF file, folder or Hub name")
+    ranker.add_argument("--negatives-pipeline", default="bm25", help="first stage that mines hard negatives")
+    ranker.add_argument("--negatives-depth", type=positive_int, default=50, help="its depth (default: 50)")
+    ranker.add_argument("--window", type=int, default=20, help="documents per training prompt (default: 20)")
+    ranker.add_argument("--max-positives", type=positive_int, default=1, help="relevant documents per prompt")
+    ranker.add_argument("--max-doc-tokens", type=positive_int, default=160)
+    ranker.add_argument("--max-query-tokens", type=positive_int, default=64)
+    ranker.add_argument("--steps", type=positive_int, default=300)
+    ranker.add_argument("--batch-size", type=positive_int, default=4, help="prompts per optimizer step")
+    ranker.add_argument("--lr", type=float, default=1e-5)
+    ranker.add_argument("--warmup", type=float, default=0.1, help="fraction of steps with linear warm-up")
+    ranker.add_argument("--weight-decay", type=float, default=0.0)
+    ranker.add_argument("--aux-weight", type=float, default=0.1, help="weight of the attention loss (BlockRank: 0.1)")
+    ranker.add_argument("--temperature", type=float, default=0.05, help="InfoNCE temperature (BlockRank: 0.05)")
+    ranker.add_argument("--score-layer", type=int, default=None, help="attention scoring layer (default: middle)")
+    ranker.add_argument("--probe-tokens", type=positive_int, default=8, help="query-block tokens read for scoring")
+    ranker.add_argument("--seed", type=int, default=0)
+    ranker.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="autocast precision")
+    ranker.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ranker.add_argument("--no-gradient-checkpointing", action="store_true", help="keep activations (more memory)")
+    ranker.add_argument("--save-every", type=positive_int, default=100, help="checkpoint every N steps")
+    add_data_args(ranker)
+    ranker.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ranker.train_examples import load_examples
+    from ranker.trainer import RankerTrainer, TrainConfig, check_run_folder
+
+    config = TrainConfig(
+        model=args.model,
+        window=args.window,
+        max_positives=args.max_positives,
+        max_doc_tokens=args.max_doc_tokens,
+        max_query_tokens=args.max_query_tokens,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        weight_decay=args.weight_decay,
+        aux_weight=args.aux_weight,
+        temperature=args.temperature,
+        score_layer=args.score_layer,
+        probe_tokens=args.probe_tokens,
+        seed=args.seed,
+        dtype=args.dtype,
+        device=args.device,
+        gradient_checkpointing=not args.no_gradient_checkpointing,
+        save_every=args.save_every,
+    )
+    splits = args.split or ["train"]
+    if len(splits) == 1:
+        splits = splits * len(args.dataset)
+    if len(splits) != len(args.dataset):
+        raise BraidError(f"give one --split for all datasets or one per --dataset ({len(args.dataset)})")
+    output = Path(args.output)
+    check_run_folder(output, config)  # before any index is built or example mined
+    datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
+    for dataset, split in zip(datasets, splits, strict=True):
+        dataset.qrels(split)  # names the available splits when this one is missing
+    examples = load_examples(
+        list(zip(datasets, splits, strict=True)), args.negatives_pipeline, Path(args.index_dir), args.negatives_depth,
+        args.threads,
+    )  # fmt: skip
+    trainer = RankerTrainer(config, output, examples)
+    summary = trainer.train()
+    history = summary["history"]
+    tenth = max(1, len(history) // 10)
+    first = sum(entry["loss"] for entry in history[:tenth]) / tenth
+    last = sum(entry["loss"] for entry in history[-tenth:]) / tenth
+    rows = [
+        ("examples", f"{summary['examples']} ({', '.join(summary['sources'])})"),
+        ("steps", f"{len(history)} x {config.batch_size} prompts of {config.window} documents"),
+        ("loss, first/last 10% of steps", f"{first:.4f} -> {last:.4f}"),
+        ("scoring layer", str(summary["score_layer"])),
+        ("wall", f"{summary['wall_s']:.1f} s on {summary['device']}"),
+        ("model", summary["final"]),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(f'use it: [rerank] model = "{summary["final"]}", layers = [{summary["score_layer"]}]')
+    return 0
