@@ -18,12 +18,16 @@ from kernels.block_attention import block_mass, interpreting, prefix_causal_atte
 from ranker.attention_backend import AttentionBackend
 
 
-def _runnable(x: torch.Tensor) -> None:
-    if x.device.type != "cuda" and not interpreting():
+def _check_device(device: str) -> None:
+    if device != "cuda" and not interpreting():
         raise BraidError(
             "the triton attention backend runs on a CUDA GPU (or on CPU under TRITON_INTERPRET=1, for tests); "
-            f"tensors are on {x.device.type}: use backend = 'torch' there (allowed: torch, triton)"
+            f"the ranker runs on {device}: use backend = 'torch' there (allowed: torch, triton)"
         )
+
+
+def _runnable(x: torch.Tensor) -> None:
+    _check_device(x.device.type)
     if torch.is_grad_enabled() and x.requires_grad:
         raise BraidError("the triton attention backend is forward only: train with backend 'torch'")
 
@@ -33,6 +37,9 @@ class TritonBlockBackend(AttentionBackend):
 
     name = "triton"
     differentiable = False
+
+    def check_device(self, device: str) -> None:
+        _check_device(device)
 
     def instruction(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
         _runnable(q)

@@ -26,6 +26,9 @@ class AttentionBackend(ABC):
     #: whether gradients flow through it (training needs that; the Triton kernels are forward only)
     differentiable: bool = False
 
+    def check_device(self, device: str) -> None:  # noqa: B027 - most backends run anywhere
+        """Raise :class:`BraidError` if this backend cannot run on ``device`` (checked when a ranker opens)."""
+
     @abstractmethod
     def instruction(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
         """q (H, Li, D), k/v (Hkv, Li, D) -> (H, Li, D): causal self-attention."""

@@ -66,7 +66,9 @@ class BlockRanker:
         if bad:
             raise BraidError(f"[rerank]: layers {bad} out of range: the model has layers 0..{self.num_layers - 1}")
         self.cache = DocumentKVCache(spec.cache_mb << 20) if spec.cache_mb else None
-        self.forward = BlockForward(self.lm.model, get_backend(spec.backend), self.cache, self.lm.key)
+        backend = get_backend(spec.backend)
+        backend.check_device(self.device)
+        self.forward = BlockForward(self.lm.model, backend, self.cache, self.lm.key)
         self._check_budget(config)
         # One model call at a time: torch already spreads one call over every core, and the cache's entries
         # are written after a forward completes.

@@ -111,6 +111,8 @@ def test_bad_shapes_and_devices_are_refused(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(BraidError, match="runs on a CUDA GPU"):
         TritonBlockBackend().instruction(q, k, v, 1.0)
+    with pytest.raises(BraidError, match="the ranker runs on cpu: use backend = 'torch'"):
+        TritonBlockBackend().check_device("cpu")
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
