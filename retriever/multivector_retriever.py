@@ -3,7 +3,8 @@
 MaxSim (ColBERT): score(q, d) = sum over query tokens i of max over document tokens j of q_i . d_j. Candidates
 come from the inverted file: each query token probes its ``nprobe`` nearest centroids; documents are ranked by
 the centroid approximation of MaxSim (each probed token stands in for its centroid, as PLAID's centroid
-interaction does) and the top ``candidates`` are scored exactly from the float16 tokens.
+interaction does; a query token none of whose probed lists holds one of the document's tokens counts with its
+lowest probed centroid score) and the top ``candidates`` are scored exactly from the float16 tokens.
 
 XTR (Lee et al., "Rethinking the Role of Token Retrieval in Multi-Vector Retrieval", NeurIPS 2023): each query
 token retrieves its ``token_k`` most similar tokens (exact similarity, within the probed lists), and a document is
@@ -87,7 +88,11 @@ class MultiVectorRetriever:
                 approx[i], self.store.token_doc[tokens], centroid_scores[i, self.store.token_centroid[tokens]]
             )
         reached = np.isfinite(approx).any(axis=0)
-        bound = np.where(np.isfinite(approx), approx, 0.0).sum(axis=0)
+        # A document with no token in a query token's probed centroids has its best match in an unprobed one,
+        # whose centroid score is at most the lowest probed score: impute that (not 0, which buries documents
+        # whose few tokens, as after pooling, missed one probed list) -- XTR's imputation, for the bound.
+        floor = np.take_along_axis(centroid_scores, probed, axis=1).min(axis=1)
+        bound = np.where(np.isfinite(approx), approx, floor[:, None]).sum(axis=0)
         rows = np.flatnonzero(reached)
         rows = rows[np.argsort(-bound[rows], kind="stable")[: max(k, self.candidates)]]
         return rows, (self._exact(query, rows) if rows.size else np.zeros(0, dtype=np.float32))
