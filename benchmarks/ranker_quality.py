@@ -45,7 +45,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="test")
     parser.add_argument("--depth", type=int, default=20, help="documents reranked per query")
     parser.add_argument("--max-doc-tokens", type=int, default=160)
-    parser.add_argument("--model", default="smollm2")
+    parser.add_argument(
+        "--model",
+        action="append",
+        help="ranker LM (repeatable: compared on the same prompts; "
+        "default smollm2); a `braid train ranker` output folder works",
+    )
+    parser.add_argument("--layer", type=int, default=None, help="attention scoring layer (default: the middle)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--backend", default="torch", choices=["torch", "triton"])
     parser.add_argument("--limit", type=int, default=0, help="only the first N judged queries (0: all)")
     parser.add_argument("--rel-threshold", type=int, default=None)
     parser.add_argument("--index-dir", type=Path, default=Path("indexes"))
@@ -57,22 +66,33 @@ def main(argv: list[str] | None = None) -> dict:
     queries = judged_queries(dataset, args.split)
     if args.limit:
         queries = dict(itertools.islice(queries.items(), args.limit))
-    ranker = BlockRanker(RerankSpec(model=args.model, window=args.depth, max_doc_tokens=args.max_doc_tokens))
+    models = args.model or ["smollm2"]
+    labels = [model if len(models) == 1 else Path(model).name or model for model in models]
     corpus = {doc.doc_id: doc.contents for doc in dataset.iter_corpus()}
     first_stage = pipeline.batch_search(queries, 100 + 1)
-    layer = ranker.layers[0]
-    runs: dict[str, dict[str, dict[str, float]]] = {"first-stage": {}, "first": {}, "attention": {}}
-    for qid, text in tqdm(queries.items(), desc="rerank", unit="q", file=sys.stderr):
-        hits = [hit.doc_id for hit in first_stage[qid] if hit.doc_id != qid][:100]
-        head, tail = hits[: args.depth], hits[args.depth :]
-        prompt = ranker.prompt([corpus[doc_id] for doc_id in head], text)
-        with torch.inference_mode():
-            result = ranker.forward(prompt, [layer], ranker.spec.probe_tokens, need_logits=True)
-        first = result.last_logits[list(prompt.label_token_ids)].tolist()
-        attention = result.doc_attention[layer].mean(dim=(0, 1)).tolist()
-        runs["first-stage"][qid] = {doc_id: float(len(hits) - rank) for rank, doc_id in enumerate(hits)}
-        runs["first"][qid] = reorder(head, first, tail)
-        runs["attention"][qid] = reorder(head, attention, tail)
+    runs: dict[str, dict[str, dict[str, float]]] = {"first-stage": {}}
+    layers = {}
+    for model, label in zip(models, labels, strict=True):
+        spec = RerankSpec(model=model, window=args.depth, stride=max(1, args.depth // 2), device=args.device,
+                          max_doc_tokens=args.max_doc_tokens, dtype=args.dtype, backend=args.backend,
+                          layers=() if args.layer is None else (args.layer,))  # fmt: skip
+        ranker = BlockRanker(spec)
+        layer = layers[label] = ranker.layers[0]
+        first_runs, attention_runs = {}, {}
+        for qid, text in tqdm(queries.items(), desc=f"rerank {label}", unit="q", file=sys.stderr):
+            hits = [hit.doc_id for hit in first_stage[qid] if hit.doc_id != qid][:100]
+            head, tail = hits[: args.depth], hits[args.depth :]
+            prompt = ranker.prompt([corpus[doc_id] for doc_id in head], text)
+            with torch.inference_mode():
+                result = ranker.forward(prompt, [layer], ranker.spec.probe_tokens, need_logits=True)
+            first = result.last_logits[list(prompt.label_token_ids)].tolist()
+            attention = result.doc_attention[layer].float().mean(dim=(0, 1)).tolist()
+            runs["first-stage"][qid] = {doc_id: float(len(hits) - rank) for rank, doc_id in enumerate(hits)}
+            first_runs[qid] = reorder(head, first, tail)
+            attention_runs[qid] = reorder(head, attention, tail)
+        prefix = "" if len(models) == 1 else f"{label}/"
+        runs[f"{prefix}first"], runs[f"{prefix}attention"] = first_runs, attention_runs
+        del ranker
     qrels = known_qrels(dataset, args.split)
     qrels = {qid: docs for qid, docs in qrels.items() if qid in queries}
     threshold = dataset.default_rel_threshold if args.rel_threshold is None else args.rel_threshold
@@ -84,20 +104,21 @@ def main(argv: list[str] | None = None) -> dict:
         "queries": len(queries),
         "depth": args.depth,
         "max_doc_tokens": args.max_doc_tokens,
-        "model": args.model,
-        "attention_layer": layer,
+        "models": dict(zip(labels, models, strict=True)),
+        "attention_layers": layers,
         "rel_threshold": threshold,
         "systems": {},
     }
-    print(f"{dataset.name}: {len(queries)} queries, {args.pipeline} top {args.depth} reranked by {args.model}")
-    print(f"{'system':<14} {'nDCG@10':>8} {'MRR@10':>8} {'p(nDCG)':>8}")
+    print(f"{dataset.name}: {len(queries)} queries, {args.pipeline} top {args.depth} reranked by {', '.join(models)}")
+    width = max(14, *(len(name) for name in runs))
+    print(f"{'system':<{width}} {'nDCG@10':>8} {'MRR@10':>8} {'p(nDCG)':>8}")
     for name, evaluation in evaluations.items():
         p_values = compare(evaluations["first-stage"], evaluation) if name != "first-stage" else {}
         report["systems"][name] = {"metrics": evaluation.aggregate, "p_vs_first_stage": p_values}
-        write_run(args.output / f"{name}.trec", runs[name], f"{args.pipeline}+{name}")
+        write_run(args.output / f"{name.replace('/', '--')}.trec", runs[name], f"{args.pipeline}+{name}")
         agg = evaluation.aggregate
         p_text = f"{p_values.get('ndcg@10', float('nan')):.3g}" if p_values else "-"
-        print(f"{name:<14} {agg['ndcg@10']:>8.4f} {agg['mrr@10']:>8.4f} {p_text:>8}")
+        print(f"{name:<{width}} {agg['ndcg@10']:>8.4f} {agg['mrr@10']:>8.4f} {p_text:>8}")
     (args.output / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
