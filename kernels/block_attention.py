@@ -234,43 +234,41 @@ def prefix_causal_attention(
     seqs = table[2 * n_tiles : 2 * n_tiles + n_seqs], table[2 * n_tiles + n_seqs :]
 
     prefix_len = prefix_k.shape[1]
-    if splits is None:
-        splits = 1
-        programs = len(tile_seq) * heads
-        if prefix_len >= 4 * 1024 and programs < 2 * _sm_count(device):
-            splits = min(math.ceil(2 * _sm_count(device) / programs), math.ceil(prefix_len / 1024))
-    splits = max(1, min(splits, math.ceil(prefix_len / block_n))) if prefix_len else 1
-    split_size = math.ceil(math.ceil(prefix_len / splits) / block_n) * block_n if prefix_len else block_n
-    splits = math.ceil(prefix_len / split_size) if prefix_len else 1
-    qk_scale = scale * LOG2E
-    grid = (len(tile_seq), heads, splits)
-    common = dict(GROUPS=heads // k.shape[0], HEAD_DIM=dim, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps,
-                  num_stages=stages, UPCAST=_upcast(q))  # fmt: skip
-    if splits == 1:
+    if not prefix_len:
+        splits, split_size = 1, block_n
+    else:
+        if splits is None:
+            splits = 1
+            programs = len(tile_seq) * heads
+            if prefix_len >= 4 * 1024 and programs < 2 * _sm_count(device):
+                splits = min(math.ceil(2 * _sm_count(device) / programs), math.ceil(prefix_len / 1024))
+        splits = max(1, min(splits, math.ceil(prefix_len / block_n)))
+        # Splits are whole key tiles; rounding up the size can leave fewer splits than asked for.
+        split_size = math.ceil(math.ceil(prefix_len / splits) / block_n) * block_n
+        splits = math.ceil(prefix_len / split_size)
+    split = splits > 1
+    if split:  # each split's un-merged output and log-sum-exp, float32, merged below
+        out = torch.empty(splits, heads, total, dim, dtype=torch.float32, device=device)
+        lse = torch.empty(splits, heads, total, dtype=torch.float32, device=device)
+        out_strides, lse_strides = out.stride()[:3], lse.stride()[:2]
+    else:
         out = torch.empty_like(q)
         lse = torch.empty(heads, total, dtype=torch.float32, device=device) if return_lse else None
-        _prefix_causal_kernel[grid](
-            q, k, v, prefix_k, prefix_v, out, lse, *tiles, *seqs, prefix_len, split_size,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            prefix_k.stride(0), prefix_k.stride(1), prefix_v.stride(0), prefix_v.stride(1),
-            0, out.stride(0), out.stride(1), 0, lse.stride(0) if lse is not None else 0,
-            qk_scale, SPLIT=False, **common,
-        )  # fmt: skip
-        return out, lse
-    partial = torch.empty(splits, heads, total, dim, dtype=torch.float32, device=device)
-    partial_lse = torch.empty(splits, heads, total, dtype=torch.float32, device=device)
-    _prefix_causal_kernel[grid](
-        q, k, v, prefix_k, prefix_v, partial, partial_lse, *tiles, *seqs, prefix_len, split_size,
+        out_strides, lse_strides = (0, *out.stride()[:2]), (0, lse.stride(0) if lse is not None else 0)
+    _prefix_causal_kernel[(len(tile_seq), heads, splits)](
+        q, k, v, prefix_k, prefix_v, out, lse, *tiles, *seqs, prefix_len, split_size,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        prefix_k.stride(0), prefix_k.stride(1), prefix_v.stride(0), prefix_v.stride(1),
-        partial.stride(0), partial.stride(1), partial.stride(2), partial_lse.stride(0), partial_lse.stride(1),
-        qk_scale, SPLIT=True, **common,
+        prefix_k.stride(0), prefix_k.stride(1), prefix_v.stride(0), prefix_v.stride(1), *out_strides, *lse_strides,
+        scale * LOG2E, GROUPS=heads // k.shape[0], HEAD_DIM=dim, BLOCK_M=block_m, BLOCK_N=block_n,
+        num_warps=warps, num_stages=stages, SPLIT=split, UPCAST=_upcast(q),
     )  # fmt: skip
+    if not split:
+        return out, lse
     # Merge the splits: each holds softmax over its keys; weight by its share of the total exp-sum.
-    lse = torch.logsumexp(partial_lse * math.log(2.0), dim=0) * LOG2E
-    weights = torch.exp2(partial_lse - lse[None])
-    out = (partial * weights[..., None]).sum(dim=0).to(q.dtype)
-    return out, lse if return_lse else None
+    merged_lse = torch.logsumexp(lse * math.log(2.0), dim=0) * LOG2E
+    weights = torch.exp2(lse - merged_lse[None])
+    merged = (out * weights[..., None]).sum(dim=0).to(q.dtype)
+    return merged, merged_lse if return_lse else None
 
 
 def block_mass(q: torch.Tensor, k: torch.Tensor, lse: torch.Tensor, spans: torch.Tensor, scale: float) -> torch.Tensor:

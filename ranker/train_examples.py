@@ -100,9 +100,10 @@ def load_examples(
     spec = load_pipeline(pipeline_name)
     if spec.rerank is not None:
         raise BraidError(f"--negatives-pipeline {pipeline_name!r} reranks; mine negatives with a first stage")
+    for dataset, split in sources:
+        dataset.qrels(split)  # every missing split fails (naming the available ones) before any index is built
     examples: list[TrainExample] = []
     for dataset, split in sources:
-        dataset.qrels(split)  # a missing split fails before any index is built
         pipeline = open_pipeline(spec, dataset, index_dir, threads)
         try:
             examples += mine_examples(pipeline, dataset, split, depth)

@@ -34,7 +34,7 @@ from eval.atomic_file import atomic_write_text
 from eval.errors import BraidError
 from ranker.llm_source import LoadedLM, load_llm
 from ranker.rerank_spec import RerankSpec
-from ranker.reranker import BlockRanker
+from ranker.reranker import BlockRanker, pick_device
 from ranker.train_examples import TrainExample
 from ranker.train_objective import BlockRankLoss
 
@@ -133,6 +133,7 @@ class RankerTrainer:
         self.output = Path(output)
         self.examples = list(examples)
         self.lm: LoadedLM | None = None
+        self._order: tuple[int, list[int]] = (-1, [])
         check_run_folder(self.output, config)
 
     # -- output folder -------------------------------------------------------------------------------------------
@@ -168,24 +169,29 @@ class RankerTrainer:
         picked = []
         for position in range(step * size, (step + 1) * size):
             epoch, offset = divmod(position, count)
-            order = list(range(count))
-            random.Random(f"{self.config.seed}:epoch:{epoch}").shuffle(order)
-            picked.append(self.examples[order[offset]])
+            picked.append(self.examples[self._epoch_order(epoch)[offset]])
         return picked
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        if self._order[0] != epoch:  # one shuffle per epoch, not one per example drawn
+            order = list(range(len(self.examples)))
+            random.Random(f"{self.config.seed}:epoch:{epoch}").shuffle(order)
+            self._order = (epoch, order)
+        return self._order[1]
 
     # -- training ------------------------------------------------------------------------------------------------
 
     def train(self) -> dict:
         config = self.config
-        self.output.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(config.seed)
         resume = self.latest_checkpoint()
         source = str(resume) if resume else config.model
         spec = config.rerank_spec()
-        device = "cuda" if spec.device == "auto" and torch.cuda.is_available() else spec.device
-        device = "cpu" if device == "auto" else device
+        device = pick_device(spec.device)
         lm = load_llm(source, "float32", device)
         ranker = BlockRanker(spec, lm)
+        # Created only once the model has loaded: a bad --model leaves no empty run folder behind.
+        self.output.mkdir(parents=True, exist_ok=True)
         model = lm.model
         model.requires_grad_(True)
         model.train()

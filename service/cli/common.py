@@ -38,3 +38,13 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
             value = raw
         params[key.strip()] = value
     return params
+
+
+def pair_splits(datasets: list[str], splits: list[str] | None, default: str = "train") -> list[str]:
+    """One ``--split`` for every ``--dataset``, or one per dataset (default: ``default`` for all)."""
+    chosen = splits or [default]
+    if len(chosen) == 1:
+        chosen = chosen * len(datasets)
+    if len(chosen) != len(datasets):
+        raise BraidError(f"give one --split for all datasets or one per --dataset ({len(datasets)})")
+    return chosen

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from eval.dataset_resolver import resolve_dataset
-from eval.errors import BraidError
-from service.cli.common import add_data_args, positive_int
+from service.cli.common import add_data_args, pair_splits, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,16 +68,10 @@ def run(args: argparse.Namespace) -> int:
         gradient_checkpointing=not args.no_gradient_checkpointing,
         save_every=args.save_every,
     )
-    splits = args.split or ["train"]
-    if len(splits) == 1:
-        splits = splits * len(args.dataset)
-    if len(splits) != len(args.dataset):
-        raise BraidError(f"give one --split for all datasets or one per --dataset ({len(args.dataset)})")
+    splits = pair_splits(args.dataset, args.split)
     output = Path(args.output)
     check_run_folder(output, config)  # before any index is built or example mined
     datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
-    for dataset, split in zip(datasets, splits, strict=True):
-        dataset.qrels(split)  # names the available splits when this one is missing
     examples = load_examples(
         list(zip(datasets, splits, strict=True)), args.negatives_pipeline, Path(args.index_dir), args.negatives_depth,
         args.threads,

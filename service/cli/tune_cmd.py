@@ -12,7 +12,7 @@ from retriever.fusion import METHODS, NORMALIZATIONS
 from retriever.pipeline import load_pipeline, open_pipeline
 from retriever.pipeline_spec import builtin_pipelines, save_pipeline
 from retriever.tuning import TUNABLE_METRICS, check_tuning, tune_fusion
-from service.cli.common import add_data_args
+from service.cli.common import add_data_args, pair_splits
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,11 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if output.exists() and output.is_dir():
         raise BraidError(f"--output {output} is a directory; give a file path")
     spec = load_pipeline(args.pipeline)
-    splits = args.split or ["train"]
-    if len(splits) == 1:
-        splits = splits * len(args.dataset)
-    if len(splits) != len(args.dataset):
-        raise BraidError(f"give one --split for all datasets or one per --dataset ({len(args.dataset)})")
+    splits = pair_splits(args.dataset, args.split)
     # Refuse a bad request before resolving data or building any index.
     check_tuning(spec, splits, args.metric, args.step, tuple(args.methods), tuple(args.normalizations))
     datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
