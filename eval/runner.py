@@ -31,6 +31,7 @@ class RunResult:
     build_docs_per_s: float | None = None
     stage_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     significance: dict[str, float] = field(default_factory=dict)  # metric -> p-value against the first pipeline
+    fusion: dict[str, Any] | None = None  # the fusion the pipeline ran on this dataset (its own, if tuned for it)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +48,7 @@ class RunResult:
             "build_docs_per_s": None if self.build_docs_per_s is None else round(self.build_docs_per_s, 2),
             "stage_latency_ms": self.stage_latency_ms,
             "p_values": self.significance,
+            "fusion": self.fusion,
         }
 
 
@@ -140,7 +142,15 @@ def run_pipeline(
         index_bytes=pipeline.index_bytes(),
         build_docs_per_s=pipeline.build_docs_per_second(),
         stage_latency_ms={stage: _p50_p99(values) for stage, values in stages.items()},
+        fusion=_fusion_used(pipeline),
     )
+
+
+def _fusion_used(pipeline: Any) -> dict[str, Any] | None:
+    fusion = getattr(pipeline, "fusion", None)
+    if fusion is None:
+        return None
+    return {**fusion.to_dict(), "per_dataset": pipeline.dataset in pipeline.spec.per_dataset}
 
 
 def _p50_p99(values: list[float]) -> dict[str, float]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,12 @@ class FusionSpec:
         for name, weight in (self.weights or {}).items():
             if not np.isfinite(weight) or weight < 0:
                 raise BraidError(f"fusion weight of {name!r} must be a finite number >= 0, got {weight}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The setting as plain JSON-ready values (what ``braid tune --json`` and ``braid eval`` report)."""
+        setting: dict[str, Any] = {"method": self.method}
+        setting.update({"k": self.k} if self.method == "rrf" else {"normalization": self.normalization})
+        return {**setting, "weights": dict(self.weights or {})}
 
     def weight_vector(self, names: Sequence[str]) -> np.ndarray:
         weights = self.weights or {}

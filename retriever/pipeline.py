@@ -120,8 +120,12 @@ class Pipeline:
         doc_count: int,
         reranker: Any = None,
         texts: Callable[[str], str | None] | None = None,
+        dataset: str = "",
     ) -> None:
         self.spec = spec
+        self.dataset = dataset
+        # The fusion tuned for this collection when the pipeline file has one, else the pipeline's [fusion].
+        self.fusion = spec.fusion_for(dataset)
         self.stages = stages
         self.cascade = cascade
         self.doc_count = doc_count
@@ -164,7 +168,7 @@ class Pipeline:
     def check_options(self, options: SearchOptions) -> None:
         """Reject overrides this pipeline cannot apply, naming what it allows."""
         if options.weights:
-            if self.spec.fusion is None:
+            if self.fusion is None:
                 raise BraidError(f"pipeline {self.name!r} has a single retriever: it takes no fusion weights")
             unknown = sorted(set(options.weights) - set(self.retriever_names))
             if unknown:
@@ -189,10 +193,10 @@ class Pipeline:
 
     def _fusion(self, options: SearchOptions):
         if not options.weights:
-            return self.spec.fusion
-        configured = self.spec.fusion.weights or {}
+            return self.fusion
+        configured = self.fusion.weights or {}
         weights = {name: float(options.weights.get(name, configured.get(name, 1.0))) for name in self.retriever_names}
-        return dataclasses.replace(self.spec.fusion, weights=weights)
+        return dataclasses.replace(self.fusion, weights=weights)
 
     # -- one query ---------------------------------------------------------------------------------------------
 
@@ -203,7 +207,7 @@ class Pipeline:
     def _stage_depth(self, stage: _Stage, k: int, options: SearchOptions = NO_OPTIONS) -> int:
         # Fused lists always go to their configured depth: normalization statistics depend on it, and tuning
         # saw exactly those lists. A lone retriever only needs what the caller and the cascade will read.
-        depth = self._fetch(k, options) if self.spec.fusion is None else stage.spec.depth
+        depth = self._fetch(k, options) if self.fusion is None else stage.spec.depth
         return min(depth, self.doc_count)
 
     def _each_stage(self, run: Any) -> list[Any]:
@@ -235,7 +239,7 @@ class Pipeline:
     ) -> list[ExplainedHit]:
         tick = time.perf_counter()
         fetch = self._fetch(k, options)
-        if self.spec.fusion is None:
+        if self.fusion is None:
             name = self.stages[0].spec.name
             hits = [
                 ExplainedHit(hit.doc_id, hit.score, {name: Source(rank, hit.score)})
@@ -310,7 +314,7 @@ class Pipeline:
         if k < 1:
             raise BraidError(f"k must be >= 1, got {k}")
         lists = self.first_stage_lists(queries, k)
-        if self.spec.fusion is None and not self.cascade and self.reranker is None:
+        if self.fusion is None and not self.cascade and self.reranker is None:
             return lists[0]
         results = {}
         items = queries.items()
@@ -424,7 +428,7 @@ def open_pipeline(
 
         reranker = shared_ranker(spec.rerank)
         texts = _corpus_texts(dataset)
-    return Pipeline(spec, stages, cascade, doc_count, reranker, texts)
+    return Pipeline(spec, stages, cascade, doc_count, reranker, texts, dataset.name)
 
 
 def _corpus_texts(dataset: Dataset) -> Callable[[str], str | None]:

@@ -22,6 +22,11 @@ A pipeline file::
     k = 60                 # rrf
     weights = { bm25 = 0.4, dense = 0.6 }
 
+    [per_dataset.nfcorpus-orig.fusion]   # optional: the fusion used on one collection instead of [fusion],
+    method = "rrf"                       # written by ``braid tune --per-dataset`` from that collection's own
+    k = 10                               # train or dev split
+    weights = { bm25 = 0.5, dense = 0.5 }
+
     [[cascade]]            # optional: rescore the head of the list with a more precise scorer
     kind = "dense"
     depth = 100
@@ -51,7 +56,8 @@ from ranker.rerank_spec import RerankSpec
 from retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec
 from retriever.kinds import RETRIEVER_KINDS, RetrieverKind
 
-PIPELINE_KEYS = {"name", "description", "retrievers", "fusion", "cascade", "rerank", "tuned"}
+PIPELINE_KEYS = {"name", "description", "retrievers", "fusion", "per_dataset", "cascade", "rerank", "tuned"}
+PER_DATASET_KEYS = {"fusion", "tuned"}
 RETRIEVER_KEYS = {"name", "kind", "depth", "index"}
 FUSION_KEYS = {"method", "k", "normalization", "weights"}
 CASCADE_KEYS = {"name", "kind", "depth", "index"}
@@ -84,6 +90,19 @@ class RetrieverSpec:
 
 
 @dataclass(frozen=True)
+class DatasetFusion:
+    """The fusion a pipeline uses on one collection, tuned on that collection's own train or dev split.
+
+    Which fusion family wins depends on the collection (Bruch et al., TOIS 2023, find the best convex combination
+    collection-specific; on scifact a z-score weighted sum leads, on nfcorpus a low-k RRF): a collection with a
+    tuning split gets its own setting, every other collection the pipeline's ``[fusion]``.
+    """
+
+    fusion: FusionSpec
+    tuned: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class PipelineSpec:
     name: str
     retrievers: tuple[RetrieverSpec, ...]
@@ -92,6 +111,7 @@ class PipelineSpec:
     description: str = ""
     tuned: dict[str, Any] | None = None
     rerank: RerankSpec | None = None
+    per_dataset: Mapping[str, DatasetFusion] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.retrievers]
@@ -103,18 +123,28 @@ class PipelineSpec:
                 f"pipeline {self.name!r}: {len(self.retrievers)} retrievers need a [fusion] table "
                 f"(method: {', '.join(METHODS)})"
             )
-        if self.fusion is not None and self.fusion.weights is not None:
-            unknown = sorted(set(self.fusion.weights) - set(names))
-            missing = sorted(set(names) - set(self.fusion.weights))
+        if self.per_dataset and self.fusion is None:
+            raise BraidError(f"pipeline {self.name!r}: per_dataset fusion needs two or more retrievers and a [fusion]")
+        fusions = {"fusion": self.fusion, **{f"per_dataset.{n}.fusion": d.fusion for n, d in self.per_dataset.items()}}
+        for where, fusion in fusions.items():
+            if fusion is None or fusion.weights is None:
+                continue
+            unknown = sorted(set(fusion.weights) - set(names))
+            missing = sorted(set(names) - set(fusion.weights))
             if unknown or missing:
                 raise BraidError(
-                    f"pipeline {self.name!r}: fusion weights must name each retriever once "
+                    f"pipeline {self.name!r}: {where} weights must name each retriever once "
                     f"(retrievers: {', '.join(names)}; unknown: {unknown or 'none'}; missing: {missing or 'none'})"
                 )
 
     @property
     def depth(self) -> int:
         return max(spec.depth for spec in self.retrievers)
+
+    def fusion_for(self, dataset: str) -> FusionSpec | None:
+        """The fusion this pipeline uses on ``dataset``: its own tuned setting if it has one, else ``[fusion]``."""
+        override = self.per_dataset.get(dataset)
+        return override.fusion if override is not None else self.fusion
 
 
 def builtin_pipelines() -> dict[str, Path]:
@@ -234,6 +264,7 @@ def parse_pipeline(raw: Mapping[str, Any], source: str) -> PipelineSpec:
     tuned = raw.get("tuned")
     if tuned is not None and not isinstance(tuned, Mapping):
         raise BraidError(f"{source}: tuned must be a table")
+    per_dataset = parse_per_dataset(raw.get("per_dataset", {}), source)
     return PipelineSpec(
         name=name,
         retrievers=specs,
@@ -242,7 +273,32 @@ def parse_pipeline(raw: Mapping[str, Any], source: str) -> PipelineSpec:
         description=str(raw.get("description", "")),
         tuned=dict(tuned) if tuned else None,
         rerank=rerank,
+        per_dataset=per_dataset,
     )
+
+
+def parse_per_dataset(raw: Any, source: str) -> dict[str, DatasetFusion]:
+    """``[per_dataset.<dataset>]`` tables: each a ``fusion`` table and an optional ``tuned`` provenance table."""
+    if not isinstance(raw, Mapping):
+        raise BraidError(f"{source}: per_dataset must be a table of [per_dataset.<dataset>] tables")
+    parsed = {}
+    for dataset, table in raw.items():
+        where = f"{source}: [per_dataset.{dataset}]"
+        if not isinstance(table, Mapping):
+            raise BraidError(f"{where}: must be a table")
+        unknown = set(table) - PER_DATASET_KEYS
+        if unknown:
+            allowed = ", ".join(sorted(PER_DATASET_KEYS))
+            raise BraidError(f"{where}: unknown field(s) {sorted(unknown)} (allowed: {allowed})")
+        if "fusion" not in table:
+            raise BraidError(f"{where}: missing field 'fusion' (a table like [fusion])")
+        tuned = table.get("tuned")
+        if tuned is not None and not isinstance(tuned, Mapping):
+            raise BraidError(f"{where}: tuned must be a table")
+        parsed[str(dataset)] = DatasetFusion(
+            parse_fusion(table["fusion"], f"{where} fusion"), dict(tuned) if tuned else None
+        )
+    return parsed
 
 
 def load_pipeline(name_or_file: str) -> PipelineSpec:
@@ -270,6 +326,17 @@ def _retriever_table(spec: RetrieverSpec) -> dict[str, Any]:
     return {**table, **spec.params}
 
 
+def _fusion_table(spec: FusionSpec) -> dict[str, Any]:
+    table: dict[str, Any] = {"method": spec.method}
+    if spec.method == "rrf":
+        table["k"] = spec.k
+    else:
+        table["normalization"] = spec.normalization
+    if spec.weights is not None:
+        table["weights"] = dict(spec.weights)
+    return table
+
+
 def pipeline_to_dict(spec: PipelineSpec) -> dict[str, Any]:
     """The TOML structure of a pipeline, as :func:`parse_pipeline` reads it."""
     data: dict[str, Any] = {"name": spec.name}
@@ -277,14 +344,12 @@ def pipeline_to_dict(spec: PipelineSpec) -> dict[str, Any]:
         data["description"] = spec.description
     data["retrievers"] = [_retriever_table(r) for r in spec.retrievers]
     if spec.fusion is not None:
-        fusion: dict[str, Any] = {"method": spec.fusion.method}
-        if spec.fusion.method == "rrf":
-            fusion["k"] = spec.fusion.k
-        else:
-            fusion["normalization"] = spec.fusion.normalization
-        if spec.fusion.weights is not None:
-            fusion["weights"] = dict(spec.fusion.weights)
-        data["fusion"] = fusion
+        data["fusion"] = _fusion_table(spec.fusion)
+    if spec.per_dataset:
+        data["per_dataset"] = {
+            name: {"fusion": _fusion_table(item.fusion), **({"tuned": dict(item.tuned)} if item.tuned else {})}
+            for name, item in spec.per_dataset.items()
+        }
     if spec.cascade:
         data["cascade"] = [_retriever_table(stage) for stage in spec.cascade]
     if spec.rerank is not None:

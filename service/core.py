@@ -329,7 +329,7 @@ class SearchCore:
                     "braid_version": manifest.braid_version,
                 }
             )
-        fusion = spec.fusion
+        fusion = pipeline.fusion
         return {
             "name": spec.name,
             "description": spec.description,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from eval.dataset_resolver import resolve_dataset
@@ -34,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tune.add_argument("--rrf-k", nargs="+", type=float, default=[10.0, 30.0, 60.0, 100.0], help="k values for RRF")
     tune.add_argument("--output", help="write the tuned pipeline here (default: overwrite --pipeline's file)")
+    tune.add_argument(
+        "--per-dataset",
+        action="store_true",
+        help="save each dataset's best setting as its own [per_dataset.<dataset>] fusion (each tuned on its own split)"
+        " instead of one [fusion] for all",
+    )
     tune.add_argument("--keep-self-hits", action="store_true", help="count hits whose id equals the query id")
     tune.add_argument("--json", action="store_true", help="print the best setting as JSON")
     add_data_args(tune)
@@ -57,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
         (open_pipeline(spec, dataset, Path(args.index_dir), args.threads), dataset, split)
         for dataset, split in zip(datasets, splits, strict=True)
     ]
-    tuned, trials = tune_fusion(
-        targets,
+    options = dict(
         metric=args.metric,
         step=args.step,
         methods=tuple(args.methods),
@@ -66,22 +72,36 @@ def run(args: argparse.Namespace) -> int:
         rrf_ks=tuple(args.rrf_k),
         keep_self_hits=args.keep_self_hits,
     )
-    best = trials[0]
-    header = (
-        f"Fusion tuned by `braid tune` on {' + '.join(f'{d.name}/{s}' for d, s in zip(datasets, splits, strict=True))} "
-        f"({len(trials)} settings tried): mean {args.metric} {best.value:.4f}."
+    # Per dataset: one search per (dataset, split), each saved as that collection's own fusion.
+    groups = [[target] for target in targets] if args.per_dataset else [targets]
+    results = []  # (what it was tuned on, best fusion, provenance, every trial)
+    for group in groups:
+        tuned, trials = tune_fusion(group, per_dataset=args.per_dataset, **options)
+        label = " + ".join(f"{dataset.name}/{split}" for _, dataset, split in group)
+        if args.per_dataset:
+            name = group[0][1].name
+            spec = replace(spec, per_dataset={**spec.per_dataset, name: tuned.per_dataset[name]})
+            results.append((label, tuned.per_dataset[name].fusion, tuned.per_dataset[name].tuned, trials))
+        else:
+            spec = tuned
+            results.append((label, tuned.fusion, tuned.tuned, trials))
+    where = "[per_dataset.<dataset>] fusion" if args.per_dataset else "[fusion]"
+    header = "\n".join(
+        f"{where} tuned by `braid tune` on {label} ({len(trials)} settings tried): {args.metric} {trials[0].value:.4f}."
+        for label, _, _, trials in results
     )
-    save_pipeline(tuned, output, header)
-    fusion = tuned.fusion
-    assert fusion is not None
+    save_pipeline(spec, output, header)
     if args.json:
-        print(json.dumps({"fusion": {**fusion.__dict__, "weights": dict(fusion.weights or {})}, **(tuned.tuned or {})}))
+        rows = [{"fusion": fusion.to_dict(), **(tuned or {})} for _, fusion, tuned, _ in results]
+        print(json.dumps(rows if args.per_dataset else rows[0]))
         return 0
-    print(f"{'method':<10} {'norm/k':>8}  {'weights':<40} {args.metric:>8}")
-    for trial in trials[:10]:
-        f = trial.fusion
-        setting = f.normalization if f.method == "weighted" else f"k={f.k:g}"
-        weights = ", ".join(f"{name} {value:g}" for name, value in (f.weights or {}).items())
-        print(f"{f.method:<10} {setting:>8}  {weights:<40} {trial.value:8.4f}")
-    print(f"saved the best setting into {output}")
+    for label, _, _, trials in results:
+        print(f"{label}:")
+        print(f"{'method':<10} {'norm/k':>8}  {'weights':<40} {args.metric:>8}")
+        for trial in trials[:10]:
+            f = trial.fusion
+            setting = f.normalization if f.method == "weighted" else f"k={f.k:g}"
+            weights = ", ".join(f"{name} {value:g}" for name, value in (f.weights or {}).items())
+            print(f"{f.method:<10} {setting:>8}  {weights:<40} {trial.value:8.4f}")
+    print(f"saved the best setting into {output} ({where})")
     return 0

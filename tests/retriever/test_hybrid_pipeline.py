@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -63,6 +65,40 @@ def test_explanations_give_each_retrievers_rank_and_score(hybrid):
                 assert source.rank is None and source.score is None
         assert hit.fused_score == hit.score
     assert {"retriever.beir", "retriever.lucene", "fusion", "total"} <= set(timings)
+
+
+PER_DATASET = """
+[per_dataset.tiny.fusion]
+method = "rrf"
+k = 1.0
+weights = { beir = 0.2, lucene = 0.8 }
+[per_dataset.tiny.tuned]
+datasets = ["tiny/train"]
+"""
+
+
+def test_per_dataset_fusion_applies_only_on_its_collection(tiny_beir, tmp_path):
+    path = tmp_path / "hybrid.toml"
+    path.write_text(HYBRID + PER_DATASET)
+    spec = load_pipeline(str(path))
+    override = FusionSpec("rrf", k=1.0, weights={"beir": 0.2, "lucene": 0.8})
+    assert spec.fusion_for("tiny") == override and spec.fusion_for("other") == spec.fusion
+    tiny = open_pipeline(spec, open_dataset_dir(tiny_beir), tmp_path / "indexes")
+    assert tiny.fusion == override
+    beir, lucene = (stage.retriever for stage in tiny.stages)
+    for query in ("cat fish", "dog", "bird dog"):
+        lists = [beir.search(query, 3), lucene.search(query, 4)]
+        assert tiny.search(query, 3) == fuse(lists, ["beir", "lucene"], override, 3)
+    # The same collection under another name has no tuned setting of its own: the pipeline's [fusion] applies.
+    shutil.copytree(tiny_beir, tmp_path / "other")
+    other = open_pipeline(spec, open_dataset_dir(tmp_path / "other"), tmp_path / "indexes-other")
+    assert other.fusion == spec.fusion
+    lists = [beir.search("cat fish", 3), lucene.search("cat fish", 4)]
+    assert other.search("cat fish", 3) == fuse(lists, ["beir", "lucene"], spec.fusion, 3)
+    # Written back (as braid tune does), the per-dataset table survives unchanged.
+    save_pipeline(spec, tmp_path / "copy.toml")
+    again = load_pipeline(str(tmp_path / "copy.toml"))
+    assert again.per_dataset == spec.per_dataset and again.fusion == spec.fusion
 
 
 def test_k_of_zero_or_beyond_the_collection_is_refused(hybrid):

@@ -56,6 +56,18 @@ TWO = 'name = "x"\n[[retrievers]]\nname = "a"\nkind = "bm25"\n[[retrievers]]\nna
         ('name = "x"\n[[retrievers]]\nkind = "bm25"\n[rerank]\nwindow = 10\nstride = 10\n', "stride .10. must be"),
         ('name = "x"\n[[retrievers]]\nkind = "bm25"\n[rerank]\nlayers = [1.5]\n', "layers must be a list of int"),
         ('name = "x"\n[[retrievers]]\nkind = "bm25"\ndepth = 0\n', "depth must be >= 1"),
+        (
+            TWO + "[fusion]\n[per_dataset.tiny.fusion]\nweights = { a = 1.0, c = 2.0 }\n",
+            r"per_dataset.tiny.fusion weights must name each retriever once .*unknown: \['c'\]; missing: \['b'\]",
+        ),
+        (TWO + '[fusion]\n[per_dataset.tiny.fusion]\nmethod = "borda"\n', r"\[per_dataset.tiny\] fusion: method must"),
+        (TWO + "[fusion]\n[per_dataset.tiny]\ntuned = { split = 'dev' }\n", "missing field 'fusion'"),
+        (TWO + "[fusion]\n[per_dataset.tiny]\nfusion = {}\nk = 1\n", r"unknown field\(s\) \['k'\] \(allowed: fusion"),
+        ("per_dataset = 3\n" + TWO + "[fusion]\n", "per_dataset must be a table"),
+        (
+            'name = "x"\n[[retrievers]]\nkind = "bm25"\n[per_dataset.tiny.fusion]\nmethod = "rrf"\n',
+            "per_dataset fusion needs two or more retrievers",
+        ),
         ("name = \n", "invalid TOML"),
     ],
 )

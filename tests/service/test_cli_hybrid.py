@@ -56,7 +56,7 @@ def test_tune_saves_weights_into_the_pipeline_file(tiny_beir, tmp_path, hybrid_f
     tuned = load_pipeline(str(hybrid_file))
     assert tuned.tuned["value"] == best["value"]
     assert set(tuned.fusion.weights) == {"beir", "lucene"} and sum(tuned.fusion.weights.values()) == pytest.approx(1)
-    assert hybrid_file.read_text().startswith("# Fusion tuned by `braid tune` on tiny/train")
+    assert hybrid_file.read_text().startswith("# [fusion] tuned by `braid tune` on tiny/train")
     # The tuned pipeline, evaluated on the split it was tuned on, scores what the tuner measured.
     ev = ["eval", "--dataset", str(tiny_beir), "--index-dir", str(tmp_path / "idx"), "--output", str(tmp_path / "r")]
     assert main([*ev, "--pipeline", str(hybrid_file), "--split", "train", "--json", "--latency-sample", "0"]) == 0
@@ -66,3 +66,23 @@ def test_tune_saves_weights_into_the_pipeline_file(tiny_beir, tmp_path, hybrid_f
     assert main([*args, "--step", "0.3"]) == 2
     assert main(["tune", "--dataset", str(tiny_beir), "--pipeline", "bm25"]) == 2
     assert "give --output FILE" in capsys.readouterr().err
+
+
+def test_tune_per_dataset_saves_the_collections_own_fusion(tiny_beir, tmp_path, hybrid_file, capsys):
+    (tiny_beir / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\nq2\td4\t1\nq3\td3\t1\n")
+    before = load_pipeline(str(hybrid_file))
+    args = ["tune", "--dataset", str(tiny_beir), "--index-dir", str(tmp_path / "idx"), "--pipeline", str(hybrid_file)]
+    assert main([*args, "--split", "dev", "--per-dataset", "--step", "0.5", "--rrf-k", "1", "--json"]) == 0
+    (best,) = json.loads(capsys.readouterr().out)
+    assert best["datasets"] == ["tiny/dev"]
+    tuned = load_pipeline(str(hybrid_file))
+    # [fusion] is untouched; the collection's own setting holds what the tuner found best.
+    assert tuned.fusion == before.fusion and tuned.tuned == before.tuned
+    assert tuned.per_dataset["tiny"].fusion.to_dict() == best["fusion"]
+    assert tuned.per_dataset["tiny"].tuned["value"] == best["value"]
+    assert "[per_dataset.tiny.fusion]" in hybrid_file.read_text()
+    ev = ["eval", "--dataset", str(tiny_beir), "--index-dir", str(tmp_path / "idx"), "--output", str(tmp_path / "r")]
+    assert main([*ev, "--pipeline", str(hybrid_file), "--split", "dev", "--json", "--latency-sample", "0"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["ndcg@10"] == pytest.approx(best["value"], abs=1e-6)
+    assert row["fusion"] == {**best["fusion"], "per_dataset": True}
