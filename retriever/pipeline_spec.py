@@ -327,13 +327,9 @@ def _retriever_table(spec: RetrieverSpec) -> dict[str, Any]:
 
 
 def _fusion_table(spec: FusionSpec) -> dict[str, Any]:
-    table: dict[str, Any] = {"method": spec.method}
-    if spec.method == "rrf":
-        table["k"] = spec.k
-    else:
-        table["normalization"] = spec.normalization
-    if spec.weights is not None:
-        table["weights"] = dict(spec.weights)
+    table = spec.to_dict()
+    if spec.weights is None:  # no weights means 1.0 each; an empty table would name no retriever
+        del table["weights"]
     return table
 
 
