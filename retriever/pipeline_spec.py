@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -90,12 +90,12 @@ class RetrieverSpec:
 
 
 @dataclass(frozen=True)
-class DatasetFusion:
-    """The fusion a pipeline uses on one collection, tuned on that collection's own train or dev split.
+class TunedFusion:
+    """A fusion setting with where it was tuned: ``braid tune``'s result, and a collection's own setting.
 
     Which fusion family wins depends on the collection (Bruch et al., TOIS 2023, find the best convex combination
     collection-specific; on scifact a z-score weighted sum leads, on nfcorpus a low-k RRF): a collection with a
-    tuning split gets its own setting, every other collection the pipeline's ``[fusion]``.
+    tuning split can get its own setting (``per_dataset``), every other collection the pipeline's ``[fusion]``.
     """
 
     fusion: FusionSpec
@@ -111,7 +111,7 @@ class PipelineSpec:
     description: str = ""
     tuned: dict[str, Any] | None = None
     rerank: RerankSpec | None = None
-    per_dataset: Mapping[str, DatasetFusion] = field(default_factory=dict)
+    per_dataset: Mapping[str, TunedFusion] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.retrievers]
@@ -140,6 +140,12 @@ class PipelineSpec:
     @property
     def depth(self) -> int:
         return max(spec.depth for spec in self.retrievers)
+
+    def with_fusion(self, tuned: TunedFusion, dataset: str | None = None) -> PipelineSpec:
+        """This pipeline with ``tuned`` as its ``[fusion]`` (and ``[tuned]``), or as ``dataset``'s own setting."""
+        if dataset is None:
+            return replace(self, fusion=tuned.fusion, tuned=tuned.tuned)
+        return replace(self, per_dataset={**self.per_dataset, dataset: tuned})
 
     def fusion_for(self, dataset: str) -> FusionSpec | None:
         """The fusion this pipeline uses on ``dataset``: its own tuned setting if it has one, else ``[fusion]``."""
@@ -277,7 +283,7 @@ def parse_pipeline(raw: Mapping[str, Any], source: str) -> PipelineSpec:
     )
 
 
-def parse_per_dataset(raw: Any, source: str) -> dict[str, DatasetFusion]:
+def parse_per_dataset(raw: Any, source: str) -> dict[str, TunedFusion]:
     """``[per_dataset.<dataset>]`` tables: each a ``fusion`` table and an optional ``tuned`` provenance table."""
     if not isinstance(raw, Mapping):
         raise BraidError(f"{source}: per_dataset must be a table of [per_dataset.<dataset>] tables")
@@ -295,7 +301,7 @@ def parse_per_dataset(raw: Any, source: str) -> dict[str, DatasetFusion]:
         tuned = table.get("tuned")
         if tuned is not None and not isinstance(tuned, Mapping):
             raise BraidError(f"{where}: tuned must be a table")
-        parsed[str(dataset)] = DatasetFusion(
+        parsed[str(dataset)] = TunedFusion(
             parse_fusion(table["fusion"], f"{where} fusion"), dict(tuned) if tuned else None
         )
     return parsed

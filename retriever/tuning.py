@@ -6,8 +6,8 @@ are searched on the simplex (non-negative, summing to 1) with a fixed step, as i
 convex combinations; RRF is searched over its k as well. Cascade stages are not part of the search: they
 reorder the fused head afterwards, whatever the weights.
 
-The best setting replaces the pipeline's ``[fusion]``, or, with ``per_dataset``, becomes the collection's own
-``[per_dataset.<dataset>]`` setting, used only when the pipeline runs on that collection.
+The best setting, with its provenance, goes into the pipeline's ``[fusion]``, or becomes one collection's own
+``[per_dataset.<dataset>]`` setting (:meth:`PipelineSpec.with_fusion`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from eval.runner import judged_queries, known_qrels
 from eval.trec_run import drop_self_hits
 from retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec, fusion_inputs
 from retriever.pipeline import Pipeline
-from retriever.pipeline_spec import DatasetFusion, PipelineSpec
+from retriever.pipeline_spec import PipelineSpec, TunedFusion
 
 TUNABLE_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map")
 EVAL_DEPTH = 100  # every tunable metric but MAP is decided within the top 100; MAP is approximated there
@@ -84,15 +84,9 @@ def tune_fusion(
     normalizations: tuple[str, ...] = ("minmax", "zscore"),
     rrf_ks: tuple[float, ...] = (10.0, 30.0, 60.0, 100.0),
     keep_self_hits: bool = False,
-    per_dataset: bool = False,
-) -> tuple[PipelineSpec, list[Trial]]:
+) -> tuple[TunedFusion, list[Trial]]:
     """Best fusion by ``metric``, averaged over one or more (pipeline, dataset, split) targets that open the same
-    pipeline on different collections; returns the tuned spec and every trial, best first.
-
-    ``per_dataset`` (one target): the best setting is saved as that collection's own fusion instead of ``[fusion]``.
-    """
-    if per_dataset and len(targets) != 1:
-        raise BraidError("per-dataset tuning takes one (dataset, split) at a time")
+    pipeline on different collections; returns it with its provenance, and every trial, best first."""
     pipeline = targets[0][0]
     names = pipeline.retriever_names
     grid = check_tuning(pipeline.spec, [split for *_, split in targets], metric, step, methods, normalizations)
@@ -134,8 +128,4 @@ def tune_fusion(
         "queries": sum(len(queries) for _, queries, *_ in cached),
         "step": step,
     }
-    if per_dataset:
-        name = cached[0][0].name
-        overrides = {**pipeline.spec.per_dataset, name: DatasetFusion(best.fusion, tuned)}
-        return replace(pipeline.spec, per_dataset=overrides), trials
-    return replace(pipeline.spec, fusion=best.fusion, tuned=tuned), trials
+    return TunedFusion(best.fusion, tuned), trials

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from eval.dataset_resolver import resolve_dataset
@@ -74,28 +73,22 @@ def run(args: argparse.Namespace) -> int:
     )
     # Per dataset: one search per (dataset, split), each saved as that collection's own fusion.
     groups = [[target] for target in targets] if args.per_dataset else [targets]
-    results = []  # (what it was tuned on, best fusion, provenance, every trial)
+    results = []  # (what it was tuned on, the best setting with its provenance, every trial)
     for group in groups:
-        tuned, trials = tune_fusion(group, per_dataset=args.per_dataset, **options)
-        label = " + ".join(f"{dataset.name}/{split}" for _, dataset, split in group)
-        if args.per_dataset:
-            name = group[0][1].name
-            spec = replace(spec, per_dataset={**spec.per_dataset, name: tuned.per_dataset[name]})
-            results.append((label, tuned.per_dataset[name].fusion, tuned.per_dataset[name].tuned, trials))
-        else:
-            spec = tuned
-            results.append((label, tuned.fusion, tuned.tuned, trials))
+        tuned, trials = tune_fusion(group, **options)
+        spec = spec.with_fusion(tuned, group[0][1].name if args.per_dataset else None)
+        results.append((" + ".join(f"{dataset.name}/{split}" for _, dataset, split in group), tuned, trials))
     where = "[per_dataset.<dataset>] fusion" if args.per_dataset else "[fusion]"
     header = "\n".join(
         f"{where} tuned by `braid tune` on {label} ({len(trials)} settings tried): {args.metric} {trials[0].value:.4f}."
-        for label, _, _, trials in results
+        for label, _, trials in results
     )
     save_pipeline(spec, output, header)
     if args.json:
-        rows = [{"fusion": fusion.to_dict(), **(tuned or {})} for _, fusion, tuned, _ in results]
+        rows = [{"fusion": tuned.fusion.to_dict(), **(tuned.tuned or {})} for _, tuned, _ in results]
         print(json.dumps(rows if args.per_dataset else rows[0]))
         return 0
-    for label, _, _, trials in results:
+    for label, _, trials in results:
         print(f"{label}:")
         print(f"{'method':<10} {'norm/k':>8}  {'weights':<40} {args.metric:>8}")
         for trial in trials[:10]:
