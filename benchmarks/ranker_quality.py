@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> dict:
     labels = [model if len(models) == 1 else Path(model).name or model for model in models]
     corpus = {doc.doc_id: doc.contents for doc in dataset.iter_corpus()}
     first_stage = pipeline.batch_search(queries, 100 + 1)
-    runs: dict[str, dict[str, dict[str, float]]] = {"first-stage": {}}
+    candidates = {qid: [hit.doc_id for hit in first_stage[qid] if hit.doc_id != qid][:100] for qid in queries}
+    runs: dict[str, dict[str, dict[str, float]]] = {
+        "first-stage": {qid: {doc_id: float(len(hits) - rank) for rank, doc_id in enumerate(hits)}
+                        for qid, hits in candidates.items()}
+    }  # fmt: skip
     layers = {}
     for model, label in zip(models, labels, strict=True):
         spec = RerankSpec(model=model, window=args.depth, stride=max(1, args.depth // 2), device=args.device,
@@ -80,14 +84,12 @@ def main(argv: list[str] | None = None) -> dict:
         layer = layers[label] = ranker.layers[0]
         first_runs, attention_runs = {}, {}
         for qid, text in tqdm(queries.items(), desc=f"rerank {label}", unit="q", file=sys.stderr):
-            hits = [hit.doc_id for hit in first_stage[qid] if hit.doc_id != qid][:100]
-            head, tail = hits[: args.depth], hits[args.depth :]
+            head, tail = candidates[qid][: args.depth], candidates[qid][args.depth :]
             prompt = ranker.prompt([corpus[doc_id] for doc_id in head], text)
             with torch.inference_mode():
                 result = ranker.forward(prompt, [layer], ranker.spec.probe_tokens, need_logits=True)
             first = result.last_logits[list(prompt.label_token_ids)].tolist()
             attention = result.doc_attention[layer].float().mean(dim=(0, 1)).tolist()
-            runs["first-stage"][qid] = {doc_id: float(len(hits) - rank) for rank, doc_id in enumerate(hits)}
             first_runs[qid] = reorder(head, first, tail)
             attention_runs[qid] = reorder(head, attention, tail)
         prefix = "" if len(models) == 1 else f"{label}/"
