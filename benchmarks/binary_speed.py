@@ -19,9 +19,8 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-
-from indexer.binary_codes import RecurrentCoder, symmetric_scores
-from indexer.recurrent_binarizer import train_binarizer
+from braid.indexer.binary_codes import RecurrentCoder, symmetric_scores
+from braid.indexer.recurrent_binarizer import train_binarizer
 
 
 def unit_vectors(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:

@@ -13,9 +13,9 @@ import argparse
 import json
 from pathlib import Path
 
-from eval.dataset_resolver import resolve_dataset
-from eval.runner import run_pipeline
-from retriever.pipeline import PipelineSpec, open_pipeline, parse_retriever
+from braid.common.dataset_resolver import resolve_dataset
+from braid.eval.runner import run_pipeline
+from braid.pipelines.pipeline import PipelineSpec, open_pipeline, parse_retriever
 
 CONFIGS = [("float exact", {"kind": "dense"}, 384 * 4)]
 CONFIGS += [(f"sign 1 bit, rescore {r}", {"kind": "binary", "method": "sign", "rescore": r}, 48) for r in (0, 100)]

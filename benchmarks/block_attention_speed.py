@@ -66,7 +66,7 @@ def median_ms(function: Callable[[], object], repeats: int, device: str, setup: 
 
 
 def random_prompt(config: object, docs: int, doc_tokens: int, jitter: int, seed: int):
-    from ranker.prompt_layout import BlockPrompt
+    from braid.ranker.prompt_layout import BlockPrompt
 
     generator = torch.Generator().manual_seed(seed)
 
@@ -80,7 +80,7 @@ def random_prompt(config: object, docs: int, doc_tokens: int, jitter: int, seed:
 
 def attention_rows(prompt, config, dtype, device: str, repeats: int, backends: list[str]) -> dict[str, float]:
     """One layer's attention over ``prompt`` (random q/k/v of the model's head layout), in ms."""
-    from ranker.attention_backend import get_backend
+    from braid.ranker.attention_backend import get_backend
 
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     dim = config.hidden_size // heads
@@ -145,9 +145,9 @@ def model_flops(config: object, tokens: int, attended_pairs: int, layers: int, l
 
 
 def model_rows(model, prompt, config, device: str, repeats: int, backend: str, exit_layer: int, peak: float):
-    from ranker.attention_backend import get_backend
-    from ranker.block_forward import BlockForward
-    from ranker.doc_cache import DocumentKVCache
+    from braid.ranker.attention_backend import get_backend
+    from braid.ranker.block_forward import BlockForward
+    from braid.ranker.doc_cache import DocumentKVCache
 
     layers = config.num_hidden_layers
     flat = prompt.flat_ids()[None].to(device)

@@ -21,11 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from eval.dataset_resolver import resolve_dataset
-from indexer.manifest import MANIFEST_NAME, Manifest
-from indexer.verify import indexes_under
-from retriever.kinds import RETRIEVER_KINDS
-from retriever.pipeline import open_index_retriever
+from braid.common.dataset_resolver import resolve_dataset
+from braid.indexer.manifest import MANIFEST_NAME, Manifest
+from braid.indexer.verify import indexes_under
+from braid.pipelines.pipeline import open_index_retriever
+from braid.retriever.kinds import RETRIEVER_KINDS
 
 REPO = Path(__file__).resolve().parents[1]
 LUCENE_DIRS = ("impact/",)
@@ -71,7 +71,7 @@ def compare(a: Path, b: Path, dataset_name: str, k: int, data_dir: str | None) -
 
 
 def kill_and_resume(config: Path, output: Path, after: int, extra: list[str]) -> int:
-    command = [sys.executable, "-m", "service.cli.main", "index", "build", "--config", str(config),
+    command = [sys.executable, "-m", "braid", "index", "build", "--config", str(config),
                "--output", str(output), *extra]  # fmt: skip
     process = subprocess.Popen(command, cwd=REPO, start_new_session=True)
     started = time.monotonic()

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from braid.common.dataset_resolver import resolve_dataset
+from braid.common.metrics import evaluate
+from braid.eval.runner import judged_queries, known_qrels
+from braid.indexer.manifest import Manifest
+from braid.indexer.token_index import TokenStore, encoder_for
+from braid.pipelines.pipeline import PipelineSpec, open_pipeline, parse_retriever
 from tqdm import tqdm
-
-from eval.dataset_resolver import resolve_dataset
-from eval.metrics import evaluate
-from eval.runner import judged_queries, known_qrels
-from indexer.manifest import Manifest
-from indexer.token_index import TokenStore, encoder_for
-from retriever.pipeline import PipelineSpec, open_pipeline, parse_retriever
 
 
 def pooled_documents(store: TokenStore, factor: int, renormalize: bool, protected: int) -> list[torch.Tensor]:

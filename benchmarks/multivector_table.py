@@ -14,11 +14,11 @@ import argparse
 import json
 from pathlib import Path
 
-from eval.dataset_resolver import resolve_dataset
-from eval.runner import run_pipeline
-from indexer.manifest import Manifest
-from indexer.multivector_index import POOL_FACTORS, MultiVectorStore
-from retriever.pipeline import PipelineSpec, open_pipeline, parse_retriever
+from braid.common.dataset_resolver import resolve_dataset
+from braid.eval.runner import run_pipeline
+from braid.indexer.manifest import Manifest
+from braid.indexer.multivector_index import POOL_FACTORS, MultiVectorStore
+from braid.pipelines.pipeline import PipelineSpec, open_pipeline, parse_retriever
 
 
 def main() -> None:

@@ -12,12 +12,11 @@ this prints the numbers. Usage:
 from __future__ import annotations
 
 import torch
-
-from ranker.attention_backend import TorchBlockBackend, block_mass
-from ranker.block_forward import BlockForward
-from ranker.doc_cache import DocumentKVCache
-from ranker.llm_source import load_llm
-from ranker.prompt_layout import BlockPrompt, PromptTemplate, build_prompt
+from braid.ranker.attention_backend import TorchBlockBackend, block_mass
+from braid.ranker.block_forward import BlockForward
+from braid.ranker.doc_cache import DocumentKVCache
+from braid.ranker.llm_source import load_llm
+from braid.ranker.prompt_layout import BlockPrompt, PromptTemplate, build_prompt
 
 
 def tiny_model(family: str) -> torch.nn.Module:

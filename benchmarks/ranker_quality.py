@@ -19,16 +19,15 @@ import sys
 from pathlib import Path
 
 import torch
+from braid.common.dataset_resolver import resolve_dataset
+from braid.common.metrics import evaluate
+from braid.common.trec_run import write_run
+from braid.eval.runner import judged_queries, known_qrels
+from braid.eval.significance import compare
+from braid.pipelines.pipeline import load_pipeline, open_pipeline
+from braid.ranker.rerank_spec import RerankSpec
+from braid.ranker.reranker import BlockRanker
 from tqdm import tqdm
-
-from eval.dataset_resolver import resolve_dataset
-from eval.metrics import evaluate
-from eval.runner import judged_queries, known_qrels
-from eval.significance import compare
-from eval.trec_run import write_run
-from ranker.rerank_spec import RerankSpec
-from ranker.reranker import BlockRanker
-from retriever.pipeline import load_pipeline, open_pipeline
 
 
 def reorder(head: list[str], scores: list[float], tail: list[str]) -> dict[str, float]:

@@ -20,14 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
-from eval.dataset_resolver import resolve_dataset
-from ranker.attention_backend import get_backend
-from ranker.block_forward import BlockForward
-from ranker.doc_cache import DocumentKVCache
-from ranker.identifiers import IdentifierScheme
-from ranker.llm_source import load_llm
-from ranker.prompt_layout import PromptTemplate, build_prompt
+from braid.common.dataset_resolver import resolve_dataset
+from braid.ranker.attention_backend import get_backend
+from braid.ranker.block_forward import BlockForward
+from braid.ranker.doc_cache import DocumentKVCache
+from braid.ranker.identifiers import IdentifierScheme
+from braid.ranker.llm_source import load_llm
+from braid.ranker.prompt_layout import PromptTemplate, build_prompt
 
 
 def median_s(function: Callable[[], object], repeats: int, setup: Callable[[], object] | None = None) -> float:

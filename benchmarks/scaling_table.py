@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from indexer.manifest import Manifest
-from indexer.verify import indexes_under
+from braid.indexer.manifest import Manifest
+from braid.indexer.verify import indexes_under
 
 SIZES = (10_000_000, 100_000_000)
 

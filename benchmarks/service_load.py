@@ -28,10 +28,10 @@ from pathlib import Path
 
 import grpc
 import httpx
+from braid.common.dataset_resolver import resolve_dataset
+from braid.service.client import BraidClient
 
 from benchmarks.service_process import REPO, start_server, stop_server
-from eval.dataset_resolver import resolve_dataset
-from service.client import BraidClient
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -127,7 +127,7 @@ def rebuild_and_reload(args, addresses: dict, api_key: str, pipeline: str):
     def action() -> dict:
         tick = time.perf_counter()
         build = subprocess.run(
-            [sys.executable, "-m", "service.cli.main", "index", "build", "--dataset", args.dataset, "--kind", "bm25",
+            [sys.executable, "-m", "braid", "index", "build", "--dataset", args.dataset, "--kind", "bm25",
              "--index-dir", args.index_dir, "--force", *(["--data-dir", args.data_dir] if args.data_dir else [])],
             cwd=REPO, capture_output=True, text=True,
         )  # fmt: skip

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def start_server(args: list[str], api_key: str, log: Path, timeout: float = 600) -> tuple[subprocess.Popen, dict]:
     """Run ``braid serve ARGS`` on free loopback ports; returns the process and its ready record."""
     ready = Path(tempfile.mkdtemp()) / "ready.json"
-    command = [sys.executable, "-m", "service.cli.main", "serve", "--grpc-port", "0", "--http-port", "0",
+    command = [sys.executable, "-m", "braid", "serve", "--grpc-port", "0", "--http-port", "0",
                "--ready-file", str(ready), *args]  # fmt: skip
     handle = log.open("w")
     process = subprocess.Popen(

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from eval.runner import RunResult
+from braid.eval.runner import RunResult
 
 
 def plot_quality_latency(results: Sequence[RunResult], path: Path, metric: str = "ndcg@10") -> Path | None:

@@ -6,11 +6,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from eval.atomic_file import atomic_write_text
-from eval.plot import plot_quality_latency
-from eval.runner import RunResult
-from eval.significance import ALPHA, TESTED_METRICS
-from eval.trec_run import write_run
+from braid.common.atomic_file import atomic_write_text
+from braid.common.trec_run import write_run
+from braid.eval.plot import plot_quality_latency
+from braid.eval.runner import RunResult
+from braid.eval.significance import ALPHA, TESTED_METRICS
 
 COLUMNS = (
     ("pipeline", "pipeline", "{}"),

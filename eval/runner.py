@@ -8,12 +8,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from braid.common.dataset import Dataset
+from braid.common.errors import BraidError
+from braid.common.metrics import Evaluation, evaluate
+from braid.common.trec_run import Run, drop_self_hits
 from tqdm import tqdm
-
-from eval.dataset import Dataset
-from eval.errors import BraidError
-from eval.metrics import Evaluation, evaluate
-from eval.trec_run import Run, drop_self_hits
 
 
 @dataclass

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from indexer.recurrent_binarizer import RecurrentBinarizer
+from braid.indexer.recurrent_binarizer import RecurrentBinarizer
 
 
 def pack_planes(planes: np.ndarray) -> np.ndarray:

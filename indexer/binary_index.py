@@ -14,14 +14,13 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-
-from eval.dataset import Dataset
-from eval.errors import BraidError
-from indexer.binary_codes import RecurrentCoder, SignCoder
-from indexer.embedding_index import DEFAULT_PARAMS as EMBEDDING_DEFAULTS
-from indexer.embedding_index import EmbeddingStore
-from indexer.params import merge_params, require_at_least, require_choice
-from indexer.recurrent_binarizer import load_binarizer, save_binarizer, train_binarizer
+from braid.common.dataset import Dataset
+from braid.common.errors import BraidError
+from braid.indexer.binary_codes import RecurrentCoder, SignCoder
+from braid.indexer.embedding_index import DEFAULT_PARAMS as EMBEDDING_DEFAULTS
+from braid.indexer.embedding_index import EmbeddingStore
+from braid.indexer.params import merge_params, require_at_least, require_choice
+from braid.indexer.recurrent_binarizer import load_binarizer, save_binarizer, train_binarizer
 
 METHODS = ("recurrent", "sign")
 FAISS_INDEXES = ("flat", "ivf", "hnsw")

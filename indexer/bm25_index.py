@@ -15,13 +15,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 
+from braid.common.dataset import Dataset, Document
+from braid.common.errors import BraidError
+from braid.indexer.lucene_jvm import lucene
+from braid.indexer.lucene_reader import write_docids
+from braid.indexer.params import merge_params, require_choice
 from tqdm import tqdm
-
-from eval.dataset import Dataset, Document
-from eval.errors import BraidError
-from indexer.lucene_jvm import lucene
-from indexer.lucene_reader import write_docids
-from indexer.params import merge_params, require_choice
 
 STEMMERS = ("porter", "krovetz", "none")
 DEFAULT_PARAMS = {"stemmer": "porter", "keep_stopwords": False}

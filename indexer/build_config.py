@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.errors import BraidError
-from indexer.builders import INDEX_KINDS
+from braid.common.errors import BraidError
+from braid.indexer.builders import INDEX_KINDS
 
 TOP_KEYS = {"output", "collection", "index"}
 COLLECTION_KEYS = {"dataset", "data_dir", "shard_size"}

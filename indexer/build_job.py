@@ -33,18 +33,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from braid.common.atomic_file import atomic_write_text
+from braid.common.beir_format import read_corpus
+from braid.common.dataset import Dataset
+from braid.common.errors import BraidError
+from braid.indexer.atomic_dir import atomic_directory
+from braid.indexer.build_config import BuildConfig, IndexRequest
+from braid.indexer.builders import INDEX_KINDS
+from braid.indexer.index_store import build_index, index_path
+from braid.indexer.manifest import MANIFEST_NAME, Manifest, file_checksums, file_sha256
+from braid.indexer.sharded_builds import SHARDED_KINDS
 from tqdm import tqdm
-
-from eval.atomic_file import atomic_write_text
-from eval.beir_format import read_corpus
-from eval.dataset import Dataset
-from eval.errors import BraidError
-from indexer.atomic_dir import atomic_directory
-from indexer.build_config import BuildConfig, IndexRequest
-from indexer.builders import INDEX_KINDS
-from indexer.index_store import build_index, index_path
-from indexer.manifest import MANIFEST_NAME, Manifest, file_checksums, file_sha256
-from indexer.sharded_builds import SHARDED_KINDS
 
 JOB_FILE = "job.json"
 SHARD_RECORD = "shard.json"

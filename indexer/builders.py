@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from indexer import binary_index, bm25_index, embedding_index, multivector_index, slim_index, splade_index, token_index
+from braid.indexer import (
+    binary_index,
+    bm25_index,
+    embedding_index,
+    multivector_index,
+    slim_index,
+    splade_index,
+    token_index,
+)
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,12 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+from braid.common.dataset import Dataset, Document
+from braid.common.errors import BraidError
+from braid.indexer.dense_encoder import DEFAULT_MODEL, DenseEncoder
+from braid.indexer.encoder_cache import cached_encoder
+from braid.indexer.params import merge_params, require_at_least
 from tqdm import tqdm
-
-from eval.dataset import Dataset, Document
-from eval.errors import BraidError
-from indexer.dense_encoder import DEFAULT_MODEL, DenseEncoder
-from indexer.encoder_cache import cached_encoder
-from indexer.params import merge_params, require_at_least
 
 DEFAULT_PARAMS = {"model": DEFAULT_MODEL, "max_length": 256}
 EMBEDDINGS_NAME = "embeddings.f16"

@@ -13,11 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-from eval.dataset import Dataset
-from eval.errors import BraidError
-from indexer.atomic_dir import atomic_directory
-from indexer.builders import INDEX_KINDS
-from indexer.manifest import MANIFEST_NAME, Manifest
+from braid.common.dataset import Dataset
+from braid.common.errors import BraidError
+from braid.indexer.atomic_dir import atomic_directory
+from braid.indexer.builders import INDEX_KINDS
+from braid.indexer.manifest import MANIFEST_NAME, Manifest
 
 
 def index_kind(kind: str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from indexer.lucene_jvm import java_cast, java_class
+from braid.indexer.lucene_jvm import java_cast, java_class
 
 # External document ids in Lucene doc-number order, one per line: searchers map hits without loading documents.
 DOCIDS_NAME = "docids.txt"

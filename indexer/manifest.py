@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from eval.errors import BraidError
+from braid.common.errors import BraidError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 2  # 2: splade/slim keep their Lucene index in impact/

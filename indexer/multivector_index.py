@@ -34,15 +34,14 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
+from braid.common.atomic_file import atomic_write_text
+from braid.common.dataset import Dataset
+from braid.common.errors import BraidError
+from braid.indexer.manifest import MANIFEST_NAME, Manifest, file_checksums
+from braid.indexer.params import merge_params, require_at_least
+from braid.indexer.token_encoder import DEFAULT_MODEL
+from braid.indexer.token_index import TOKENS_NAME, TokenStore, encoder_for, has_tokens
 from tqdm import tqdm
-
-from eval.atomic_file import atomic_write_text
-from eval.dataset import Dataset
-from eval.errors import BraidError
-from indexer.manifest import MANIFEST_NAME, Manifest, file_checksums
-from indexer.params import merge_params, require_at_least
-from indexer.token_encoder import DEFAULT_MODEL
-from indexer.token_index import TOKENS_NAME, TokenStore, encoder_for, has_tokens
 
 DEFAULT_PARAMS = {
     "model": DEFAULT_MODEL,

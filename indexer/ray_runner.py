@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 import sys
 
+from braid.common.errors import BraidError
+from braid.indexer.build_job import ShardTask, run_shard_task
 from tqdm import tqdm
-
-from eval.errors import BraidError
-from indexer.build_job import ShardTask, run_shard_task
 
 
 class RayRunner:

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.dataset import Document
-from indexer import bm25_index, embedding_index, slim_index, splade_index, token_index
+from braid.common.dataset import Document
+from braid.indexer import bm25_index, embedding_index, slim_index, splade_index, token_index
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from braid.common.dataset import Dataset, Document
+from braid.common.errors import BraidError
+from braid.indexer.encoder_cache import cached_encoder
+from braid.indexer.params import merge_params, require_at_least
+from braid.indexer.slim_encoder import SlimEncoder
+from braid.indexer.splade_encoder import DEFAULT_MODEL, quantize
+from braid.indexer.splade_index import IMPACT_DIR, VECTORS_DIR, impact_index_from, write_impact_index
 from tqdm import tqdm
-
-from eval.dataset import Dataset, Document
-from eval.errors import BraidError
-from indexer.encoder_cache import cached_encoder
-from indexer.params import merge_params, require_at_least
-from indexer.slim_encoder import SlimEncoder
-from indexer.splade_encoder import DEFAULT_MODEL, quantize
-from indexer.splade_index import IMPACT_DIR, VECTORS_DIR, impact_index_from, write_impact_index
 
 DEFAULT_PARAMS = {
     "model": DEFAULT_MODEL,

@@ -14,8 +14,7 @@ import sys
 from collections.abc import Sequence
 
 import torch
-
-from indexer.model_source import offline_error, require_masked_lm, resolve_model
+from braid.common.model_source import offline_error, require_masked_lm, resolve_model
 
 DEFAULT_MODEL = "splade-tiny"
 

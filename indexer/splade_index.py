@@ -16,15 +16,14 @@ from collections.abc import Iterable, Sequence
 from itertools import islice
 from pathlib import Path
 
+from braid.common.dataset import Dataset, Document
+from braid.common.errors import BraidError
+from braid.indexer.encoder_cache import cached_encoder
+from braid.indexer.lucene_jvm import java_class, java_stdout_to_stderr
+from braid.indexer.lucene_reader import write_docids
+from braid.indexer.params import merge_params, require_at_least
+from braid.indexer.splade_encoder import DEFAULT_MODEL, SpladeEncoder, quantize
 from tqdm import tqdm
-
-from eval.dataset import Dataset, Document
-from eval.errors import BraidError
-from indexer.encoder_cache import cached_encoder
-from indexer.lucene_jvm import java_class, java_stdout_to_stderr
-from indexer.lucene_reader import write_docids
-from indexer.params import merge_params, require_at_least
-from indexer.splade_encoder import DEFAULT_MODEL, SpladeEncoder, quantize
 
 DEFAULT_PARAMS = {"model": DEFAULT_MODEL, "query_max_length": 64, "doc_max_length": 256, "scale": 100}
 IMPACT_DIR = "impact"  # the Lucene impact index inside a splade (or slim) index folder

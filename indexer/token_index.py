@@ -16,13 +16,12 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+from braid.common.dataset import Dataset, Document
+from braid.common.errors import BraidError
+from braid.indexer.encoder_cache import cached_encoder
+from braid.indexer.params import merge_params, require_at_least
+from braid.indexer.token_encoder import DEFAULT_MODEL, TokenEncoder
 from tqdm import tqdm
-
-from eval.dataset import Dataset, Document
-from eval.errors import BraidError
-from indexer.encoder_cache import cached_encoder
-from indexer.params import merge_params, require_at_least
-from indexer.token_encoder import DEFAULT_MODEL, TokenEncoder
 
 DEFAULT_PARAMS = {"model": DEFAULT_MODEL, "doc_max_length": 256, "query_max_length": 32}
 TOKENS_NAME = "tokens.f16"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.errors import BraidError
-from indexer.manifest import MANIFEST_NAME, Manifest, file_checksums
+from braid.common.errors import BraidError
+from braid.indexer.manifest import MANIFEST_NAME, Manifest, file_checksums
 
 DOC_ID_FILES = ("doc_ids.txt", "docids.txt")
 

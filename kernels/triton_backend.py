@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-
-from eval.errors import BraidError
-from kernels.block_attention import block_mass, interpreting, prefix_causal_attention
-from ranker.attention_backend import AttentionBackend
+from braid.common.errors import BraidError
+from braid.kernels.block_attention import block_mass, interpreting, prefix_causal_attention
+from braid.ranker.attention_backend import AttentionBackend
 
 
 def _check_device(device: str) -> None:

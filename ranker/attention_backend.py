@@ -15,8 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import torch
-
-from eval.errors import BraidError
+from braid.common.errors import BraidError
 
 
 class AttentionBackend(ABC):
@@ -158,7 +157,7 @@ def block_mass(probs: torch.Tensor, doc_bounds: torch.Tensor) -> torch.Tensor:
 
 def _triton_backend() -> AttentionBackend:
     # Imported on demand: Triton is only needed when this backend is asked for.
-    from kernels.triton_backend import TritonBlockBackend
+    from braid.kernels.triton_backend import TritonBlockBackend
 
     return TritonBlockBackend()
 

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.utils.checkpoint
+from braid.ranker.attention_backend import AttentionBackend
+from braid.ranker.doc_cache import BlockKV, DocumentKVCache, block_key
+from braid.ranker.prompt_layout import BlockPrompt
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-from ranker.attention_backend import AttentionBackend
-from ranker.doc_cache import BlockKV, DocumentKVCache, block_key
-from ranker.prompt_layout import BlockPrompt
 
 
 @dataclass

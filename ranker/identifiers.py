@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Any
 
-from eval.errors import BraidError
+from braid.common.errors import BraidError
 
 
 @dataclass(frozen=True)

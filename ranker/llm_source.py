@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from eval.errors import BraidError
-from indexer.model_source import offline_error, package_path
+from braid.common.errors import BraidError
+from braid.common.model_source import offline_error, package_path
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from eval.errors import BraidError
+from braid.common.errors import BraidError
 
 MODES = ("first", "attention", "generate")
 DEVICES = ("auto", "cpu", "cuda")

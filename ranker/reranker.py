@@ -22,16 +22,15 @@ import time
 from collections.abc import Sequence
 
 import torch
-
-from eval.errors import BraidError, DeadlineExceeded
-from ranker.attention_backend import get_backend
-from ranker.block_forward import BlockForward
-from ranker.doc_cache import DocumentKVCache
-from ranker.identifiers import IdentifierScheme
-from ranker.llm_source import LoadedLM, load_llm
-from ranker.prompt_layout import INSTRUCTION, QUESTION, BlockPrompt, PromptTemplate, build_prompt
-from ranker.rerank_spec import RerankSpec
-from ranker.sliding_window import sliding_rerank
+from braid.common.errors import BraidError, DeadlineExceeded
+from braid.ranker.attention_backend import get_backend
+from braid.ranker.block_forward import BlockForward
+from braid.ranker.doc_cache import DocumentKVCache
+from braid.ranker.identifiers import IdentifierScheme
+from braid.ranker.llm_source import LoadedLM, load_llm
+from braid.ranker.prompt_layout import INSTRUCTION, QUESTION, BlockPrompt, PromptTemplate, build_prompt
+from braid.ranker.rerank_spec import RerankSpec
+from braid.ranker.sliding_window import sliding_rerank
 
 log = logging.getLogger(__name__)
 

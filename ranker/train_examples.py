@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from braid.common.dataset import Dataset
+from braid.common.errors import BraidError
 from tqdm import tqdm
-
-from eval.dataset import Dataset
-from eval.errors import BraidError
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ def load_examples(
     threads: int | None = None,
 ) -> list[TrainExample]:
     """Mine examples from each (dataset, split) with the named braid pipeline (indexes built if missing)."""
-    from retriever.pipeline import load_pipeline, open_pipeline
+    from braid.pipelines.pipeline import load_pipeline, open_pipeline
 
     spec = load_pipeline(pipeline_name)
     if spec.rerank is not None:

@@ -28,15 +28,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from braid.common.atomic_file import atomic_write_text
+from braid.common.errors import BraidError
+from braid.ranker.llm_source import LoadedLM, load_llm
+from braid.ranker.rerank_spec import RerankSpec
+from braid.ranker.reranker import BlockRanker, pick_device
+from braid.ranker.train_examples import TrainExample
+from braid.ranker.train_objective import BlockRankLoss
 from tqdm import tqdm
-
-from eval.atomic_file import atomic_write_text
-from eval.errors import BraidError
-from ranker.llm_source import LoadedLM, load_llm
-from ranker.rerank_spec import RerankSpec
-from ranker.reranker import BlockRanker, pick_device
-from ranker.train_examples import TrainExample
-from ranker.train_objective import BlockRankLoss
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-
-from eval.errors import BraidError
-from indexer.binary_codes import asymmetric_scores, hamming_scores, symmetric_scores
-from indexer.binary_index import load_coder, load_codes
-from indexer.embedding_index import EmbeddingStore, encoder_for
-from indexer.manifest import Manifest
-from retriever.hit import Hit
-from retriever.ties import break_ties
+from braid.common.errors import BraidError
+from braid.indexer.binary_codes import asymmetric_scores, hamming_scores, symmetric_scores
+from braid.indexer.binary_index import load_coder, load_codes
+from braid.indexer.embedding_index import EmbeddingStore, encoder_for
+from braid.indexer.manifest import Manifest
+from braid.retriever.hit import Hit
+from braid.retriever.ties import break_ties
 
 MODES = ("symmetric", "asymmetric", "hamming")
 

@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from eval.errors import BraidError
-from indexer.lucene_jvm import java_class
-from indexer.lucene_reader import open_reader, open_searcher, read_docids
-from indexer.manifest import Manifest
-from retriever.hit import Hit
-from retriever.ties import top_k
+from braid.common.errors import BraidError
+from braid.indexer.lucene_jvm import java_class
+from braid.indexer.lucene_reader import open_reader, open_searcher, read_docids
+from braid.indexer.manifest import Manifest
+from braid.retriever.hit import Hit
+from braid.retriever.ties import top_k
 
 
 class BM25Retriever:

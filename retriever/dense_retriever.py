@@ -12,10 +12,9 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-
-from indexer.embedding_index import EmbeddingStore, encoder_for
-from indexer.manifest import Manifest
-from retriever.hit import Hit
+from braid.indexer.embedding_index import EmbeddingStore, encoder_for
+from braid.indexer.manifest import Manifest
+from braid.retriever.hit import Hit
 
 
 class DenseRetriever:

@@ -22,9 +22,8 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-
-from eval.errors import BraidError
-from retriever.hit import Hit
+from braid.common.errors import BraidError
+from braid.retriever.hit import Hit
 
 METHODS = ("rrf", "weighted")
 NORMALIZATIONS = ("minmax", "zscore", "none")

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from indexer.lucene_jvm import java_class
-from indexer.lucene_reader import open_reader, open_searcher, read_docids
-from retriever.hit import Hit
-from retriever.ties import top_k
+from braid.indexer.lucene_jvm import java_class
+from braid.indexer.lucene_reader import open_reader, open_searcher, read_docids
+from braid.retriever.hit import Hit
+from braid.retriever.ties import top_k
 
 
 class ImpactSearcher:

@@ -6,12 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from retriever.binary_retriever import BinaryRetriever
-from retriever.bm25_retriever import BM25Retriever
-from retriever.dense_retriever import DenseRetriever
-from retriever.multivector_retriever import MultiVectorRetriever
-from retriever.slim_retriever import SlimRetriever
-from retriever.splade_retriever import SpladeRetriever
+from braid.retriever.binary_retriever import BinaryRetriever
+from braid.retriever.bm25_retriever import BM25Retriever
+from braid.retriever.dense_retriever import DenseRetriever
+from braid.retriever.multivector_retriever import MultiVectorRetriever
+from braid.retriever.slim_retriever import SlimRetriever
+from braid.retriever.splade_retriever import SpladeRetriever
 
 
 @dataclass(frozen=True)

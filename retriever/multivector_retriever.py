@@ -21,13 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
-from eval.errors import BraidError
-from indexer.manifest import Manifest
-from indexer.multivector_index import MultiVectorStore
-from indexer.token_index import encoder_for
-from retriever.fusion import ranked
-from retriever.hit import Hit
+from braid.common.errors import BraidError
+from braid.indexer.manifest import Manifest
+from braid.indexer.multivector_index import MultiVectorStore
+from braid.indexer.token_index import encoder_for
+from braid.retriever.fusion import ranked
+from braid.retriever.hit import Hit
 
 MODES = ("maxsim", "xtr")
 

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-
-from eval.errors import BraidError
-from indexer.manifest import Manifest
-from indexer.slim_index import TOKEN_ARRAYS, TOKENS_DIR, encoder_for, pooled_terms
-from indexer.splade_encoder import quantize
-from indexer.splade_index import IMPACT_DIR
-from retriever.hit import Hit
-from retriever.impact_search import ImpactSearcher
+from braid.common.errors import BraidError
+from braid.indexer.manifest import Manifest
+from braid.indexer.slim_index import TOKEN_ARRAYS, TOKENS_DIR, encoder_for, pooled_terms
+from braid.indexer.splade_encoder import quantize
+from braid.indexer.splade_index import IMPACT_DIR
+from braid.retriever.hit import Hit
+from braid.retriever.impact_search import ImpactSearcher
 
 
 def _map(path: Path, dtype: type) -> np.ndarray:

@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from indexer.manifest import Manifest
-from indexer.splade_encoder import quantize
-from indexer.splade_index import IMPACT_DIR, encoder_for
-from retriever.hit import Hit
-from retriever.impact_search import ImpactSearcher
+from braid.indexer.manifest import Manifest
+from braid.indexer.splade_encoder import quantize
+from braid.indexer.splade_index import IMPACT_DIR, encoder_for
+from braid.retriever.hit import Hit
+from braid.retriever.impact_search import ImpactSearcher
 
 
 class SpladeRetriever:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from retriever.hit import Hit
+from braid.retriever.hit import Hit
 
 
 def break_ties(hits: list[Hit]) -> list[Hit]:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from service.errors import Overloaded, ShuttingDown
+from braid.service.errors import Overloaded, ShuttingDown
 
 
 class Admission:

@@ -17,17 +17,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from eval.dataset import Dataset
-from eval.errors import BraidError, DeadlineExceeded
-from indexer.manifest import Manifest
-from indexer.multivector_index import add_documents, delete_documents
-from retriever.pipeline import ExplainedHit, Pipeline, PipelineSpec, SearchOptions, open_pipeline
-from service.admission import Admission
-from service.errors import FailedPrecondition, PermissionDenied, Unauthenticated
-from service.limits import ServiceLimits
-from service.metrics import Metrics
-from service.pipeline_registry import PipelineRegistry, PipelineSlot
-from service.rerank_batcher import BatchingReranker
+from braid.common.dataset import Dataset
+from braid.common.errors import BraidError, DeadlineExceeded
+from braid.indexer.manifest import Manifest
+from braid.indexer.multivector_index import add_documents, delete_documents
+from braid.pipelines.pipeline import ExplainedHit, Pipeline, PipelineSpec, SearchOptions, open_pipeline
+from braid.service.admission import Admission
+from braid.service.errors import FailedPrecondition, PermissionDenied, Unauthenticated
+from braid.service.limits import ServiceLimits
+from braid.service.metrics import Metrics
+from braid.service.pipeline_registry import PipelineRegistry, PipelineSlot
+from braid.service.rerank_batcher import BatchingReranker
 
 log = logging.getLogger(__name__)
 

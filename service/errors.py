@@ -7,8 +7,7 @@ INVALID_ARGUMENT / 400. Anything else that escapes is a bug: INTERNAL / 500, log
 from __future__ import annotations
 
 import grpc
-
-from eval.errors import BraidError, DeadlineExceeded
+from braid.common.errors import BraidError, DeadlineExceeded
 
 
 class ServiceError(BraidError):

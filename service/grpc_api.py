@@ -14,12 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-
-from proto.braid.v1 import braid_pb2 as pb
-from proto.braid.v1 import braid_pb2_grpc
-from retriever.pipeline import ExplainedHit
-from service.core import NewDocument, SearchAnswer, SearchCore, SearchQuery, api_key_from
-from service.errors import status_of
+from braid.pipelines.pipeline import ExplainedHit
+from braid.proto.braid.v1 import braid_pb2 as pb
+from braid.proto.braid.v1 import braid_pb2_grpc
+from braid.service.core import NewDocument, SearchAnswer, SearchCore, SearchQuery, api_key_from
+from braid.service.errors import status_of
 
 log = logging.getLogger(__name__)
 

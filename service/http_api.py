@@ -12,16 +12,15 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
+from braid.common.errors import BraidError
+from braid.pipelines.pipeline import ExplainedHit
+from braid.service.core import NewDocument, SearchAnswer, SearchCore, SearchQuery, api_key_from
+from braid.service.errors import TooLarge, status_of
+from braid.service.limits import ServiceLimits
+from braid.service.metrics import CONTENT_TYPE
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-
-from eval.errors import BraidError
-from retriever.pipeline import ExplainedHit
-from service.core import NewDocument, SearchAnswer, SearchCore, SearchQuery, api_key_from
-from service.errors import TooLarge, status_of
-from service.limits import ServiceLimits
-from service.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from eval.errors import BraidError
+from braid.common.errors import BraidError
 
 
 @dataclass(frozen=True)

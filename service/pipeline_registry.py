@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from retriever.pipeline import Pipeline, PipelineSpec
-from service.errors import NotFound
+from braid.pipelines.pipeline import Pipeline, PipelineSpec
+from braid.service.errors import NotFound
 
 log = logging.getLogger(__name__)
 

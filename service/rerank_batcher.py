@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from eval.errors import DeadlineExceeded
+from braid.common.errors import DeadlineExceeded
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ def write_sample(source: Path, root: Path, n_docs: int, n_queries: int) -> tuple
     """Copy the first documents and queries of a real collection into a small BEIR folder at ``root``."""
     from itertools import islice
 
-    from eval.dataset_resolver import open_dataset_dir
+    from braid.common.dataset_resolver import open_dataset_dir
 
     dataset = open_dataset_dir(source)
     docs = list(islice(dataset.iter_corpus(), n_docs))
@@ -69,6 +69,6 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def smollm2():
     """The embedded SmolLM2-135M-Instruct (converted from GGUF once per cache), for the ranker and service tests."""
-    from ranker.llm_source import load_llm
+    from braid.ranker.llm_source import load_llm
 
     return load_llm("smollm2", "float32", "cpu")

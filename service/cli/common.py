@@ -6,7 +6,7 @@ import argparse
 import tomllib
 from typing import Any
 
-from eval.errors import BraidError
+from braid.common.errors import BraidError
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:

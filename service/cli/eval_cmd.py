@@ -7,15 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from eval.dataset_resolver import resolve_dataset
-from eval.errors import BraidError
-from eval.metrics import evaluate
-from eval.report import format_table, save_results
-from eval.runner import RunResult, check_qrels, known_qrels, run_pipeline
-from eval.significance import compare
-from eval.trec_run import drop_self_hits, read_run
-from retriever.pipeline import load_pipeline, open_pipeline
-from service.cli.common import add_data_args, positive_int
+from braid.common.dataset_resolver import resolve_dataset
+from braid.common.errors import BraidError
+from braid.common.metrics import evaluate
+from braid.common.trec_run import drop_self_hits, read_run
+from braid.eval.report import format_table, save_results
+from braid.eval.runner import RunResult, check_qrels, known_qrels, run_pipeline
+from braid.eval.significance import compare
+from braid.pipelines.pipeline import load_pipeline, open_pipeline
+from braid.service.cli.common import add_data_args, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -8,14 +8,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from eval.beir_format import read_corpus
-from eval.dataset_resolver import resolve_dataset
-from eval.errors import BraidError
-from indexer.builders import INDEX_KINDS
-from indexer.index_store import build_index
-from indexer.manifest import Manifest
-from indexer.multivector_index import add_documents, delete_documents
-from service.cli.common import add_data_args, parse_params, positive_int
+from braid.common.beir_format import read_corpus
+from braid.common.dataset_resolver import resolve_dataset
+from braid.common.errors import BraidError
+from braid.indexer.builders import INDEX_KINDS
+from braid.indexer.index_store import build_index
+from braid.indexer.manifest import Manifest
+from braid.indexer.multivector_index import add_documents, delete_documents
+from braid.service.cli.common import add_data_args, parse_params, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,8 +88,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_job(args: argparse.Namespace) -> int:
-    from indexer.build_config import load_build_config
-    from indexer.build_job import BuildJob
+    from braid.indexer.build_config import load_build_config
+    from braid.indexer.build_job import BuildJob
 
     if args.dataset or args.param or args.pool_factor is not None or args.kind != "bm25":
         raise BraidError(
@@ -101,7 +101,7 @@ def run_job(args: argparse.Namespace) -> int:
     dataset = resolve_dataset(config.dataset, args.data_dir or config.data_dir)
     runner = None
     if args.ray:
-        from indexer.ray_runner import RayRunner
+        from braid.indexer.ray_runner import RayRunner
 
         runner = RayRunner(args.ray, args.ray_workers, args.ray_gpus_per_task)
     try:
@@ -136,7 +136,7 @@ def run_job(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from indexer.verify import indexes_under, verify_index
+    from braid.indexer.verify import indexes_under, verify_index
 
     failed = 0
     for folder in args.index:

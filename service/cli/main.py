@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eval.errors import BraidError
-from service.cli import eval_cmd, index_cmd, query_cmd, search_cmd, serve_cmd, train_cmd, tune_cmd
+from braid.common.errors import BraidError
+from braid.service.cli import eval_cmd, index_cmd, query_cmd, search_cmd, serve_cmd, train_cmd, tune_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:

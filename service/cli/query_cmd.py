@@ -7,9 +7,8 @@ import json
 import os
 
 import grpc
-
-from eval.errors import BraidError
-from service.cli.common import parse_params, positive_int
+from braid.common.errors import BraidError
+from braid.service.cli.common import parse_params, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from braid.service.client import BraidClient
     from google.protobuf.json_format import MessageToDict
-
-    from service.client import BraidClient
 
     if not args.list and not args.query:
         raise BraidError("give query text, or --list")

@@ -7,11 +7,10 @@ import json
 import textwrap
 from pathlib import Path
 
-from eval.dataset_resolver import resolve_dataset
-from eval.errors import BraidError
-from indexer.manifest import Manifest
-from retriever.hit import Hit
-from retriever.pipeline import (
+from braid.common.dataset_resolver import resolve_dataset
+from braid.common.errors import BraidError
+from braid.indexer.manifest import Manifest
+from braid.pipelines.pipeline import (
     ExplainedHit,
     Pipeline,
     check_query,
@@ -19,7 +18,8 @@ from retriever.pipeline import (
     open_index_retriever,
     open_pipeline,
 )
-from service.cli.common import add_data_args, parse_params, positive_int
+from braid.retriever.hit import Hit
+from braid.service.cli.common import add_data_args, parse_params, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -10,11 +10,11 @@ import os
 import sys
 from pathlib import Path
 
-from eval.atomic_file import atomic_write_text
-from eval.dataset_resolver import resolve_dataset
-from eval.errors import BraidError
-from retriever.pipeline import load_pipeline
-from service.cli.common import add_data_args, positive_int
+from braid.common.atomic_file import atomic_write_text
+from braid.common.dataset_resolver import resolve_dataset
+from braid.common.errors import BraidError
+from braid.pipelines.pipeline import load_pipeline
+from braid.service.cli.common import add_data_args, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,9 +65,9 @@ def _api_key(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from service.core import AuthConfig, SearchCore  # the server stack loads only for this command
-    from service.limits import ServiceLimits
-    from service.server import BraidServer, ServerConfig
+    from braid.service.core import AuthConfig, SearchCore  # the server stack loads only for this command
+    from braid.service.limits import ServiceLimits
+    from braid.service.server import BraidServer, ServerConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServerConfig(args.host, args.grpc_port, args.http_port, args.tls_cert, args.tls_key, args.grace)

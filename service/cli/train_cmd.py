@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from eval.dataset_resolver import resolve_dataset
-from service.cli.common import add_data_args, pair_splits, positive_int
+from braid.common.dataset_resolver import resolve_dataset
+from braid.service.cli.common import add_data_args, pair_splits, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,8 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ranker.train_examples import load_examples
-    from ranker.trainer import RankerTrainer, TrainConfig, check_run_folder
+    from braid.ranker.train_examples import load_examples
+    from braid.ranker.trainer import RankerTrainer, TrainConfig, check_run_folder
 
     config = TrainConfig(
         model=args.model,

@@ -6,13 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from eval.dataset_resolver import resolve_dataset
-from eval.errors import BraidError
-from retriever.fusion import METHODS, NORMALIZATIONS
-from retriever.pipeline import load_pipeline, open_pipeline
-from retriever.pipeline_spec import builtin_pipelines, save_pipeline
-from retriever.tuning import TUNABLE_METRICS, check_tuning, tune_fusion
-from service.cli.common import add_data_args, pair_splits
+from braid.common.dataset_resolver import resolve_dataset
+from braid.common.errors import BraidError
+from braid.pipelines.pipeline import load_pipeline, open_pipeline
+from braid.pipelines.spec import builtin_pipelines, save_pipeline
+from braid.pipelines.tuning import TUNABLE_METRICS, check_tuning, tune_fusion
+from braid.retriever.fusion import METHODS, NORMALIZATIONS
+from braid.service.cli.common import add_data_args, pair_splits
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from service.cli.main import main
+from braid.service.cli.main import main
 
 
 @pytest.mark.slow

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+from braid.common.metrics import Evaluation
+from braid.eval.significance import compare, paired_p_value
 from scipy import stats
-
-from eval.metrics import Evaluation
-from eval.significance import compare, paired_p_value
 
 
 def test_paired_t_test_matches_the_hand_computed_statistic():

@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from indexer.atomic_dir import atomic_directory
-from indexer.manifest import MANIFEST_NAME
+from braid.indexer.atomic_dir import atomic_directory
+from braid.indexer.manifest import MANIFEST_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +48,7 @@ def test_sigkill_mid_build_leaves_no_complete_index_and_rebuild_succeeds(tmp_pat
     (data / "queries.jsonl").write_text('{"_id": "q", "text": "topic5"}\n')
     (data / "qrels" / "test.tsv").write_text("q\t5\t1\n")
     out = tmp_path / "index"
-    command = [sys.executable, "-m", "service.cli.main", "index", "build", "--dataset", str(data), "--output", str(out)]
+    command = [sys.executable, "-m", "braid", "index", "build", "--dataset", str(data), "--output", str(out)]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     scratch = tmp_path / f".index.tmp-{process.pid}"
     deadline = time.time() + 60

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from eval.dataset_resolver import open_dataset_dir
-from eval.errors import BraidError
-from indexer.binary_codes import (
+from braid.common.dataset_resolver import open_dataset_dir
+from braid.common.errors import BraidError
+from braid.indexer.binary_codes import (
     RecurrentCoder,
     asymmetric_scores,
     hamming_scores,
@@ -16,15 +15,16 @@ from indexer.binary_codes import (
     symmetric_scores,
     unpack_planes,
 )
-from indexer.binary_index import load_codes, validate_params
-from indexer.embedding_index import EmbeddingStore
-from indexer.index_store import build_index
-from indexer.manifest import Manifest
-from indexer.recurrent_binarizer import load_binarizer, train_binarizer
-from retriever.binary_retriever import BinaryRetriever
-from retriever.hit import Hit
-from retriever.pipeline import open_index_retriever
-from retriever.ties import break_ties
+from braid.indexer.binary_index import load_codes, validate_params
+from braid.indexer.embedding_index import EmbeddingStore
+from braid.indexer.index_store import build_index
+from braid.indexer.manifest import Manifest
+from braid.indexer.recurrent_binarizer import load_binarizer, train_binarizer
+from braid.pipelines.pipeline import open_index_retriever
+from braid.retriever.binary_retriever import BinaryRetriever
+from braid.retriever.hit import Hit
+from braid.retriever.ties import break_ties
+
 from tests.conftest import write_beir, write_sample
 
 

@@ -11,15 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
+from braid.common.dataset_resolver import open_dataset_dir
+from braid.indexer.build_config import load_build_config
+from braid.indexer.build_job import BuildJob
+from braid.indexer.index_store import build_index
+from braid.indexer.manifest import Manifest
+from braid.indexer.verify import verify_index
+from braid.pipelines.pipeline import open_index_retriever
+from braid.service.cli.main import main
 
-from eval.dataset_resolver import open_dataset_dir
-from indexer.build_config import load_build_config
-from indexer.build_job import BuildJob
-from indexer.index_store import build_index
-from indexer.manifest import Manifest
-from indexer.verify import verify_index
-from retriever.pipeline import open_index_retriever
-from service.cli.main import main
 from tests.conftest import write_sample
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,7 +104,7 @@ def test_sigkill_mid_job_then_resume_gives_the_uninterrupted_index(sample, tmp_p
     killed = tmp_path / "killed"
     killed.mkdir()
     config = write_config(killed, sample, "embeddings", 1)
-    command = [sys.executable, "-m", "service.cli.main", "index", "build", "--config", str(config)]
+    command = [sys.executable, "-m", "braid", "index", "build", "--config", str(config)]
     process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     until = time.monotonic() + 120
     while len(list(killed.glob("out/.jobs/*/shards/*/*/shard.json"))) < 2:
@@ -131,7 +131,7 @@ def test_local_ray_with_two_workers_gives_the_in_process_indexes(sample, tmp_pat
     config = write_config(on_ray, sample, "bm25 embeddings")
     # In its own process, as users run it: Ray's signal handlers in the test process would break the JVM that
     # other tests start there (the JVM relies on its own SIGSEGV handling).
-    command = [sys.executable, "-m", "service.cli.main", "index", "build", "--config", str(config), "--ray", "local"]
+    command = [sys.executable, "-m", "braid", "index", "build", "--config", str(config), "--ray", "local"]
     result = subprocess.run([*command, "--ray-workers", "2"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     queries = open_dataset_dir(sample).queries()

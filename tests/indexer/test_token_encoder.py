@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from eval.dataset_resolver import open_dataset_dir
-from eval.errors import BraidError
-from indexer.index_store import build_index
-from indexer.model_source import resolve_model
-from indexer.token_encoder import TokenEncoder, is_multi_vector_checkpoint
-from retriever.multivector_retriever import MultiVectorRetriever
+from braid.common.dataset_resolver import open_dataset_dir
+from braid.common.errors import BraidError
+from braid.common.model_source import resolve_model
+from braid.indexer.index_store import build_index
+from braid.indexer.token_encoder import TokenEncoder, is_multi_vector_checkpoint
+from braid.retriever.multivector_retriever import MultiVectorRetriever
 
 
 def test_plain_encoder_gives_normalized_token_outputs():

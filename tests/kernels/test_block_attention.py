@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from eval.errors import BraidError
-from kernels.block_attention import block_mass, prefix_causal_attention
-from kernels.triton_backend import TritonBlockBackend
-from ranker.attention_backend import TorchBlockBackend, get_backend, repeat_heads
+from braid.common.errors import BraidError
+from braid.kernels.block_attention import block_mass, prefix_causal_attention
+from braid.kernels.triton_backend import TritonBlockBackend
+from braid.ranker.attention_backend import TorchBlockBackend, get_backend, repeat_heads
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 
@@ -116,9 +115,10 @@ def test_bad_shapes_and_devices_are_refused(monkeypatch):
 
 
 def test_block_forward_on_the_triton_backend_gives_the_torch_scores(device):
+    from braid.ranker.block_forward import BlockForward
+    from braid.ranker.doc_cache import DocumentKVCache
+
     from benchmarks.ranker_exactness import random_prompt, tiny_model
-    from ranker.block_forward import BlockForward
-    from ranker.doc_cache import DocumentKVCache
 
     model = tiny_model("llama").to(device)
     prompt = random_prompt([6, 1, 19, 4])

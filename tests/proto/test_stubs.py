@@ -22,7 +22,7 @@ def test_checked_in_stubs_are_fresh(tmp_path):
 
 
 def test_api_is_package_braid_v1():
-    from proto.braid.v1 import braid_pb2
+    from braid.proto.braid.v1 import braid_pb2
 
     service = braid_pb2.DESCRIPTOR.services_by_name["Braid"]
     assert service.full_name == "braid.v1.Braid"

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import pytest
-
-from eval.dataset_resolver import open_dataset_dir
-from eval.errors import BraidError
-from ranker.identifiers import IdentifierScheme
-from ranker.prompt_layout import PromptTemplate, build_prompt
-from ranker.rerank_spec import RerankSpec
-from ranker.reranker import BlockRanker, parse_permutation
-from ranker.sliding_window import sliding_rerank
-from retriever.pipeline import load_pipeline, open_pipeline
-from retriever.pipeline_spec import parse_rerank
+from braid.common.dataset_resolver import open_dataset_dir
+from braid.common.errors import BraidError
+from braid.pipelines.pipeline import load_pipeline, open_pipeline
+from braid.pipelines.spec import parse_rerank
+from braid.ranker.identifiers import IdentifierScheme
+from braid.ranker.prompt_layout import PromptTemplate, build_prompt
+from braid.ranker.rerank_spec import RerankSpec
+from braid.ranker.reranker import BlockRanker, parse_permutation
+from braid.ranker.sliding_window import sliding_rerank
 
 DOCS = [
     ("cat", "The cat sat on the mat all afternoon."),
@@ -124,9 +123,8 @@ def test_a_tokenizer_without_chat_template_gets_the_plain_layout(smollm2, caplog
 
 
 def test_unsupported_architectures_and_missing_models_are_refused(tmp_path):
+    from braid.ranker.llm_source import load_llm
     from transformers import BertConfig
-
-    from ranker.llm_source import load_llm
 
     BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=1).save_pretrained(tmp_path)
     with pytest.raises(BraidError, match="is a 'bert' model; the block-sparse ranker supports llama, mistral, qwen2"):

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from eval.dataset_resolver import open_dataset_dir
-from eval.errors import BraidError
-from ranker.rerank_spec import RerankSpec
-from ranker.reranker import BlockRanker
-from ranker.train_examples import TrainExample, load_examples
-from ranker.train_objective import BlockRankLoss, attention_scores
-from ranker.trainer import RankerTrainer, TrainConfig
-from service.cli.main import main
+from braid.common.dataset_resolver import open_dataset_dir
+from braid.common.errors import BraidError
+from braid.ranker.rerank_spec import RerankSpec
+from braid.ranker.reranker import BlockRanker
+from braid.ranker.train_examples import TrainExample, load_examples
+from braid.ranker.train_objective import BlockRankLoss, attention_scores
+from braid.ranker.trainer import RankerTrainer, TrainConfig
+from braid.service.cli.main import main
 
 EXAMPLES = [
     TrainExample("toy/train", "q1", "which animal barks", ("the dog barks loudly",),
@@ -128,7 +127,7 @@ def test_training_learns_saves_a_loadable_model_and_resumes_exactly(tiny_lm_dir,
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_lm_dir):
-    from ranker.llm_source import load_llm
+    from braid.ranker.llm_source import load_llm
 
     config = tiny_config(tiny_lm_dir)
     grads = []

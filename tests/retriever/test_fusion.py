@@ -6,11 +6,10 @@ import math
 
 import numpy as np
 import pytest
-
-from eval.errors import BraidError
-from retriever.fusion import FusionSpec, fuse, normalize
-from retriever.hit import Hit
-from retriever.tuning import simplex_grid
+from braid.common.errors import BraidError
+from braid.pipelines.tuning import simplex_grid
+from braid.retriever.fusion import FusionSpec, fuse, normalize
+from braid.retriever.hit import Hit
 
 A = [Hit("a", 3.0), Hit("b", 2.0), Hit("c", 1.0)]
 B = [Hit("c", 10.0), Hit("a", 6.0), Hit("d", 2.0)]

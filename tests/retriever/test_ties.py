@@ -1,5 +1,5 @@
-from retriever.hit import Hit
-from retriever.ties import break_ties
+from braid.retriever.hit import Hit
+from braid.retriever.ties import break_ties
 
 
 def test_ties_are_broken_by_ascending_id_and_made_distinct():
@@ -14,7 +14,7 @@ def test_ties_are_broken_by_ascending_id_and_made_distinct():
 
 
 def test_top_k_does_not_depend_on_the_engines_order_of_tied_hits():
-    from retriever.ties import top_k
+    from braid.retriever.ties import top_k
 
     scores = {"a": 3.0, "b": 2.0, "c": 2.0, "d": 2.0, "e": 2.0, "f": 1.0}
     calls = []

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from braid.service.cli.main import main
 
-from service.cli.main import main
 from tests.conftest import TINY_DOCS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def braid(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "service.cli.main", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "braid", *args], cwd=REPO, capture_output=True, text=True, timeout=300
     )
 
 
@@ -178,7 +178,7 @@ def test_unavailable_model_is_a_clear_error(tiny_beir, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [
-            *(sys.executable, "-m", "service.cli.main", "index", "build", "--dataset", str(tiny_beir)),
+            *(sys.executable, "-m", "braid", "index", "build", "--dataset", str(tiny_beir)),
             *("--kind", "splade", "--param", "model=braid-test/no-such-model", "--output", str(tmp_path / "o")),
         ],
         cwd=REPO,
@@ -192,7 +192,7 @@ def test_unavailable_model_is_a_clear_error(tiny_beir, tmp_path):
 
 
 def test_checkpoint_without_masked_lm_head_is_refused(tiny_beir, tmp_path):
-    from indexer.model_source import embedded_model_path
+    from braid.common.model_source import embedded_model_path
 
     encoder_only = embedded_model_path("all-MiniLM-L6-v2")  # a BertModel: no vocabulary head
     for kind in ("splade", "slim"):

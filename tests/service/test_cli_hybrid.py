@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from braid.pipelines.pipeline import load_pipeline
+from braid.service.cli.main import main
 
-from retriever.pipeline import load_pipeline
-from service.cli.main import main
-from tests.retriever.test_hybrid_pipeline import HYBRID
+from tests.pipelines.test_hybrid_pipeline import HYBRID
 
 
 @pytest.fixture

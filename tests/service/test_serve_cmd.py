@@ -12,15 +12,14 @@ import time
 from pathlib import Path
 
 import grpc
-
-from service.client import BraidClient
+from braid.service.client import BraidClient
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def braid(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "service.cli.main", *args], cwd=REPO, stderr=subprocess.PIPE, text=True, **kwargs
+        [sys.executable, "-m", "braid", *args], cwd=REPO, stderr=subprocess.PIPE, text=True, **kwargs
     )
 
 
@@ -43,14 +42,14 @@ def test_sigterm_during_load_drains_and_exits_zero_with_the_jvm_loaded(service_d
     try:
         addresses = wait_ready(server, ready)
         query = subprocess.run(
-            [sys.executable, "-m", "service.cli.main", "query", "--server", addresses["grpc"], "--json", "-k", "2",
+            [sys.executable, "-m", "braid", "query", "--server", addresses["grpc"], "--json", "-k", "2",
              "cat fish"],
             cwd=REPO, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert query.returncode == 0, query.stderr
         assert [hit["doc_id"] for hit in json.loads(query.stdout)["hits"]] == ["d2", "d3"]
         bad = subprocess.run(
-            [sys.executable, "-m", "service.cli.main", "query", "--server", addresses["grpc"], "--pipeline", "x", "a"],
+            [sys.executable, "-m", "braid", "query", "--server", addresses["grpc"], "--pipeline", "x", "a"],
             cwd=REPO, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert bad.returncode == 2 and "NOT_FOUND: unknown pipeline 'x'" in bad.stderr

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from proto.braid.v1 import braid_pb2 as proto_dot_braid_dot_v1_dot_braid__pb2
+from braid.proto.braid.v1 import braid_pb2 as braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in proto/braid/v1/braid_pb2_grpc.py depends on'
+        + ' but the generated code in braid/proto/braid/v1/braid_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -39,38 +39,38 @@ class BraidStub:
         """
         self.Search = channel.unary_unary(
                 '/braid.v1.Braid/Search',
-                request_serializer=proto_dot_braid_dot_v1_dot_braid__pb2.SearchRequest.SerializeToString,
-                response_deserializer=proto_dot_braid_dot_v1_dot_braid__pb2.SearchResponse.FromString,
+                request_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.SearchRequest.SerializeToString,
+                response_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.SearchResponse.FromString,
                 _registered_method=True)
         self.BatchSearch = channel.unary_unary(
                 '/braid.v1.Braid/BatchSearch',
-                request_serializer=proto_dot_braid_dot_v1_dot_braid__pb2.BatchSearchRequest.SerializeToString,
-                response_deserializer=proto_dot_braid_dot_v1_dot_braid__pb2.BatchSearchResponse.FromString,
+                request_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.BatchSearchRequest.SerializeToString,
+                response_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.BatchSearchResponse.FromString,
                 _registered_method=True)
         self.Rerank = channel.unary_unary(
                 '/braid.v1.Braid/Rerank',
-                request_serializer=proto_dot_braid_dot_v1_dot_braid__pb2.RerankRequest.SerializeToString,
-                response_deserializer=proto_dot_braid_dot_v1_dot_braid__pb2.RerankResponse.FromString,
+                request_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.RerankRequest.SerializeToString,
+                response_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.RerankResponse.FromString,
                 _registered_method=True)
         self.ListPipelines = channel.unary_unary(
                 '/braid.v1.Braid/ListPipelines',
-                request_serializer=proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesRequest.SerializeToString,
-                response_deserializer=proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesResponse.FromString,
+                request_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesRequest.SerializeToString,
+                response_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesResponse.FromString,
                 _registered_method=True)
         self.AddDocuments = channel.unary_unary(
                 '/braid.v1.Braid/AddDocuments',
-                request_serializer=proto_dot_braid_dot_v1_dot_braid__pb2.AddDocumentsRequest.SerializeToString,
-                response_deserializer=proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.FromString,
+                request_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.AddDocumentsRequest.SerializeToString,
+                response_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.FromString,
                 _registered_method=True)
         self.DeleteDocuments = channel.unary_unary(
                 '/braid.v1.Braid/DeleteDocuments',
-                request_serializer=proto_dot_braid_dot_v1_dot_braid__pb2.DeleteDocumentsRequest.SerializeToString,
-                response_deserializer=proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.FromString,
+                request_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.DeleteDocumentsRequest.SerializeToString,
+                response_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.FromString,
                 _registered_method=True)
         self.Reload = channel.unary_unary(
                 '/braid.v1.Braid/Reload',
-                request_serializer=proto_dot_braid_dot_v1_dot_braid__pb2.ReloadRequest.SerializeToString,
-                response_deserializer=proto_dot_braid_dot_v1_dot_braid__pb2.ReloadResponse.FromString,
+                request_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ReloadResponse.FromString,
                 _registered_method=True)
 
 
@@ -130,38 +130,38 @@ def add_BraidServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
-                    request_deserializer=proto_dot_braid_dot_v1_dot_braid__pb2.SearchRequest.FromString,
-                    response_serializer=proto_dot_braid_dot_v1_dot_braid__pb2.SearchResponse.SerializeToString,
+                    request_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.SearchRequest.FromString,
+                    response_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.SearchResponse.SerializeToString,
             ),
             'BatchSearch': grpc.unary_unary_rpc_method_handler(
                     servicer.BatchSearch,
-                    request_deserializer=proto_dot_braid_dot_v1_dot_braid__pb2.BatchSearchRequest.FromString,
-                    response_serializer=proto_dot_braid_dot_v1_dot_braid__pb2.BatchSearchResponse.SerializeToString,
+                    request_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.BatchSearchRequest.FromString,
+                    response_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.BatchSearchResponse.SerializeToString,
             ),
             'Rerank': grpc.unary_unary_rpc_method_handler(
                     servicer.Rerank,
-                    request_deserializer=proto_dot_braid_dot_v1_dot_braid__pb2.RerankRequest.FromString,
-                    response_serializer=proto_dot_braid_dot_v1_dot_braid__pb2.RerankResponse.SerializeToString,
+                    request_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.RerankRequest.FromString,
+                    response_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.RerankResponse.SerializeToString,
             ),
             'ListPipelines': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPipelines,
-                    request_deserializer=proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesRequest.FromString,
-                    response_serializer=proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesResponse.SerializeToString,
+                    request_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesRequest.FromString,
+                    response_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesResponse.SerializeToString,
             ),
             'AddDocuments': grpc.unary_unary_rpc_method_handler(
                     servicer.AddDocuments,
-                    request_deserializer=proto_dot_braid_dot_v1_dot_braid__pb2.AddDocumentsRequest.FromString,
-                    response_serializer=proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.SerializeToString,
+                    request_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.AddDocumentsRequest.FromString,
+                    response_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.SerializeToString,
             ),
             'DeleteDocuments': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteDocuments,
-                    request_deserializer=proto_dot_braid_dot_v1_dot_braid__pb2.DeleteDocumentsRequest.FromString,
-                    response_serializer=proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.SerializeToString,
+                    request_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.DeleteDocumentsRequest.FromString,
+                    response_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.SerializeToString,
             ),
             'Reload': grpc.unary_unary_rpc_method_handler(
                     servicer.Reload,
-                    request_deserializer=proto_dot_braid_dot_v1_dot_braid__pb2.ReloadRequest.FromString,
-                    response_serializer=proto_dot_braid_dot_v1_dot_braid__pb2.ReloadResponse.SerializeToString,
+                    request_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ReloadRequest.FromString,
+                    response_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ReloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -192,8 +192,8 @@ class Braid:
             request,
             target,
             '/braid.v1.Braid/Search',
-            proto_dot_braid_dot_v1_dot_braid__pb2.SearchRequest.SerializeToString,
-            proto_dot_braid_dot_v1_dot_braid__pb2.SearchResponse.FromString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.SearchRequest.SerializeToString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.SearchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -219,8 +219,8 @@ class Braid:
             request,
             target,
             '/braid.v1.Braid/BatchSearch',
-            proto_dot_braid_dot_v1_dot_braid__pb2.BatchSearchRequest.SerializeToString,
-            proto_dot_braid_dot_v1_dot_braid__pb2.BatchSearchResponse.FromString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.BatchSearchRequest.SerializeToString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.BatchSearchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -246,8 +246,8 @@ class Braid:
             request,
             target,
             '/braid.v1.Braid/Rerank',
-            proto_dot_braid_dot_v1_dot_braid__pb2.RerankRequest.SerializeToString,
-            proto_dot_braid_dot_v1_dot_braid__pb2.RerankResponse.FromString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.RerankRequest.SerializeToString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.RerankResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -273,8 +273,8 @@ class Braid:
             request,
             target,
             '/braid.v1.Braid/ListPipelines',
-            proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesRequest.SerializeToString,
-            proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesResponse.FromString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesRequest.SerializeToString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -300,8 +300,8 @@ class Braid:
             request,
             target,
             '/braid.v1.Braid/AddDocuments',
-            proto_dot_braid_dot_v1_dot_braid__pb2.AddDocumentsRequest.SerializeToString,
-            proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.FromString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.AddDocumentsRequest.SerializeToString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -327,8 +327,8 @@ class Braid:
             request,
             target,
             '/braid.v1.Braid/DeleteDocuments',
-            proto_dot_braid_dot_v1_dot_braid__pb2.DeleteDocumentsRequest.SerializeToString,
-            proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.FromString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.DeleteDocumentsRequest.SerializeToString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -354,8 +354,8 @@ class Braid:
             request,
             target,
             '/braid.v1.Braid/Reload',
-            proto_dot_braid_dot_v1_dot_braid__pb2.ReloadRequest.SerializeToString,
-            proto_dot_braid_dot_v1_dot_braid__pb2.ReloadResponse.FromString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ReloadRequest.SerializeToString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ReloadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,8 +10,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from eval.dataset import Document, Qrels
-from eval.errors import DataFormatError
+from braid.common.dataset import Document, Qrels
+from braid.common.errors import DataFormatError
 
 
 def _json_objects(path: Path) -> Iterator[tuple[int, dict]]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from eval import beir_format, msmarco_format
-from eval.beir_download import BEIR_MD5, download_beir
-from eval.dataset import Dataset
-from eval.errors import BraidError
+from braid.common import beir_format, msmarco_format
+from braid.common.beir_download import BEIR_MD5, download_beir
+from braid.common.dataset import Dataset
+from braid.common.errors import BraidError
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:

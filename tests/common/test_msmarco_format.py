@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
-from eval.dataset_resolver import open_dataset_dir
-from eval.errors import DataFormatError
+from braid.common.dataset_resolver import open_dataset_dir
+from braid.common.errors import DataFormatError
 
 
 def _write_msmarco(root, grades):

@@ -17,16 +17,15 @@ import sys
 from dataclasses import dataclass, replace
 
 import numpy as np
+from braid.common.dataset import Dataset
+from braid.common.errors import BraidError
+from braid.common.metrics import evaluate
+from braid.common.trec_run import drop_self_hits
+from braid.eval.runner import judged_queries, known_qrels
+from braid.pipelines.pipeline import Pipeline
+from braid.pipelines.spec import PipelineSpec, TunedFusion
+from braid.retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec, fusion_inputs
 from tqdm import tqdm
-
-from eval.dataset import Dataset
-from eval.errors import BraidError
-from eval.metrics import evaluate
-from eval.runner import judged_queries, known_qrels
-from eval.trec_run import drop_self_hits
-from retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec, fusion_inputs
-from retriever.pipeline import Pipeline
-from retriever.pipeline_spec import PipelineSpec, TunedFusion
 
 TUNABLE_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map")
 EVAL_DEPTH = 100  # every tunable metric but MAP is decided within the top 100; MAP is approximated there

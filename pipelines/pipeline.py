@@ -18,16 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
-
-from eval.dataset import Dataset
-from eval.errors import BraidError, DeadlineExceeded
-from indexer.index_store import build_index, find_index
-from indexer.manifest import MANIFEST_NAME, Manifest
-from retriever.fusion import fused, ranked
-from retriever.hit import Hit
-from retriever.kinds import RETRIEVER_KINDS
-from retriever.pipeline_spec import (
+from braid.common.dataset import Dataset
+from braid.common.errors import BraidError, DeadlineExceeded
+from braid.indexer.index_store import build_index, find_index
+from braid.indexer.manifest import MANIFEST_NAME, Manifest
+from braid.pipelines.spec import (
     PipelineSpec,
     RetrieverSpec,
     builtin_pipelines,
@@ -36,6 +31,10 @@ from retriever.pipeline_spec import (
     parse_pipeline,
     parse_retriever,
 )
+from braid.retriever.fusion import fused, ranked
+from braid.retriever.hit import Hit
+from braid.retriever.kinds import RETRIEVER_KINDS
+from tqdm import tqdm
 
 __all__ = [
     "ExplainedHit",
@@ -424,7 +423,7 @@ def open_pipeline(
     doc_count = next(iter(manifests.values())).doc_count
     reranker = texts = None
     if spec.rerank is not None:
-        from ranker.reranker import shared_ranker  # torch and transformers load only for pipelines that rerank
+        from braid.ranker.reranker import shared_ranker  # torch and transformers load only for pipelines that rerank
 
         reranker = shared_ranker(spec.rerank)
         texts = _corpus_texts(dataset)

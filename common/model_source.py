@@ -10,7 +10,7 @@ import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
 
-from eval.errors import BraidError
+from braid.common.errors import BraidError
 
 # name -> (Python package that carries the weights, folder inside it)
 EMBEDDED_MODELS = {

@@ -49,12 +49,11 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-
-from eval.atomic_file import atomic_write_text
-from eval.errors import BraidError
-from ranker.rerank_spec import RerankSpec
-from retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec
-from retriever.kinds import RETRIEVER_KINDS, RetrieverKind
+from braid.common.atomic_file import atomic_write_text
+from braid.common.errors import BraidError
+from braid.ranker.rerank_spec import RerankSpec
+from braid.retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec
+from braid.retriever.kinds import RETRIEVER_KINDS, RetrieverKind
 
 PIPELINE_KEYS = {"name", "description", "retrievers", "fusion", "per_dataset", "cascade", "rerank", "tuned"}
 PER_DATASET_KEYS = {"fusion", "tuned"}
@@ -154,7 +153,7 @@ class PipelineSpec:
 
 
 def builtin_pipelines() -> dict[str, Path]:
-    folder = resources.files("retriever") / "pipelines"
+    folder = resources.files("braid.pipelines") / "builtin"
     return {Path(str(entry)).stem: Path(str(entry)) for entry in folder.iterdir() if str(entry).endswith(".toml")}
 
 

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
-from eval.dataset_resolver import open_dataset_dir
-from eval.errors import BraidError, DataFormatError
+from braid.common.dataset_resolver import open_dataset_dir
+from braid.common.errors import BraidError, DataFormatError
 
 
 def test_reads_corpus_queries_qrels(tiny_beir):

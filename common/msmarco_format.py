@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from eval.dataset import Document, Qrels
-from eval.errors import DataFormatError
+from braid.common.dataset import Document, Qrels
+from braid.common.errors import DataFormatError
 
 
 def _tsv_pairs(path: Path, what: str) -> Iterator[tuple[int, str, str]]:

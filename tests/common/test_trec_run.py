@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
-from eval.errors import DataFormatError
-from eval.trec_run import drop_self_hits, read_run, write_run
+from braid.common.errors import DataFormatError
+from braid.common.trec_run import drop_self_hits, read_run, write_run
 
 
 def test_round_trip_ranks_by_score(tmp_path):

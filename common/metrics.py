@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import ir_measures
-
-from eval.dataset import Qrels
-from eval.trec_run import Run
+from braid.common.dataset import Qrels
+from braid.common.trec_run import Run
 
 METRIC_KEYS = ("ndcg@10", "recall@100", "recall@1000", "mrr@10", "map")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.atomic_file import atomic_write_text
-from eval.errors import DataFormatError
+from braid.common.atomic_file import atomic_write_text
+from braid.common.errors import DataFormatError
 
 Run = dict[str, dict[str, float]]
 

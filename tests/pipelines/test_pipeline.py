@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import pytest
-
-from eval.dataset_resolver import open_dataset_dir
-from eval.errors import BraidError
-from retriever.pipeline import builtin_pipelines, load_pipeline, open_pipeline
+from braid.common.dataset_resolver import open_dataset_dir
+from braid.common.errors import BraidError
+from braid.pipelines.pipeline import builtin_pipelines, load_pipeline, open_pipeline
 
 
 def test_builtin_bm25_uses_beir_settings():

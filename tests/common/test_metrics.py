@@ -3,8 +3,7 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from eval.metrics import evaluate
+from braid.common.metrics import evaluate
 
 QRELS = {"q1": {"a": 2, "b": 1, "c": 0}, "q2": {"x": 1}, "q3": {"y": 1}, "q4": {"n": 0}}
 RUN = {"q1": {"c": 3.0, "b": 2.0, "a": 1.0}, "q2": {"z": 2.0, "x": 1.0}, "q4": {"n": 1.0}}

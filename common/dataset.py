@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.errors import BraidError
+from braid.common.errors import BraidError
 
 Qrels = dict[str, dict[str, int]]
 
