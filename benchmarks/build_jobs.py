@@ -47,7 +47,7 @@ def compare(a: Path, b: Path, dataset_name: str, k: int, data_dir: str | None) -
         ma, mb = Manifest.read(left), Manifest.read(right)
         files = [n for n in ma.files if not _lucene_file(ma.kind, n)]
         differing = [n for n in files if ma.files[n] != mb.files.get(n)]
-        searchable = any(info.index_kind == ma.kind for info in RETRIEVER_KINDS.values())
+        searchable = any(info.index.name == ma.kind for info in RETRIEVER_KINDS.values())
         same_hits = None
         if searchable:
             ra, rb = open_index_retriever(left, {}), open_index_retriever(right, {})

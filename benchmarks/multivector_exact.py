@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from braid.common.dataset_resolver import resolve_dataset
 from braid.common.metrics import evaluate
-from braid.eval.runner import judged_queries, known_qrels
 from braid.indexer.manifest import Manifest
 from braid.indexer.token_index import TokenStore, encoder_for
 from braid.pipelines.pipeline import PipelineSpec, open_pipeline, parse_retriever
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--output", type=Path, default=Path("results/multivector_exact.json"))
     args = parser.parse_args(argv)
     dataset = resolve_dataset(args.dataset)
-    queries = judged_queries(dataset, "test")
+    queries = dataset.judged_queries("test")
     if args.limit:
         queries = dict(itertools.islice(queries.items(), args.limit))
     raw = {"kind": "multivector", "pool_factor": 1}
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     params = manifest.params
     store = TokenStore(manifest.dependency(index, "tokens"))
     encoded = encoder_for(params).encode_queries(list(queries.values()))
-    qrels = {qid: docs for qid, docs in known_qrels(dataset, "test").items() if qid in queries}
+    qrels = {qid: docs for qid, docs in dataset.known_qrels("test").items() if qid in queries}
     rows = []
     variants = [(factor, True) for factor in args.pool_factors]
     variants += [(factor, False) for factor in args.pool_factors if args.no_renormalize and factor > 1]

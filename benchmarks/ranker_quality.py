@@ -22,7 +22,6 @@ import torch
 from braid.common.dataset_resolver import resolve_dataset
 from braid.common.metrics import evaluate
 from braid.common.trec_run import write_run
-from braid.eval.runner import judged_queries, known_qrels
 from braid.eval.significance import compare
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
 from braid.ranker.rerank_spec import RerankSpec
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     dataset = resolve_dataset(args.dataset)
     pipeline = open_pipeline(load_pipeline(args.pipeline), dataset, args.index_dir)
-    queries = judged_queries(dataset, args.split)
+    queries = dataset.judged_queries(args.split)
     if args.limit:
         queries = dict(itertools.islice(queries.items(), args.limit))
     models = args.model or ["smollm2"]
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         prefix = "" if len(models) == 1 else f"{label}/"
         runs[f"{prefix}first"], runs[f"{prefix}attention"] = first_runs, attention_runs
         del ranker
-    qrels = known_qrels(dataset, args.split)
+    qrels = dataset.known_qrels(args.split)
     qrels = {qid: docs for qid, docs in qrels.items() if qid in queries}
     threshold = dataset.default_rel_threshold if args.rel_threshold is None else args.rel_threshold
     evaluations = {name: evaluate(run, qrels, threshold) for name, run in runs.items()}

@@ -73,6 +73,21 @@ class Dataset:
         judged = self.qrels(split)
         return {qid: text for qid, text in self.queries().items() if qid in judged}
 
+    def known_qrels(self, split: str) -> Qrels:
+        """The split's qrels for queries that exist: a judged query with no text cannot be run or scored."""
+        queries = self.queries()
+        return {qid: docs for qid, docs in self.qrels(split).items() if qid in queries}
+
+    def judged_queries(self, split: str) -> dict[str, str]:
+        """The split's judged queries, refusing a split with none or with an empty query text (what runs score)."""
+        queries = self.split_queries(split)
+        empty = [qid for qid, text in queries.items() if not text.strip()]
+        if empty:
+            raise BraidError(f"{self.name}: {len(empty)} query(ies) with empty text, e.g. id {empty[0]!r}")
+        if not queries:
+            raise BraidError(f"{self.name}: no queries of the {split!r} split are in the queries file")
+        return queries
+
     def corpus_checksum(self) -> str:
         """sha256 over the corpus files' bytes: what index manifests record to detect a changed corpus."""
         if self._checksum is None:

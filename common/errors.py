@@ -21,3 +21,8 @@ class DataFormatError(BraidError):
 
 class DeadlineExceeded(BraidError):
     """A request's deadline passed before its work was done (a service answers DEADLINE_EXCEEDED / 504)."""
+
+
+class Unsupported(BraidError):
+    """A well-formed request that this pipeline cannot carry out (no reranker; an index that takes no updates): a
+    service answers FAILED_PRECONDITION / 409."""

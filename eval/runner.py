@@ -75,22 +75,6 @@ def check_qrels(dataset: Dataset, split: str, allow_unknown: bool = False) -> li
     return [f"qrels/{split} of {dataset.name}: {problem}" for problem in problems]
 
 
-def known_qrels(dataset: Dataset, split: str) -> dict[str, dict[str, int]]:
-    """The split's qrels for queries that exist: a judged query with no text cannot be run or scored."""
-    queries = dataset.queries()
-    return {qid: docs for qid, docs in dataset.qrels(split).items() if qid in queries}
-
-
-def judged_queries(dataset: Dataset, split: str) -> dict[str, str]:
-    queries = dataset.split_queries(split)
-    empty = [qid for qid, text in queries.items() if not text.strip()]
-    if empty:
-        raise BraidError(f"{dataset.name}: {len(empty)} query(ies) with empty text, e.g. id {empty[0]!r}")
-    if not queries:
-        raise BraidError(f"{dataset.name}: no queries of the {split!r} split are in the queries file")
-    return queries
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if len(ordered) == 1:
@@ -108,7 +92,7 @@ def run_pipeline(
     rel_threshold: int | None = None,
 ) -> RunResult:
     """Batch-search the split's queries, score the run, and time single queries for latency."""
-    queries = judged_queries(dataset, split)
+    queries = dataset.judged_queries(split)
     # One extra hit per query so that dropping the query's own id still leaves ``depth`` hits.
     fetch = depth if keep_self_hits else depth + 1
     started = time.perf_counter()
@@ -134,7 +118,7 @@ def run_pipeline(
         name=pipeline.name,
         dataset=dataset.name,
         split=split,
-        evaluation=evaluate(run, known_qrels(dataset, split), threshold),
+        evaluation=evaluate(run, dataset.known_qrels(split), threshold),
         run=run,
         queries_per_s=len(queries) / elapsed if elapsed > 0 else None,
         latency_ms=_p50_p99(latencies) if latencies else {},

@@ -17,32 +17,36 @@ import numpy as np
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
 from braid.indexer.binary_codes import RecurrentCoder, SignCoder
-from braid.indexer.embedding_index import DEFAULT_PARAMS as EMBEDDING_DEFAULTS
+from braid.indexer.embedding_index import PARAMS as EMBEDDING_PARAMS
 from braid.indexer.embedding_index import EmbeddingStore
-from braid.indexer.params import merge_params, require_at_least, require_choice
+from braid.indexer.index_kind import IndexKind, Param
+from braid.indexer.params import require_at_least, require_choice
 from braid.indexer.recurrent_binarizer import load_binarizer, save_binarizer, train_binarizer
 
 METHODS = ("recurrent", "sign")
 FAISS_INDEXES = ("flat", "ivf", "hnsw")
-DEFAULT_PARAMS = {
-    **EMBEDDING_DEFAULTS,
-    "method": "recurrent",
-    "bits": 1,
-    "width": 0,  # 0: the embedding's own dimension
-    "faiss": "flat",
-    # Leading planes the faiss index covers. Plane 0 alone ranks candidates much like the full SDC; Hamming over
-    # all planes weighs the small residual planes like the first and, on scifact at 4 bits, lost relevant
-    # documents (rescored nDCG@10 0.637 vs 0.645 from plane 0).
-    "candidate_planes": 1,
-    "nlist": 0,  # 0: about 4 sqrt(n) inverted lists
-    "hnsw_m": 32,
-    "epochs": 20,
-    "seed": 0,
+# The embeddings this index codes are built with the same model and length (their own parameters).
+PARAMS = {
+    **EMBEDDING_PARAMS,
+    "method": Param("recurrent", "recurrent (BEBR) or sign"),
+    "bits": Param(1, "bit planes per dimension, 1..4"),
+    "width": Param(0, "code width in bits per plane; 0 = embedding dimension"),
+    "faiss": Param("flat", "candidate index: flat, ivf or hnsw"),
+    # Plane 0 alone ranks candidates much like the full SDC; Hamming over all planes weighs the small residual
+    # planes like the first and, on scifact at 4 bits, lost relevant documents (rescored nDCG@10 0.637 vs 0.645).
+    "candidate_planes": Param(1, "leading bit planes the candidate index covers"),
+    "nlist": Param(0, "IVF lists; 0 = about 4 sqrt(n)"),
+    "hnsw_m": Param(32, "HNSW neighbours per node"),
+    "epochs": Param(20, "binarizer training epochs"),
+    "seed": Param(0, "training seed"),
 }
 
 
 def validate_params(params: dict) -> dict:
-    merged = merge_params("binary", params, DEFAULT_PARAMS)
+    return KIND.validate(params)
+
+
+def _check(merged: dict) -> None:
     require_choice("binary", merged, "method", METHODS)
     require_choice("binary", merged, "faiss", FAISS_INDEXES)
     require_at_least("binary", merged, ("width", "nlist", "epochs", "seed"), minimum=0)
@@ -57,11 +61,10 @@ def validate_params(params: dict) -> dict:
         raise BraidError(f"binary width must be a multiple of 8, got {merged['width']}")
     if merged["method"] == "sign" and (merged["bits"] != 1 or merged["width"] != 0):
         raise BraidError("binary method 'sign' codes 1 bit per embedding dimension: leave bits = 1 and width = 0")
-    return merged
 
 
 def requires(params: dict) -> dict[str, tuple[str, dict]]:
-    return {"embeddings": ("embeddings", {name: params[name] for name in EMBEDDING_DEFAULTS})}
+    return {"embeddings": ("embeddings", {name: params[name] for name in EMBEDDING_PARAMS})}
 
 
 def build_binary_index(
@@ -111,3 +114,6 @@ def load_codes(index_dir: Path) -> tuple[np.ndarray, dict]:
     shape = (meta["documents"], meta["planes"], meta["width"] // 8)
     codes = np.fromfile(index_dir / "codes.u8", dtype=np.uint8).reshape(shape)
     return codes, meta
+
+
+KIND = IndexKind("binary", PARAMS, build_binary_index, _check, requires=requires)

@@ -17,20 +17,26 @@ from pathlib import Path
 
 from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
+from braid.indexer.index_kind import IndexKind, Param, Shards
 from braid.indexer.lucene_jvm import lucene
 from braid.indexer.lucene_reader import write_docids
-from braid.indexer.params import merge_params, require_choice
+from braid.indexer.params import require_choice
 from tqdm import tqdm
 
 STEMMERS = ("porter", "krovetz", "none")
-DEFAULT_PARAMS = {"stemmer": "porter", "keep_stopwords": False}
+PARAMS = {
+    "stemmer": Param("porter", "Lucene stemmer: porter, krovetz or none"),
+    "keep_stopwords": Param(False, "index stopwords instead of dropping them"),
+}
+
+
+def _check(merged: dict) -> None:
+    require_choice("bm25", merged, "stemmer", STEMMERS)
 
 
 def validate_params(params: dict) -> dict:
     """Fill defaults and reject unknown or ill-typed parameters with the allowed values named."""
-    merged = merge_params("bm25", params, DEFAULT_PARAMS)
-    require_choice("bm25", merged, "stemmer", STEMMERS)
-    return merged
+    return KIND.validate(params)
 
 
 def _batches(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
@@ -88,3 +94,6 @@ def assemble_shards(shards: Sequence[Path], out_dir: Path, params: dict, threads
     if count == 0:
         raise BraidError("the shards hold no documents")
     return count
+
+
+KIND = IndexKind("bm25", PARAMS, build_bm25_index, _check, shards=Shards(encode_shard, assemble_shards))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from braid.common.errors import BraidError
-from braid.indexer.builders import INDEX_KINDS
+from braid.indexer.kinds import INDEX_KINDS
 
 TOP_KEYS = {"output", "collection", "index"}
 COLLECTION_KEYS = {"dataset", "data_dir", "shard_size"}

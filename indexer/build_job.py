@@ -39,10 +39,10 @@ from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
 from braid.indexer.atomic_dir import atomic_directory
 from braid.indexer.build_config import BuildConfig, IndexRequest
-from braid.indexer.builders import INDEX_KINDS
+from braid.indexer.index_kind import Shards
 from braid.indexer.index_store import build_index, index_path
+from braid.indexer.kinds import INDEX_KINDS
 from braid.indexer.manifest import MANIFEST_NAME, Manifest, file_checksums, file_sha256
-from braid.indexer.sharded_builds import SHARDED_KINDS
 from tqdm import tqdm
 
 JOB_FILE = "job.json"
@@ -95,6 +95,13 @@ def shard_is_done(task: ShardTask) -> bool:
     )
 
 
+def _shards(kind: str) -> Shards:
+    shards = INDEX_KINDS[kind].shards
+    if shards is None:
+        raise BraidError(f"{kind} indexes cannot be built in shards")
+    return shards
+
+
 def run_shard_task(task: ShardTask) -> dict:
     """Encode one shard (atomically: a killed task leaves no folder at ``out_dir``); returns its record."""
     if task.threads:
@@ -104,7 +111,7 @@ def run_shard_task(task: ShardTask) -> dict:
     out_dir = Path(task.out_dir)
     if shard_is_done(task):
         return json.loads((out_dir / SHARD_RECORD).read_text(encoding="utf-8"))
-    sharded = SHARDED_KINDS[task.kind]
+    sharded = _shards(task.kind)
     started = time.perf_counter()
     with atomic_directory(out_dir, overwrite=True) as scratch:
         documents = list(read_corpus(Path(task.shard_file)))
@@ -246,13 +253,13 @@ class BuildJob:
         leaves: list[IndexRequest] = []
         for request in self.config.indexes:
             spec = INDEX_KINDS[request.kind]
-            wanted = [request] if request.kind in SHARDED_KINDS else []
+            wanted = [request] if spec.shards else []
             if spec.requires:
                 wanted += [
                     IndexRequest(k, INDEX_KINDS[k].validate(p)) for k, p in spec.requires(request.params).values()
                 ]
             for item in wanted:
-                if item.kind not in SHARDED_KINDS:
+                if not INDEX_KINDS[item.kind].shards:
                     raise BraidError(f"{item.kind} indexes cannot be built in shards yet")
                 if item not in leaves:
                     leaves.append(item)
@@ -303,7 +310,7 @@ class BuildJob:
         started = time.perf_counter()
         tasks = self.tasks(request, [{"file": r["shard_file"], "sha256": r["shard_sha256"]} for r in records])
         with atomic_directory(final, overwrite=True) as scratch:
-            count = SHARDED_KINDS[request.kind].assemble(
+            count = _shards(request.kind).assemble(
                 [Path(t.out_dir) for t in tasks], scratch, request.params, self.threads
             )
             assemble_seconds = time.perf_counter() - started
@@ -341,7 +348,7 @@ class BuildJob:
             report.wall_seconds = round(time.perf_counter() - tick, 3)
             self.reports.append(report)
         for request in self.config.indexes:
-            if request.kind in SHARDED_KINDS:
+            if INDEX_KINDS[request.kind].shards:
                 continue
             report = KindReport(request.kind, request.params)
             tick = time.perf_counter()

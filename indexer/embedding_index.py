@@ -19,17 +19,23 @@ from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
 from braid.indexer.dense_encoder import DEFAULT_MODEL, DenseEncoder
 from braid.indexer.encoder_cache import cached_encoder
-from braid.indexer.params import merge_params, require_at_least
+from braid.indexer.index_kind import IndexKind, Param, Shards
+from braid.indexer.params import require_at_least
 from tqdm import tqdm
 
-DEFAULT_PARAMS = {"model": DEFAULT_MODEL, "max_length": 256}
+PARAMS = {
+    "model": Param(DEFAULT_MODEL, "sentence-transformers checkpoint: embedded name, folder or hub name"),
+    "max_length": Param(256, "tokens kept per text"),
+}
 EMBEDDINGS_NAME = "embeddings.f16"
 
 
-def validate_params(params: dict) -> dict:
-    merged = merge_params("embeddings", params, DEFAULT_PARAMS)
+def _check(merged: dict) -> None:
     require_at_least("embeddings", merged, ("max_length",))
-    return merged
+
+
+def validate_params(params: dict) -> dict:
+    return KIND.validate(params)
 
 
 def encoder_for(params: dict) -> DenseEncoder:
@@ -97,3 +103,6 @@ class EmbeddingStore:
         self.dimension = int(meta["dimension"])
         self.matrix = np.memmap(index_dir / EMBEDDINGS_NAME, dtype=np.float16, mode="r").reshape(-1, self.dimension)
         self.doc_ids = (index_dir / "doc_ids.txt").read_text(encoding="utf-8").split("\n")[: meta["documents"]]
+
+
+KIND = IndexKind("embeddings", PARAMS, build_embeddings, _check, shards=Shards(encode_shard, assemble_shards))

@@ -16,14 +16,8 @@ from pathlib import Path
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
 from braid.indexer.atomic_dir import atomic_directory
-from braid.indexer.builders import INDEX_KINDS
+from braid.indexer.kinds import index_kind
 from braid.indexer.manifest import MANIFEST_NAME, Manifest
-
-
-def index_kind(kind: str):
-    if kind not in INDEX_KINDS:
-        raise BraidError(f"unknown index kind {kind!r} (allowed: {', '.join(INDEX_KINDS)})")
-    return INDEX_KINDS[kind]
 
 
 def index_path(dataset: Dataset, kind: str, params: dict, index_root: Path) -> Path:

@@ -37,32 +37,33 @@ import torch
 from braid.common.atomic_file import atomic_write_text
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
+from braid.indexer.index_kind import IndexKind, Param, Updates
 from braid.indexer.manifest import MANIFEST_NAME, Manifest, file_checksums
-from braid.indexer.params import merge_params, require_at_least
-from braid.indexer.token_encoder import DEFAULT_MODEL
+from braid.indexer.params import require_at_least
+from braid.indexer.token_index import PARAMS as TOKEN_PARAMS
 from braid.indexer.token_index import TOKENS_NAME, TokenStore, encoder_for, has_tokens
 from tqdm import tqdm
 
-DEFAULT_PARAMS = {
-    "model": DEFAULT_MODEL,
-    "doc_max_length": 256,
-    "query_max_length": 32,
-    "pool_factor": 1,
-    "protected_tokens": 1,
-    "centroids": 0,
-    "seed": 0,
+# The token index this one pools is built with the same model and lengths (its own parameters).
+PARAMS = {
+    **TOKEN_PARAMS,
+    "pool_factor": Param(1, "token pooling factor, 1..4"),
+    "protected_tokens": Param(1, "leading tokens never pooled ([CLS])"),
+    "centroids": Param(0, "k-means centroids; 0 = a power of two near 2 sqrt(tokens)"),
+    "seed": Param(0, "k-means seed"),
 }
-TOKEN_PARAMS = ("model", "doc_max_length", "query_max_length")
 META_NAME = "multivector.json"
 POOL_FACTORS = (1, 2, 3, 4)
 
 
-def validate_params(params: dict) -> dict:
-    merged = merge_params("multivector", params, DEFAULT_PARAMS)
+def _check(merged: dict) -> None:
     if merged["pool_factor"] not in POOL_FACTORS:
         raise BraidError(f"multivector pool_factor must be one of 1, 2, 3, 4, got {merged['pool_factor']!r}")
     require_at_least("multivector", merged, ("protected_tokens", "centroids", "seed"), minimum=0)
-    return merged
+
+
+def validate_params(params: dict) -> dict:
+    return KIND.validate(params)
 
 
 def requires(params: dict) -> dict[str, tuple[str, dict]]:
@@ -285,3 +286,13 @@ def delete_documents(index_dir: Path, doc_ids: Sequence[str]) -> int:
             store.token_centroid[token_keep],
         )
         return len(keep)
+
+
+KIND = IndexKind(
+    "multivector",
+    PARAMS,
+    build_multivector_index,
+    _check,
+    requires=requires,
+    updates=Updates(add_documents, delete_documents),
+)

@@ -21,28 +21,35 @@ import scipy.sparse as sp
 from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
 from braid.indexer.encoder_cache import cached_encoder
-from braid.indexer.params import merge_params, require_at_least
+from braid.indexer.index_kind import IndexKind, Param, Shards
+from braid.indexer.params import require_at_least
 from braid.indexer.slim_encoder import SlimEncoder
-from braid.indexer.splade_encoder import DEFAULT_MODEL, quantize
-from braid.indexer.splade_index import IMPACT_DIR, VECTORS_DIR, impact_index_from, write_impact_index
+from braid.indexer.splade_encoder import quantize
+from braid.indexer.splade_index import (
+    IMPACT_DIR,
+    MASKED_LM_PARAMS,
+    VECTORS_DIR,
+    impact_index_from,
+    write_impact_index,
+)
 from tqdm import tqdm
 
-DEFAULT_PARAMS = {
-    "model": DEFAULT_MODEL,
-    "query_max_length": 64,
-    "doc_max_length": 256,
-    "top_k_terms": 20,
-    "scale": 100,
+PARAMS = {
+    **MASKED_LM_PARAMS,
+    "top_k_terms": Param(20, "vocabulary terms kept per token"),
+    "scale": Param(100, "first-stage weights x scale, rounded, are the impacts"),
 }
 TOKENS_DIR = "slim_tokens"
 # file name -> dtype of the flat arrays that make up the token CSR store
 TOKEN_ARRAYS = {"indptr": np.int64, "indices": np.int32, "values": np.float16, "doc_offsets": np.int64}
 
 
-def validate_params(params: dict) -> dict:
-    merged = merge_params("slim", params, DEFAULT_PARAMS)
+def _check(merged: dict) -> None:
     require_at_least("slim", merged, ("query_max_length", "doc_max_length", "top_k_terms", "scale"))
-    return merged
+
+
+def validate_params(params: dict) -> dict:
+    return KIND.validate(params)
 
 
 def encoder_for(params: dict) -> SlimEncoder:
@@ -145,3 +152,6 @@ def assemble_shards(shards: Sequence[Path], out_dir: Path, params: dict, threads
     (tokens_dir / "meta.json").write_text(json.dumps(total) + "\n", encoding="utf-8")
     impact_index_from([shard / VECTORS_DIR / "vectors.jsonl" for shard in shards], out_dir, threads)
     return total["documents"]
+
+
+KIND = IndexKind("slim", PARAMS, build_slim_index, _check, shards=Shards(encode_shard, assemble_shards))

@@ -19,21 +19,30 @@ from pathlib import Path
 from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
 from braid.indexer.encoder_cache import cached_encoder
+from braid.indexer.index_kind import IndexKind, Param, Shards
 from braid.indexer.lucene_jvm import java_class, java_stdout_to_stderr
 from braid.indexer.lucene_reader import write_docids
-from braid.indexer.params import merge_params, require_at_least
+from braid.indexer.params import require_at_least
 from braid.indexer.splade_encoder import DEFAULT_MODEL, SpladeEncoder, quantize
 from tqdm import tqdm
 
-DEFAULT_PARAMS = {"model": DEFAULT_MODEL, "query_max_length": 64, "doc_max_length": 256, "scale": 100}
+# Shared with SLIM, whose encoder reads term weights off the same kind of masked-LM head.
+MASKED_LM_PARAMS = {
+    "model": Param(DEFAULT_MODEL, "masked-LM checkpoint: embedded name, local folder or hub name"),
+    "query_max_length": Param(64, "query tokens kept"),
+    "doc_max_length": Param(256, "document tokens kept"),
+}
+PARAMS = {**MASKED_LM_PARAMS, "scale": Param(100, "weights x scale, rounded, are the impacts")}
 IMPACT_DIR = "impact"  # the Lucene impact index inside a splade (or slim) index folder
 VECTORS_DIR = "_vectors"  # JSON vectors staged for Anserini during the build, removed after
 
 
-def validate_params(params: dict) -> dict:
-    merged = merge_params("splade", params, DEFAULT_PARAMS)
+def _check(merged: dict) -> None:
     require_at_least("splade", merged, ("query_max_length", "doc_max_length", "scale"))
-    return merged
+
+
+def validate_params(params: dict) -> dict:
+    return KIND.validate(params)
 
 
 def encoder_for(params: dict) -> SpladeEncoder:
@@ -110,3 +119,6 @@ def assemble_shards(shards: Sequence[Path], out_dir: Path, params: dict, threads
         raise BraidError("the shards hold no documents")
     impact_index_from(files, out_dir, threads)
     return count
+
+
+KIND = IndexKind("splade", PARAMS, build_splade_index, _check, shards=Shards(encode_shard, assemble_shards))

@@ -19,18 +19,25 @@ import numpy as np
 from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
 from braid.indexer.encoder_cache import cached_encoder
-from braid.indexer.params import merge_params, require_at_least
+from braid.indexer.index_kind import IndexKind, Param, Shards
+from braid.indexer.params import require_at_least
 from braid.indexer.token_encoder import DEFAULT_MODEL, TokenEncoder
 from tqdm import tqdm
 
-DEFAULT_PARAMS = {"model": DEFAULT_MODEL, "doc_max_length": 256, "query_max_length": 32}
+PARAMS = {
+    "model": Param(DEFAULT_MODEL, "token encoder: ColBERT checkpoint or plain encoder"),
+    "doc_max_length": Param(256, "document tokens kept"),
+    "query_max_length": Param(32, "query tokens kept"),
+}
 TOKENS_NAME = "tokens.f16"
 
 
-def validate_params(params: dict) -> dict:
-    merged = merge_params("tokens", params, DEFAULT_PARAMS)
+def _check(merged: dict) -> None:
     require_at_least("tokens", merged, ("doc_max_length", "query_max_length"))
-    return merged
+
+
+def validate_params(params: dict) -> dict:
+    return KIND.validate(params)
 
 
 def encoder_for(params: dict) -> TokenEncoder:
@@ -125,3 +132,6 @@ class TokenStore:
 
     def document(self, row: int) -> np.ndarray:
         return self.matrix[self.offsets[row] : self.offsets[row + 1]]
+
+
+KIND = IndexKind("tokens", PARAMS, build_tokens, _check, shards=Shards(encode_shard, assemble_shards))

@@ -15,12 +15,14 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from braid.common.dataset import Dataset
-from braid.common.errors import BraidError, DeadlineExceeded
+from braid.common.errors import BraidError, DeadlineExceeded, Unsupported
+from braid.indexer.index_kind import IndexKind, Updates
 from braid.indexer.index_store import build_index, find_index
+from braid.indexer.kinds import index_kind, updatable_kinds
 from braid.indexer.manifest import MANIFEST_NAME, Manifest
 from braid.pipelines.spec import (
     PipelineSpec,
@@ -31,9 +33,11 @@ from braid.pipelines.spec import (
     parse_pipeline,
     parse_retriever,
 )
+from braid.ranker.protocol import Reranker
 from braid.retriever.fusion import fused, ranked
 from braid.retriever.hit import Hit
 from braid.retriever.kinds import RETRIEVER_KINDS
+from braid.retriever.protocol import Retriever, Scorer
 from tqdm import tqdm
 
 __all__ = [
@@ -101,10 +105,16 @@ class SearchOptions:
 NO_OPTIONS = SearchOptions()
 
 
+R = TypeVar("R", bound=Retriever)
+T = TypeVar("T")
+
+
 @dataclass
-class _Stage:
+class _Stage(Generic[R]):
+    """A retriever opened for a pipeline: a first-stage :class:`Retriever`, or a cascade stage's :class:`Scorer`."""
+
     spec: RetrieverSpec
-    retriever: Any
+    retriever: R
     path: Path
 
 
@@ -114,10 +124,10 @@ class Pipeline:
     def __init__(
         self,
         spec: PipelineSpec,
-        stages: list[_Stage],
-        cascade: list[_Stage],
+        stages: list[_Stage[Retriever]],
+        cascade: list[_Stage[Scorer]],
         doc_count: int,
-        reranker: Any = None,
+        reranker: Reranker | None = None,
         texts: Callable[[str], str | None] | None = None,
         dataset: str = "",
     ) -> None:
@@ -203,13 +213,13 @@ class Pipeline:
         head = max((stage.spec.depth for stage in self.cascade), default=0)
         return max(k, head, self._rerank_depth(options))
 
-    def _stage_depth(self, stage: _Stage, k: int, options: SearchOptions = NO_OPTIONS) -> int:
+    def _stage_depth(self, stage: _Stage[Retriever], k: int, options: SearchOptions = NO_OPTIONS) -> int:
         # Fused lists always go to their configured depth: normalization statistics depend on it, and tuning
         # saw exactly those lists. A lone retriever only needs what the caller and the cascade will read.
         depth = self._fetch(k, options) if self.fusion is None else stage.spec.depth
         return min(depth, self.doc_count)
 
-    def _each_stage(self, run: Any) -> list[Any]:
+    def _each_stage(self, run: Callable[[_Stage[Retriever]], T]) -> list[T]:
         """``run(stage)`` for every first-stage retriever, concurrently when there are several."""
         return list(self._pool.map(run, self.stages)) if self._pool else [run(self.stages[0])]
 
@@ -218,7 +228,7 @@ class Pipeline:
     ) -> list[list[Hit]]:
         options.check_deadline("retrieval")
 
-        def run(stage: _Stage) -> tuple[list[Hit], float]:
+        def run(stage: _Stage[Retriever]) -> tuple[list[Hit], float]:
             tick = time.perf_counter()
             hits = stage.retriever.search(query, self._stage_depth(stage, k, options))
             return hits, (time.perf_counter() - tick) * 1000
@@ -328,10 +338,46 @@ class Pipeline:
         if self._texts is not None:
             return self._texts(doc_id)
         for stage in self.stages:
-            text = getattr(stage.retriever, "document_text", lambda _id: None)(doc_id)
+            text = stage.retriever.document_text(doc_id)
             if text is not None:
                 return text
         return None
+
+    # -- document updates --------------------------------------------------------------------------------------
+
+    @property
+    def updatable(self) -> bool:
+        """Whether every index of the pipeline takes document updates in place."""
+        return all(kind.updates is not None for kind in self._index_kinds().values())
+
+    def add_documents(self, documents: Sequence[tuple[str, str]]) -> int:
+        """Add (id, text) documents to every index of the pipeline; returns the new document count.
+
+        The indexes change on disk (atomically, one generation each); this opened pipeline keeps serving what it
+        opened, and a pipeline opened afterwards (a service's reload) serves the change.
+        """
+        return self._update(lambda updates, path: updates.add(path, documents))
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> int:
+        """Delete documents by id from every index of the pipeline; returns the new document count."""
+        return self._update(lambda updates, path: updates.delete(path, doc_ids))
+
+    def _index_kinds(self) -> dict[Path, IndexKind]:
+        return {path: index_kind(Manifest.read(path).kind) for path in self.index_paths}
+
+    def _update(self, apply: Callable[[Updates, Path], int]) -> int:
+        kinds = self._index_kinds()
+        fixed = sorted({kind.name for kind in kinds.values() if kind.updates is None})
+        if fixed:
+            raise Unsupported(
+                f"pipeline {self.name!r} uses {', '.join(fixed)} indexes, which take no updates (updatable: "
+                f"{', '.join(updatable_kinds())}); rebuild the index and reload instead"
+            )
+        count = 0
+        for path, kind in kinds.items():
+            assert kind.updates is not None  # checked above, for every index before any changes
+            count = apply(kind.updates, path)
+        return count
 
     def close(self) -> None:
         if self._pool is not None:
@@ -342,7 +388,9 @@ def _finite(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-def rescore_head(hits: Sequence[ExplainedHit], name: str, depth: int, score: Any) -> list[ExplainedHit]:
+def rescore_head(
+    hits: Sequence[ExplainedHit], name: str, depth: int, score: Callable[[list[str]], Sequence[float] | np.ndarray]
+) -> list[ExplainedHit]:
     """Rescore the top ``depth`` hits with ``score(doc_ids)``; the rest keep their order, scored below the head.
 
     This is what a cascade stage does: the head's order comes from the more precise scorer alone, as if it had
@@ -373,11 +421,11 @@ def _named_index(spec: RetrieverSpec, role: str) -> Path:
     if not (path / MANIFEST_NAME).is_file():
         raise BraidError(
             f"{role} {spec.name!r} names index {path}, which is not built (no {MANIFEST_NAME}); "
-            f"build it with: braid index build --kind {spec.kind_info.index_kind} --output {path} --dataset ..."
+            f"build it with: braid index build --kind {spec.kind_info.index.name} --output {path} --dataset ..."
         )
     manifest = Manifest.read(path)
-    if manifest.kind != spec.kind_info.index_kind:
-        raise BraidError(f"{role} {spec.name!r}: {path} is a {manifest.kind} index, not {spec.kind_info.index_kind}")
+    if manifest.kind != spec.kind_info.index.name:
+        raise BraidError(f"{role} {spec.name!r}: {path} is a {manifest.kind} index, not {spec.kind_info.index.name}")
     for name, value in spec.index_params().items():
         if manifest.params.get(name) != value:
             raise BraidError(
@@ -390,22 +438,22 @@ def open_pipeline(
     spec: PipelineSpec, dataset: Dataset, index_root: Path, threads: int | None = None, build_missing: bool = True
 ) -> Pipeline:
     """Find (or build) every index the pipeline needs and open its retrievers."""
-    opened: dict[tuple, Any] = {}
+    opened: dict[tuple, Retriever] = {}
 
-    def open_stage(stage_spec: RetrieverSpec, role: str) -> _Stage:
+    def open_stage(stage_spec: RetrieverSpec, role: str) -> _Stage[Retriever]:
         info = stage_spec.kind_info
         if stage_spec.index is not None:
             path = _named_index(stage_spec, role)
         else:
-            path = find_index(dataset, info.index_kind, stage_spec.index_params(), index_root)
+            path = find_index(dataset, info.index.name, stage_spec.index_params(), index_root)
         if path is None:
             if not build_missing:
                 raise BraidError(
-                    f"no {info.index_kind} index for {dataset.name} under {index_root} ({role} {stage_spec.name!r}); "
-                    f"run: braid index build --dataset {dataset.name} --kind {info.index_kind}"
+                    f"no {info.index.name} index for {dataset.name} under {index_root} ({role} {stage_spec.name!r}); "
+                    f"run: braid index build --dataset {dataset.name} --kind {info.index.name}"
                 )
             path, _, _ = build_index(
-                dataset, info.index_kind, stage_spec.index_params(), index_root=index_root, threads=threads
+                dataset, info.index.name, stage_spec.index_params(), index_root=index_root, threads=threads
             )
         # A cascade scorer over the same index as a first-stage retriever shares its opened searcher.
         key = (stage_spec.kind, str(path), tuple(sorted(stage_spec.search_params().items())))
@@ -414,7 +462,7 @@ def open_pipeline(
         return _Stage(stage_spec, opened[key], Path(path))
 
     stages = [open_stage(item, "retriever") for item in spec.retrievers]
-    cascade = [open_stage(item, "cascade stage") for item in spec.cascade]
+    cascade = [_scoring(open_stage(item, "cascade stage")) for item in spec.cascade]
     manifests = {stage.path: Manifest.read(stage.path) for stage in [*stages, *cascade]}
     checksums = {manifest.corpus_checksum for manifest in manifests.values()}
     if len(checksums) > 1:
@@ -428,6 +476,13 @@ def open_pipeline(
         reranker = shared_ranker(spec.rerank)
         texts = _corpus_texts(dataset)
     return Pipeline(spec, stages, cascade, doc_count, reranker, texts, dataset.name)
+
+
+def _scoring(stage: _Stage[Retriever]) -> _Stage[Scorer]:
+    # parse_retriever admits only scoring kinds to a cascade; this is where the type says so.
+    if not isinstance(stage.retriever, Scorer):
+        raise BraidError(f"cascade stage {stage.spec.name!r}: a {stage.spec.kind} retriever cannot score documents")
+    return _Stage(stage.spec, stage.retriever, stage.path)
 
 
 def _corpus_texts(dataset: Dataset) -> Callable[[str], str | None]:
@@ -444,10 +499,12 @@ def _corpus_texts(dataset: Dataset) -> Callable[[str], str | None]:
     return text
 
 
-def open_index_retriever(index_dir: Path, search_params: Mapping[str, Any], threads: int | None = None) -> Any:
+def open_index_retriever(
+    index_dir: Path, search_params: Mapping[str, Any], threads: int | None = None
+) -> Retriever:
     """Open a retriever directly over an index folder, choosing the kind from its manifest."""
     manifest = Manifest.read(index_dir)
-    kinds = [info for info in RETRIEVER_KINDS.values() if info.index_kind == manifest.kind]
+    kinds = [info for info in RETRIEVER_KINDS.values() if info.index.name == manifest.kind]
     if not kinds:
         raise BraidError(f"{index_dir}: no retriever can search a {manifest.kind!r} index")
     info = kinds[0]

@@ -21,7 +21,6 @@ from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
 from braid.common.metrics import evaluate
 from braid.common.trec_run import drop_self_hits
-from braid.eval.runner import judged_queries, known_qrels
 from braid.pipelines.pipeline import Pipeline
 from braid.pipelines.spec import PipelineSpec, TunedFusion
 from braid.retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec, fusion_inputs
@@ -91,9 +90,9 @@ def tune_fusion(
     grid = check_tuning(pipeline.spec, [split for *_, split in targets], metric, step, methods, normalizations)
     cached = []
     for target, dataset, split in targets:
-        queries = judged_queries(dataset, split)
+        queries = dataset.judged_queries(split)
         lists = target.first_stage_lists(queries, target.depth)
-        cached.append((dataset, queries, known_qrels(dataset, split), lists, split))
+        cached.append((dataset, queries, dataset.known_qrels(split), lists, split))
     settings = [FusionSpec("weighted", normalization=n) for n in normalizations if "weighted" in methods]
     settings += [FusionSpec("rrf", k=k) for k in rrf_ks if "rrf" in methods]
     totals = np.zeros((len(settings), len(grid)))

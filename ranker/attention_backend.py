@@ -1,5 +1,5 @@
 """The attention step of a BlockRank prompt, behind one interface: an exact PyTorch backend here, GPU kernels
-plug in beside it (``kernels/``: ``triton``) by registering under another name.
+plug in beside it by name (``braid.kernels`` offers ``triton`` through an entry point).
 
 A backend answers three calls per layer, one per kind of block, so that no backend ever builds the quadratic
 mask: the instruction attends causally to itself; documents (packed back to back, no padding) attend to the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from importlib import metadata
 
 import torch
 from braid.common.errors import BraidError
@@ -155,22 +156,33 @@ def block_mass(probs: torch.Tensor, doc_bounds: torch.Tensor) -> torch.Tensor:
     return cumulative[..., bounds[:, 1]] - cumulative[..., bounds[:, 0]]
 
 
-def _triton_backend() -> AttentionBackend:
-    # Imported on demand: Triton is only needed when this backend is asked for.
-    from braid.kernels.triton_backend import TritonBlockBackend
-
-    return TritonBlockBackend()
-
-
-ATTENTION_BACKENDS: dict[str, Callable[[], AttentionBackend]] = {"torch": TorchBlockBackend, "triton": _triton_backend}
+ENTRY_POINT_GROUP = "braid.attention_backends"
+ATTENTION_BACKENDS: dict[str, Callable[[], AttentionBackend]] = {"torch": TorchBlockBackend}
 
 
 def register_backend(name: str, factory: Callable[[], AttentionBackend]) -> None:
-    """Make a backend selectable by name (``kernels`` registers its Triton backend here)."""
+    """Make a backend selectable by name at run time (a test double, or a backend built in a notebook)."""
     ATTENTION_BACKENDS[name] = factory
 
 
+def _installed_backends() -> dict[str, metadata.EntryPoint]:
+    """Backends that installed packages declare under the ``braid.attention_backends`` entry point group.
+
+    This is how ``braid.kernels`` offers its Triton backend (pyproject.toml): the ranker finds it by name and loads it
+    only when asked for, so it never imports the kernels (nor Triton) itself.
+    """
+    return {entry.name: entry for entry in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def backend_names() -> list[str]:
+    return sorted({*ATTENTION_BACKENDS, *_installed_backends()})
+
+
 def get_backend(name: str) -> AttentionBackend:
-    if name not in ATTENTION_BACKENDS:
-        raise BraidError(f"unknown attention backend {name!r} (allowed: {', '.join(sorted(ATTENTION_BACKENDS))})")
-    return ATTENTION_BACKENDS[name]()
+    if name in ATTENTION_BACKENDS:
+        return ATTENTION_BACKENDS[name]()
+    installed = _installed_backends()
+    if name not in installed:
+        raise BraidError(f"unknown attention backend {name!r} (allowed: {', '.join(backend_names())})")
+    factory = installed[name].load()
+    return factory()

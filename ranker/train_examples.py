@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
+from braid.retriever.protocol import Retriever
 from tqdm import tqdm
 
 
@@ -44,7 +45,7 @@ class TrainExample:
 
 
 def mine_examples(
-    pipeline: object,
+    first_stage: Retriever,
     dataset: Dataset,
     split: str,
     depth: int,
@@ -56,7 +57,7 @@ def mine_examples(
     queries = dataset.split_queries(split)
     if not queries:
         raise BraidError(f"dataset {dataset.name!r} has no queries judged in split {split!r}")
-    runs = pipeline.batch_search(queries, depth)
+    runs = first_stage.batch_search(queries, depth)
     corpus = {doc.doc_id: doc.contents for doc in dataset.iter_corpus()}
     examples = []
     for qid, text in tqdm(queries.items(), desc=f"examples {dataset.name}/{split}", unit="q", file=sys.stderr):
@@ -88,24 +89,15 @@ def mine_examples(
 
 def load_examples(
     sources: Sequence[tuple[Dataset, str]],
-    pipeline_name: str,
-    index_dir: Path,
+    open_first_stage: Callable[[Dataset], AbstractContextManager[Retriever]],
     depth: int,
-    threads: int | None = None,
 ) -> list[TrainExample]:
-    """Mine examples from each (dataset, split) with the named braid pipeline (indexes built if missing)."""
-    from braid.pipelines.pipeline import load_pipeline, open_pipeline
-
-    spec = load_pipeline(pipeline_name)
-    if spec.rerank is not None:
-        raise BraidError(f"--negatives-pipeline {pipeline_name!r} reranks; mine negatives with a first stage")
+    """Mine examples from each (dataset, split) with the first stage ``open_first_stage(dataset)`` opens (a braid
+    pipeline, from the command line), closed again after its dataset."""
     for dataset, split in sources:
         dataset.qrels(split)  # every missing split fails (naming the available ones) before any index is built
     examples: list[TrainExample] = []
     for dataset, split in sources:
-        pipeline = open_pipeline(spec, dataset, index_dir, threads)
-        try:
-            examples += mine_examples(pipeline, dataset, split, depth)
-        finally:
-            pipeline.close()
+        with open_first_stage(dataset) as first_stage:
+            examples += mine_examples(first_stage, dataset, split, depth)
     return examples

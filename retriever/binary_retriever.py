@@ -19,12 +19,13 @@ from braid.indexer.binary_index import load_coder, load_codes
 from braid.indexer.embedding_index import EmbeddingStore, encoder_for
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
+from braid.retriever.protocol import Retriever
 from braid.retriever.ties import break_ties
 
 MODES = ("symmetric", "asymmetric", "hamming")
 
 
-class BinaryRetriever:
+class BinaryRetriever(Retriever):
     def __init__(
         self,
         index_dir: Path,

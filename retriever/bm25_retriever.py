@@ -23,10 +23,11 @@ from braid.indexer.lucene_jvm import java_class
 from braid.indexer.lucene_reader import open_reader, open_searcher, read_docids
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
+from braid.retriever.protocol import Retriever
 from braid.retriever.ties import top_k
 
 
-class BM25Retriever:
+class BM25Retriever(Retriever):
     """Okapi BM25 over a Lucene inverted index built by :mod:`indexer.bm25_index`."""
 
     def __init__(self, index_dir: Path, k1: float = 0.9, b: float = 0.4, threads: int | None = None) -> None:

@@ -15,9 +15,10 @@ import numpy as np
 from braid.indexer.embedding_index import EmbeddingStore, encoder_for
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
+from braid.retriever.protocol import Retriever
 
 
-class DenseRetriever:
+class DenseRetriever(Retriever):
     def __init__(self, index_dir: Path, threads: int | None = None) -> None:
         manifest = Manifest.read(Path(index_dir))
         self.encoder = encoder_for(manifest.params)

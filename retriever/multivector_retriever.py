@@ -27,6 +27,7 @@ from braid.indexer.multivector_index import MultiVectorStore
 from braid.indexer.token_index import encoder_for
 from braid.retriever.fusion import ranked
 from braid.retriever.hit import Hit
+from braid.retriever.protocol import Retriever
 
 MODES = ("maxsim", "xtr")
 
@@ -43,7 +44,7 @@ def maxsim(query: np.ndarray, tokens: np.ndarray, lengths: np.ndarray) -> np.nda
     return scores
 
 
-class MultiVectorRetriever:
+class MultiVectorRetriever(Retriever):
     def __init__(
         self,
         index_dir: Path,

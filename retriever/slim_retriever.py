@@ -22,6 +22,7 @@ from braid.indexer.splade_encoder import quantize
 from braid.indexer.splade_index import IMPACT_DIR
 from braid.retriever.hit import Hit
 from braid.retriever.impact_search import ImpactSearcher
+from braid.retriever.protocol import Retriever
 
 
 def _map(path: Path, dtype: type) -> np.ndarray:
@@ -29,7 +30,7 @@ def _map(path: Path, dtype: type) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype=dtype)
 
 
-class SlimRetriever:
+class SlimRetriever(Retriever):
     """Sparsified late interaction over a braid SLIM index."""
 
     def __init__(self, index_dir: Path, candidates: int = 1000, threads: int | None = None) -> None:

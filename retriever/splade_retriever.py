@@ -12,9 +12,10 @@ from braid.indexer.splade_encoder import quantize
 from braid.indexer.splade_index import IMPACT_DIR, encoder_for
 from braid.retriever.hit import Hit
 from braid.retriever.impact_search import ImpactSearcher
+from braid.retriever.protocol import Retriever
 
 
-class SpladeRetriever:
+class SpladeRetriever(Retriever):
     """Learned-sparse retrieval (SPLADE) with the encoder recorded in the index manifest."""
 
     def __init__(self, index_dir: Path, threads: int | None = None) -> None:

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError, DeadlineExceeded
 from braid.indexer.manifest import Manifest
-from braid.indexer.multivector_index import add_documents, delete_documents
 from braid.pipelines.pipeline import ExplainedHit, Pipeline, PipelineSpec, SearchOptions, open_pipeline
 from braid.service.admission import Admission
 from braid.service.errors import FailedPrecondition, PermissionDenied, Unauthenticated
@@ -32,7 +31,6 @@ from braid.service.rerank_batcher import BatchingReranker
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-UPDATABLE_KINDS = ("multivector",)
 
 
 @dataclass(frozen=True)
@@ -258,33 +256,19 @@ class SearchCore:
                     f"{self.limits.max_document_chars} are allowed"
                 )
 
-    def _updatable_paths(self, slot: PipelineSlot) -> list[Path]:
-        with slot.lease() as pipeline:
-            paths = pipeline.index_paths
-        kinds = {path: Manifest.read(path).kind for path in paths}
-        fixed = sorted({kind for kind in kinds.values() if kind not in UPDATABLE_KINDS})
-        if fixed:
-            raise FailedPrecondition(
-                f"pipeline {slot.spec.name!r} uses {', '.join(fixed)} indexes, which take no updates (updatable: "
-                f"{', '.join(UPDATABLE_KINDS)}); rebuild the index and reload instead"
-            )
-        return paths
-
     def add_documents(self, pipeline: str, documents: Sequence[NewDocument]) -> tuple[int, int]:
         """Add documents to every index of a pipeline, then swap in the updated pipeline: (doc count, generation)."""
         self._check_documents(documents, self.limits.max_update_documents)
         slot = self.registry.slot(pipeline)
-        count = 0
-        for path in self._updatable_paths(slot):
-            count = add_documents(path, [(doc.id, doc.contents) for doc in documents])
+        with slot.lease() as opened:
+            count = opened.add_documents([(doc.id, doc.contents) for doc in documents])
         return count, self._reload_slot(slot)
 
     def delete_documents(self, pipeline: str, ids: Sequence[str]) -> tuple[int, int]:
         self.limits.check_count("document ids", len(ids), self.limits.max_update_documents)
         slot = self.registry.slot(pipeline)
-        count = 0
-        for path in self._updatable_paths(slot):
-            count = delete_documents(path, list(ids))
+        with slot.lease() as opened:
+            count = opened.delete_documents(list(ids))
         return count, self._reload_slot(slot)
 
     def _reload_slot(self, slot: PipelineSlot) -> int:
@@ -337,7 +321,7 @@ class SearchCore:
             "fusion": fusion.method if fusion else "",
             "weights": dict(fusion.weights or {}) if fusion else {},
             "rerank": spec.rerank is not None,
-            "updatable": all(index["kind"] in UPDATABLE_KINDS for index in indexes),
+            "updatable": pipeline.updatable,
             "doc_count": pipeline.doc_count,
             "indexes": indexes,
             "generation": generation.number,

@@ -1,13 +1,13 @@
 """Request errors with the status each front end answers: one table, so gRPC and HTTP always agree.
 
-A plain :class:`~eval.errors.BraidError` raised while handling a request is the caller's fault (a bad field):
+A plain :class:`~braid.common.errors.BraidError` raised while handling a request is the caller's fault (a bad field):
 INVALID_ARGUMENT / 400. Anything else that escapes is a bug: INTERNAL / 500, logged with its traceback.
 """
 
 from __future__ import annotations
 
 import grpc
-from braid.common.errors import BraidError, DeadlineExceeded
+from braid.common.errors import BraidError, DeadlineExceeded, Unsupported
 
 
 class ServiceError(BraidError):
@@ -32,7 +32,7 @@ class PermissionDenied(ServiceError):
     http_status = 403
 
 
-class FailedPrecondition(ServiceError):
+class FailedPrecondition(ServiceError, Unsupported):
     """The request is well formed but this pipeline cannot do it (no reranker, an index kind without updates)."""
 
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
@@ -60,6 +60,8 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, int]:
     """The (gRPC code, HTTP status) a request failing with ``error`` answers."""
     if isinstance(error, ServiceError):
         return error.grpc_code, error.http_status
+    if isinstance(error, Unsupported):  # raised below the service, by the pipeline layer
+        return FailedPrecondition.grpc_code, FailedPrecondition.http_status
     if isinstance(error, DeadlineExceeded):
         return grpc.StatusCode.DEADLINE_EXCEEDED, 504
     if isinstance(error, BraidError):

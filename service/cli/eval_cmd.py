@@ -12,7 +12,7 @@ from braid.common.errors import BraidError
 from braid.common.metrics import evaluate
 from braid.common.trec_run import drop_self_hits, read_run
 from braid.eval.report import format_table, save_results
-from braid.eval.runner import RunResult, check_qrels, known_qrels, run_pipeline
+from braid.eval.runner import RunResult, check_qrels, run_pipeline
 from braid.eval.significance import compare
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
 from braid.service.cli.common import add_data_args, positive_int
@@ -50,7 +50,7 @@ def _score_run_file(path: Path, dataset, args: argparse.Namespace) -> RunResult:
         name=path.stem,
         dataset=dataset.name,
         split=args.split,
-        evaluation=evaluate(run, known_qrels(dataset, args.split), threshold),
+        evaluation=evaluate(run, dataset.known_qrels(args.split), threshold),
         run=run,
     )
 

@@ -11,10 +11,9 @@ from pathlib import Path
 from braid.common.beir_format import read_corpus
 from braid.common.dataset_resolver import resolve_dataset
 from braid.common.errors import BraidError
-from braid.indexer.builders import INDEX_KINDS
 from braid.indexer.index_store import build_index
+from braid.indexer.kinds import INDEX_KINDS, index_updates, updatable_kinds
 from braid.indexer.manifest import Manifest
-from braid.indexer.multivector_index import add_documents, delete_documents
 from braid.service.cli.common import add_data_args, parse_params, positive_int
 
 
@@ -47,12 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("index", nargs="+", help="index folder, or a folder of indexes (a build job's output)")
     verify.set_defaults(handler=run_verify)
 
-    add = actions.add_parser("add", help="add documents to a multivector index without a rebuild")
+    updatable = ", ".join(updatable_kinds())
+    add = actions.add_parser("add", help=f"add documents to an index without a rebuild ({updatable} indexes)")
     add.add_argument("index", help="index folder")
     add.add_argument("--corpus", required=True, help="JSONL file of documents ({_id, title, text}), BEIR layout")
     add.set_defaults(handler=run_add)
 
-    delete = actions.add_parser("delete", help="delete documents from a multivector index by id")
+    delete = actions.add_parser("delete", help=f"delete documents by id ({updatable} indexes)")
     delete.add_argument("index", help="index folder")
     delete.add_argument("ids", nargs="+", help="document ids")
     delete.set_defaults(handler=run_delete)
@@ -161,13 +161,13 @@ def run_add(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise BraidError(f"corpus file {path} does not exist")
     documents = [(doc.doc_id, doc.contents) for doc in read_corpus(path)]
-    count = add_documents(Path(args.index), documents)
+    count = index_updates(Path(args.index)).add(Path(args.index), documents)
     print(f"added {len(documents)} document(s): {args.index} now holds {count}")
     return 0
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    count = delete_documents(Path(args.index), args.ids)
+    count = index_updates(Path(args.index)).delete(Path(args.index), args.ids)
     print(f"deleted {len(set(args.ids))} document(s): {args.index} now holds {count}")
     return 0
 

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         if args.k is not None and args.k > documents:
             raise BraidError(f"-k must be between 1 and the collection's {documents} documents, got {args.k}")
         hits = retriever.search(args.query, args.k or min(10, documents))
-        text_of = getattr(retriever, "document_text", lambda _doc_id: None)
+        text_of = retriever.document_text
     else:
         if args.param:
             raise BraidError("--param applies to --index; with --dataset, set parameters in the pipeline file")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import closing
 from pathlib import Path
 
 from braid.common.dataset_resolver import resolve_dataset
+from braid.common.errors import BraidError
+from braid.pipelines.pipeline import load_pipeline, open_pipeline
 from braid.service.cli.common import add_data_args, pair_splits, positive_int
 
 
@@ -72,10 +75,14 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     check_run_folder(output, config)  # before any index is built or example mined
     datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
+    negatives = load_pipeline(args.negatives_pipeline)
+    if negatives.rerank is not None:
+        raise BraidError(f"--negatives-pipeline {args.negatives_pipeline!r} reranks; mine negatives with a first stage")
     examples = load_examples(
-        list(zip(datasets, splits, strict=True)), args.negatives_pipeline, Path(args.index_dir), args.negatives_depth,
-        args.threads,
-    )  # fmt: skip
+        list(zip(datasets, splits, strict=True)),
+        lambda dataset: closing(open_pipeline(negatives, dataset, Path(args.index_dir), args.threads)),
+        args.negatives_depth,
+    )
     trainer = RankerTrainer(config, output, examples)
     summary = trainer.train()
     history = summary["history"]

@@ -7,17 +7,20 @@ import json
 import math
 import random
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 import torch
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
+from braid.indexer.index_store import build_index
 from braid.ranker.rerank_spec import RerankSpec
 from braid.ranker.reranker import BlockRanker
 from braid.ranker.train_examples import TrainExample, load_examples
 from braid.ranker.train_objective import BlockRankLoss, attention_scores
 from braid.ranker.trainer import RankerTrainer, TrainConfig
+from braid.retriever.bm25_retriever import BM25Retriever
 from braid.service.cli.main import main
 
 EXAMPLES = [
@@ -81,7 +84,9 @@ def test_windows_hold_the_positive_and_hard_negatives_shuffled():
 
 def test_hard_negatives_come_from_the_first_stage_and_skip_relevant_and_self_hits(tiny_beir, tmp_path):
     dataset = open_dataset_dir(tiny_beir)
-    examples = load_examples([(dataset, "test")], "bm25", tmp_path / "indexes", depth=10)
+    path, _, _ = build_index(dataset, "bm25", {}, index_root=tmp_path / "indexes")
+    bm25 = BM25Retriever(path)
+    examples = load_examples([(dataset, "test")], lambda _: nullcontext(bm25), depth=10)
     by_query = {example.query_id: example for example in examples}
     corpus = dataset.corpus()
     # q1 "cat fish": d2 relevant (grade 1), d1 judged 0 -> a negative; the BM25 hits d3 (fish) too.
@@ -90,7 +95,7 @@ def test_hard_negatives_come_from_the_first_stage_and_skip_relevant_and_self_hit
     # Query "d4" (ArguAna-style id) never sees document d4 as a negative.
     assert corpus["d4"].contents not in by_query["d4"].negatives
     with pytest.raises(BraidError, match="no 'train' split"):
-        load_examples([(dataset, "train")], "bm25", tmp_path / "indexes", depth=10)
+        load_examples([(dataset, "train")], lambda _: nullcontext(bm25), depth=10)
 
 
 def test_training_learns_saves_a_loadable_model_and_resumes_exactly(tiny_lm_dir, tmp_path):

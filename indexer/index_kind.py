@@ -1,0 +1,82 @@
+"""What an index kind is: the one object that owns everything braid knows about a kind of index.
+
+Its build parameters (with defaults and docs: they fix the index folder's digest, so build and search must agree
+on them), how to build it from a dataset, which other indexes it is built from, how a build job encodes it in
+shards and assembles them, and whether it takes document updates in place. Retrievers name the kind they search
+(:mod:`braid.retriever.kinds`) and read its parameters from here; nothing restates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from braid.common.dataset import Document
+from braid.indexer.params import merge_params
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its default, which also fixes its type (an int is accepted where a float is expected)."""
+
+    default: Any
+    doc: str
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+
+def defaults(params: Mapping[str, Param]) -> dict[str, Any]:
+    return {name: param.default for name, param in params.items()}
+
+
+@dataclass(frozen=True)
+class Shards:
+    """How a build job builds the kind in pieces: ``encode(documents, out_dir, params) -> count`` writes one shard's
+    encoded form; ``assemble(shard_dirs, out_dir, params, threads) -> count`` merges the shards, in order, into the
+    index a one-piece build writes."""
+
+    encode: Callable[[Sequence[Document], Path, dict], int]
+    assemble: Callable[[Sequence[Path], Path, dict, int | None], int]
+
+
+@dataclass(frozen=True)
+class Updates:
+    """In-place document updates of a built index: ``add(index_dir, [(id, text), ...])`` and
+    ``delete(index_dir, ids)``, each returning the index's new document count."""
+
+    add: Callable[[Path, Sequence[tuple[str, str]]], int]
+    delete: Callable[[Path, Sequence[str]], int]
+
+
+@dataclass(frozen=True)
+class IndexKind:
+    """An index kind: the name users pass to ``--kind`` and everything that goes with it.
+
+    ``check`` rejects merged parameters that are well typed but invalid (ranges, choices). ``requires`` maps a role
+    to the (kind name, parameters) of another index this one is built from; those are built first, in the same index
+    root, and passed to ``build(dataset, out_dir, params, threads, **role_paths)``. Kinds derived from others have no
+    ``shards``: a build job derives them from the assembled indexes.
+    """
+
+    name: str
+    params: Mapping[str, Param]
+    build: Callable[..., int]
+    check: Callable[[dict[str, Any]], None] | None = None
+    requires: Callable[[dict[str, Any]], dict[str, tuple[str, dict[str, Any]]]] | None = None
+    shards: Shards | None = None
+    updates: Updates | None = None
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return defaults(self.params)
+
+    def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults filled in; unknown names, wrong types and invalid values are errors naming what is allowed."""
+        merged = merge_params(self.name, params, self.defaults)
+        if self.check is not None:
+            self.check(merged)
+        return merged

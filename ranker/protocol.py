@@ -1,0 +1,18 @@
+"""What a reranker is to the pipeline and the service: one typed call, whatever model or batching is behind it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class Reranker(Protocol):
+    """Reorders (doc_id, text) candidates for a query: (doc_id, score) pairs, best first.
+
+    ``deadline`` is a ``time.monotonic()`` instant after which the reranker stops early with
+    :class:`~braid.common.errors.DeadlineExceeded`.
+    """
+
+    def rerank(
+        self, query: str, docs: Sequence[tuple[str, str]], deadline: float | None = None
+    ) -> list[tuple[str, float]]: ...
