@@ -19,6 +19,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
 from braid.indexer.binary_codes import RecurrentCoder, symmetric_scores
 from braid.indexer.recurrent_binarizer import train_binarizer
 

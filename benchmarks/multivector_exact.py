@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
 from braid.common.dataset_resolver import resolve_dataset
 from braid.common.metrics import evaluate
 from braid.indexer.manifest import Manifest
 from braid.indexer.token_index import TokenStore, encoder_for
 from braid.pipelines.pipeline import PipelineSpec, open_pipeline, parse_retriever
-from tqdm import tqdm
 
 
 def pooled_documents(store: TokenStore, factor: int, renormalize: bool, protected: int) -> list[torch.Tensor]:

@@ -12,6 +12,7 @@ this prints the numbers. Usage:
 from __future__ import annotations
 
 import torch
+
 from braid.ranker.attention_backend import TorchBlockBackend, block_mass
 from braid.ranker.block_forward import BlockForward
 from braid.ranker.doc_cache import DocumentKVCache

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
+
 from braid.common.dataset_resolver import resolve_dataset
 from braid.common.metrics import evaluate
 from braid.common.trec_run import write_run
@@ -26,7 +28,6 @@ from braid.eval.significance import compare
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
 from braid.ranker.rerank_spec import RerankSpec
 from braid.ranker.reranker import BlockRanker
-from tqdm import tqdm
 
 
 def reorder(head: list[str], scores: list[float], tail: list[str]) -> dict[str, float]:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
 from braid.common.dataset_resolver import resolve_dataset
 from braid.ranker.attention_backend import get_backend
 from braid.ranker.block_forward import BlockForward

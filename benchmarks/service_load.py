@@ -28,10 +28,10 @@ from pathlib import Path
 
 import grpc
 import httpx
-from braid.common.dataset_resolver import resolve_dataset
-from braid.service.client import BraidClient
 
 from benchmarks.service_process import REPO, start_server, stop_server
+from braid.common.dataset_resolver import resolve_dataset
+from braid.service.client import BraidClient
 
 
 def percentile(values: list[float], q: float) -> float:

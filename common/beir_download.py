@@ -11,8 +11,9 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from braid.common.errors import BraidError
 from tqdm import tqdm
+
+from braid.common.errors import BraidError
 
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 

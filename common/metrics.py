@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import ir_measures
+
 from braid.common.dataset import Qrels
 from braid.common.trec_run import Run
 

@@ -8,11 +8,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tqdm import tqdm
+
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
 from braid.common.metrics import Evaluation, evaluate
 from braid.common.trec_run import Run, drop_self_hits
-from tqdm import tqdm
 
 
 @dataclass

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from braid.common.metrics import Evaluation
 from scipy import stats
+
+from braid.common.metrics import Evaluation
 
 TESTED_METRICS = ("ndcg@10", "recall@100", "mrr@10")
 ALPHA = 0.05

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from braid.indexer.recurrent_binarizer import RecurrentBinarizer
 
 

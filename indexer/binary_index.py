@@ -14,6 +14,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
 from braid.indexer.binary_codes import RecurrentCoder, SignCoder

@@ -15,13 +15,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 
+from tqdm import tqdm
+
 from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
 from braid.indexer.index_kind import IndexKind, Param, Shards
 from braid.indexer.lucene_jvm import lucene
 from braid.indexer.lucene_reader import write_docids
 from braid.indexer.params import require_choice
-from tqdm import tqdm
 
 STEMMERS = ("porter", "krovetz", "none")
 PARAMS = {

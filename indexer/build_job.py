@@ -33,6 +33,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from braid.common.atomic_file import atomic_write_text
 from braid.common.beir_format import read_corpus
 from braid.common.dataset import Dataset
@@ -43,7 +45,6 @@ from braid.indexer.index_kind import Shards
 from braid.indexer.index_store import build_index, index_path
 from braid.indexer.kinds import INDEX_KINDS
 from braid.indexer.manifest import MANIFEST_NAME, Manifest, file_checksums, file_sha256
-from tqdm import tqdm
 
 JOB_FILE = "job.json"
 SHARD_RECORD = "shard.json"

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
 from braid.common.model_source import offline_error, resolve_model
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"

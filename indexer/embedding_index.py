@@ -15,13 +15,14 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
 from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
 from braid.indexer.dense_encoder import DEFAULT_MODEL, DenseEncoder
 from braid.indexer.encoder_cache import cached_encoder
 from braid.indexer.index_kind import IndexKind, Param, Shards
 from braid.indexer.params import require_at_least
-from tqdm import tqdm
 
 PARAMS = {
     "model": Param(DEFAULT_MODEL, "sentence-transformers checkpoint: embedded name, folder or hub name"),

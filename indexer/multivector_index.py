@@ -34,6 +34,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
+from tqdm import tqdm
+
 from braid.common.atomic_file import atomic_write_text
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
@@ -42,7 +44,6 @@ from braid.indexer.manifest import MANIFEST_NAME, Manifest, file_checksums
 from braid.indexer.params import require_at_least
 from braid.indexer.token_index import PARAMS as TOKEN_PARAMS
 from braid.indexer.token_index import TOKENS_NAME, TokenStore, encoder_for, has_tokens
-from tqdm import tqdm
 
 # The token index this one pools is built with the same model and lengths (its own parameters).
 PARAMS = {

@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import sys
 
+from tqdm import tqdm
+
 from braid.common.errors import BraidError
 from braid.indexer.build_job import ShardTask, run_shard_task
-from tqdm import tqdm
 
 
 class RayRunner:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 import torch
+
 from braid.common.model_source import offline_error, require_masked_lm, resolve_model
 
 

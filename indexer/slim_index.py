@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from tqdm import tqdm
+
 from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
 from braid.indexer.encoder_cache import cached_encoder
@@ -32,7 +34,6 @@ from braid.indexer.splade_index import (
     impact_index_from,
     write_impact_index,
 )
-from tqdm import tqdm
 
 PARAMS = {
     **MASKED_LM_PARAMS,

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 import torch
+
 from braid.common.model_source import offline_error, require_masked_lm, resolve_model
 
 DEFAULT_MODEL = "splade-tiny"

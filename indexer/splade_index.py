@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from itertools import islice
 from pathlib import Path
 
+from tqdm import tqdm
+
 from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
 from braid.indexer.encoder_cache import cached_encoder
@@ -24,7 +26,6 @@ from braid.indexer.lucene_jvm import java_class, java_stdout_to_stderr
 from braid.indexer.lucene_reader import write_docids
 from braid.indexer.params import require_at_least
 from braid.indexer.splade_encoder import DEFAULT_MODEL, SpladeEncoder, quantize
-from tqdm import tqdm
 
 # Shared with SLIM, whose encoder reads term weights off the same kind of masked-LM head.
 MASKED_LM_PARAMS = {

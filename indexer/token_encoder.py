@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from braid.common.model_source import offline_error, resolve_model
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"

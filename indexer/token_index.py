@@ -16,13 +16,14 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
 from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
 from braid.indexer.encoder_cache import cached_encoder
 from braid.indexer.index_kind import IndexKind, Param, Shards
 from braid.indexer.params import require_at_least
 from braid.indexer.token_encoder import DEFAULT_MODEL, TokenEncoder
-from tqdm import tqdm
 
 PARAMS = {
     "model": Param(DEFAULT_MODEL, "token encoder: ColBERT checkpoint or plain encoder"),

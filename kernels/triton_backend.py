@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
 from braid.common.errors import BraidError
 from braid.kernels.block_attention import block_mass, interpreting, prefix_causal_attention
 from braid.ranker.attention_backend import AttentionBackend

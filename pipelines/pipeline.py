@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import numpy as np
+from tqdm import tqdm
+
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError, DeadlineExceeded, Unsupported
 from braid.indexer.index_kind import IndexKind, Updates
@@ -38,7 +40,6 @@ from braid.retriever.fusion import fused, ranked
 from braid.retriever.hit import Hit
 from braid.retriever.kinds import RETRIEVER_KINDS
 from braid.retriever.protocol import Retriever, Scorer
-from tqdm import tqdm
 
 __all__ = [
     "ExplainedHit",

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+
 from braid.common.atomic_file import atomic_write_text
 from braid.common.errors import BraidError
 from braid.ranker.rerank_spec import RerankSpec

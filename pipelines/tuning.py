@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass, replace
 
 import numpy as np
+from tqdm import tqdm
+
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
 from braid.common.metrics import evaluate
@@ -24,7 +26,6 @@ from braid.common.trec_run import drop_self_hits
 from braid.pipelines.pipeline import Pipeline
 from braid.pipelines.spec import PipelineSpec, TunedFusion
 from braid.retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec, fusion_inputs
-from tqdm import tqdm
 
 TUNABLE_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map")
 EVAL_DEPTH = 100  # every tunable metric but MAP is decided within the top 100; MAP is approximated there

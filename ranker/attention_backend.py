@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 
 import torch
+
 from braid.common.errors import BraidError
 
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.utils.checkpoint
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
 from braid.ranker.attention_backend import AttentionBackend
 from braid.ranker.doc_cache import BlockKV, DocumentKVCache, block_key
 from braid.ranker.prompt_layout import BlockPrompt
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 
 @dataclass
@@ -128,130 +129,166 @@ class BlockForward:
         if return_hidden and len(prompts) != 1:
             raise ValueError("return_hidden takes a single prompt")
         depth = self.num_layers if need_logits or return_hidden else max(score_layers) + 1
-        score_set = set(score_layers)
+        use_cache = self.cache is not None and not return_hidden
+        run = _BatchRun(self, prompts, depth, set(score_layers), probe, use_cache)
+        run.walk()
+        run.fill_cache()
+        return run.results(return_hidden)
+
+
+class _BatchRun:
+    """One :meth:`BlockForward.run_many` call: which blocks come from the cache, the hidden states of the blocks it
+    computes, and the walk through the layers."""
+
+    def __init__(
+        self,
+        forward: BlockForward,
+        prompts: Sequence[BlockPrompt],
+        depth: int,
+        score_set: set[int],
+        probe: int,
+        use_cache: bool,
+    ) -> None:
+        self.f = forward
+        self.depth = depth
+        self.score_set = score_set
+        self.use_cache = use_cache
         instruction = prompts[0].instruction
         n_inst = len(instruction)
-
+        cache = forward.cache if use_cache else None
         # Which blocks come from the cache; the rest are computed (and cached afterwards). Documents are keyed by
         # their cache key, so one shared by several prompts is computed once; uncached runs key by position.
-        use_cache = self.cache is not None and not return_hidden
-        inst_key = block_key(self.model_key, instruction, None)
-        inst_kv = self.cache.get(inst_key, depth) if use_cache else None
-        doc_keys = [
-            [block_key(self.model_key, instruction, doc) if use_cache else (j, i) for i, doc in enumerate(p.documents)]
-            for j, p in enumerate(prompts)
+        self.inst_key = block_key(forward.model_key, instruction, None)
+        self.inst_kv = cache.get(self.inst_key, depth) if cache is not None else None
+        self.doc_keys = [
+            [block_key(forward.model_key, instruction, doc) if use_cache else (j, i) for i, doc in enumerate(docs)]
+            for j, docs in enumerate(p.documents for p in prompts)
         ]
         tokens_of = {}
-        for p, keys in zip(prompts, doc_keys, strict=True):
+        for p, keys in zip(prompts, self.doc_keys, strict=True):
             tokens_of.update(zip(keys, p.documents, strict=True))
-        cached = {key: kv for key in tokens_of if use_cache and (kv := self.cache.get(key, depth))}
-        todo = [key for key in tokens_of if key not in cached]
-        row_of = {key: row for row, key in enumerate(todo)}
-        lengths = [len(tokens_of[key]) for key in todo]
-        if any(length == 0 for length in lengths):
+        self.cached = {key: kv for key in tokens_of if cache is not None and (kv := cache.get(key, depth))}
+        self.todo = [key for key in tokens_of if key not in self.cached]
+        self.row_of = {key: row for row, key in enumerate(self.todo)}
+        self.lengths = [len(tokens_of[key]) for key in self.todo]
+        if any(length == 0 for length in self.lengths):
             raise ValueError("a document block has no tokens")
 
         # Hidden states of the blocks to compute: instruction (1, Li); the uncached documents packed back to back
         # (1, T), no padding, each at positions n_inst.. (permutation-invariant); each query (1, Lq).
-        h_inst = self._embed(torch.tensor([instruction])) if inst_kv is None else None
-        starts = [0]
-        for length in lengths:
-            starts.append(starts[-1] + length)
-        h_docs = None
-        if todo:
-            h_docs = self._embed(torch.tensor([[t for key in todo for t in tokens_of[key]]]))
-        h_queries = [self._embed(torch.tensor([p.query])) for p in prompts]
-        anchor = h_queries[0]  # rotary tables only read its dtype and device
-        rot_inst = self._rotary(anchor, torch.arange(n_inst)[None]) if h_inst is not None else None
-        rot_docs = None
-        if todo:
-            rot_docs = self._rotary(anchor, torch.cat([torch.arange(n_inst, n_inst + n) for n in lengths])[None])
-        rot_queries = [
-            self._rotary(anchor, torch.arange(p.query_start, p.query_start + len(p.query))[None]) for p in prompts
+        self.h_inst = forward._embed(torch.tensor([instruction])) if self.inst_kv is None else None
+        self.starts = [0]
+        for length in self.lengths:
+            self.starts.append(self.starts[-1] + length)
+        self.h_docs = None
+        if self.todo:
+            self.h_docs = forward._embed(torch.tensor([[t for key in self.todo for t in tokens_of[key]]]))
+        self.h_queries = [forward._embed(torch.tensor([p.query])) for p in prompts]
+        anchor = self.h_queries[0]  # rotary tables only read its dtype and device
+        self.rot_inst = forward._rotary(anchor, torch.arange(n_inst)[None]) if self.h_inst is not None else None
+        self.rot_docs = None
+        if self.todo:
+            positions = torch.cat([torch.arange(n_inst, n_inst + n) for n in self.lengths])[None]
+            self.rot_docs = forward._rotary(anchor, positions)
+        self.rot_queries = [
+            forward._rotary(anchor, torch.arange(p.query_start, p.query_start + len(p.query))[None]) for p in prompts
         ]
-        bounds = [p.doc_bounds() for p in prompts]
-        probes = [min(probe, len(p.query)) for p in prompts]
+        self.bounds = [p.doc_bounds() for p in prompts]
+        self.probes = [min(probe, len(p.query)) for p in prompts]
+        self.doc_attention: list[dict[int, torch.Tensor]] = [{} for _ in prompts]
+        self.new_inst: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.new_docs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-        def layer_step(
-            index: int, h_inst: torch.Tensor | None, h_docs: torch.Tensor | None, *h_queries: torch.Tensor
-        ) -> tuple:
-            """One decoder layer over every block: new hidden states, scoring-layer masses, computed K/V."""
-            layer = self.decoder.layers[index]
-            inst_kv_new = docs_kv_new = None
-            if h_inst is not None:
-                q_i, k_i, v_i = self._qkv(layer, h_inst, rot_inst)
-                k_i, v_i = k_i[0], v_i[0]
-                inst_kv_new = (k_i, v_i)
-                h_inst = self._finish(layer, h_inst, self.backend.instruction(q_i[0], k_i, v_i, self.scale)[None])
-            else:
-                k_i, v_i = inst_kv.keys[index], inst_kv.values[index]
-            doc_k: dict[object, torch.Tensor] = {}
-            doc_v: dict[object, torch.Tensor] = {}
-            if h_docs is not None:
-                q_d, k_d, v_d = self._qkv(layer, h_docs, rot_docs)
-                k_d, v_d = k_d[0], v_d[0]
-                docs_kv_new = (k_d, v_d)
-                attended = self.backend.documents(q_d[0], k_i, v_i, k_d, v_d, lengths, self.scale)
-                h_docs = self._finish(layer, h_docs, attended[None])
-                for row, key in enumerate(todo):
-                    own = slice(starts[row], starts[row + 1])
-                    doc_k[key], doc_v[key] = k_d[:, own], v_d[:, own]
-            for key, kv in cached.items():
-                doc_k[key], doc_v[key] = kv.keys[index], kv.values[index]
-            new_queries, masses = [], []
-            for j, keys_j in enumerate(doc_keys):
-                q_q, k_q, v_q = self._qkv(layer, h_queries[j], rot_queries[j])
-                keys = torch.cat([k_i, *(doc_k[key] for key in keys_j), k_q[0]], dim=1)
-                values = torch.cat([v_i, *(doc_v[key] for key in keys_j), v_q[0]], dim=1)
-                attended, mass = self.backend.query(
-                    q_q[0], keys, values, bounds[j], self.scale, probes[j] if index in score_set else 0
-                )
-                masses.append(mass)
-                new_queries.append(self._finish(layer, h_queries[j], attended[None]))
-            return h_inst, h_docs, tuple(new_queries), tuple(masses), inst_kv_new, docs_kv_new
+    def layer_step(
+        self, index: int, h_inst: torch.Tensor | None, h_docs: torch.Tensor | None, *h_queries: torch.Tensor
+    ) -> tuple:
+        """One decoder layer over every block: new hidden states, scoring-layer masses, computed K/V.
 
-        new_inst: list[tuple[torch.Tensor, torch.Tensor]] = []
-        new_docs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        doc_attention: list[dict[int, torch.Tensor]] = [{} for _ in prompts]
-        checkpointed = self.checkpoint and torch.is_grad_enabled()
-        for index in range(depth):
+        A pure function of its tensor arguments (the rest is fixed for the run), so that gradient checkpointing can
+        recompute it in the backward pass.
+        """
+        f = self.f
+        layer = f.decoder.layers[index]
+        inst_kv_new = docs_kv_new = None
+        if h_inst is not None:
+            q_i, k_i, v_i = f._qkv(layer, h_inst, self.rot_inst)
+            k_i, v_i = k_i[0], v_i[0]
+            inst_kv_new = (k_i, v_i)
+            h_inst = f._finish(layer, h_inst, f.backend.instruction(q_i[0], k_i, v_i, f.scale)[None])
+        else:
+            k_i, v_i = self.inst_kv.keys[index], self.inst_kv.values[index]
+        doc_k: dict[object, torch.Tensor] = {}
+        doc_v: dict[object, torch.Tensor] = {}
+        if h_docs is not None:
+            q_d, k_d, v_d = f._qkv(layer, h_docs, self.rot_docs)
+            k_d, v_d = k_d[0], v_d[0]
+            docs_kv_new = (k_d, v_d)
+            attended = f.backend.documents(q_d[0], k_i, v_i, k_d, v_d, self.lengths, f.scale)
+            h_docs = f._finish(layer, h_docs, attended[None])
+            for row, key in enumerate(self.todo):
+                own = slice(self.starts[row], self.starts[row + 1])
+                doc_k[key], doc_v[key] = k_d[:, own], v_d[:, own]
+        for key, kv in self.cached.items():
+            doc_k[key], doc_v[key] = kv.keys[index], kv.values[index]
+        new_queries, masses = [], []
+        for j, keys_j in enumerate(self.doc_keys):
+            q_q, k_q, v_q = f._qkv(layer, h_queries[j], self.rot_queries[j])
+            keys = torch.cat([k_i, *(doc_k[key] for key in keys_j), k_q[0]], dim=1)
+            values = torch.cat([v_i, *(doc_v[key] for key in keys_j), v_q[0]], dim=1)
+            probe = self.probes[j] if index in self.score_set else 0
+            attended, mass = f.backend.query(q_q[0], keys, values, self.bounds[j], f.scale, probe)
+            masses.append(mass)
+            new_queries.append(f._finish(layer, h_queries[j], attended[None]))
+        return h_inst, h_docs, tuple(new_queries), tuple(masses), inst_kv_new, docs_kv_new
+
+    def walk(self) -> None:
+        """Run the layers up to the depth asked for, keeping scoring masses and (to fill the cache) computed K/V."""
+        checkpointed = self.f.checkpoint and torch.is_grad_enabled()
+        for index in range(self.depth):
             if checkpointed:  # recompute each layer in the backward pass instead of keeping its activations
                 step = torch.utils.checkpoint.checkpoint(
-                    layer_step, index, h_inst, h_docs, *h_queries, use_reentrant=False
+                    self.layer_step, index, self.h_inst, self.h_docs, *self.h_queries, use_reentrant=False
                 )
             else:
-                step = layer_step(index, h_inst, h_docs, *h_queries)
-            h_inst, h_docs, queries, masses, inst_kv_new, docs_kv_new = step
-            h_queries = list(queries)
+                step = self.layer_step(index, self.h_inst, self.h_docs, *self.h_queries)
+            self.h_inst, self.h_docs, queries, masses, inst_kv_new, docs_kv_new = step
+            self.h_queries = list(queries)
             for j, mass in enumerate(masses):
                 if mass is not None:
-                    doc_attention[j][index] = mass
-            if use_cache:  # kept only to fill the cache: every layer's K/V of every computed block
+                    self.doc_attention[j][index] = mass
+            if self.use_cache:  # kept only to fill the cache: every layer's K/V of every computed block
                 if inst_kv_new is not None:
-                    new_inst.append(inst_kv_new)
+                    self.new_inst.append(inst_kv_new)
                 if docs_kv_new is not None:
-                    new_docs.append(docs_kv_new)
+                    self.new_docs.append(docs_kv_new)
 
-        if use_cache:
-            if h_inst is not None:
-                self.cache.put(inst_key, _stack(new_inst, slice(None)))
-            for row, key in enumerate(todo):
-                self.cache.put(key, _stack(new_docs, slice(starts[row], starts[row + 1])))
+    def fill_cache(self) -> None:
+        if not self.use_cache:
+            return
+        if self.h_inst is not None:
+            self.f.cache.put(self.inst_key, _stack(self.new_inst, slice(None)))
+        for row, key in enumerate(self.todo):
+            self.f.cache.put(key, _stack(self.new_docs, slice(self.starts[row], self.starts[row + 1])))
 
+    def results(self, return_hidden: bool) -> list[BlockForwardResult]:
         results = []
-        norm = self.decoder.norm
-        for j, h_query in enumerate(h_queries):
+        norm = self.f.decoder.norm
+        for j, h_query in enumerate(self.h_queries):
             last_logits = hidden = None
-            if depth == self.num_layers:
-                last_logits = self.model.lm_head(norm(h_query[:, -1:]))[0, -1].float()
+            if self.depth == self.f.num_layers:
+                last_logits = self.f.model.lm_head(norm(h_query[:, -1:]))[0, -1].float()
                 if return_hidden:
-                    parts = [norm(h_inst[0])]
-                    parts += [norm(h_docs[0, starts[row_of[key]] : starts[row_of[key] + 1]]) for key in doc_keys[j]]
+                    parts = [norm(self.h_inst[0])]
+                    parts += [self._doc_hidden(key, norm) for key in self.doc_keys[j]]
                     parts.append(norm(h_query[0]))
                     hidden = torch.cat(parts)
-            hits = sum(key in cached for key in doc_keys[j])
-            results.append(BlockForwardResult(doc_attention[j], last_logits, hidden, depth, hits))
+            hits = sum(key in self.cached for key in self.doc_keys[j])
+            results.append(BlockForwardResult(self.doc_attention[j], last_logits, hidden, self.depth, hits))
         return results
+
+    def _doc_hidden(self, key: object, norm: torch.nn.Module) -> torch.Tensor:
+        row = self.row_of[key]
+        return norm(self.h_docs[0, self.starts[row] : self.starts[row + 1]])
 
 
 def _stack(per_layer: list[tuple[torch.Tensor, torch.Tensor]], tokens: slice) -> BlockKV:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from braid.common.errors import BraidError
 from braid.common.model_source import offline_error, package_path
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from braid.common.errors import BraidError
 
 log = logging.getLogger(__name__)

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 
 import torch
+
 from braid.common.errors import BraidError, DeadlineExceeded
 from braid.ranker.attention_backend import get_backend
 from braid.ranker.block_forward import BlockForward

@@ -14,10 +14,11 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from tqdm import tqdm
+
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
 from braid.retriever.protocol import Retriever
-from tqdm import tqdm
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
+
 from braid.common.atomic_file import atomic_write_text
 from braid.common.errors import BraidError
 from braid.ranker.llm_source import LoadedLM, load_llm
@@ -35,7 +37,6 @@ from braid.ranker.rerank_spec import RerankSpec
 from braid.ranker.reranker import BlockRanker, pick_device
 from braid.ranker.train_examples import TrainExample
 from braid.ranker.train_objective import BlockRankLoss
-from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,64 @@ class RankerTrainer:
 
     # -- training ------------------------------------------------------------------------------------------------
 
+    def _optimizer(self, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        """AdamW with a linear warm-up, then a linear decay to 0 at the last step."""
+        config = self.config
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        warmup = max(1, round(config.warmup * config.steps))
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (config.steps - step) / max(1, config.steps - warmup))
+
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    def _step(
+        self,
+        step: int,
+        ranker: BlockRanker,
+        layer: int,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LambdaLR,
+        device: str,
+    ) -> dict[str, float]:
+        """One optimizer step over the step's batch of prompts; returns its history entry."""
+        config = self.config
+        prompts, positives = [], []
+        for i, example in enumerate(self.batch(step)):
+            texts, relevant = example.window(
+                config.window, config.max_positives, random.Random(f"{config.seed}:{step}:{i}")
+            )
+            prompts.append(ranker.prompt(texts, example.query))
+            positives.append(relevant)
+        loss_fn = BlockRankLoss(config.aux_weight, config.temperature)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=config.dtype == "bfloat16"):
+            results = ranker.forward.run_many(
+                prompts, score_layers=[layer], probe=config.probe_tokens, need_logits=True
+            )
+            parts = [
+                loss_fn(result.last_logits, result.doc_attention[layer], relevant, prompt.label_token_ids)
+                for result, relevant, prompt in zip(results, positives, prompts, strict=True)
+            ]
+        loss = torch.stack([total for total, _, _ in parts]).mean()
+        if not torch.isfinite(loss):
+            raise BraidError(f"training diverged at step {step + 1}: loss is {loss.item()}; lower --lr")
+        loss.backward()
+        model = ranker.forward.model
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return {
+            "step": step + 1,
+            "loss": loss.item(),
+            "lm_loss": float(torch.stack([lm_part for _, lm_part, _ in parts]).mean()),
+            "attention_loss": float(torch.stack([aux for _, _, aux in parts]).mean()),
+            "grad_norm": float(grad_norm),
+            "lr": scheduler.get_last_lr()[0],
+        }
+
     def train(self) -> dict:
         config = self.config
         torch.manual_seed(config.seed)
@@ -194,19 +253,9 @@ class RankerTrainer:
         model = lm.model
         model.requires_grad_(True)
         model.train()
-        forward = ranker.forward
-        forward.checkpoint = config.gradient_checkpointing
+        ranker.forward.checkpoint = config.gradient_checkpointing
         layer = ranker.layers[0]
-        loss_fn = BlockRankLoss(config.aux_weight, config.temperature)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        warmup = max(1, round(config.warmup * config.steps))
-
-        def schedule(step: int) -> float:  # linear warm-up, then linear decay to 0
-            if step < warmup:
-                return (step + 1) / warmup
-            return max(0.0, (config.steps - step) / max(1, config.steps - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        optimizer, scheduler = self._optimizer(model)
         start, history, elapsed = 0, [], 0.0
         if resume is not None:
             state = torch.load(resume / "trainer_state.pt", map_location=device, weights_only=False)
@@ -224,40 +273,11 @@ class RankerTrainer:
             "rerank": spec.to_dict() | {"model": str(self.output / "final"), "layers": [layer]},
         }
         self._write_record(record | {"history": history, "finished": False})
-        autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=config.dtype == "bfloat16")
         began = time.perf_counter() - elapsed
         bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train ranker", unit="step",
                    file=sys.stderr)  # fmt: skip
         for step in bar:
-            prompts, positives = [], []
-            for i, example in enumerate(self.batch(step)):
-                texts, relevant = example.window(
-                    config.window, config.max_positives, random.Random(f"{config.seed}:{step}:{i}")
-                )
-                prompts.append(ranker.prompt(texts, example.query))
-                positives.append(relevant)
-            with autocast:
-                results = forward.run_many(prompts, score_layers=[layer], probe=config.probe_tokens, need_logits=True)
-                parts = [
-                    loss_fn(result.last_logits, result.doc_attention[layer], relevant, prompt.label_token_ids)
-                    for result, relevant, prompt in zip(results, positives, prompts, strict=True)
-                ]
-            loss = torch.stack([total for total, _, _ in parts]).mean()
-            if not torch.isfinite(loss):
-                raise BraidError(f"training diverged at step {step + 1}: loss is {loss.item()}; lower --lr")
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            entry = {
-                "step": step + 1,
-                "loss": loss.item(),
-                "lm_loss": float(torch.stack([lm_part for _, lm_part, _ in parts]).mean()),
-                "attention_loss": float(torch.stack([aux for _, _, aux in parts]).mean()),
-                "grad_norm": float(grad_norm),
-                "lr": scheduler.get_last_lr()[0],
-            }
+            entry = self._step(step, ranker, layer, optimizer, scheduler, device)
             history.append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.3f}", lm=f"{entry['lm_loss']:.3f}")
             if (step + 1) % config.save_every == 0 or step + 1 == config.steps:

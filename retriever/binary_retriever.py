@@ -13,6 +13,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
 from braid.common.errors import BraidError
 from braid.indexer.binary_codes import asymmetric_scores, hamming_scores, symmetric_scores
 from braid.indexer.binary_index import load_coder, load_codes

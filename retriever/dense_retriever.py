@@ -12,6 +12,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
 from braid.indexer.embedding_index import EmbeddingStore, encoder_for
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit

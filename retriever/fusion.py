@@ -22,6 +22,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+
 from braid.common.errors import BraidError
 from braid.retriever.hit import Hit
 

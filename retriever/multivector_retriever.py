@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
 from braid.common.errors import BraidError
 from braid.indexer.manifest import Manifest
 from braid.indexer.multivector_index import MultiVectorStore

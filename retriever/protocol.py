@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
 from braid.retriever.hit import Hit
 
 

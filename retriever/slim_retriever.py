@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+
 from braid.common.errors import BraidError
 from braid.indexer.manifest import Manifest
 from braid.indexer.slim_index import TOKEN_ARRAYS, TOKENS_DIR, encoder_for, pooled_terms

@@ -8,4 +8,6 @@ if [[ -z "${BRAID_DATA_DIR:-}" && -d "$root/../shared/data" ]]; then
     export BRAID_DATA_DIR="$root/../shared/data"
 fi
 "$root/.venv/bin/ruff" check .
+# The installed package: one top-level name (braid) and the import-linter layer contracts of pyproject.toml.
+bash "$root/scripts/check_package.sh"
 exec "$root/.venv/bin/python" -m pytest "$@"

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from braid.proto.braid.v1 import braid_pb2 as pb
 from braid.proto.braid.v1 import braid_pb2_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
 class BraidClient:

@@ -7,6 +7,7 @@ INVALID_ARGUMENT / 400. Anything else that escapes is a bug: INTERNAL / 500, log
 from __future__ import annotations
 
 import grpc
+
 from braid.common.errors import BraidError, DeadlineExceeded, Unsupported
 
 

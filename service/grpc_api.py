@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+
 from braid.pipelines.pipeline import ExplainedHit
 from braid.proto.braid.v1 import braid_pb2 as pb
 from braid.proto.braid.v1 import braid_pb2_grpc

@@ -8,9 +8,13 @@ OpenAPI schema is at ``/openapi.json``, interactive docs at ``/docs``, Prometheu
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from braid.common.errors import BraidError
 from braid.pipelines.pipeline import ExplainedHit
@@ -18,9 +22,6 @@ from braid.service.core import NewDocument, SearchAnswer, SearchCore, SearchQuer
 from braid.service.errors import TooLarge, status_of
 from braid.service.limits import ServiceLimits
 from braid.service.metrics import CONTENT_TYPE
-from fastapi import FastAPI, Header, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,9 @@ Timeout = Annotated[
 ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 429, 503, 504)}
 
 
+Runner = Callable[[str, bool, str | None, str | None, Callable], Awaitable[Any]]
+
+
 def create_app(core: SearchCore) -> FastAPI:
     """The HTTP API over ``core``."""
     app = FastAPI(
@@ -239,11 +243,18 @@ def create_app(core: SearchCore) -> FastAPI:
     )
     app.add_middleware(BodyLimit, limit=core.limits.max_request_bytes)
     bodies = request_models(core.limits, core.registry.names)
-    Pipeline = bodies.Pipeline
-    SearchBody, BatchBody, RerankBody = bodies.SearchBody, bodies.BatchBody, bodies.RerankBody
-    AddBody, DeleteBody, ReloadBody = bodies.AddBody, bodies.DeleteBody, bodies.ReloadBody
     state = {"draining": False}
     app.state.braid = state
+    _error_handlers(app)
+    run = _runner(core)
+    _read_routes(app, core, bodies, run)
+    _write_routes(app, core, bodies, run)
+    _health_routes(app, core, state)
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every error in braid's one error object: the request's fault as its status, anything else as 500."""
 
     @app.exception_handler(BraidError)
     async def braid_error(request: Request, error: BraidError) -> JSONResponse:
@@ -255,6 +266,10 @@ def create_app(core: SearchCore) -> FastAPI:
         log.exception("HTTP %s %s failed", request.method, request.url.path)
         body = {"error": {"status": "INTERNAL", "message": "internal error; the server log has the details"}}
         return JSONResponse(body, status_code=500)
+
+
+def _runner(core: SearchCore) -> Runner:
+    """``run(method, write, key, timeout, work)``: authorize, run ``work(deadline)`` on the core, count it."""
 
     async def run(method: str, write: bool, key: str | None, timeout: str | None, work: Callable) -> Any:
         tick = time.perf_counter()
@@ -268,6 +283,12 @@ def create_app(core: SearchCore) -> FastAPI:
         finally:
             core.metrics.requests.labels("http", method, str(status)).inc()
             core.metrics.latency.labels("http", method).observe(time.perf_counter() - tick)
+
+    return run
+
+
+def _read_routes(app: FastAPI, core: SearchCore, bodies: SimpleNamespace, run: Runner) -> None:
+    SearchBody, BatchBody, RerankBody = bodies.SearchBody, bodies.BatchBody, bodies.RerankBody
 
     @app.post("/v1/search", response_model=SearchResult, responses=ERRORS)
     async def search(
@@ -314,6 +335,11 @@ def create_app(core: SearchCore) -> FastAPI:
         )
         return {"pipelines": infos, "default_pipeline": core.registry.default}
 
+
+def _write_routes(app: FastAPI, core: SearchCore, bodies: SimpleNamespace, run: Runner) -> None:
+    Pipeline = bodies.Pipeline
+    AddBody, DeleteBody, ReloadBody = bodies.AddBody, bodies.DeleteBody, bodies.ReloadBody
+
     @app.post("/v1/pipelines/{name}/documents", response_model=UpdateResult, responses=ERRORS)
     async def add(name: Pipeline, body: AddBody, authorization: Key = None, x_api_key: ApiKey = None) -> dict:
         documents = _documents(body.documents)
@@ -344,6 +370,8 @@ def create_app(core: SearchCore) -> FastAPI:
         )
         return {"pipelines": infos, "default_pipeline": core.registry.default}
 
+
+def _health_routes(app: FastAPI, core: SearchCore, state: dict[str, bool]) -> None:
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}
@@ -358,5 +386,3 @@ def create_app(core: SearchCore) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(core.metrics.render(), media_type=CONTENT_TYPE)
-
-    return app

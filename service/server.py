@@ -19,13 +19,14 @@ from pathlib import Path
 
 import grpc
 import uvicorn
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from braid.common.errors import BraidError
 from braid.proto.braid.v1 import braid_pb2, braid_pb2_grpc
 from braid.service.core import SearchCore
 from braid.service.grpc_api import BraidServicer
 from braid.service.http_api import create_app
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = braid_pb2.DESCRIPTOR.services_by_name["Braid"].full_name

@@ -7,6 +7,7 @@ import json
 import os
 
 import grpc
+
 from braid.common.errors import BraidError
 from braid.service.cli.common import parse_params, positive_int
 
@@ -28,8 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from braid.service.client import BraidClient
     from google.protobuf.json_format import MessageToDict
+
+    from braid.service.client import BraidClient
 
     if not args.list and not args.query:
         raise BraidError("give query text, or --list")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError, DataFormatError
 

@@ -8,10 +8,10 @@ import threading
 import zipfile
 
 import pytest
+
 from braid.common import beir_download
 from braid.common.dataset_resolver import resolve_dataset
 from braid.common.errors import BraidError
-
 from tests.conftest import write_beir
 
 

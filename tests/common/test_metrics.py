@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from braid.common.metrics import evaluate
 
 QRELS = {"q1": {"a": 2, "b": 1, "c": 0}, "q2": {"x": 1}, "q3": {"y": 1}, "q4": {"n": 0}}

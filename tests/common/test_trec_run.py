@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from braid.common.errors import DataFormatError
 from braid.common.trec_run import drop_self_hits, read_run, write_run
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from braid.service.cli.main import main
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from scipy import stats
+
 from braid.common.metrics import Evaluation
 from braid.eval.significance import compare, paired_p_value
-from scipy import stats
 
 
 def test_paired_t_test_matches_the_hand_computed_statistic():

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from braid.indexer.atomic_dir import atomic_directory
 from braid.indexer.manifest import MANIFEST_NAME
 

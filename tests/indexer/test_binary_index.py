@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.indexer.binary_codes import (
@@ -24,7 +25,6 @@ from braid.pipelines.pipeline import open_index_retriever
 from braid.retriever.binary_retriever import BinaryRetriever
 from braid.retriever.hit import Hit
 from braid.retriever.ties import break_ties
-
 from tests.conftest import write_beir, write_sample
 
 

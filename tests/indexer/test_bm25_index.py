@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.indexer.index_store import build_index, find_index
 from braid.indexer.manifest import Manifest
 from braid.retriever.bm25_retriever import BM25Retriever
-
 from tests.conftest import TINY_DOCS
 
 

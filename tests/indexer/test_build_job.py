@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.indexer.build_config import load_build_config
 from braid.indexer.build_job import BuildJob
@@ -19,7 +20,6 @@ from braid.indexer.manifest import Manifest
 from braid.indexer.verify import verify_index
 from braid.pipelines.pipeline import open_index_retriever
 from braid.service.cli.main import main
-
 from tests.conftest import write_sample
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.indexer.index_store import build_index
 from braid.indexer.multivector_index import MultiVectorStore, add_documents, delete_documents, validate_params
 from braid.retriever.multivector_retriever import MultiVectorRetriever
-
 from tests.conftest import write_beir, write_sample
 
 PARAMS = {"pool_factor": 2, "centroids": 16}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.indexer.index_store import build_index
 from braid.indexer.slim_index import pooled_terms, validate_params
 from braid.retriever.slim_retriever import SlimRetriever
-
 from tests.conftest import write_sample
 
 PARAMS = {"doc_max_length": 96, "top_k_terms": 8}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.indexer.index_store import build_index
@@ -12,7 +13,6 @@ from braid.indexer.manifest import Manifest
 from braid.indexer.splade_encoder import quantize
 from braid.indexer.splade_index import IMPACT_DIR, encoder_for, validate_params, write_impact_index
 from braid.retriever.splade_retriever import SpladeRetriever
-
 from tests.conftest import write_sample
 
 PARAMS = {"doc_max_length": 128}

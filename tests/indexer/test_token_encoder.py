@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.common.model_source import resolve_model

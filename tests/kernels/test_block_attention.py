@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from braid.common.errors import BraidError
 from braid.kernels.block_attention import block_mass, prefix_causal_attention
 from braid.kernels.triton_backend import TritonBlockBackend
@@ -115,10 +116,9 @@ def test_bad_shapes_and_devices_are_refused(monkeypatch):
 
 
 def test_block_forward_on_the_triton_backend_gives_the_torch_scores(device):
+    from benchmarks.ranker_exactness import random_prompt, tiny_model
     from braid.ranker.block_forward import BlockForward
     from braid.ranker.doc_cache import DocumentKVCache
-
-    from benchmarks.ranker_exactness import random_prompt, tiny_model
 
     model = tiny_model("llama").to(device)
     prompt = random_prompt([6, 1, 19, 4])

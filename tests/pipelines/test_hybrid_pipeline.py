@@ -6,12 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
+
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
 from braid.pipelines.spec import PipelineSpec, RetrieverSpec, pipeline_to_dict, save_pipeline
 from braid.retriever.fusion import FusionSpec, fuse
-
 from tests.conftest import write_sample
 
 HYBRID = """

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from benchmarks.ranker_exactness import differences, random_prompt, tiny_model
 from braid.ranker.attention_backend import TorchBlockBackend
 from braid.ranker.block_forward import BlockForward
 from braid.ranker.doc_cache import DocumentKVCache
 from braid.ranker.prompt_layout import BlockPrompt, PromptTemplate, build_prompt
-
-from benchmarks.ranker_exactness import differences, random_prompt, tiny_model
 
 TOL = 1e-4
 

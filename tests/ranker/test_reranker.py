@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
@@ -123,8 +124,9 @@ def test_a_tokenizer_without_chat_template_gets_the_plain_layout(smollm2, caplog
 
 
 def test_unsupported_architectures_and_missing_models_are_refused(tmp_path):
-    from braid.ranker.llm_source import load_llm
     from transformers import BertConfig
+
+    from braid.ranker.llm_source import load_llm
 
     BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=1).save_pretrained(tmp_path)
     with pytest.raises(BraidError, match="is a 'bert' model; the block-sparse ranker supports llama, mistral, qwen2"):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.indexer.index_store import build_index

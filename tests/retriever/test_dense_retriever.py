@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.indexer.embedding_index import EmbeddingStore, encoder_for, validate_params
 from braid.indexer.index_store import build_index
 from braid.retriever.dense_retriever import DenseRetriever
-
 from tests.conftest import write_beir
 
 DOCS = {

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from braid.common.errors import BraidError
 from braid.pipelines.tuning import simplex_grid
 from braid.retriever.fusion import FusionSpec, fuse, normalize

@@ -7,12 +7,12 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.pipelines.pipeline import load_pipeline
 from braid.service.core import AuthConfig, SearchCore
 from braid.service.limits import ServiceLimits
 from braid.service.server import BraidServer, ServerConfig
-
 from tests.conftest import write_beir
 
 API_KEY = "test-key-0123456789abcdef"

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from braid.service.cli.main import main
 
+from braid.service.cli.main import main
 from tests.conftest import TINY_DOCS
 
 REPO = Path(__file__).resolve().parents[2]

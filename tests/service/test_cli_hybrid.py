@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from braid.pipelines.pipeline import load_pipeline
 from braid.service.cli.main import main
-
 from tests.pipelines.test_hybrid_pipeline import HYBRID
 
 

@@ -7,11 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+
 from braid.ranker.rerank_spec import RerankSpec
 from braid.ranker.reranker import BlockRanker
 from braid.service.client import BraidClient
 from braid.service.rerank_batcher import BatchingReranker
-
 from tests.service.conftest import ServerThread, make_core
 
 DOCS = [

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import grpc
+
 from braid.service.client import BraidClient
 
 REPO = Path(__file__).resolve().parents[2]

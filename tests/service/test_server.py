@@ -10,10 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import httpx
 import pytest
-from braid.proto.braid.v1 import braid_pb2 as pb
-from braid.service.client import BraidClient
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from braid.proto.braid.v1 import braid_pb2 as pb
+from braid.service.client import BraidClient
 from tests.service.conftest import API_KEY, ServerThread, make_core
 
 

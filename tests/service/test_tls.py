@@ -9,14 +9,14 @@ import ssl
 import grpc
 import httpx
 import pytest
-from braid.common.errors import BraidError
-from braid.service.client import BraidClient
-from braid.service.server import ServerConfig
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from braid.common.errors import BraidError
+from braid.service.client import BraidClient
+from braid.service.server import ServerConfig
 from tests.service.conftest import ServerThread, make_core
 
 
