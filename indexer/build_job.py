@@ -6,10 +6,10 @@ Stages, each idempotent, so running the same job again continues where it stoppe
 1. **Split**: the corpus is cut, in order, into ``shard_size``-document JSONL files under the job folder
    (``OUTPUT/.jobs/<dataset>-<digest>/collection``), written atomically, recorded with their checksums in
    ``job.json``.
-2. **Encode**: for every sharded index kind (:mod:`indexer.sharded_builds`: the kinds that run a model or an
-   analyzer per document) each shard is encoded into its own folder, written atomically with a ``shard.json``
-   that records what it was made from; a shard whose record matches is never encoded again. Shards run in this
-   process or as Ray tasks (``--ray``), with the same code and the same output.
+2. **Encode**: for every sharded index kind (an :class:`~braid.indexer.index_kind.IndexKind` with ``shards``: the
+   kinds that run a model or an analyzer per document) each shard is encoded into its own folder, written
+   atomically with a ``shard.json`` that records what it was made from; a shard whose record matches is never
+   encoded again. Shards run in this process or as Ray tasks (``--ray``), with the same code and the same output.
 3. **Assemble**: each kind's shards are merged into the final index at ``OUTPUT/<dataset>/<kind>-<digest>`` (the
    layout ``braid eval --index-dir OUTPUT`` finds), atomically, with a manifest recording the inputs, parameters,
    shard checksums, file checksums, timings and library versions.

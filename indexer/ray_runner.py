@@ -1,6 +1,6 @@
 """Shard tasks of a build job as Ray tasks (``braid index build --config ... --ray local|ADDRESS``).
 
-Each shard is one task (one CPU, or a GPU share where asked) running :func:`indexer.build_job.run_shard_task`, the
+Each shard is one task (one CPU, or a GPU share where asked) running :func:`braid.indexer.build_job.run_shard_task`, the
 same function the in-process job runs, writing to the job folder, which every worker must see (a shared
 filesystem on a real cluster); results are collected as they finish. ``local`` starts a Ray instance on this
 machine that listens on loopback only; any other value is the address of an existing cluster, whose workers need

@@ -16,7 +16,7 @@ block, whose few rows read tens of thousands of prefix keys. It returns each row
 last rows put on each document: what BlockRank's attention scoring reads.
 
 On CPU the kernels run under ``TRITON_INTERPRET=1`` (slowly, for tests); the exact PyTorch backend in
-:mod:`ranker.attention_backend` is the reference they are tested against.
+:mod:`braid.ranker.attention_backend` is the reference they are tested against.
 """
 
 from __future__ import annotations

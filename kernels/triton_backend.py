@@ -1,9 +1,11 @@
-"""The ``triton`` attention backend: BlockRank's three block calls on the kernels of :mod:`kernels.block_attention`.
+"""The ``triton`` attention backend: BlockRank's three block calls on the kernels of
+:mod:`braid.kernels.block_attention`.
 
-Selected with ``backend = "triton"`` in a pipeline's ``[rerank]`` table (or ``get_backend("triton")``). The
+Selected with ``backend = "triton"`` in a pipeline's ``[rerank]`` table (or ``get_backend("triton")``), found by the
+ranker through this package's ``braid.attention_backends`` entry point (pyproject.toml). The
 instruction is a prefix-causal call with an empty prefix; the documents one call over all of them packed; the
 query block one call whose prefix is the instruction and every document (split-K over that long prefix), then
-one :func:`~kernels.block_attention.block_mass` call for the attention its last rows put on each document.
+one :func:`~braid.kernels.block_attention.block_mass` call for the attention its last rows put on each document.
 Forward only: training runs the exact ``torch`` backend.
 """
 

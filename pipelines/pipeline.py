@@ -1,7 +1,7 @@
 """Pipelines opened over concrete indexes: first-stage retrievers run concurrently, their lists are fused,
 cascade stages rescore the head, and every hit can say where it came from.
 
-The definition (TOML or Python) lives in :mod:`retriever.pipeline_spec`; this module runs it.
+The definition (TOML or Python) lives in :mod:`braid.pipelines.spec`; this module runs it.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ A pipeline file::
     mode = "first"         # first | attention | generate
     depth = 20
 
-Built-in pipelines ship in ``retriever/pipelines/`` and are addressed by name. Unknown keys, kinds, indexes and
+Built-in pipelines ship in ``pipelines/builtin/`` (``braid.pipelines.builtin``) and are addressed by name. Unknown keys, kinds, indexes and
 ill-typed values are reported with the allowed values.
 """
 

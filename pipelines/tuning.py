@@ -1,7 +1,7 @@
 """Fusion tuning: grid search of per-retriever weights (and the fusion method) on a train or dev split.
 
 Each retriever runs once over the split's queries; every candidate setting is then a matrix product over the
-cached lists (the same :mod:`retriever.fusion` code the pipeline runs), scored with the split's qrels. Weights
+cached lists (the same :mod:`braid.retriever.fusion` code the pipeline runs), scored with the split's qrels. Weights
 are searched on the simplex (non-negative, summing to 1) with a fixed step, as in Bruch et al.'s analysis of
 convex combinations; RRF is searched over its k as well. Cascade stages are not part of the search: they
 reorder the fused head afterwards, whatever the weights.

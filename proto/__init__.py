@@ -1,1 +1,1 @@
-"""gRPC service definitions (braid.proto and generated stubs); not built yet."""
+"""The braid.v1 gRPC API: ``braid/v1/braid.proto`` and its generated stubs (``scripts/gen_proto.sh``)."""

@@ -4,11 +4,11 @@ It walks the decoder layers itself (Llama, Qwen2 and Mistral share the block: RM
 projections with grouped-query heads, o_proj, RMSNorm, gated MLP) so that three things the layout allows are
 exact and cheap:
 
-* attention is computed block by block through an :class:`~ranker.attention_backend.AttentionBackend`, never
+* attention is computed block by block through an :class:`~braid.ranker.attention_backend.AttentionBackend`, never
   with a quadratic mask;
 * early exit: scoring by attention at layer l stops after layer l (layers above it cannot change it);
 * the document KV cache: a cached document (or instruction) is not run through the layers at all; its keys and
-  values at each layer are read from :class:`~ranker.doc_cache.DocumentKVCache`.
+  values at each layer are read from :class:`~braid.ranker.doc_cache.DocumentKVCache`.
 
 The reference it must equal is the same model's ordinary forward with the explicit block mask and the same
 position ids (``tests/ranker/test_block_forward.py``).

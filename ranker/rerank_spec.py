@@ -1,7 +1,7 @@
 """The ``[rerank]`` stage of a pipeline: which LLM, how it scores, how deep, and its budgets.
 
 Free of torch and transformers so that reading a pipeline file is instant (the table is parsed with the rest of
-the file in :mod:`retriever.pipeline_spec`); the model loads when the pipeline opens.
+the file in :mod:`braid.pipelines.spec`); the model loads when the pipeline opens.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ baseline with full attention.
 * ``generate``: RankGPT-style permutation generation over the same text with ordinary causal attention and
   positions, for comparison (Sun et al., 2023).
 
-Both block modes reuse document keys and values across queries through :class:`~ranker.doc_cache.DocumentKVCache`.
-Lists longer than ``window`` are ranked in sliding windows (:mod:`ranker.sliding_window`).
+Both block modes reuse document keys and values across queries through :class:`~braid.ranker.doc_cache.DocumentKVCache`.
+Lists longer than ``window`` are ranked in sliding windows (:mod:`braid.ranker.sliding_window`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Each step draws ``batch_size`` examples (a judged query, its relevant documents, hard negatives mined by a braid
 first stage), lays each out as a BlockRank prompt of ``window`` shuffled documents, runs the block-sparse forward
 *with gradients* through every layer (the exact torch attention backend; per-layer gradient checkpointing) and
-minimizes :class:`~ranker.train_objective.BlockRankLoss`. Mixed precision is bf16 autocast over float32 weights;
+minimizes :class:`~braid.ranker.train_objective.BlockRankLoss`. Mixed precision is bf16 autocast over float32 weights;
 everything random (example order, window composition, initialization of nothing) derives from ``seed``, so a run
 is reproducible and a resumed run continues exactly where the last checkpoint left it.
 

@@ -1,1 +1,2 @@
-"""Retrievers over braid's indexes and the pipelines that combine them."""
+"""Retrievers over braid's indexes (the :class:`~braid.retriever.protocol.Retriever` protocol), the retriever kinds
+pipelines name, deterministic tie-breaking, and score fusion (RRF, normalized weighted sums)."""

@@ -28,7 +28,7 @@ from braid.retriever.ties import top_k
 
 
 class BM25Retriever(Retriever):
-    """Okapi BM25 over a Lucene inverted index built by :mod:`indexer.bm25_index`."""
+    """Okapi BM25 over a Lucene inverted index built by :mod:`braid.indexer.bm25_index`."""
 
     def __init__(self, index_dir: Path, k1: float = 0.9, b: float = 0.4, threads: int | None = None) -> None:
         if k1 < 0:

@@ -1,1 +1,2 @@
-"""braid's front ends: the ``braid`` command line, and (later) the gRPC and HTTP servers over one core."""
+"""braid's front ends over one core: the ``braid`` command line (:mod:`braid.service.cli`) and the gRPC and HTTP
+servers (auth, limits, admission, deadlines, metrics, hot reload)."""

@@ -1,7 +1,7 @@
 """Admission control: a bound on requests in the server, with immediate rejection beyond it.
 
 Requests are admitted while fewer than ``limit`` are in (running on a worker thread or waiting for one); the
-next is refused at once (:class:`~service.errors.Overloaded`), which keeps latency bounded under overload
+next is refused at once (:class:`~braid.service.errors.Overloaded`), which keeps latency bounded under overload
 instead of letting a queue grow until every request times out (the "fail fast" of load shedding).
 """
 

@@ -1,6 +1,6 @@
 """The one service core behind gRPC and HTTP: pipelines, limits, auth, admission, deadlines, metrics.
 
-Front ends translate their wire format into the calls below and the errors back (:mod:`service.errors`); all
+Front ends translate their wire format into the calls below and the errors back (:mod:`braid.service.errors`); all
 semantics live here, so the two protocols cannot drift apart. Work runs on a bounded pool of worker threads
 (Lucene, faiss and torch release the GIL); the event loops of the front ends only parse and wait.
 """

@@ -2,7 +2,8 @@
 
 Every method does the same four things: check the API key from the call's metadata, take the call's deadline
 (``context.time_remaining()``), run the core operation, and map a failure to its status code with the message
-(:func:`service.errors.status_of`). Internal errors answer INTERNAL without details; the traceback goes to the log.
+(:func:`braid.service.errors.status_of`). Internal errors answer INTERNAL without details; the traceback goes to the
+log.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The HTTP front end: a FastAPI app over the same core, with the same operations, errors and limits as gRPC.
 
 Errors answer ``{"error": {"status": "INVALID_ARGUMENT", "message": ...}}`` with the HTTP status of
-:func:`service.errors.status_of`; a body that does not match the schema answers 422 (FastAPI's validation). The
+:func:`braid.service.errors.status_of`; a body that does not match the schema answers 422 (FastAPI's validation). The
 OpenAPI schema is at ``/openapi.json``, interactive docs at ``/docs``, Prometheus metrics at ``/metrics``.
 """
 

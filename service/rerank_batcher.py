@@ -2,7 +2,7 @@
 
 Callers (search worker threads, Rerank requests) hand their (query, documents) to a queue and wait. One
 batching thread takes the first waiting request, keeps collecting for up to ``max_wait_ms`` or until
-``max_batch`` requests are in hand, and ranks them all with :meth:`ranker.reranker.BlockRanker.rerank_many`,
+``max_batch`` requests are in hand, and ranks them all with :meth:`braid.ranker.reranker.BlockRanker.rerank_many`,
 whose single forward pass computes the shared instruction block once and every request's documents in one
 padded batch (the same idea as continuous batching in LLM servers: fill the accelerator, amortize the weights'
 memory traffic). A request whose deadline passes while it waits is answered DEADLINE_EXCEEDED and skipped.
@@ -32,7 +32,7 @@ class _Pending:
 
 
 class BatchingReranker:
-    """Wraps a :class:`~ranker.reranker.BlockRanker` with the same ``rerank`` call, batched across threads."""
+    """Wraps a :class:`~braid.ranker.reranker.BlockRanker` with the same ``rerank`` call, batched across threads."""
 
     def __init__(
         self,
