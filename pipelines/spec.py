@@ -35,8 +35,8 @@ A pipeline file::
     mode = "first"         # first | attention | generate
     depth = 20
 
-Built-in pipelines ship in ``pipelines/builtin/`` (``braid.pipelines.builtin``) and are addressed by name. Unknown keys, kinds, indexes and
-ill-typed values are reported with the allowed values.
+Built-in pipelines ship in ``pipelines/builtin/`` (``braid.pipelines.builtin``) and are addressed by name. Unknown
+keys, kinds, indexes and ill-typed values are reported with the allowed values.
 """
 
 from __future__ import annotations
