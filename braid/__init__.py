@@ -12,3 +12,10 @@ the ground floor up; each imports only those below it (import-linter contracts i
 - :mod:`braid.pipelines`: the orchestrator: pipeline files, retrieve -> fuse -> cascade -> rerank, fusion tuning
 - :mod:`braid.eval` and :mod:`braid.service`: offline evaluation; the ``braid`` command and the gRPC/HTTP servers
 """
+
+from pkgutil import extend_path
+
+# Run from the root of a source checkout, this folder (which holds only the package root) is found first and would
+# hide the installed package's layers; extend_path adds every other braid/ on sys.path (the installed one), so the
+# benchmarks and tools run from the checkout against a plain `pip install .` too.
+__path__ = extend_path(__path__, __name__)
