@@ -11,6 +11,7 @@ from pathlib import Path
 
 from braid.common.dataset import Document, Qrels
 from braid.common.errors import DataFormatError
+from braid.common.trec_run import trec_rows
 
 
 def _tsv_pairs(path: Path, what: str) -> Iterator[tuple[int, str, str]]:
@@ -45,16 +46,9 @@ def read_queries(path: Path) -> dict[str, str]:
 def read_trec_qrels(path: Path) -> Qrels:
     """Read TREC qrels: ``qid iteration docid grade``, whitespace separated."""
     qrels: Qrels = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 4:
-                raise DataFormatError(path, number, f"expected 'qid iter docid grade', got {len(fields)} fields")
-            qid, _, doc_id, grade = fields
-            try:
-                qrels.setdefault(qid, {})[doc_id] = int(grade)
-            except ValueError:
-                raise DataFormatError(path, number, f"relevance grade must be an integer, got {grade!r}") from None
+    for number, (qid, _, doc_id, grade) in trec_rows(path, "qid iter docid grade"):
+        try:
+            qrels.setdefault(qid, {})[doc_id] = int(grade)
+        except ValueError:
+            raise DataFormatError(path, number, f"relevance grade must be an integer, got {grade!r}") from None
     return qrels

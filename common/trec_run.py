@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from braid.common.atomic_file import atomic_write_text
@@ -10,20 +11,27 @@ from braid.common.errors import DataFormatError
 Run = dict[str, dict[str, float]]
 
 
-def read_run(path: Path) -> Run:
-    run: Run = {}
+def trec_rows(path: Path, layout: str) -> Iterator[tuple[int, list[str]]]:
+    """(1-based line number, fields) of each non-blank line of a whitespace-separated TREC file (runs, qrels); a line
+    with another number of fields than ``layout`` names is an error naming the file, the line and the layout."""
+    width = len(layout.split())
     with Path(path).open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             fields = line.split()
             if not fields:
                 continue
-            if len(fields) != 6:
-                raise DataFormatError(path, number, f"expected 'qid Q0 docid rank score tag', got {len(fields)} fields")
-            qid, _, doc_id, _, score, _ = fields
-            try:
-                run.setdefault(qid, {})[doc_id] = float(score)
-            except ValueError:
-                raise DataFormatError(path, number, f"score must be a number, got {score!r}") from None
+            if len(fields) != width:
+                raise DataFormatError(path, number, f"expected {layout!r}, got {len(fields)} fields")
+            yield number, fields
+
+
+def read_run(path: Path) -> Run:
+    run: Run = {}
+    for number, (qid, _, doc_id, _, score, _) in trec_rows(path, "qid Q0 docid rank score tag"):
+        try:
+            run.setdefault(qid, {})[doc_id] = float(score)
+        except ValueError:
+            raise DataFormatError(path, number, f"score must be a number, got {score!r}") from None
     return run
 
 
