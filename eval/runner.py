@@ -14,6 +14,7 @@ from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
 from braid.common.metrics import Evaluation, evaluate
 from braid.common.trec_run import Run, drop_self_hits
+from braid.pipelines.pipeline import Pipeline
 
 
 @dataclass
@@ -84,7 +85,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_pipeline(
-    pipeline: Any,
+    pipeline: Pipeline,
     dataset: Dataset,
     split: str = "test",
     depth: int = 1000,
@@ -130,8 +131,8 @@ def run_pipeline(
     )
 
 
-def _fusion_used(pipeline: Any) -> dict[str, Any] | None:
-    fusion = getattr(pipeline, "fusion", None)
+def _fusion_used(pipeline: Pipeline) -> dict[str, Any] | None:
+    fusion = pipeline.fusion
     if fusion is None:
         return None
     return {**fusion.to_dict(), "per_dataset": pipeline.dataset in pipeline.spec.per_dataset}
