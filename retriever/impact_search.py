@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from braid.indexer.lucene_jvm import java_class
+from braid.indexer.lucene_jvm import java_calls, java_class, search_top
 from braid.indexer.lucene_reader import open_reader, open_searcher, read_docids
 from braid.retriever.hit import Hit
 from braid.retriever.ties import top_k
@@ -32,13 +32,15 @@ class ImpactSearcher:
         self._should = java_class("org.apache.lucene.search.BooleanClause$Occur").SHOULD
 
     def search(self, vector: Mapping[str, float], k: int) -> list[Hit]:
-        builder = self._Builder()
-        for term, weight in vector.items():
-            builder.add(self._BoostQuery(self._TermQuery(self._Term("contents", term)), float(weight)), self._should)
-        query = builder.build()
+        with java_calls():
+            builder = self._Builder()
+            for term, weight in vector.items():
+                term_query = self._TermQuery(self._Term("contents", term))
+                builder.add(self._BoostQuery(term_query, float(weight)), self._should)
+            query = builder.build()
 
         def fetch(depth: int) -> list[Hit]:
-            top = self._searcher.search(query, int(depth))
-            return [Hit(self._doc_ids[hit.doc], float(hit.score)) for hit in top.scoreDocs]
+            docs, scores = search_top(self._searcher, query, depth)
+            return [Hit(self._doc_ids[doc], score) for doc, score in zip(docs, scores, strict=True)]
 
         return top_k(fetch, int(k), len(self._doc_ids))
