@@ -257,11 +257,14 @@ class Pipeline:
             ]
         else:
             inputs, top = fused(lists, self.retriever_names, self._fusion(options), fetch)
+            rows = [row for row, _ in top]
+            # Whole rows to Python at once: per-cell numpy indexing cost more than the fusion itself.
+            ranks, scores = inputs.ranks[rows].tolist(), inputs.scores[rows].tolist()
             hits = []
-            for row, score in top:
+            for (row, score), row_ranks, row_scores in zip(top, ranks, scores, strict=True):
                 sources = {
-                    name: Source(int(inputs.ranks[row, col]) or None, _finite(inputs.scores[row, col]))
-                    for col, name in enumerate(self.retriever_names)
+                    name: Source(rank or None, None if math.isnan(raw) else raw)
+                    for name, rank, raw in zip(self.retriever_names, row_ranks, row_scores, strict=True)
                 }
                 hits.append(ExplainedHit(inputs.doc_ids[row], score, sources, fused_score=score))
             timings["fusion"] = (time.perf_counter() - tick) * 1000
@@ -383,10 +386,6 @@ class Pipeline:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
-
-
-def _finite(value: float) -> float | None:
-    return None if np.isnan(value) else float(value)
 
 
 def rescore_head(

@@ -104,7 +104,7 @@ def tune_fusion(
             for g, weights in enumerate(grid):
                 vector = np.asarray(weights)
                 run = {
-                    qid: {x.doc_ids[row]: score for row, score in x.top(vector, EVAL_DEPTH + 1)}
+                    qid: {x.doc_ids[row]: score for row, score in x.top(vector, EVAL_DEPTH + 1, reuse_id_order=True)}
                     for qid, x in inputs.items()
                 }
                 if not keep_self_hits:
