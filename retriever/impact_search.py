@@ -30,13 +30,20 @@ class ImpactSearcher:
         self._TermQuery = java_class("org.apache.lucene.search.TermQuery")
         self._Term = java_class("org.apache.lucene.index.Term")
         self._should = java_class("org.apache.lucene.search.BooleanClause$Occur").SHOULD
+        self._term_queries: dict[str, object] = {}  # filled under java_calls()
+
+    def _term_query(self, term: str):
+        """The (immutable) TermQuery of ``term``, made once: two of the four JNI calls a query term costs."""
+        query = self._term_queries.get(term)
+        if query is None:
+            query = self._term_queries[term] = self._TermQuery(self._Term("contents", term))
+        return query
 
     def search(self, vector: Mapping[str, float], k: int) -> list[Hit]:
         with java_calls():
             builder = self._Builder()
             for term, weight in vector.items():
-                term_query = self._TermQuery(self._Term("contents", term))
-                builder.add(self._BoostQuery(term_query, float(weight)), self._should)
+                builder.add(self._BoostQuery(self._term_query(term), float(weight)), self._should)
             query = builder.build()
 
         def fetch(depth: int) -> list[Hit]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from braid.indexer.splade_index import write_impact_index
 from braid.retriever.impact_search import ImpactSearcher
@@ -17,7 +20,17 @@ from braid.retriever.impact_search import ImpactSearcher
 VOCABULARY = [f"t{i}" for i in range(300)]
 
 
-def test_concurrent_impact_searches_on_two_searchers_match_sequential_ones(tmp_path):
+@pytest.fixture
+def frequent_thread_switches():
+    """Threads hand over the GIL every microsecond instead of every 5 ms, so that a switch between binding a method
+    and calling it (the race) happens on every run, not only on a loaded machine."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(previous)
+
+
+def test_concurrent_impact_searches_on_two_searchers_match_sequential_ones(tmp_path, frequent_thread_switches):
     rng = random.Random(7)
     vectors = tmp_path / "vectors"
     vectors.mkdir()
