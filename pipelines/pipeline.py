@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -352,7 +353,7 @@ class Pipeline:
     @property
     def updatable(self) -> bool:
         """Whether every index of the pipeline takes document updates in place."""
-        return all(kind.updates is not None for kind in self._index_kinds().values())
+        return all(kind.updates is not None for kind in self._index_kinds.values())
 
     def add_documents(self, documents: Sequence[tuple[str, str]]) -> int:
         """Add (id, text) documents to every index of the pipeline; returns the new document count.
@@ -366,11 +367,13 @@ class Pipeline:
         """Delete documents by id from every index of the pipeline; returns the new document count."""
         return self._update(lambda updates, path: updates.delete(path, doc_ids))
 
+    @cached_property
     def _index_kinds(self) -> dict[Path, IndexKind]:
+        # An opened pipeline's index folders never change kind (a reload opens a new Pipeline): read manifests once.
         return {path: index_kind(Manifest.read(path).kind) for path in self.index_paths}
 
     def _update(self, apply: Callable[[Updates, Path], int]) -> int:
-        kinds = self._index_kinds()
+        kinds = self._index_kinds
         fixed = sorted({kind.name for kind in kinds.values() if kind.updates is None})
         if fixed:
             raise Unsupported(
