@@ -58,6 +58,9 @@ def format_table(results: Sequence[RunResult]) -> str:
         lines.append(
             f"* p < {ALPHA} against {rows[0]['pipeline']} (two-sided paired t-test over queries; p-values in the JSON)"
         )
+    for row in rows:
+        if row.get("fusion"):
+            lines.append(_fusion_line(row["pipeline"], row["fusion"]))
     stages = [(row["pipeline"], stage, ms) for row in rows for stage, ms in (row.get("stage_latency_ms") or {}).items()]
     if any(len(row.get("stage_latency_ms") or {}) > 1 for row in rows):
         width = max(len(f"{name}  {stage}") for name, stage, _ in stages)
@@ -66,6 +69,15 @@ def format_table(results: Sequence[RunResult]) -> str:
         for name, stage, ms in stages:
             lines.append(f"{f'{name}  {stage}'.ljust(width)}  {ms['p50']:>8.2f}  {ms['p99']:>8.2f}")
     return "\n".join(lines)
+
+
+def _fusion_line(pipeline: str, fusion: dict) -> str:
+    setting = f"k={fusion['k']:g}" if fusion["method"] == "rrf" else fusion["normalization"]
+    weights = ", ".join(f"{name} {value:g}" for name, value in fusion["weights"].items()) or "equal weights"
+    where = ", ".join(fusion["tuned_on"]) or "not tuned"
+    own = " (this collection's own)" if fusion["per_dataset"] else ""
+    warning = "; IN-SAMPLE: this split was tuned on" if fusion["in_sample"] else ""
+    return f"fusion of {pipeline}{own}: {fusion['method']} {setting} ({weights}), tuned on {where}{warning}"
 
 
 def _safe_name(name: str) -> str:

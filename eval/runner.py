@@ -127,15 +127,27 @@ def run_pipeline(
         index_bytes=pipeline.index_bytes(),
         build_docs_per_s=pipeline.build_docs_per_second(),
         stage_latency_ms={stage: _p50_p99(values) for stage, values in stages.items()},
-        fusion=_fusion_used(pipeline),
+        fusion=_fusion_used(pipeline, split),
     )
 
 
-def _fusion_used(pipeline: Pipeline) -> dict[str, Any] | None:
+def _fusion_used(pipeline: Pipeline, split: str) -> dict[str, Any] | None:
+    """The fusion that ran, where its weights were tuned (``collection/split`` labels; empty when nobody tuned
+    them), and whether the split being scored was among those (an in-sample score, not an estimate)."""
     fusion = pipeline.fusion
     if fusion is None:
         return None
-    return {**fusion.to_dict(), "per_dataset": pipeline.dataset in pipeline.spec.per_dataset}
+    own = pipeline.spec.per_dataset.get(pipeline.dataset)
+    tuned = (own.tuned if own is not None else pipeline.spec.tuned) or {}
+    tuned_on = list(tuned.get("datasets", []))
+    if not tuned_on and "dataset" in tuned:  # the older one-collection form: dataset = ..., split = ...
+        tuned_on = [f"{tuned['dataset']}/{tuned.get('split', 'train')}"]
+    return {
+        **fusion.to_dict(),
+        "per_dataset": own is not None,
+        "tuned_on": tuned_on,
+        "in_sample": f"{pipeline.dataset}/{split}" in tuned_on,
+    }
 
 
 def _p50_p99(values: list[float]) -> dict[str, float]:

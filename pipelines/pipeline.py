@@ -502,9 +502,7 @@ def _corpus_texts(dataset: Dataset) -> Callable[[str], str | None]:
     return text
 
 
-def open_index_retriever(
-    index_dir: Path, search_params: Mapping[str, Any], threads: int | None = None
-) -> Retriever:
+def open_index_retriever(index_dir: Path, search_params: Mapping[str, Any], threads: int | None = None) -> Retriever:
     """Open a retriever directly over an index folder, choosing the kind from its manifest."""
     manifest = Manifest.read(index_dir)
     kinds = [info for info in RETRIEVER_KINDS.values() if info.index.name == manifest.kind]

@@ -26,6 +26,7 @@ from braid.common.trec_run import drop_self_hits
 from braid.pipelines.pipeline import Pipeline
 from braid.pipelines.spec import PipelineSpec, TunedFusion
 from braid.retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec, fusion_inputs
+from braid.retriever.hit import Hit
 
 TUNABLE_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map")
 EVAL_DEPTH = 100  # every tunable metric but MAP is decided within the top 100; MAP is approximated there
@@ -75,6 +76,64 @@ def check_tuning(
     return simplex_grid(len(spec.retrievers), step)
 
 
+@dataclass
+class SplitLists:
+    """One collection's split with every retriever's ranked list per query: run once, fused many times."""
+
+    dataset: Dataset
+    split: str
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    lists: list[dict[str, list[Hit]]]  # one {qid: hits} per retriever, in the pipeline's order
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset.name}/{self.split}"
+
+
+def split_lists(pipeline: Pipeline, dataset: Dataset, split: str) -> SplitLists:
+    """Run the pipeline's retrievers (no fusion) over a split's judged queries."""
+    queries = dataset.judged_queries(split)
+    lists = pipeline.first_stage_lists(queries, pipeline.depth)
+    return SplitLists(dataset, split, queries, dataset.known_qrels(split), lists)
+
+
+def fusion_settings(
+    methods: tuple[str, ...], normalizations: tuple[str, ...], rrf_ks: tuple[float, ...]
+) -> list[FusionSpec]:
+    """The fusion settings a search tries, weights aside: weighted per normalization, then RRF per k."""
+    settings = [FusionSpec("weighted", normalization=n) for n in normalizations if "weighted" in methods]
+    return settings + [FusionSpec("rrf", k=k) for k in rrf_ks if "rrf" in methods]
+
+
+def grid_values(
+    data: SplitLists,
+    settings: list[FusionSpec],
+    grid: list[tuple[float, ...]],
+    metric: str,
+    keep_self_hits: bool = False,
+    progress: tqdm | None = None,
+) -> np.ndarray:
+    """``metric`` of every (setting, weight vector) on one split: a settings x grid matrix."""
+    values = np.zeros((len(settings), len(grid)))
+    for s, setting in enumerate(settings):
+        inputs = {
+            qid: fusion_inputs([per_query.get(qid, []) for per_query in data.lists], setting) for qid in data.queries
+        }
+        for g, weights in enumerate(grid):
+            vector = np.asarray(weights)
+            run = {
+                qid: {x.doc_ids[row]: score for row, score in x.top(vector, EVAL_DEPTH + 1, reuse_id_order=True)}
+                for qid, x in inputs.items()
+            }
+            if not keep_self_hits:
+                run = drop_self_hits(run)
+            values[s, g] = evaluate(run, data.qrels, data.dataset.default_rel_threshold).aggregate[metric]
+            if progress is not None:
+                progress.update()
+    return values
+
+
 def tune_fusion(
     targets: list[tuple[Pipeline, Dataset, str]],
     metric: str = "ndcg@10",
@@ -89,28 +148,10 @@ def tune_fusion(
     pipeline = targets[0][0]
     names = pipeline.retriever_names
     grid = check_tuning(pipeline.spec, [split for *_, split in targets], metric, step, methods, normalizations)
-    cached = []
-    for target, dataset, split in targets:
-        queries = dataset.judged_queries(split)
-        lists = target.first_stage_lists(queries, target.depth)
-        cached.append((dataset, queries, dataset.known_qrels(split), lists, split))
-    settings = [FusionSpec("weighted", normalization=n) for n in normalizations if "weighted" in methods]
-    settings += [FusionSpec("rrf", k=k) for k in rrf_ks if "rrf" in methods]
-    totals = np.zeros((len(settings), len(grid)))
+    cached = [split_lists(target, dataset, split) for target, dataset, split in targets]
+    settings = fusion_settings(methods, normalizations, rrf_ks)
     progress = tqdm(total=len(settings) * len(grid) * len(cached), desc="tune", unit="setting", file=sys.stderr)
-    for dataset, queries, qrels, lists, _ in cached:
-        for s, setting in enumerate(settings):
-            inputs = {qid: fusion_inputs([per_query.get(qid, []) for per_query in lists], setting) for qid in queries}
-            for g, weights in enumerate(grid):
-                vector = np.asarray(weights)
-                run = {
-                    qid: {x.doc_ids[row]: score for row, score in x.top(vector, EVAL_DEPTH + 1, reuse_id_order=True)}
-                    for qid, x in inputs.items()
-                }
-                if not keep_self_hits:
-                    run = drop_self_hits(run)
-                totals[s, g] += evaluate(run, qrels, dataset.default_rel_threshold).aggregate[metric]
-                progress.update()
+    totals = sum(grid_values(data, settings, grid, metric, keep_self_hits, progress) for data in cached)
     progress.close()
     trials = [
         Trial(replace(setting, weights=dict(zip(names, weights, strict=True))), totals[s, g] / len(cached))
@@ -121,10 +162,10 @@ def tune_fusion(
     trials.sort(key=lambda trial: -trial.value)
     best = trials[0]
     tuned = {
-        "datasets": [f"{dataset.name}/{split}" for dataset, *_, split in cached],
+        "datasets": [data.label for data in cached],
         "metric": metric,
         "value": round(best.value, 6),
-        "queries": sum(len(queries) for _, queries, *_ in cached),
+        "queries": sum(len(data.queries) for data in cached),
         "step": step,
     }
     return TunedFusion(best.fusion, tuned), trials

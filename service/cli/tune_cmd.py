@@ -1,13 +1,17 @@
-"""``braid tune``: fit a pipeline's fusion weights on a train or dev split and save them into the pipeline file."""
+"""``braid tune``: fit a pipeline's fusion weights on a train or dev split and save them into the pipeline file;
+with ``--loco``, score fusion families leave-one-collection-out first."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from braid.common.atomic_file import atomic_write_text
 from braid.common.dataset_resolver import resolve_dataset
 from braid.common.errors import BraidError
+from braid.pipelines.loco import FAMILIES, format_loco, leave_one_out
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
 from braid.pipelines.spec import builtin_pipelines, save_pipeline
 from braid.pipelines.tuning import TUNABLE_METRICS, check_tuning, tune_fusion
@@ -42,11 +46,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tune.add_argument("--keep-self-hits", action="store_true", help="count hits whose id equals the query id")
     tune.add_argument("--json", action="store_true", help="print the best setting as JSON")
+    tune.add_argument(
+        "--loco",
+        action="store_true",
+        help="leave-one-collection-out: for each --dataset, choose the fusion on the others' tuning splits (train,"
+        " else dev, else judged queries) and score it on its test split; prints the table, saves JSON under"
+        " --report, and writes --family's fusion fitted on all collections to --output if given",
+    )
+    tune.add_argument(
+        "--family", default="joint", choices=list(FAMILIES), help="with --loco: the family --output receives"
+    )
+    tune.add_argument("--report", default="results", help="with --loco: folder for loco/<pipeline>.json")
+    tune.add_argument("--tolerance", type=float, default=0.005, help="with --loco: allowed gap to the best retriever")
     add_data_args(tune)
     tune.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.loco:
+        return run_loco(args)
     source = Path(args.pipeline)
     if args.output is None and not source.is_file():
         hint = " (a built-in)" if args.pipeline in builtin_pipelines() else ""
@@ -97,4 +115,53 @@ def run(args: argparse.Namespace) -> int:
             weights = ", ".join(f"{name} {value:g}" for name, value in (f.weights or {}).items())
             print(f"{f.method:<10} {setting:>8}  {weights:<40} {trial.value:8.4f}")
     print(f"saved the best setting into {output} ({where})")
+    return 0
+
+
+def run_loco(args: argparse.Namespace) -> int:
+    if args.split:
+        raise BraidError(
+            "--loco picks each collection's splits itself (train, else dev, else judged queries; test to"
+            " score): drop --split"
+        )
+    if args.per_dataset:
+        raise BraidError("--loco chooses one fusion for every collection: drop --per-dataset")
+    if len(set(args.dataset)) < 2:
+        raise BraidError("--loco needs two or more different --dataset")
+    if not 0 <= args.tolerance < 1:
+        raise BraidError(f"--tolerance must be in [0, 1), got {args.tolerance}")
+    output = Path(args.output) if args.output else None
+    if output is not None and output.is_dir():
+        raise BraidError(f"--output {output} is a directory; give a file path")
+    spec = load_pipeline(args.pipeline)
+    check_tuning(spec, ["train"], args.metric, args.step, ("weighted", "rrf"), ("zscore", "minmax"))
+    datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
+    for dataset in datasets:
+        if "test" not in dataset.splits:
+            raise BraidError(f"--loco scores each left-out collection on its test split; {dataset.name} has none")
+    targets = [(open_pipeline(spec, dataset, Path(args.index_dir), args.threads), dataset) for dataset in datasets]
+    result = leave_one_out(
+        targets,
+        metric=args.metric,
+        step=args.step,
+        rrf_ks=tuple(args.rrf_k),
+        tolerance=args.tolerance,
+        keep_self_hits=args.keep_self_hits,
+    )
+    report = Path(args.report) / "loco" / f"{spec.name}.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(report, json.dumps(result.to_json(), indent=1) + "\n")
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(format_loco(result))
+        print(f"saved {report}")
+    if output is not None:
+        tuned = result.defaults[args.family]
+        header = (
+            f"[fusion] chosen by `braid tune --loco` (family {args.family}: {FAMILIES[args.family][0]}), fitted on "
+            f"{', '.join(tuned.tuned['datasets'])}; left-one-out scores in {report}."
+        )
+        save_pipeline(spec.with_fusion(tuned), output, header)
+        print(f"saved the {args.family} fusion into {output} ([fusion])", file=sys.stderr if args.json else sys.stdout)
     return 0

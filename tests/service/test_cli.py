@@ -16,9 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def braid(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "braid", *args], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([sys.executable, "-m", "braid", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 def test_build_search_eval(tiny_beir, tmp_path, capsys):

@@ -85,4 +85,71 @@ def test_tune_per_dataset_saves_the_collections_own_fusion(tiny_beir, tmp_path, 
     assert main([*ev, "--pipeline", str(hybrid_file), "--split", "dev", "--json", "--latency-sample", "0"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["ndcg@10"] == pytest.approx(best["value"], abs=1e-6)
-    assert row["fusion"] == {**best["fusion"], "per_dataset": True}
+    # It says which fusion ran, where it was tuned, and that this split was among its tuning data.
+    assert row["fusion"] == {**best["fusion"], "per_dataset": True, "tuned_on": ["tiny/dev"], "in_sample": True}
+    assert main([*ev, "--pipeline", str(hybrid_file), "--split", "dev", "--latency-sample", "0"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("fusion of two-bm25"))
+    assert "tuned on tiny/dev; IN-SAMPLE" in line and "(this collection's own)" in line
+
+
+def _collections(tmp_path):
+    """Three tiny collections: one with a train split, one with a dev split, one with judged (test) queries only."""
+    from tests.conftest import write_beir
+
+    qrels = {
+        "alpha": [("q1", "d2", 1), ("q2", "d4", 1), ("q3", "d3", 1)],
+        "beta": [("q1", "d1", 1), ("q2", "d1", 2), ("q3", "d3", 1)],
+        "gamma": [("q1", "d2", 2), ("q2", "d4", 1), ("q3", "d1", 1)],
+    }
+    roots = {name: write_beir(tmp_path / name, qrels=rows) for name, rows in qrels.items()}
+    (roots["alpha"] / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td4\t1\nq3\td3\t1\n")
+    (roots["beta"] / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\nq2\td1\t1\nq3\td3\t1\n")
+    return roots
+
+
+def test_tune_loco_chooses_each_fold_without_its_collection(tmp_path, hybrid_file, capsys):
+    roots = _collections(tmp_path)
+    idx = ["--index-dir", str(tmp_path / "idx")]
+    grid = ["--step", "0.5", "--rrf-k", "1", "60"]
+    datasets = [arg for root in roots.values() for arg in ("--dataset", str(root))]
+    loco = ["tune", "--loco", *datasets, *idx, *grid, "--pipeline", str(hybrid_file), "--report", str(tmp_path / "r")]
+    assert main([*loco, "--output", str(tmp_path / "default.toml"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((tmp_path / "r" / "loco" / "two-bm25.json").read_text())
+    folds = {row["left_out"]: row for row in report["collections"]}
+    # Each collection lends its train split, else its dev split, else its judged queries, and never to its own fold.
+    assert folds["alpha/test"]["tuned_on"] == ["beta/dev", "gamma/test"]
+    assert folds["gamma/test"]["tuned_on"] == ["alpha/train", "beta/dev"]
+    # The gamma fold is what `braid tune` picks on alpha/train + beta/dev, and scores what `braid eval` measures.
+    tuned_file = tmp_path / "tuned.toml"
+    plain = ["tune", "--dataset", str(roots["alpha"]), "--split", "train", "--dataset", str(roots["beta"]), "--split"]
+    plain += ["dev", *idx, *grid, "--normalizations", "zscore", "minmax", "--pipeline", str(hybrid_file)]
+    assert main([*plain, "--output", str(tuned_file), "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)
+    joint = folds["gamma/test"]["families"]["joint"]
+    assert joint["fusion"] == best["fusion"] and joint["tuning"] == pytest.approx(best["value"], abs=1e-6)
+    ev = ["eval", "--dataset", str(roots["gamma"]), *idx, "--output", str(tmp_path / "e"), "--latency-sample", "0"]
+    assert main([*ev, "--pipeline", str(tuned_file), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ndcg@10"] == pytest.approx(joint["test"], abs=1e-6)
+    # Naive RRF and each single retriever are scored on the same left-out test split.
+    assert main([*ev, "--pipeline", "bm25-lucene", "--json"]) == 0  # k1 1.2, b 0.75, as retriever "lucene"
+    bm25 = json.loads(capsys.readouterr().out)["ndcg@10"]
+    assert folds["gamma/test"]["singles"]["lucene"] == pytest.approx(bm25, abs=1e-6)
+    for family, verdicts in report["meets"].items():
+        assert set(verdicts) == {"alpha", "beta", "gamma"}, family
+    # --output holds the joint family fitted on all three collections, with where it came from.
+    default = load_pipeline(str(tmp_path / "default.toml"))
+    assert default.tuned["datasets"] == ["alpha/train", "beta/dev", "gamma/test"]
+    assert default.fusion.to_dict() == report["defaults"]["joint"]["fusion"]
+    assert "chosen by `braid tune --loco`" in (tmp_path / "default.toml").read_text()
+
+
+def test_tune_loco_refuses_what_the_protocol_cannot_do(tmp_path, hybrid_file, capsys):
+    roots = _collections(tmp_path)
+    base = ["tune", "--loco", "--pipeline", str(hybrid_file), "--index-dir", str(tmp_path / "idx")]
+    assert main([*base, "--dataset", str(roots["alpha"])]) == 2
+    assert "two or more different --dataset" in capsys.readouterr().err
+    assert main([*base, "--dataset", str(roots["alpha"]), "--dataset", str(roots["beta"]), "--split", "dev"]) == 2
+    assert "drop --split" in capsys.readouterr().err
+    assert main([*base, "--dataset", str(roots["alpha"]), "--dataset", str(roots["beta"]), "--step", "0.3"]) == 2
+    assert "--step must divide 1" in capsys.readouterr().err

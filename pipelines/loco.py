@@ -1,0 +1,289 @@
+"""Leave-one-collection-out (LOCO) evaluation of fusion: how a tuned fusion does on a collection nobody tuned for.
+
+Tuning fusion weights on a collection and reporting its test split says little about the next collection: weights
+that suit one (BM25 strong on SciFact) can drag the fusion below its best retriever on another (BM25 weak on MS
+MARCO). LOCO, as in cross-domain evaluation of rankers (BEIR's zero-shot protocol applied to the fusion itself),
+leaves each collection out in turn: the fusion is chosen on the OTHER collections only (each one's train or dev
+split where it has one, its judged queries otherwise, each collection weighing the same in the mean), then
+scored on the left-out collection's test split, which it never saw.
+
+A *family* is a rule for choosing a fusion from tuning data (a subset of the settings searched, say z-score
+weights only, or RRF with equal weights and a tuned k); the protocol scores each family per left-out collection,
+beside each single retriever and naive RRF (k = 60, equal weights), and says whether the family stays within
+``tolerance`` of the best single retriever and at or above naive RRF everywhere. The default is then chosen by
+that evidence, and fitted on every collection's tuning data.
+
+Every retriever runs once per (collection, split); every setting is a matrix product over the cached lists
+(:func:`braid.pipelines.tuning.grid_values`), so a LOCO run costs little more than running the retrievers.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from braid.common.dataset import Dataset
+from braid.common.errors import BraidError
+from braid.common.metrics import evaluate
+from braid.common.trec_run import drop_self_hits
+from braid.pipelines.pipeline import Pipeline
+from braid.pipelines.spec import TunedFusion
+from braid.pipelines.tuning import SplitLists, fusion_settings, grid_values, simplex_grid, split_lists
+from braid.retriever.fusion import FusionSpec, fusion_inputs
+
+TUNING_SPLITS = ("train", "dev")  # preferred in this order; a collection with neither is tuned on its judged queries
+NAIVE_RRF = FusionSpec("rrf", k=60.0)
+
+Choice = Callable[[FusionSpec, tuple[float, ...]], bool]
+
+
+def _equal(weights: tuple[float, ...]) -> bool:
+    return max(weights) - min(weights) < 1e-9
+
+
+FAMILIES: dict[str, tuple[str, Choice]] = {
+    "joint": ("any method, normalization, k and weights", lambda setting, weights: True),
+    "zscore": (
+        "weighted sum of z-scores, tuned weights",
+        lambda s, w: s.method == "weighted" and s.normalization == "zscore",
+    ),
+    "minmax": (
+        "weighted sum of min-max scores, tuned weights",
+        lambda s, w: s.method == "weighted" and s.normalization == "minmax",
+    ),
+    "rrf": ("RRF, tuned k and weights", lambda s, w: s.method == "rrf"),
+    "rrf-equal": ("RRF, equal weights, tuned k", lambda s, w: s.method == "rrf" and _equal(w)),
+}
+
+
+def tuning_split(dataset: Dataset) -> str:
+    """The split a collection lends to tuning when it is not the one left out."""
+    for split in TUNING_SPLITS:
+        if split in dataset.splits:
+            return split
+    return "test"
+
+
+@dataclass
+class Collection:
+    """One collection's cached lists (tuning and test split) and the metric of every setting on each."""
+
+    name: str
+    tune: SplitLists
+    test: SplitLists
+    tune_values: np.ndarray  # settings x grid
+    test_values: np.ndarray
+    singles: dict[str, float]  # retriever name -> metric on the test split
+
+
+@dataclass
+class Fold:
+    left_out: str
+    tuned_on: list[str]
+    chosen: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> {fusion, tuning value, test value}
+
+
+@dataclass
+class LocoResult:
+    metric: str
+    names: list[str]
+    collections: list[Collection]
+    folds: list[Fold]
+    current: dict[str, float]  # the pipeline's own fusion (as shipped) on each test split
+    naive_rrf: dict[str, float]
+    defaults: dict[str, TunedFusion]  # family -> its fusion fitted on every collection's tuning split
+    tolerance: float
+
+    def meets(self, family: str) -> dict[str, bool]:
+        """Per left-out collection: within ``tolerance`` of the best single retriever and not below naive RRF."""
+        out = {}
+        for collection, fold in zip(self.collections, self.folds, strict=True):
+            value = fold.chosen[family]["test"]
+            best_single = max(collection.singles.values())
+            out[collection.name] = value >= best_single - self.tolerance and value >= self.naive_rrf[collection.name]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "tolerance": self.tolerance,
+            "families": {name: doc for name, (doc, _) in FAMILIES.items()},
+            "collections": [
+                {
+                    "left_out": f"{c.test.label}",
+                    "tuned_on": fold.tuned_on,
+                    "queries": len(c.test.queries),
+                    "singles": {name: round(value, 6) for name, value in c.singles.items()},
+                    "naive_rrf": round(self.naive_rrf[c.name], 6),
+                    "pipeline_fusion": round(self.current[c.name], 6),
+                    "families": fold.chosen,
+                }
+                for c, fold in zip(self.collections, self.folds, strict=True)
+            ],
+            "meets": {family: self.meets(family) for family in FAMILIES},
+            "defaults": {
+                family: {"fusion": tuned.fusion.to_dict(), **(tuned.tuned or {})}
+                for family, tuned in self.defaults.items()
+            },
+        }
+
+
+def _fused_value(
+    data: SplitLists, setting: FusionSpec, weights: np.ndarray, metric: str, keep_self_hits: bool
+) -> float:
+    run = {}
+    for qid in data.queries:
+        inputs = fusion_inputs([per_query.get(qid, []) for per_query in data.lists], setting)
+        run[qid] = {inputs.doc_ids[row]: score for row, score in inputs.top(weights, 101)}
+    if not keep_self_hits:
+        run = drop_self_hits(run)
+    return evaluate(run, data.qrels, data.dataset.default_rel_threshold).aggregate[metric]
+
+
+def _single_values(data: SplitLists, names: Sequence[str], metric: str, keep_self_hits: bool) -> dict[str, float]:
+    out = {}
+    for name, per_query in zip(names, data.lists, strict=True):
+        run = {qid: {hit.doc_id: hit.score for hit in per_query.get(qid, [])[:101]} for qid in data.queries}
+        if not keep_self_hits:
+            run = drop_self_hits(run)
+        out[name] = evaluate(run, data.qrels, data.dataset.default_rel_threshold).aggregate[metric]
+    return out
+
+
+def leave_one_out(
+    targets: list[tuple[Pipeline, Dataset]],
+    metric: str = "ndcg@10",
+    step: float = 0.1,
+    rrf_ks: tuple[float, ...] = (5.0, 10.0, 30.0, 60.0, 100.0),
+    tolerance: float = 0.005,
+    keep_self_hits: bool = False,
+) -> LocoResult:
+    """Run the LOCO protocol over ``targets`` (the same pipeline opened on each collection)."""
+    if len(targets) < 2:
+        raise BraidError("leave-one-collection-out needs two or more datasets")
+    pipeline = targets[0][0]
+    names = pipeline.retriever_names
+    if len(names) < 2:
+        raise BraidError(f"pipeline {pipeline.name!r} has one retriever: there is no fusion to choose")
+    if 60.0 not in rrf_ks:
+        rrf_ks = (*rrf_ks, 60.0)  # naive RRF is read from the same grid
+    grid = simplex_grid(len(names), step)
+    equal = tuple(round(1 / len(names), 10) for _ in names)
+    if equal not in grid:
+        grid.append(equal)  # equal weights (naive RRF's) even where the step cannot express 1/n
+    settings = fusion_settings(("weighted", "rrf"), ("zscore", "minmax"), rrf_ks)
+    collections = []
+    for target, dataset in targets:
+        tune = split_lists(target, dataset, tuning_split(dataset))
+        test = tune if tune.split == "test" else split_lists(target, dataset, "test")
+        progress = tqdm(
+            total=len(settings) * len(grid) * (1 if test is tune else 2),
+            desc=f"loco {dataset.name}",
+            unit="setting",
+            file=sys.stderr,
+        )
+        tune_values = grid_values(tune, settings, grid, metric, keep_self_hits, progress)
+        test_values = (
+            tune_values if test is tune else grid_values(test, settings, grid, metric, keep_self_hits, progress)
+        )
+        progress.close()
+        singles = _single_values(test, names, metric, keep_self_hits)
+        collections.append(Collection(dataset.name, tune, test, tune_values, test_values, singles))
+    naive_index = (settings.index(NAIVE_RRF), grid.index(equal))
+    naive = {c.name: float(c.test_values[naive_index]) for c in collections}
+    current = {}
+    for (target, _), c in zip(targets, collections, strict=True):
+        fusion = target.fusion
+        assert fusion is not None  # two or more retrievers
+        current[c.name] = _fused_value(c.test, fusion, fusion.weight_vector(names), metric, keep_self_hits)
+    masks = {
+        family: np.array([[choose(s, w) for w in grid] for s in settings], dtype=bool)
+        for family, (_, choose) in FAMILIES.items()
+    }
+
+    def best(values: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
+        # First maximum in (setting, weights) order, as `braid tune`'s stable sort picks it.
+        flat = int(np.argmax(np.where(mask, values, -np.inf)))
+        return divmod(flat, len(grid))
+
+    def fusion_at(index: tuple[int, int]) -> FusionSpec:
+        return replace(settings[index[0]], weights=dict(zip(names, grid[index[1]], strict=True)))
+
+    folds = []
+    for left in collections:
+        others = [c for c in collections if c is not left]
+        mean = sum(c.tune_values for c in others) / len(others)
+        fold = Fold(left.test.label, [c.tune.label for c in others])
+        for family, mask in masks.items():
+            index = best(mean, mask)
+            oracle = best(left.test_values, mask)
+            fold.chosen[family] = {
+                "fusion": fusion_at(index).to_dict(),
+                "tuning": round(float(mean[index]), 6),
+                "test": round(float(left.test_values[index]), 6),
+                "oracle": round(float(left.test_values[oracle]), 6),  # best in hindsight on the test split itself
+            }
+        folds.append(fold)
+    overall = sum(c.tune_values for c in collections) / len(collections)
+    defaults = {}
+    for family, mask in masks.items():
+        index = best(overall, mask)
+        provenance = {
+            "datasets": [c.tune.label for c in collections],
+            "metric": metric,
+            "value": round(float(overall[index]), 6),
+            "queries": sum(len(c.tune.queries) for c in collections),
+            "step": step,
+            "protocol": f"leave-one-collection-out, family {family}",
+        }
+        defaults[family] = TunedFusion(fusion_at(index), provenance)
+    return LocoResult(metric, list(names), collections, folds, current, naive, defaults, tolerance)
+
+
+def format_loco(result: LocoResult) -> str:
+    """The LOCO table: per left-out collection, each single retriever, naive RRF, the pipeline's fusion as
+    shipped, and each family's choice made without that collection."""
+    families = list(FAMILIES)
+    header = ["left out (test)", *result.names, "rrf-60", "shipped", *families]
+    rows = []
+    for c, fold in zip(result.collections, result.folds, strict=True):
+        cells = [c.test.label, *(f"{c.singles[n]:.4f}" for n in result.names)]
+        cells += [f"{result.naive_rrf[c.name]:.4f}", f"{result.current[c.name]:.4f}"]
+        cells += [f"{fold.chosen[f]['test']:.4f}" for f in families]
+        rows.append(cells)
+    means = ["mean", *(f"{np.mean([c.singles[n] for c in result.collections]):.4f}" for n in result.names)]
+    means += [f"{np.mean(list(result.naive_rrf.values())):.4f}", f"{np.mean(list(result.current.values())):.4f}"]
+    means += [f"{np.mean([fold.chosen[f]['test'] for fold in result.folds]):.4f}" for f in families]
+    rows.append(means)
+    meets = ["meets"] + [""] * (len(result.names) + 2)
+    meets += [f"{sum(result.meets(f).values())}/{len(result.folds)}" for f in families]
+    rows.append(meets)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        f"{result.metric}, leave-one-collection-out: each family's fusion chosen on the other collections' tuning"
+        " splits, scored on the left-out test split",
+        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))),
+    ]
+    for row in rows:
+        lines.append(
+            "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths, strict=True)))
+        )
+    lines.append(
+        f"meets: left-out collections where the family is within {result.tolerance} of the best single retriever"
+        " and not below rrf-60; shipped: the pipeline's [fusion] as it stands (tuned on some of these collections)"
+    )
+    lines.append("")
+    lines.append("fitted on every collection's tuning split:")
+    for family, tuned in result.defaults.items():
+        f = tuned.fusion
+        setting = f"k={f.k:g}" if f.method == "rrf" else f.normalization
+        weights = ", ".join(f"{n} {w:g}" for n, w in (f.weights or {}).items())
+        lines.append(
+            f"  {family:<10} {f.method} {setting} ({weights}): mean {result.metric} {tuned.tuned['value']:.4f}"
+        )
+    return "\n".join(lines)
