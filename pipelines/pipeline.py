@@ -178,9 +178,11 @@ class Pipeline:
 
     def check_options(self, options: SearchOptions) -> None:
         """Reject overrides this pipeline cannot apply, naming what it allows."""
+        # What this pipeline cannot do (weights without fusion, reranking without a reranker) is Unsupported, not a bad
+        # argument: the same request is fine on a pipeline that has the stage (the service answers FAILED_PRECONDITION).
         if options.weights:
             if self.fusion is None:
-                raise BraidError(f"pipeline {self.name!r} has a single retriever: it takes no fusion weights")
+                raise Unsupported(f"pipeline {self.name!r} has a single retriever: it takes no fusion weights")
             unknown = sorted(set(options.weights) - set(self.retriever_names))
             if unknown:
                 raise BraidError(
@@ -190,9 +192,9 @@ class Pipeline:
             for name, weight in options.weights.items():
                 if not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
                     raise BraidError(f"weight of {name!r} must be a finite number >= 0, got {weight!r}")
-        if options.rerank_depth is not None:
+        if options.rerank_depth:  # 0 asks for no reranking, which every pipeline does without a reranker
             if self.reranker is None:
-                raise BraidError(f"pipeline {self.name!r} has no reranker: rerank_depth does not apply")
+                raise Unsupported(f"pipeline {self.name!r} has no reranker: rerank_depth does not apply")
             depth = options.rerank_depth
             if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= self.doc_count:
                 raise BraidError(f"rerank_depth must be between 0 and {self.doc_count}, got {depth!r}")

@@ -231,6 +231,7 @@ class SearchCore:
         self, query: str, documents: Sequence[NewDocument], pipeline: str = "", deadline: float | None = None
     ) -> SearchAnswer:
         self.limits.check_query(query)
+        documents = _last_of_each_id(documents)
         self._check_documents(documents, self.limits.max_rerank_documents)
         slot = self.rerank_slot(pipeline)
         tick = time.perf_counter()
@@ -246,9 +247,6 @@ class SearchCore:
         ids = [doc.id for doc in documents]
         if any(not doc_id or not doc_id.strip() for doc_id in ids):
             raise BraidError("every document needs a non-empty id")
-        repeated = sorted({doc_id for doc_id in ids if ids.count(doc_id) > 1})
-        if repeated:
-            raise BraidError(f"document id(s) given more than once: {', '.join(repeated[:5])}")
         for doc in documents:
             if len(doc.contents) > self.limits.max_document_chars:
                 raise BraidError(
@@ -257,7 +255,10 @@ class SearchCore:
                 )
 
     def add_documents(self, pipeline: str, documents: Sequence[NewDocument]) -> tuple[int, int]:
-        """Add documents to every index of a pipeline, then swap in the updated pipeline: (doc count, generation)."""
+        """Add documents to every index of a pipeline, then swap in the updated pipeline: (doc count, generation).
+
+        A batch naming one id twice keeps its last version, as an upsert does (Qdrant, Elasticsearch bulk)."""
+        documents = _last_of_each_id(documents)
         self._check_documents(documents, self.limits.max_update_documents)
         slot = self.registry.slot(pipeline)
         with slot.lease() as opened:
@@ -295,6 +296,10 @@ class SearchCore:
         for slot in slots:
             self._reload_slot(slot)
         return [self.pipeline_info(slot) for slot in slots]
+
+    def retriever_names(self) -> list[str]:
+        """Every served pipeline's retriever names, sorted: the names a request's fusion weights may use."""
+        return sorted({retriever.name for slot in self.registry.slots() for retriever in slot.spec.retrievers})
 
     def pipeline_info(self, slot: PipelineSlot) -> dict[str, Any]:
         generation = slot.generation
@@ -341,3 +346,9 @@ class SearchCore:
         for batcher in self._batchers.values():
             batcher.close()
         self.registry.close()
+
+
+def _last_of_each_id(documents: Sequence[NewDocument]) -> list[NewDocument]:
+    """One document per id, the last version given, in first-seen order: what an upsert keeps, and what a rerank
+    request naming an id twice is answered for (one hit per id)."""
+    return list({doc.id: doc for doc in documents}.values())

@@ -1,8 +1,10 @@
 """The HTTP front end: a FastAPI app over the same core, with the same operations, errors and limits as gRPC.
 
-Errors answer ``{"error": {"status": "INVALID_ARGUMENT", "message": ...}}`` with the HTTP status of
-:func:`braid.service.errors.status_of`; a body that does not match the schema answers 422 (FastAPI's validation). The
-OpenAPI schema is at ``/openapi.json``, interactive docs at ``/docs``, Prometheus metrics at ``/metrics``.
+Every error answers braid's one error object, ``{"error": {"status": "INVALID_ARGUMENT", "message": ...}}``, with the
+HTTP status of :func:`braid.service.errors.status_of`; a request that does not match the schema (a field, a header, a
+body that is not JSON at all) answers 422, an unknown route 404 and a wrong method 405 in the same object. The OpenAPI
+schema at ``/openapi.json`` declares every header's type, every error status and every content type served
+(``/metrics`` is Prometheus text); interactive docs at ``/docs``.
 """
 
 import logging
@@ -13,8 +15,10 @@ from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
 from braid.common.errors import BraidError
 from braid.pipelines.pipeline import ExplainedHit
@@ -26,23 +30,30 @@ from braid.service.metrics import CONTENT_TYPE
 log = logging.getLogger(__name__)
 
 
+# "Holds a character that is not whitespace", spelled as one explicit class: JSON Schema's ECMA-262 ``\\s``, Python's
+# and pydantic's (Rust) disagree on a few characters (U+0085, U+001C-U+001F, U+FEFF), so a client generating ids
+# from the schema and this server would disagree on what a blank id is. The class is the union of all three.
+NOT_BLANK = "[^\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def request_models(limits: ServiceLimits, pipelines: list[str]) -> SimpleNamespace:
+def request_models(limits: ServiceLimits, pipelines: list[str], retrievers: list[str]) -> SimpleNamespace:
     """Request bodies whose schema states the server's limits and pipeline names, so that the OpenAPI document
     says what is accepted (a value beyond them answers 422 from the schema, never a surprise 400)."""
     pipeline_name = Literal[tuple(["", *pipelines])]  # "" is the default pipeline
     query_text = Annotated[str, Field(min_length=1, max_length=limits.max_query_chars, description="query text")]
-    doc_id = Annotated[str, Field(min_length=1, max_length=512, pattern=r"\S")]
+    doc_id = Annotated[str, Field(min_length=1, max_length=512, pattern=NOT_BLANK)]
+    retriever_name = Literal[tuple(retrievers)] if retrievers else str  # any served pipeline's retrievers
 
     class SearchBody(_Strict):
         query: query_text
         k: int = Field(10, ge=1, le=limits.max_k, description="number of hits")
         pipeline: pipeline_name = Field("", description="pipeline name; empty: the server's default")
-        weights: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = Field(
-            None, description="fusion weights for this request, by retriever name"
+        weights: dict[retriever_name, Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = Field(
+            None, description="fusion weights for this request, by retriever name (of the pipeline asked)"
         )
         rerank_depth: int | None = Field(None, ge=0, description="rerank depth for this request; 0 skips reranking")
         explain: bool = Field(False, description="include each hit's provenance")
@@ -177,16 +188,9 @@ def _documents(items: list[Any]) -> list[NewDocument]:
     return [NewDocument(doc.id, doc.text, doc.title) for doc in items]
 
 
-def _deadline(timeout_ms: str | None) -> float | None:
-    if timeout_ms is None:
-        return None
-    try:
-        value = float(timeout_ms)
-    except ValueError:
-        raise BraidError(f"X-Request-Timeout-Ms must be a number of milliseconds, got {timeout_ms!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise BraidError(f"X-Request-Timeout-Ms must be > 0, got {timeout_ms!r}")
-    return time.monotonic() + value / 1000
+def _deadline(timeout_ms: float | None) -> float | None:
+    # The header's type and range are checked by the schema (a number > 0, finite): a bad one answers 422.
+    return None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
 
 
 class BodyLimit:
@@ -226,12 +230,19 @@ class BodyLimit:
 Key = Annotated[str | None, Header(description="Bearer <API key>")]
 ApiKey = Annotated[str | None, Header(alias="X-API-Key", description="the API key (alternative to Authorization)")]
 Timeout = Annotated[
-    str | None, Header(alias="X-Request-Timeout-Ms", description="deadline of this request, in milliseconds")
+    float,  # not `float | None`: the schema then says "number", and a client never sends the string "null"
+    Header(
+        alias="X-Request-Timeout-Ms", gt=0, allow_inf_nan=False, description="deadline of this request, milliseconds"
+    ),
 ]
-ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 429, 503, 504)}
+# 422: the request does not match this schema (FastAPI's own 422 body is replaced by braid's error object).
+ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 429, 503, 504)}
+# The gRPC status name an HTTP-level refusal (no route, wrong method, unreadable body) reports, as grpc-gateway maps.
+HTTP_STATUS_NAMES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 405: "UNIMPLEMENTED",
+                     429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}  # fmt: skip
 
 
-Runner = Callable[[str, bool, str | None, str | None, Callable], Awaitable[Any]]
+Runner = Callable[[str, bool, str | None, float | None, Callable], Awaitable[Any]]
 
 
 def create_app(core: SearchCore) -> FastAPI:
@@ -242,7 +253,7 @@ def create_app(core: SearchCore) -> FastAPI:
         description="Hybrid retrieval and ranking: the HTTP face of the braid.v1 gRPC API.",
     )
     app.add_middleware(BodyLimit, limit=core.limits.max_request_bytes)
-    bodies = request_models(core.limits, core.registry.names)
+    bodies = request_models(core.limits, core.registry.names, core.retriever_names())
     state = {"draining": False}
     app.state.braid = state
     _error_handlers(app)
@@ -261,6 +272,21 @@ def _error_handlers(app: FastAPI) -> None:
         code, status = status_of(error)
         return JSONResponse({"error": {"status": code.name, "message": str(error)}}, status_code=status)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = []
+        for item in error.errors()[:5]:
+            where = ".".join(str(part) for part in item.get("loc", ()))
+            problems.append(f"{where}: {item.get('msg', 'invalid')}")
+        message = "request does not match the schema: " + "; ".join(problems)
+        return JSONResponse({"error": {"status": "INVALID_ARGUMENT", "message": message}}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        status = HTTP_STATUS_NAMES.get(error.status_code, "INVALID_ARGUMENT" if error.status_code < 500 else "INTERNAL")
+        body = {"error": {"status": status, "message": str(error.detail)}}
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
         log.exception("HTTP %s %s failed", request.method, request.url.path)
@@ -271,7 +297,7 @@ def _error_handlers(app: FastAPI) -> None:
 def _runner(core: SearchCore) -> Runner:
     """``run(method, write, key, timeout, work)``: authorize, run ``work(deadline)`` on the core, count it."""
 
-    async def run(method: str, write: bool, key: str | None, timeout: str | None, work: Callable) -> Any:
+    async def run(method: str, write: bool, key: str | None, timeout: float | None, work: Callable) -> Any:
         tick = time.perf_counter()
         status = 200
         try:
@@ -383,6 +409,15 @@ def _health_routes(app: FastAPI, core: SearchCore, state: dict[str, bool]) -> No
             return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition",
+                "content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def metrics() -> Response:
         return Response(core.metrics.render(), media_type=CONTENT_TYPE)

@@ -61,9 +61,9 @@ def test_batch_search_answers_in_request_order(server):
         single = [client.search(q, k=2) for q in ("cat", "bird", "dog")]
     assert [[h.doc_id for h in r.hits] for r in batch.responses] == [[h.doc_id for h in r.hits] for r in single]
     body = post(
-        server, "/v1/batch-search", {"requests": [{"query": "bird", "k": 1}, {"query": "a", "weights": {"x": 1}}]}
+        server, "/v1/batch-search", {"requests": [{"query": "bird", "k": 1}, {"query": "a", "weights": {"bm25": 1}}]}
     )
-    assert body.status_code == 400 and "request 1: pipeline 'bm25' has a single" in body.json()["error"]["message"]
+    assert body.status_code == 409 and "request 1: pipeline 'bm25' has a single" in body.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,6 @@ def test_batch_search_answers_in_request_order(server):
         ({"query": "cat", "k": -1}, "k must be between"),
         ({"query": "cat", "pipeline": "fused", "weights": {"splade": 1.0}}, "allowed: bm25, multivector"),
         ({"query": "cat", "pipeline": "fused", "weights": {"bm25": -1.0}}, "finite number >= 0"),
-        ({"query": "cat", "rerank_depth": 5}, "has no reranker"),
         ({"query": "x" * 3000}, "at most 2048"),
     ],
 )
@@ -88,6 +87,24 @@ def test_invalid_fields_are_invalid_argument_with_a_message(server, request_fiel
     assert response.status_code in (400, 422)
     if response.status_code == 400:
         assert message in response.json()["error"]["message"]
+
+
+def test_what_a_pipeline_cannot_do_is_failed_precondition(server):
+    # The same fields are fine on a pipeline with the stage: the request is well formed, this pipeline lacks it.
+    cases = [
+        ({"query": "cat", "rerank_depth": 5}, "has no reranker"),
+        ({"query": "cat", "weights": {"bm25": 1}}, "single"),
+    ]
+    with BraidClient(server.grpc) as client:
+        for fields, message in cases:
+            error = rpc_error(lambda fields=fields: client.stub.Search(pb.SearchRequest(**fields), timeout=10))
+            assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and message in error.details()
+            response = post(server, "/v1/search", fields)
+            assert response.status_code == 409 and message in response.json()["error"]["message"]
+        # Depth 0 asks for no reranking: every pipeline can do that.
+        assert [h.doc_id for h in client.stub.Search(pb.SearchRequest(query="cat", rerank_depth=0)).hits]
+    # Over HTTP, weights may only name retrievers of the served pipelines (the schema lists them).
+    assert post(server, "/v1/search", {"query": "cat", "weights": {"nope": 1}}).status_code == 422
 
 
 def test_unknown_pipelines_and_bad_bodies_are_4xx(server):
