@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
-from braid.common.metrics import evaluate
+from braid.common.metrics import NdcgJudge, evaluate
 from braid.common.trec_run import drop_self_hits
 from braid.pipelines.pipeline import Pipeline
 from braid.pipelines.spec import PipelineSpec, TunedFusion
@@ -116,19 +116,29 @@ def grid_values(
 ) -> np.ndarray:
     """``metric`` of every (setting, weight vector) on one split: a settings x grid matrix."""
     values = np.zeros((len(settings), len(grid)))
+    # nDCG@10 (the default) needs each query's top 10 only, scored without building runs: the fast path. One extra
+    # hit per query stands in for the query's own id, dropped as evaluation drops it.
+    judge = NdcgJudge(data.qrels, 10) if metric == "ndcg@10" else None
     for s, setting in enumerate(settings):
         inputs = {
             qid: fusion_inputs([per_query.get(qid, []) for per_query in data.lists], setting) for qid in data.queries
         }
         for g, weights in enumerate(grid):
             vector = np.asarray(weights)
-            run = {
-                qid: {x.doc_ids[row]: score for row, score in x.top(vector, EVAL_DEPTH + 1, reuse_id_order=True)}
-                for qid, x in inputs.items()
-            }
-            if not keep_self_hits:
-                run = drop_self_hits(run)
-            values[s, g] = evaluate(run, data.qrels, data.dataset.default_rel_threshold).aggregate[metric]
+            if judge is not None:
+                runs = {}
+                for qid, x in inputs.items():
+                    ids = [x.doc_ids[row] for row, _ in x.top(vector, judge.k + 1)]
+                    runs[qid] = ids if keep_self_hits else [doc for doc in ids if doc != qid]
+                values[s, g] = judge.mean(runs)
+            else:
+                run = {
+                    qid: {x.doc_ids[row]: score for row, score in x.top(vector, EVAL_DEPTH + 1, reuse_id_order=True)}
+                    for qid, x in inputs.items()
+                }
+                if not keep_self_hits:
+                    run = drop_self_hits(run)
+                values[s, g] = evaluate(run, data.qrels, data.dataset.default_rel_threshold).aggregate[metric]
             if progress is not None:
                 progress.update()
     return values

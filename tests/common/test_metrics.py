@@ -40,3 +40,19 @@ def test_mrr_is_cut_at_ten():
 def test_invalid_threshold():
     with pytest.raises(ValueError):
         evaluate(RUN, QRELS, rel_threshold=0)
+
+
+def test_ndcg_judge_matches_trec_eval_on_graded_qrels_and_partial_runs():
+    import random
+
+    from braid.common.metrics import NdcgJudge
+
+    rng = random.Random(3)
+    docs = [f"d{i}" for i in range(40)]
+    qrels = {f"q{q}": {doc: rng.choice([0, 0, 1, 2, 3]) for doc in rng.sample(docs, 12)} for q in range(30)}
+    qrels["q-unjudged"] = {"d1": 0}  # no positive grade: not an evaluated query for either
+    runs = {qid: rng.sample(docs, rng.choice([0, 3, 10, 25])) for qid in list(qrels)[:-3]}  # some queries unanswered
+    scored = {qid: {doc: float(len(ids) - rank) for rank, doc in enumerate(ids)} for qid, ids in runs.items()}
+    judge = NdcgJudge(qrels, 10)
+    assert judge.mean(runs) == pytest.approx(evaluate(scored, qrels).aggregate["ndcg@10"], abs=1e-12)
+    assert judge("q0", []) == 0.0
