@@ -8,7 +8,9 @@ split where it has one, its judged queries otherwise, each collection weighing t
 scored on the left-out collection's test split, which it never saw.
 
 A *family* is a rule for choosing a fusion from tuning data (a subset of the settings searched, say z-score
-weights only, or RRF with equal weights and a tuned k); the protocol scores each family per left-out collection,
+weights only, or RRF with equal weights and a tuned k, and an objective: the mean over the tuning collections, or,
+for ``robust``, the worst margin over what the protocol asks for, a minimax choice in the spirit of distributionally
+robust optimization); the protocol scores each family per left-out collection,
 beside each single retriever and naive RRF (k = 60, equal weights), and says whether the family stays within
 ``tolerance`` of the best single retriever and at or above naive RRF everywhere. The default is then chosen by
 that evidence, and fitted on every collection's tuning data.
@@ -58,7 +60,13 @@ FAMILIES: dict[str, tuple[str, Choice]] = {
     ),
     "rrf": ("RRF, tuned k and weights", lambda s, w: s.method == "rrf"),
     "rrf-equal": ("RRF, equal weights, tuned k", lambda s, w: s.method == "rrf" and _equal(w)),
+    "robust": (
+        "any setting; the one whose worst margin over max(naive RRF, best retriever - tolerance) across the tuning"
+        " collections is largest (ties: the best mean)",
+        lambda setting, weights: True,
+    ),
 }
+WORST_CASE = {"robust"}  # families chosen by their worst tuning collection rather than the mean
 
 
 def tuning_split(dataset: Dataset) -> str:
@@ -79,6 +87,7 @@ class Collection:
     tune_values: np.ndarray  # settings x grid
     test_values: np.ndarray
     singles: dict[str, float]  # retriever name -> metric on the test split
+    floor: float  # on the tuning split: max(naive RRF, best single retriever - tolerance), what `robust` must clear
 
 
 @dataclass
@@ -193,8 +202,10 @@ def leave_one_out(
         )
         progress.close()
         singles = _single_values(test, names, metric, keep_self_hits)
-        collections.append(Collection(dataset.name, tune, test, tune_values, test_values, singles))
-    naive_index = (settings.index(NAIVE_RRF), grid.index(equal))
+        tune_singles = singles if test is tune else _single_values(tune, names, metric, keep_self_hits)
+        naive_index = (settings.index(NAIVE_RRF), grid.index(equal))
+        floor = max(float(tune_values[naive_index]), max(tune_singles.values()) - tolerance)
+        collections.append(Collection(dataset.name, tune, test, tune_values, test_values, singles, floor))
     naive = {c.name: float(c.test_values[naive_index]) for c in collections}
     current = {}
     for (target, _), c in zip(targets, collections, strict=True):
@@ -211,32 +222,41 @@ def leave_one_out(
         flat = int(np.argmax(np.where(mask, values, -np.inf)))
         return divmod(flat, len(grid))
 
+    def choose(family: str, tuning: list[Collection]) -> tuple[tuple[int, int], float]:
+        """The family's setting on these tuning collections, and its mean there."""
+        mean = sum(c.tune_values for c in tuning) / len(tuning)
+        mask = masks[family]
+        if family in WORST_CASE:
+            worst = np.min([c.tune_values - c.floor for c in tuning], axis=0)
+            worst = np.where(mask, worst, -np.inf)
+            mask = mask & (worst >= worst.max() - 1e-12)
+        index = best(mean, mask)
+        return index, float(mean[index])
+
     def fusion_at(index: tuple[int, int]) -> FusionSpec:
         return replace(settings[index[0]], weights=dict(zip(names, grid[index[1]], strict=True)))
 
     folds = []
     for left in collections:
         others = [c for c in collections if c is not left]
-        mean = sum(c.tune_values for c in others) / len(others)
         fold = Fold(left.test.label, [c.tune.label for c in others])
         for family, mask in masks.items():
-            index = best(mean, mask)
+            index, tuning = choose(family, others)
             oracle = best(left.test_values, mask)
             fold.chosen[family] = {
                 "fusion": fusion_at(index).to_dict(),
-                "tuning": round(float(mean[index]), 6),
+                "tuning": round(tuning, 6),
                 "test": round(float(left.test_values[index]), 6),
                 "oracle": round(float(left.test_values[oracle]), 6),  # best in hindsight on the test split itself
             }
         folds.append(fold)
-    overall = sum(c.tune_values for c in collections) / len(collections)
     defaults = {}
-    for family, mask in masks.items():
-        index = best(overall, mask)
+    for family in masks:
+        index, value = choose(family, collections)
         provenance = {
             "datasets": [c.tune.label for c in collections],
             "metric": metric,
-            "value": round(float(overall[index]), 6),
+            "value": round(value, 6),
             "queries": sum(len(c.tune.queries) for c in collections),
             "step": step,
             "protocol": f"leave-one-collection-out, family {family}",

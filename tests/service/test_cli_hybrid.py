@@ -135,6 +135,9 @@ def test_tune_loco_chooses_each_fold_without_its_collection(tmp_path, hybrid_fil
     assert main([*ev, "--pipeline", "bm25-lucene", "--json"]) == 0  # k1 1.2, b 0.75, as retriever "lucene"
     bm25 = json.loads(capsys.readouterr().out)["ndcg@10"]
     assert folds["gamma/test"]["singles"]["lucene"] == pytest.approx(bm25, abs=1e-6)
+    # `robust` picks, among the settings with the best worst-case margin, the best mean: never above joint's mean.
+    for fold in folds.values():
+        assert fold["families"]["robust"]["tuning"] <= fold["families"]["joint"]["tuning"] + 1e-9
     for family, verdicts in report["meets"].items():
         assert set(verdicts) == {"alpha", "beta", "gamma"}, family
     # --output holds the joint family fitted on all three collections, with where it came from.
