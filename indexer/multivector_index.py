@@ -29,7 +29,6 @@ import sys
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
-from functools import cached_property
 from pathlib import Path
 
 import faiss
@@ -177,33 +176,10 @@ class MultiVectorStore(TokenStore):
         counts = np.bincount(self.token_centroid, minlength=len(self.centroids))
         self.ivf_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
-    @cached_property
-    def centroid_docs(self) -> tuple[np.ndarray, np.ndarray]:
-        """(docs, offsets): for centroid c, ``docs[offsets[c]:offsets[c + 1]]`` are the documents with a token in its
-        list, each once. Candidate generation reads these instead of every token of the probed lists."""
-        keys = np.unique(self.token_centroid.astype(np.int64) * max(len(self), 1) + self.token_doc)
-        docs = (keys % max(len(self), 1)).astype(np.int64)
-        counts = np.bincount(keys // max(len(self), 1), minlength=len(self.centroids))
-        return docs, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-
-    def token_rows(self, rows: np.ndarray) -> np.ndarray:
-        """The token ids of documents ``rows``, back to back (one gather instead of a slice per document)."""
-        return ragged_arange(self.offsets[rows], self.offsets[rows + 1] - self.offsets[rows])
-
     def list_tokens(self, centroids: np.ndarray) -> np.ndarray:
         """Token ids in the inverted lists of ``centroids``."""
         pieces = [self.ivf_tokens[self.ivf_offsets[c] : self.ivf_offsets[c + 1]] for c in np.asarray(centroids)]
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
-
-
-def ragged_arange(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(start, start + length)`` for each pair, without a Python loop."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    ends = np.cumsum(lengths)
-    return np.repeat(np.asarray(starts, dtype=np.int64) - (ends - lengths), lengths) + np.arange(total)
 
 
 @contextmanager

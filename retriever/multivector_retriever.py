@@ -24,7 +24,7 @@ import numpy as np
 
 from braid.common.errors import BraidError
 from braid.indexer.manifest import Manifest
-from braid.indexer.multivector_index import MultiVectorStore, ragged_arange
+from braid.indexer.multivector_index import MultiVectorStore
 from braid.indexer.token_index import encoder_for
 from braid.retriever.fusion import ranked
 from braid.retriever.hit import Hit
@@ -77,21 +77,17 @@ class MultiVectorRetriever(Retriever):
 
     def _exact(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         offsets = self.store.offsets
-        tokens = self.store.matrix[self.store.token_rows(rows)]
+        tokens = np.concatenate([self.store.matrix[offsets[r] : offsets[r + 1]] for r in rows])
         return maxsim(query, tokens, (offsets[rows + 1] - offsets[rows]))
 
     def _maxsim(self, query: np.ndarray, centroid_scores: np.ndarray, probed: np.ndarray, k: int):
         """Candidates by the centroid approximation, then exact MaxSim: (rows, scores)."""
-        # Every (query token, probed centroid) pair at once: each document in the centroid's list gets the centroid's
-        # score for that query token, and a document reached through several probed centroids keeps the highest.
-        docs, offsets = self.store.centroid_docs
-        flat = probed.ravel()
-        lengths = offsets[flat + 1] - offsets[flat]
-        reached_docs = docs[ragged_arange(offsets[flat], lengths)]
-        query_token = np.repeat(np.repeat(np.arange(len(query)), probed.shape[1]), lengths)
-        scores = np.repeat(np.take_along_axis(centroid_scores, probed, axis=1).ravel(), lengths)
         approx = np.full((len(query), len(self.store)), -np.inf, dtype=np.float32)
-        np.maximum.at(approx.reshape(-1), query_token * len(self.store) + reached_docs, scores)
+        for i, centroids in enumerate(probed):
+            tokens = self.store.list_tokens(centroids)
+            np.maximum.at(
+                approx[i], self.store.token_doc[tokens], centroid_scores[i, self.store.token_centroid[tokens]]
+            )
         reached = np.isfinite(approx).any(axis=0)
         # A document with no token in a query token's probed centroids has its best match in an unprobed one,
         # whose centroid score is at most the lowest probed score: impute that (not 0, which buries documents
