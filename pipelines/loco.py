@@ -35,7 +35,7 @@ from braid.common.metrics import evaluate
 from braid.common.trec_run import drop_self_hits
 from braid.pipelines.pipeline import Pipeline
 from braid.pipelines.spec import TunedFusion
-from braid.pipelines.tuning import SplitLists, fusion_settings, grid_values, simplex_grid, split_lists
+from braid.pipelines.tuning import EVAL_DEPTH, SplitLists, fusion_settings, grid_values, simplex_grid, split_lists
 from braid.retriever.fusion import FusionSpec, fusion_inputs
 
 TUNING_SPLITS = ("train", "dev")  # preferred in this order; a collection with neither is tuned on its judged queries
@@ -124,7 +124,7 @@ class LocoResult:
             "families": {name: doc for name, (doc, _) in FAMILIES.items()},
             "collections": [
                 {
-                    "left_out": f"{c.test.label}",
+                    "left_out": c.test.label,
                     "tuned_on": fold.tuned_on,
                     "queries": len(c.test.queries),
                     "singles": {name: round(value, 6) for name, value in c.singles.items()},
@@ -148,7 +148,7 @@ def _fused_value(
     run = {}
     for qid in data.queries:
         inputs = fusion_inputs([per_query.get(qid, []) for per_query in data.lists], setting)
-        run[qid] = {inputs.doc_ids[row]: score for row, score in inputs.top(weights, 101)}
+        run[qid] = {inputs.doc_ids[row]: score for row, score in inputs.top(weights, EVAL_DEPTH + 1)}
     if not keep_self_hits:
         run = drop_self_hits(run)
     return evaluate(run, data.qrels, data.dataset.default_rel_threshold).aggregate[metric]
@@ -157,7 +157,7 @@ def _fused_value(
 def _single_values(data: SplitLists, names: Sequence[str], metric: str, keep_self_hits: bool) -> dict[str, float]:
     out = {}
     for name, per_query in zip(names, data.lists, strict=True):
-        run = {qid: {hit.doc_id: hit.score for hit in per_query.get(qid, [])[:101]} for qid in data.queries}
+        run = {qid: {hit.doc_id: hit.score for hit in per_query.get(qid, [])[: EVAL_DEPTH + 1]} for qid in data.queries}
         if not keep_self_hits:
             run = drop_self_hits(run)
         out[name] = evaluate(run, data.qrels, data.dataset.default_rel_threshold).aggregate[metric]
@@ -213,8 +213,8 @@ def leave_one_out(
         assert fusion is not None  # two or more retrievers
         current[c.name] = _fused_value(c.test, fusion, fusion.weight_vector(names), metric, keep_self_hits)
     masks = {
-        family: np.array([[choose(s, w) for w in grid] for s in settings], dtype=bool)
-        for family, (_, choose) in FAMILIES.items()
+        family: np.array([[allowed(s, w) for w in grid] for s in settings], dtype=bool)
+        for family, (_, allowed) in FAMILIES.items()
     }
 
     def best(values: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
