@@ -36,7 +36,7 @@ from braid.common.trec_run import drop_self_hits
 from braid.pipelines.pipeline import Pipeline
 from braid.pipelines.spec import TunedFusion
 from braid.pipelines.tuning import EVAL_DEPTH, SplitLists, fusion_settings, grid_values, simplex_grid, split_lists
-from braid.retriever.fusion import FusionSpec, fusion_inputs
+from braid.retriever.fusion import FusionSpec
 
 TUNING_SPLITS = ("train", "dev")  # preferred in this order; a collection with neither is tuned on its judged queries
 NAIVE_RRF = FusionSpec("rrf", k=60.0)
@@ -142,18 +142,6 @@ class LocoResult:
         }
 
 
-def _fused_value(
-    data: SplitLists, setting: FusionSpec, weights: np.ndarray, metric: str, keep_self_hits: bool
-) -> float:
-    run = {}
-    for qid in data.queries:
-        inputs = fusion_inputs([per_query.get(qid, []) for per_query in data.lists], setting)
-        run[qid] = {inputs.doc_ids[row]: score for row, score in inputs.top(weights, EVAL_DEPTH + 1)}
-    if not keep_self_hits:
-        run = drop_self_hits(run)
-    return evaluate(run, data.qrels, data.dataset.default_rel_threshold).aggregate[metric]
-
-
 def _single_values(data: SplitLists, names: Sequence[str], metric: str, keep_self_hits: bool) -> dict[str, float]:
     out = {}
     for name, per_query in zip(names, data.lists, strict=True):
@@ -211,7 +199,8 @@ def leave_one_out(
     for (target, _), c in zip(targets, collections, strict=True):
         fusion = target.fusion
         assert fusion is not None  # two or more retrievers
-        current[c.name] = _fused_value(c.test, fusion, fusion.weight_vector(names), metric, keep_self_hits)
+        shipped = [tuple(fusion.weight_vector(names))]
+        current[c.name] = float(grid_values(c.test, [fusion], shipped, metric, keep_self_hits)[0, 0])
     masks = {
         family: np.array([[allowed(s, w) for w in grid] for s in settings], dtype=bool)
         for family, (_, allowed) in FAMILIES.items()

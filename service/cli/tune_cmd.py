@@ -134,7 +134,7 @@ def run_loco(args: argparse.Namespace) -> int:
     if output is not None and output.is_dir():
         raise BraidError(f"--output {output} is a directory; give a file path")
     spec = load_pipeline(args.pipeline)
-    check_tuning(spec, ["train"], args.metric, args.step, ("weighted", "rrf"), ("zscore", "minmax"))
+    check_tuning(spec, [], args.metric, args.step, ("weighted", "rrf"), ("zscore", "minmax"))
     datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
     for dataset in datasets:
         if "test" not in dataset.splits:
@@ -150,9 +150,10 @@ def run_loco(args: argparse.Namespace) -> int:
     )
     report = Path(args.report) / "loco" / f"{spec.name}.json"
     report.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(report, json.dumps(result.to_json(), indent=1) + "\n")
+    payload = result.to_json()
+    atomic_write_text(report, json.dumps(payload, indent=1) + "\n")
     if args.json:
-        print(json.dumps(result.to_json()))
+        print(json.dumps(payload))
     else:
         print(format_loco(result))
         print(f"saved {report}")
