@@ -117,4 +117,4 @@ def load_codes(index_dir: Path) -> tuple[np.ndarray, dict]:
     return codes, meta
 
 
-KIND = IndexKind("binary", PARAMS, build_binary_index, _check, requires=requires)
+KIND = IndexKind("binary", PARAMS, build_binary_index, _check, requires=requires, encoded=True)

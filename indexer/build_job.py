@@ -42,7 +42,7 @@ from braid.common.errors import BraidError
 from braid.indexer.atomic_dir import atomic_directory
 from braid.indexer.build_config import BuildConfig, IndexRequest
 from braid.indexer.index_kind import Shards
-from braid.indexer.index_store import build_index, index_path
+from braid.indexer.index_store import build_index, index_identity, index_path
 from braid.indexer.kinds import INDEX_KINDS
 from braid.indexer.manifest import MANIFEST_NAME, Manifest, file_checksums, file_sha256
 
@@ -66,7 +66,7 @@ def _write_json_atomic(path: Path, value: Any) -> None:
 
 
 def _kind_digest(kind: str, params: dict) -> str:
-    return hashlib.sha256(json.dumps({"kind": kind, "params": params}, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(index_identity(kind, params), sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass

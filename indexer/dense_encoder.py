@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from braid.common.model_source import offline_error, resolve_model
+from braid.indexer.onnx_transformer import use_onnx_runtime
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -30,6 +31,7 @@ class DenseEncoder:
         except OSError as error:
             raise offline_error(model, error) from None
         self.model.max_seq_length = max_length
+        self.runtime = use_onnx_runtime(self.model)
         self.batch_size = batch_size
 
     @property

@@ -106,4 +106,6 @@ class EmbeddingStore:
         self.doc_ids = (index_dir / "doc_ids.txt").read_text(encoding="utf-8").split("\n")[: meta["documents"]]
 
 
-KIND = IndexKind("embeddings", PARAMS, build_embeddings, _check, shards=Shards(encode_shard, assemble_shards))
+KIND = IndexKind(
+    "embeddings", PARAMS, build_embeddings, _check, shards=Shards(encode_shard, assemble_shards), encoded=True
+)

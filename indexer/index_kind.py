@@ -60,6 +60,7 @@ class IndexKind:
     to the (kind name, parameters) of another index this one is built from; those are built first, in the same index
     root, and passed to ``build(dataset, out_dir, params, threads, **role_paths)``. Kinds derived from others have no
     ``shards``: a build job derives them from the assembled indexes.
+    ``encoded`` marks kinds whose vectors come from a neural encoder.
     """
 
     name: str
@@ -69,6 +70,9 @@ class IndexKind:
     requires: Callable[[dict[str, Any]], dict[str, tuple[str, dict[str, Any]]]] | None = None
     shards: Shards | None = None
     updates: Updates | None = None
+    # Its vectors come from a neural encoder (directly or through an index it is built from), so an encoder
+    # runtime that changes the encoder's outputs (int8) gives it folders of its own.
+    encoded: bool = False
 
     @property
     def defaults(self) -> dict[str, Any]:

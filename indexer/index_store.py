@@ -18,10 +18,22 @@ from braid.common.errors import BraidError
 from braid.indexer.atomic_dir import atomic_directory
 from braid.indexer.kinds import index_kind
 from braid.indexer.manifest import MANIFEST_NAME, Manifest
+from braid.indexer.onnx_transformer import encoder_runtime, quantized
+
+
+def index_identity(kind: str, params: dict) -> dict:
+    """What tells two builds of one corpus apart: the kind, its parameters and, for encoded kinds built with an
+    encoder runtime that changes the vectors (int8), that runtime. Float32 runtimes (eager PyTorch, ONNX Runtime)
+    agree to ~1e-6 and share folders."""
+    identity = {"kind": kind, "params": params}
+    runtime = encoder_runtime()
+    if quantized(runtime) and index_kind(kind).encoded:
+        identity["encoder_runtime"] = runtime
+    return identity
 
 
 def index_path(dataset: Dataset, kind: str, params: dict, index_root: Path) -> Path:
-    key = json.dumps({"kind": kind, "params": params, "corpus": dataset.corpus_checksum()}, sort_keys=True)
+    key = json.dumps({**index_identity(kind, params), "corpus": dataset.corpus_checksum()}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return Path(index_root) / dataset.name / f"{kind}-{digest}"
 

@@ -296,4 +296,5 @@ KIND = IndexKind(
     _check,
     requires=requires,
     updates=Updates(add_documents, delete_documents),
+    encoded=True,
 )

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from braid.common.model_source import offline_error, require_masked_lm, resolve_model
+from braid.indexer.onnx_transformer import use_onnx_runtime
 
 DEFAULT_MODEL = "splade-tiny"
 
@@ -43,6 +44,7 @@ class SpladeEncoder:
         except OSError as error:
             raise offline_error(model, error) from None
         self.query_max_length = query_max_length
+        self.runtime = use_onnx_runtime(self.model)
         self.doc_max_length = doc_max_length
         self.batch_size = batch_size
         tokenizer = self.model.tokenizer

@@ -122,4 +122,6 @@ def assemble_shards(shards: Sequence[Path], out_dir: Path, params: dict, threads
     return count
 
 
-KIND = IndexKind("splade", PARAMS, build_splade_index, _check, shards=Shards(encode_shard, assemble_shards))
+KIND = IndexKind(
+    "splade", PARAMS, build_splade_index, _check, shards=Shards(encode_shard, assemble_shards), encoded=True
+)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from braid.common.model_source import offline_error, resolve_model
+from braid.indexer.onnx_transformer import use_onnx_runtime
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -62,6 +63,7 @@ class TokenEncoder:
                 self.model = SentenceTransformer(resolved, device=device)
         except OSError as error:
             raise offline_error(model, error) from None
+        self.runtime = use_onnx_runtime(self.model)
 
     @property
     def dimension(self) -> int:

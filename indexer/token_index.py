@@ -135,4 +135,4 @@ class TokenStore:
         return self.matrix[self.offsets[row] : self.offsets[row + 1]]
 
 
-KIND = IndexKind("tokens", PARAMS, build_tokens, _check, shards=Shards(encode_shard, assemble_shards))
+KIND = IndexKind("tokens", PARAMS, build_tokens, _check, shards=Shards(encode_shard, assemble_shards), encoded=True)

@@ -1,0 +1,96 @@
+"""Encoders on ONNX Runtime: exported once into the cache, equal to eager float32, int8 in folders of its own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from braid.common.errors import BraidError
+from braid.indexer import onnx_transformer
+from braid.indexer.dense_encoder import DenseEncoder
+from braid.indexer.index_store import index_identity
+from braid.indexer.onnx_transformer import OnnxTransformer, encoder_runtime
+from braid.indexer.splade_encoder import SpladeEncoder
+from braid.indexer.token_encoder import TokenEncoder
+
+TEXTS = [
+    "vitamin D deficiency and the risk of respiratory infection",
+    "x",
+    "a longer passage about protein folding, chaperones and the heat shock response " * 8,
+]
+
+
+@pytest.fixture(autouse=True)
+def scratch_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAID_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def graphs(cache) -> list:
+    return sorted(path.name for path in (cache / "onnx").rglob("*.onnx"))
+
+
+def test_dense_onnx_equals_eager_and_the_export_is_cached(monkeypatch, scratch_cache):
+    monkeypatch.setenv("BRAID_ENCODER_RUNTIME", "torch")
+    eager = DenseEncoder()
+    monkeypatch.setenv("BRAID_ENCODER_RUNTIME", "onnx")
+    onnx = DenseEncoder()
+    assert (eager.runtime, onnx.runtime) == ("torch", "onnx")
+    assert isinstance(onnx.model[0].model, OnnxTransformer)
+    assert graphs(scratch_cache) == ["model.onnx"]
+    np.testing.assert_allclose(onnx.encode(TEXTS), eager.encode(TEXTS), atol=1e-5)
+    # A second encoder reuses the cached graph instead of exporting again.
+    monkeypatch.setattr(onnx_transformer, "_export", lambda *args: pytest.fail("exported twice"))
+    assert DenseEncoder().runtime == "onnx"
+
+
+def test_int8_is_close_but_not_equal_and_gets_its_own_index_folders(monkeypatch, scratch_cache):
+    monkeypatch.setenv("BRAID_ENCODER_RUNTIME", "torch")
+    reference = DenseEncoder().encode(TEXTS)
+    monkeypatch.setenv("BRAID_ENCODER_RUNTIME", "onnx-int8")
+    int8 = DenseEncoder()
+    assert int8.runtime == "onnx-int8"
+    assert graphs(scratch_cache) == ["model.int8.onnx", "model.onnx"]
+    cosines = (int8.encode(TEXTS) * reference).sum(axis=1)
+    assert np.all(cosines > 0.95) and np.any(cosines < 0.9999)
+    params = {"model": "all-MiniLM-L6-v2", "max_length": 256}
+    assert index_identity("embeddings", params)["encoder_runtime"] == "onnx-int8"
+    assert "encoder_runtime" not in index_identity("bm25", {})
+    monkeypatch.setenv("BRAID_ENCODER_RUNTIME", "onnx")
+    assert index_identity("embeddings", params) == {"kind": "embeddings", "params": params}
+
+
+def test_splade_and_token_encoders_on_onnx_equal_eager(monkeypatch):
+    monkeypatch.setenv("BRAID_ENCODER_RUNTIME", "torch")
+    splade_eager, tokens_eager = SpladeEncoder(), TokenEncoder()
+    monkeypatch.setenv("BRAID_ENCODER_RUNTIME", "onnx")
+    splade_onnx, tokens_onnx = SpladeEncoder(), TokenEncoder()
+    assert (splade_onnx.runtime, tokens_onnx.runtime) == ("onnx", "onnx")
+    for eager_terms, onnx_terms in zip(splade_eager.encode_queries(TEXTS), splade_onnx.encode_queries(TEXTS)):
+        shared = eager_terms.keys() & onnx_terms.keys()
+        # A term at the edge of zero may appear on one side only; its weight is then ~0.
+        assert all(
+            abs(eager_terms.get(t, 0) - onnx_terms.get(t, 0)) < 1e-4 for t in eager_terms.keys() | onnx_terms.keys()
+        )
+        assert len(shared) >= 0.99 * len(eager_terms)
+    for eager_tokens, onnx_tokens in zip(tokens_eager.encode_documents(TEXTS), tokens_onnx.encode_documents(TEXTS)):
+        assert eager_tokens.shape == onnx_tokens.shape
+        np.testing.assert_allclose(onnx_tokens, eager_tokens, atol=1e-5)
+
+
+def test_an_unknown_runtime_is_refused_naming_the_allowed_ones(monkeypatch):
+    monkeypatch.setenv("BRAID_ENCODER_RUNTIME", "tensorrt")
+    with pytest.raises(BraidError, match="onnx, onnx-int8, torch"):
+        encoder_runtime()
+
+
+def test_without_onnx_the_encoder_stays_on_eager_pytorch(monkeypatch, capsys):
+    def broken(*args):
+        raise ImportError("No module named 'onnx'")
+
+    monkeypatch.setattr(onnx_transformer, "_export", broken)
+    monkeypatch.setenv("BRAID_ENCODER_RUNTIME", "onnx")
+    encoder = DenseEncoder()
+    assert encoder.runtime == "torch"
+    assert "stays on eager PyTorch" in capsys.readouterr().err
+    assert encoder.encode(["still works"]).shape == (1, 384)
