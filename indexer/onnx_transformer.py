@@ -193,6 +193,9 @@ def use_onnx_runtime(st_model: Any, runtime: str | None = None) -> str:
         # Same thread budget as torch, so concurrent retrievers share the cores the way they did before.
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # No spin-waiting between ops: the hybrid's retrievers and a server's request threads share two cores, and a
+        # spinning idle pool steals them from the Lucene and faiss work running beside it.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     except Exception as error:
         print(

@@ -17,6 +17,7 @@ import torch
 
 from braid.common.model_source import offline_error, require_masked_lm, resolve_model
 from braid.indexer.onnx_transformer import use_onnx_runtime
+from braid.indexer.splade_head import pool_after_projection
 
 DEFAULT_MODEL = "splade-tiny"
 
@@ -44,6 +45,7 @@ class SpladeEncoder:
         except OSError as error:
             raise offline_error(model, error) from None
         self.query_max_length = query_max_length
+        pool_after_projection(self.model)
         self.runtime = use_onnx_runtime(self.model)
         self.doc_max_length = doc_max_length
         self.batch_size = batch_size

@@ -1,0 +1,38 @@
+"""SPLADE's max pooling after the vocabulary projection: the same weights as sentence-transformers' own path."""
+
+from __future__ import annotations
+
+import numpy as np
+from sentence_transformers import SparseEncoder
+
+from braid.common.model_source import resolve_model
+from braid.indexer.splade_head import MaxPooledMLM, pool_after_projection
+
+TEXTS = [
+    "x",
+    "vitamin D deficiency and the risk of respiratory infection",
+    "a longer passage about protein folding, chaperones and the heat shock response " * 12,
+]
+
+
+def encode(model: SparseEncoder) -> np.ndarray:
+    model.max_seq_length = 256
+    return model.encode_document(TEXTS, batch_size=3, convert_to_sparse_tensor=False).numpy()
+
+
+def test_pooling_after_the_projection_is_bit_identical_to_the_stock_path():
+    stock = SparseEncoder(resolve_model("splade-tiny"), device="cpu")
+    pooled = SparseEncoder(resolve_model("splade-tiny"), device="cpu")
+    assert pool_after_projection(pooled)
+    assert isinstance(pooled[0].model, MaxPooledMLM)
+    # The texts differ in length, so padded positions are in the batch and must not count.
+    np.testing.assert_array_equal(encode(pooled), encode(stock))
+    assert not pool_after_projection(pooled)  # installed once
+
+
+def test_chunks_of_any_size_give_the_same_weights():
+    reference = SparseEncoder(resolve_model("splade-tiny"), device="cpu")
+    pool_after_projection(reference)
+    expected = encode(reference)
+    reference[0].model.tokens_per_chunk = 5
+    np.testing.assert_array_equal(encode(reference), expected)
