@@ -66,14 +66,18 @@ def test_splade_and_token_encoders_on_onnx_equal_eager(monkeypatch):
     monkeypatch.setenv("BRAID_ENCODER_RUNTIME", "onnx")
     splade_onnx, tokens_onnx = SpladeEncoder(), TokenEncoder()
     assert (splade_onnx.runtime, tokens_onnx.runtime) == ("onnx", "onnx")
-    for eager_terms, onnx_terms in zip(splade_eager.encode_queries(TEXTS), splade_onnx.encode_queries(TEXTS)):
+    for eager_terms, onnx_terms in zip(
+        splade_eager.encode_queries(TEXTS), splade_onnx.encode_queries(TEXTS), strict=True
+    ):
         shared = eager_terms.keys() & onnx_terms.keys()
         # A term at the edge of zero may appear on one side only; its weight is then ~0.
         assert all(
             abs(eager_terms.get(t, 0) - onnx_terms.get(t, 0)) < 1e-4 for t in eager_terms.keys() | onnx_terms.keys()
         )
         assert len(shared) >= 0.99 * len(eager_terms)
-    for eager_tokens, onnx_tokens in zip(tokens_eager.encode_documents(TEXTS), tokens_onnx.encode_documents(TEXTS)):
+    for eager_tokens, onnx_tokens in zip(
+        tokens_eager.encode_documents(TEXTS), tokens_onnx.encode_documents(TEXTS), strict=True
+    ):
         assert eager_tokens.shape == onnx_tokens.shape
         np.testing.assert_allclose(onnx_tokens, eager_tokens, atol=1e-5)
 
