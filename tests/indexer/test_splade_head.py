@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sentence_transformers import SparseEncoder
 
 from braid.common.model_source import resolve_model
 from braid.indexer.splade_head import MaxPooledMLM, pool_after_projection
@@ -15,14 +14,22 @@ TEXTS = [
 ]
 
 
-def encode(model: SparseEncoder) -> np.ndarray:
+def splade_tiny():
+    # Imported here, not at collection: sentence_transformers' sparse encoder imports triton, and the kernel tests
+    # need Triton's interpreter chosen (tests/kernels/conftest.py) before triton.language is first imported.
+    from sentence_transformers import SparseEncoder
+
+    return SparseEncoder(resolve_model("splade-tiny"), device="cpu")
+
+
+def encode(model) -> np.ndarray:
     model.max_seq_length = 256
     return model.encode_document(TEXTS, batch_size=3, convert_to_sparse_tensor=False).numpy()
 
 
 def test_pooling_after_the_projection_equals_the_stock_path():
-    stock = SparseEncoder(resolve_model("splade-tiny"), device="cpu")
-    pooled = SparseEncoder(resolve_model("splade-tiny"), device="cpu")
+    stock = splade_tiny()
+    pooled = splade_tiny()
     assert pool_after_projection(pooled)
     assert isinstance(pooled[0].model, MaxPooledMLM)
     # The texts differ in length, so padded positions are in the batch and must not count.
@@ -33,7 +40,7 @@ def test_pooling_after_the_projection_equals_the_stock_path():
 
 
 def test_chunks_of_any_size_give_the_same_weights():
-    reference = SparseEncoder(resolve_model("splade-tiny"), device="cpu")
+    reference = splade_tiny()
     pool_after_projection(reference)
     expected = encode(reference)
     reference[0].model.rows_per_chunk = 5  # chunks that end inside a text and span two
