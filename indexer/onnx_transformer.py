@@ -186,8 +186,8 @@ def use_onnx_runtime(st_model: Any, runtime: str | None = None) -> str:
 
         output = transformer.modality_config["text"]["method_output_name"]
         output_name = output if isinstance(output, str) else output[-1]
-        input_names = [name for name in ("input_ids", "attention_mask", "token_type_ids")]
-        input_names = [name for name in input_names if name in transformer.tokenizer.model_input_names]
+        accepted = transformer.tokenizer.model_input_names
+        input_names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in accepted]
         graph = onnx_graph(model, transformer.tokenizer, input_names, output_name, quantized(runtime))
         options = onnxruntime.SessionOptions()
         # Same thread budget as torch, so concurrent retrievers share the cores the way they did before.

@@ -1,11 +1,11 @@
-"""SPLADE's max pooling taken right after the vocabulary projection, one chunk of tokens at a time.
+"""SPLADE's max pooling taken right after the vocabulary projection, a few token rows at a time.
 
 SPLADE v2 (Formal et al., 2021) weighs vocabulary term j as max_t log(1 + ReLU(logit_tj)) over the text's tokens t.
 log(1 + ReLU(x)) never decreases in x, so the max can be taken over the raw logits first and the activation applied
 once per term: max_t log1p(relu(x_t)) == log1p(relu(max_t x_t)), exactly, in floating point too (both sides pick
 the same float and map it through the same function; projecting a few rows at a time rounds the logits like any
-other matrix blocking, ~1e-7). Taken a few token rows at a time while their logits are still
-in cache, the (texts x tokens x 30522) logit tensor, about 1 GB for 32 documents of 256 tokens, is never written,
+other matrix blocking, ~1e-7). Taken a few token rows at a time while their logits are still in cache, the
+(texts x tokens x 30522) logit tensor, about 1 GB for 32 documents of 256 tokens, is never written,
 and the activation and the mask run on one row per text instead of one per token. On SPLADE-tiny that tensor, not
 the two transformer layers, was where the encoding time went.
 
