@@ -32,7 +32,10 @@ class SpladeEncoder:
         doc_max_length: int = 256,
         batch_size: int = 32,
         device: str = "cpu",
+        pool_early: bool = True,
     ) -> None:
+        """``pool_early``: take the max over tokens right after the vocabulary projection (exact, much faster:
+        :mod:`braid.indexer.splade_head`); False keeps sentence-transformers' own pooling, for comparisons."""
         from sentence_transformers import SparseEncoder
 
         if query_max_length < 1 or doc_max_length < 1:
@@ -45,7 +48,8 @@ class SpladeEncoder:
         except OSError as error:
             raise offline_error(model, error) from None
         self.query_max_length = query_max_length
-        pool_after_projection(self.model)
+        if pool_early:
+            pool_after_projection(self.model)
         self.runtime = use_onnx_runtime(self.model)
         self.doc_max_length = doc_max_length
         self.batch_size = batch_size
