@@ -34,6 +34,9 @@ RUNTIMES = ("onnx", "onnx-int8", "torch")
 DEFAULT_RUNTIME = "onnx"
 # Bumped when the export below changes, so stale cached graphs are never reused.
 EXPORT_VERSION = 1
+# Bumped when the quantization settings change: the int8 graph's file name carries it, since the folder's digest
+# only covers the float32 graph it is made from.
+QUANTIZATION_VERSION = 2
 OPSET = 17
 
 
@@ -163,7 +166,7 @@ def onnx_graph(model: torch.nn.Module, tokenizer: Any, input_names: list[str], o
         _export(model, tokenizer, input_names, output_name, graph)
     if not int8:
         return graph
-    quantized_graph = folder / "model.int8.onnx"
+    quantized_graph = folder / f"model.int8.v{QUANTIZATION_VERSION}.onnx"
     if not quantized_graph.is_file():
         _quantize(graph, quantized_graph)
     return quantized_graph

@@ -50,7 +50,7 @@ def test_int8_is_close_but_not_equal_and_gets_its_own_index_folders(monkeypatch,
     monkeypatch.setenv("BRAID_ENCODER_RUNTIME", "onnx-int8")
     int8 = DenseEncoder()
     assert int8.runtime == "onnx-int8"
-    assert graphs(scratch_cache) == ["model.int8.onnx", "model.onnx"]
+    assert graphs(scratch_cache) == ["model.int8.v2.onnx", "model.onnx"]
     cosines = (int8.encode(TEXTS) * reference).sum(axis=1)
     assert np.all(cosines > 0.95) and np.any(cosines < 0.9999)
     params = {"model": "all-MiniLM-L6-v2", "max_length": 256}
