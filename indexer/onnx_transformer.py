@@ -11,10 +11,8 @@ and normalization stay sentence-transformers' own modules, so the outputs equal 
 Runtimes (``$BRAID_ENCODER_RUNTIME``): ``onnx`` (the default on CPU), ``onnx-int8`` (ONNX Runtime's dynamic int8
 quantization of the weights, Jacob et al., "Quantization and Training of Neural Networks for Efficient
 Integer-Arithmetic-Only Inference", CVPR 2018: it changes the vectors, so indexes built with it get their own
-folder), and ``torch`` (eager PyTorch). Under ``onnx``, batches of more than 2,048 tokens (index builds) still run
-on the eager model, the faster of the two there (:class:`OnnxTransformer`). When ONNX is unavailable (package
-missing, export or session failure) the encoder stays on eager PyTorch and says so once on stderr: slower, never
-wrong.
+folder), and ``torch`` (eager PyTorch). When ONNX is unavailable (package missing, export or session failure) the
+encoder stays on eager PyTorch and says so once on stderr: slower, never wrong.
 """
 
 from __future__ import annotations
