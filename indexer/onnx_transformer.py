@@ -37,8 +37,6 @@ EXPORT_VERSION = 1
 # Bumped when the quantization settings change: the int8 graph's file name carries it, since the folder's digest
 # only covers the float32 graph it is made from.
 QUANTIZATION_VERSION = 2
-# Batches larger than this many tokens (padded) run on the eager model under the float32 runtime: see OnnxTransformer.
-EAGER_ABOVE_TOKENS = 2048
 OPSET = 17
 
 
@@ -63,25 +61,13 @@ class OnnxTransformer(torch.nn.Module):
     """Stands in for a Hugging Face model inside a sentence-transformers ``Transformer`` module.
 
     ``forward`` takes the tokenizer's tensors and returns ``{output_name: tensor}``, which is all that module reads;
-    ``config`` is the original model's, so dimension lookups keep working. With ``eager`` (float32 graphs only),
-    batches of more than ``eager_above_tokens`` tokens run on the eager model instead: the two agree to ~1e-6, ONNX
-    Runtime wins on short inputs (per-call overhead: queries encode ~2x faster) and loses ~14% on index-build batches
-    of 256-token documents on AVX2 CPUs, where eager PyTorch's float32 matrix products are already the faster ones.
+    ``config`` is the original model's, so dimension lookups keep working.
     """
 
-    def __init__(
-        self,
-        session: Any,
-        config: Any,
-        input_names: list[str],
-        output_name: str,
-        eager: torch.nn.Module | None = None,
-        eager_above_tokens: int = EAGER_ABOVE_TOKENS,
-    ) -> None:
+    def __init__(self, session: Any, config: Any, input_names: list[str], output_name: str) -> None:
         super().__init__()
         self.session, self.config = session, config
         self.input_names, self.output_name = input_names, output_name
-        self.eager, self.eager_above_tokens = eager, eager_above_tokens
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> dict:
         given = {"input_ids": input_ids, "attention_mask": attention_mask, **kwargs}
@@ -89,10 +75,6 @@ class OnnxTransformer(torch.nn.Module):
             given["attention_mask"] = torch.ones_like(input_ids)
         if "token_type_ids" in self.input_names and given.get("token_type_ids") is None:
             given["token_type_ids"] = torch.zeros_like(input_ids)
-        if self.eager is not None and input_ids.numel() > self.eager_above_tokens:
-            with torch.no_grad():
-                output = self.eager(**{name: given[name] for name in self.input_names}, return_dict=True)
-            return {self.output_name: output[self.output_name]}
         feeds = {name: given[name].cpu().numpy().astype("int64", copy=False) for name in self.input_names}
         (output,) = self.session.run([self.output_name], feeds)
         return {self.output_name: torch.from_numpy(output)}
@@ -224,6 +206,5 @@ def use_onnx_runtime(st_model: Any, runtime: str | None = None) -> str:
             file=sys.stderr,
         )
         return "torch"
-    eager = None if quantized(runtime) else model.eval()
-    transformer.model = OnnxTransformer(session, model.config, input_names, output_name, eager)
+    transformer.model = OnnxTransformer(session, model.config, input_names, output_name)
     return runtime
