@@ -12,6 +12,7 @@ from pathlib import Path
 
 from braid.common import beir_format, msmarco_format
 from braid.common.beir_download import BEIR_MD5, download_beir
+from braid.common.cache_dir import cache_root
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
 
@@ -23,7 +24,7 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("BRAID_CACHE_DIR") or Path.home() / ".cache" / "braid") / "datasets"
+    return cache_root() / "datasets"
 
 
 def _beir_dataset(root: Path, name: str) -> Dataset:

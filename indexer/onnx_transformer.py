@@ -21,13 +21,14 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from braid.common.atomic_file import atomic_output
+from braid.common.cache_dir import cache_root
 from braid.common.errors import BraidError
 
 RUNTIMES = ("onnx", "onnx-int8", "torch")
@@ -54,7 +55,7 @@ def quantized(runtime: str) -> bool:
 
 
 def onnx_cache_root() -> Path:
-    return Path(os.environ.get("BRAID_CACHE_DIR") or Path.home() / ".cache" / "braid") / "onnx"
+    return cache_root() / "onnx"
 
 
 class OnnxTransformer(torch.nn.Module):
@@ -111,21 +112,13 @@ def _digest(model: torch.nn.Module, input_names: list[str], output_name: str) ->
     return hasher.hexdigest()[:16]
 
 
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
-    os.close(descriptor)
-    return Path(scratch)
-
-
 def _export(model: torch.nn.Module, tokenizer: Any, input_names: list[str], output_name: str, path: Path) -> None:
     # Two texts of different lengths: the padded one keeps the attention-mask path in the traced graph.
     example = tokenizer(["a b", "a longer example text for the export"], padding=True, return_tensors="pt")
     inputs = tuple(example[name] for name in input_names)
-    scratch = _atomic_target(path)
     training = model.training
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with atomic_output(path, suffix=".onnx") as scratch, warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 _Traced(model.eval(), input_names, output_name).eval(),
@@ -137,25 +130,19 @@ def _export(model: torch.nn.Module, tokenizer: Any, input_names: list[str], outp
                 opset_version=OPSET,
                 dynamo=False,
             )
-        os.replace(scratch, path)
     finally:
-        scratch.unlink(missing_ok=True)
         model.train(training)
 
 
 def _quantize(source: Path, path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    scratch = _atomic_target(path)
-    try:
-        # Per-channel scales on the MatMul weights only: per-tensor scales, or quantized embedding tables, moved
-        # MiniLM's embeddings to cosine 0.91-0.97 of float32 on test texts; this keeps them at 0.98-0.99.
+    # Per-channel scales on the MatMul weights only: per-tensor scales, or quantized embedding tables, moved MiniLM's
+    # embeddings to cosine 0.91-0.97 of float32 on test texts; this keeps them at 0.98-0.99.
+    with atomic_output(path, suffix=".onnx") as scratch:
         quantize_dynamic(
             str(source), str(scratch), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True
         )
-        os.replace(scratch, path)
-    finally:
-        scratch.unlink(missing_ok=True)
 
 
 def onnx_graph(model: torch.nn.Module, tokenizer: Any, input_names: list[str], output_name: str, int8: bool) -> Path:
