@@ -7,6 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Triton picks its interpreter when triton.language is first imported, and modules collected before the kernel tests
+# can import it (sentence-transformers' sparse encoder does): so the choice is made here, before any test module.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Hand-checkable documents: no stopwords, and words the Porter stemmer leaves as they are, so that
 # document lengths and term frequencies can be counted by eye.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from sentence_transformers import SparseEncoder
 
 from braid.common.model_source import resolve_model
 from braid.indexer.splade_head import MaxPooledMLM, pool_after_projection
@@ -14,11 +15,7 @@ TEXTS = [
 ]
 
 
-def splade_tiny():
-    # Imported here, not at collection: sentence_transformers' sparse encoder imports triton, and the kernel tests
-    # need Triton's interpreter chosen (tests/kernels/conftest.py) before triton.language is first imported.
-    from sentence_transformers import SparseEncoder
-
+def splade_tiny() -> SparseEncoder:
     return SparseEncoder(resolve_model("splade-tiny"), device="cpu")
 
 
