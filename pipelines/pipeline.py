@@ -37,7 +37,7 @@ from braid.pipelines.spec import (
     parse_retriever,
 )
 from braid.ranker.protocol import Reranker
-from braid.retriever.fusion import fused, ranked
+from braid.retriever.fusion import fused, normalize, ranked
 from braid.retriever.hit import Hit
 from braid.retriever.kinds import RETRIEVER_KINDS
 from braid.retriever.protocol import Retriever, Scorer
@@ -282,17 +282,25 @@ class Pipeline:
         if rerank_depth:
             options.check_deadline("rerank")
             tick = time.perf_counter()
+            first_stage = [hit.score for hit in hits[:rerank_depth]]
             hits = rescore_head(
-                hits, "rerank", rerank_depth, lambda ids: self._rerank_scores(query, ids, options.deadline)
+                hits, "rerank", rerank_depth, lambda ids: self._rerank_scores(query, ids, first_stage, options.deadline)
             )
             timings["rerank"] = (time.perf_counter() - tick) * 1000
         return hits[:k]
 
-    def _rerank_scores(self, query: str, doc_ids: list[str], deadline: float | None = None) -> list[float]:
-        """The reranker's scores for ``doc_ids`` in their given order (rescore_head sorts them)."""
+    def _rerank_scores(
+        self, query: str, doc_ids: list[str], first_stage: Sequence[float], deadline: float | None = None
+    ) -> list[float] | np.ndarray:
+        """The reranker's scores for ``doc_ids`` in their given order (rescore_head sorts them), fused with the
+        first stage's ``first_stage`` scores of the same documents when the reranker asks for it."""
         docs = [(doc_id, self.document_text(doc_id) or "") for doc_id in doc_ids]
         ranked = dict(self.reranker.rerank(query, docs, deadline=deadline))
-        return [ranked[doc_id] for doc_id in doc_ids]
+        scores = [ranked[doc_id] for doc_id in doc_ids]
+        weight = self.reranker.fusion_weight
+        if weight is None:
+            return scores
+        return fuse_with_first_stage(scores, first_stage, weight)
 
     def search_explained(
         self, query: str, k: int | None = None, options: SearchOptions = NO_OPTIONS
@@ -413,6 +421,14 @@ def rescore_head(
     for offset, hit in enumerate(tail, 1):
         rescored.append(ExplainedHit(hit.doc_id, floor - offset, hit.sources, hit.fused_score, dict(hit.stages)))
     return rescored
+
+
+def fuse_with_first_stage(rerank: Sequence[float], first_stage: Sequence[float], weight: float) -> np.ndarray:
+    """``weight`` x the reranker's z-scores + (1 - ``weight``) x the first stage's, over the reranked head: the
+    weighted z-score fusion of :mod:`braid.retriever.fusion`, applied to two lists of the same documents."""
+    llm = normalize(np.asarray(rerank, dtype=np.float64), "zscore")
+    first = normalize(np.asarray(first_stage, dtype=np.float64), "zscore")
+    return weight * llm + (1.0 - weight) * first
 
 
 def check_query(query: str) -> None:

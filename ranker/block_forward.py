@@ -23,7 +23,7 @@ import torch
 import torch.utils.checkpoint
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from braid.ranker.attention_backend import AttentionBackend
+from braid.ranker.attention_backend import AttentionBackend, masked_attention, repeat_heads
 from braid.ranker.doc_cache import BlockKV, DocumentKVCache, block_key
 from braid.ranker.prompt_layout import BlockPrompt
 
@@ -34,7 +34,8 @@ class BlockForwardResult:
 
     ``doc_attention[l]`` is the (H, probe, n) attention mass of the query block's last ``probe`` tokens on each
     document at layer l; ``last_logits`` the next-token logits after the prompt (full depth only); ``hidden``
-    the final-norm hidden states of every token in sequence order (only when asked, and only cold).
+    the final-norm hidden states of every token in sequence order (only when asked, and only cold);
+    ``query_hidden`` the final-norm hidden states of the query block's tokens (only when asked).
     """
 
     doc_attention: dict[int, torch.Tensor]
@@ -42,6 +43,7 @@ class BlockForwardResult:
     hidden: torch.Tensor | None
     layers_run: int
     cached_docs: int
+    query_hidden: torch.Tensor | None = None
 
 
 class BlockForward:
@@ -101,8 +103,9 @@ class BlockForward:
         probe: int = 0,
         need_logits: bool = False,
         return_hidden: bool = False,
+        query_states: bool = False,
     ) -> BlockForwardResult:
-        return self.run_many([prompt], score_layers, probe, need_logits, return_hidden)[0]
+        return self.run_many([prompt], score_layers, probe, need_logits, return_hidden, query_states)[0]
 
     def run_many(
         self,
@@ -111,29 +114,31 @@ class BlockForward:
         probe: int = 0,
         need_logits: bool = False,
         return_hidden: bool = False,
+        query_states: bool = False,
     ) -> list[BlockForwardResult]:
         """Several prompts that share one instruction in a single walk through the layers (dynamic batching).
 
         The instruction block is computed once, the uncached documents of every prompt (each distinct document
         once) packed into one batch, and each query block then attends to its own prompt's blocks only, so every
-        result equals that prompt's own forward.
+        result equals that prompt's own forward. ``query_states`` keeps each query block's final hidden states
+        (what query-likelihood scoring reads the LM head over).
         """
         if not prompts:
             return []
-        if not score_layers and not need_logits:
-            raise ValueError("nothing to compute: give score_layers or need_logits")
+        if not score_layers and not need_logits and not query_states:
+            raise ValueError("nothing to compute: give score_layers, need_logits or query_states")
         if any(not 0 <= layer < self.num_layers for layer in score_layers):
             raise ValueError(f"score layers must be in 0..{self.num_layers - 1}, got {list(score_layers)}")
         if len({tuple(prompt.instruction) for prompt in prompts}) != 1:
             raise ValueError("prompts batched in one forward must share their instruction block")
         if return_hidden and len(prompts) != 1:
             raise ValueError("return_hidden takes a single prompt")
-        depth = self.num_layers if need_logits or return_hidden else max(score_layers) + 1
+        depth = self.num_layers if need_logits or return_hidden or query_states else max(score_layers) + 1
         use_cache = self.cache is not None and not return_hidden
         run = _BatchRun(self, prompts, depth, set(score_layers), probe, use_cache)
         run.walk()
         run.fill_cache()
-        return run.results(return_hidden)
+        return run.results(return_hidden, query_states)
 
 
 class _BatchRun:
@@ -193,6 +198,13 @@ class _BatchRun:
         self.rot_queries = [
             forward._rotary(anchor, torch.arange(p.query_start, p.query_start + len(p.query))[None]) for p in prompts
         ]
+        # Many prompts with query blocks of one length and no attention to read (query likelihood: one prompt per
+        # document) run their query blocks as one padded batch: per-prompt calls were most of such a walk's time.
+        self.together = len(prompts) > 1 and not score_set and len({len(p.query) for p in prompts}) == 1
+        self.rot_together = None
+        if self.together:
+            positions = torch.stack([torch.arange(p.query_start, p.query_start + len(p.query)) for p in prompts])
+            self.rot_together = forward._rotary(anchor, positions)
         self.bounds = [p.doc_bounds() for p in prompts]
         self.probes = [min(probe, len(p.query)) for p in prompts]
         self.doc_attention: list[dict[int, torch.Tensor]] = [{} for _ in prompts]
@@ -230,6 +242,9 @@ class _BatchRun:
                 doc_k[key], doc_v[key] = k_d[:, own], v_d[:, own]
         for key, kv in self.cached.items():
             doc_k[key], doc_v[key] = kv.keys[index], kv.values[index]
+        if self.together:
+            new_queries = self._queries_together(layer, k_i, v_i, doc_k, doc_v, h_queries)
+            return h_inst, h_docs, new_queries, (None,) * len(new_queries), inst_kv_new, docs_kv_new
         new_queries, masses = [], []
         for j, keys_j in enumerate(self.doc_keys):
             q_q, k_q, v_q = f._qkv(layer, h_queries[j], self.rot_queries[j])
@@ -240,6 +255,39 @@ class _BatchRun:
             masses.append(mass)
             new_queries.append(f._finish(layer, h_queries[j], attended[None]))
         return h_inst, h_docs, tuple(new_queries), tuple(masses), inst_kv_new, docs_kv_new
+
+    def _queries_together(
+        self,
+        layer: torch.nn.Module,
+        k_i: torch.Tensor,
+        v_i: torch.Tensor,
+        doc_k: dict[object, torch.Tensor],
+        doc_v: dict[object, torch.Tensor],
+        h_queries: Sequence[torch.Tensor],
+    ) -> tuple[torch.Tensor, ...]:
+        """Every prompt's query block through one layer as one batch; each row attends to its own prompt's
+        instruction and documents (padded to the longest context, masked) and causally to itself."""
+        f = self.f
+        hidden = torch.cat(list(h_queries), dim=0)
+        q, k, v = f._qkv(layer, hidden, self.rot_together)
+        batch, kv_heads, length, dim = k.shape
+        contexts = [(torch.cat([k_i, *(doc_k[key] for key in keys)], dim=1),
+                     torch.cat([v_i, *(doc_v[key] for key in keys)], dim=1)) for keys in self.doc_keys]  # fmt: skip
+        width = max(ck.shape[1] for ck, _ in contexts)
+        keys = k.new_zeros(batch, kv_heads, width + length, dim)
+        values = v.new_zeros(batch, kv_heads, width + length, dim)
+        allowed = torch.zeros(batch, length, width + length, dtype=torch.bool, device=k.device)
+        for row, (ck, cv) in enumerate(contexts):
+            keys[row, :, : ck.shape[1]] = ck
+            values[row, :, : cv.shape[1]] = cv
+            allowed[row, :, : ck.shape[1]] = True
+        keys[:, :, width:] = k
+        values[:, :, width:] = v
+        allowed[:, :, width:] = torch.ones(length, length, dtype=torch.bool, device=k.device).tril()
+        attended, _ = masked_attention(
+            q, repeat_heads(keys, f.heads), repeat_heads(values, f.heads), allowed[:, None], f.scale
+        )
+        return tuple(f._finish(layer, hidden, attended).split(1, dim=0))
 
     def walk(self) -> None:
         """Run the layers up to the depth asked for, keeping scoring masses and (to fill the cache) computed K/V."""
@@ -270,20 +318,24 @@ class _BatchRun:
         for row, key in enumerate(self.todo):
             self.f.cache.put(key, _stack(self.new_docs, slice(self.starts[row], self.starts[row + 1])))
 
-    def results(self, return_hidden: bool) -> list[BlockForwardResult]:
+    def results(self, return_hidden: bool, query_states: bool = False) -> list[BlockForwardResult]:
         results = []
         norm = self.f.decoder.norm
         for j, h_query in enumerate(self.h_queries):
-            last_logits = hidden = None
+            last_logits = hidden = query_hidden = None
             if self.depth == self.f.num_layers:
                 last_logits = self.f.model.lm_head(norm(h_query[:, -1:]))[0, -1].float()
+                if query_states:
+                    query_hidden = norm(h_query[0])
                 if return_hidden:
                     parts = [norm(self.h_inst[0])]
                     parts += [self._doc_hidden(key, norm) for key in self.doc_keys[j]]
                     parts.append(norm(h_query[0]))
                     hidden = torch.cat(parts)
             hits = sum(key in self.cached for key in self.doc_keys[j])
-            results.append(BlockForwardResult(self.doc_attention[j], last_logits, hidden, self.depth, hits))
+            results.append(
+                BlockForwardResult(self.doc_attention[j], last_logits, hidden, self.depth, hits, query_hidden)
+            )
         return results
 
     def _doc_hidden(self, key: object, norm: torch.nn.Module) -> torch.Tensor:

@@ -11,7 +11,7 @@ from typing import Any
 
 from braid.common.errors import BraidError
 
-MODES = ("first", "attention", "generate")
+MODES = ("first", "attention", "learned", "generate")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -35,6 +35,11 @@ class RerankSpec:
     dtype: str = "float32"
     device: str = "auto"
     require_chat_template: bool = False
+    #: learned mode: a score head file, or the name of a built-in one (empty: the built-in head of ``model``)
+    head: str = ""
+    #: the LLM's weight when its scores fuse with the first stage's (z-scores); 1: the LLM's order alone;
+    #: -1: the score head's own weight in learned mode, no fusion in the other modes
+    fusion_weight: float = -1.0
 
     def __post_init__(self) -> None:
         where = "[rerank]"
@@ -59,6 +64,14 @@ class RerankSpec:
             raise BraidError(f"{where}: probe_tokens must be >= 1, got {self.probe_tokens}")
         if self.cache_mb < 0:
             raise BraidError(f"{where}: cache_mb must be >= 0, got {self.cache_mb}")
+        if not (self.fusion_weight == -1.0 or 0.0 <= self.fusion_weight <= 1.0):
+            raise BraidError(
+                f"{where}: fusion_weight must be in [0, 1] (or -1: the head's own), got {self.fusion_weight}"
+            )
+        if self.head and self.mode != "learned":
+            raise BraidError(f"{where}: head applies to mode = 'learned' only, not {self.mode!r}")
+        if self.mode == "generate" and self.fusion_weight != -1.0:
+            raise BraidError(f"{where}: fusion_weight needs scores; mode 'generate' only permutes")
         if any(layer < 0 for layer in self.layers):
             raise BraidError(f"{where}: layers must be >= 0, got {list(self.layers)}")
 

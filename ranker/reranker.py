@@ -6,6 +6,10 @@ baseline with full attention.
 * ``attention`` (Gupta et al., BlockRank, 2025): the attention mass that the query block's last
   ``probe_tokens`` tokens put on each document block, averaged over heads and over the chosen middle
   ``layers``; layers above the deepest scoring layer are never computed (early exit).
+* ``learned``: a linear score head (:mod:`braid.ranker.score_head`), fitted on train qrels by ``braid train ranker
+  --head``, over features of the frozen LM (:mod:`braid.ranker.attention_features`): per-layer, per-head attention
+  masses, calibrated by a content-free query (ICR, Chen et al., 2025), FIRST's identifier log-probabilities, and
+  query likelihood (UPR, :mod:`braid.ranker.query_likelihood`), which is what the built-in head reads.
 * ``generate``: RankGPT-style permutation generation over the same text with ordinary causal attention and
   positions, for comparison (Sun et al., 2023).
 
@@ -25,12 +29,15 @@ import torch
 
 from braid.common.errors import BraidError, DeadlineExceeded
 from braid.ranker.attention_backend import get_backend
+from braid.ranker.attention_features import CALIBRATION_QUERY, FeatureLayout, window_features
 from braid.ranker.block_forward import BlockForward
 from braid.ranker.doc_cache import DocumentKVCache
 from braid.ranker.identifiers import IdentifierScheme
 from braid.ranker.llm_source import LoadedLM, load_llm
 from braid.ranker.prompt_layout import INSTRUCTION, QUESTION, BlockPrompt, PromptTemplate, build_prompt
+from braid.ranker.query_likelihood import likelihood_prompts, query_log_likelihood
 from braid.ranker.rerank_spec import RerankSpec
+from braid.ranker.score_head import ScoreHead, resolve_head
 from braid.ranker.sliding_window import sliding_rerank
 
 log = logging.getLogger(__name__)
@@ -61,7 +68,10 @@ class BlockRanker:
         self.template = PromptTemplate.for_tokenizer(tokenizer, spec.require_chat_template)
         self.identifiers = IdentifierScheme.for_tokenizer(tokenizer).take(spec.window)
         self.num_layers = config.num_hidden_layers
-        self.layers = spec.layers or (self.num_layers // 2,)
+        self.head: ScoreHead | None = None
+        if spec.mode == "learned":
+            self.head = self._load_head(config)
+        self.layers = self.head.layout.layers if self.head else spec.layers or (self.num_layers // 2,)
         bad = [layer for layer in self.layers if layer >= self.num_layers]
         if bad:
             raise BraidError(f"[rerank]: layers {bad} out of range: the model has layers 0..{self.num_layers - 1}")
@@ -73,6 +83,39 @@ class BlockRanker:
         # One model call at a time: torch already spreads one call over every core, and the cache's entries
         # are written after a forward completes.
         self._lock = threading.Lock()
+
+    def _load_head(self, config: object) -> ScoreHead:
+        head = resolve_head(self.spec.head, self.spec.model)
+        heads, deepest = config.num_attention_heads, max(head.layout.layers, default=-1)
+        if head.layout.reads_window and (head.layout.heads != heads or deepest >= self.num_layers):
+            raise BraidError(
+                f"[rerank]: the score head reads {head.layout.heads} heads at layers up to {deepest}, but the model "
+                f"has {heads} heads and {self.num_layers} layers: it was fitted for another model "
+                f"({head.model or 'unknown'})"
+            )
+        if head.model and head.model != self.spec.model:
+            log.warning("the score head was fitted on %s's features, this ranker runs %s", head.model, self.spec.model)
+        if head.max_doc_tokens and head.max_doc_tokens != self.spec.max_doc_tokens:
+            log.warning(
+                "the score head was fitted with max_doc_tokens = %d, this ranker cuts documents at %d",
+                head.max_doc_tokens,
+                self.spec.max_doc_tokens,
+            )
+        return head
+
+    @property
+    def pointwise(self) -> bool:
+        """Whether each document's score is independent of the other candidates (a head reading no window)."""
+        return self.head is not None and not self.head.layout.reads_window
+
+    @property
+    def fusion_weight(self) -> float | None:
+        """The LLM's weight when its scores fuse with the first stage's (see ``RerankSpec.fusion_weight``); None:
+        the LLM's order alone."""
+        weight = self.spec.fusion_weight
+        if weight == -1.0:
+            weight = self.head.fusion_weight if self.head else 1.0
+        return None if weight >= 1.0 else weight
 
     def _check_budget(self, config: object) -> None:
         probe = self.prompt(["x"], "x")
@@ -117,6 +160,8 @@ class BlockRanker:
 
     def score_windows(self, windows: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
         """Scores of several (query, window texts) at once: one forward walks the layers for all of them."""
+        if self.head is not None:
+            return [self.head.score(matrix).tolist() for matrix in self.window_features(windows, self.head.layout)]
         prompts = [self.prompt(texts, query) for query, texts in windows]
         with self._lock, torch.inference_mode():
             if self.spec.mode == "first":
@@ -128,6 +173,49 @@ class BlockRanker:
             mass = torch.stack([result.doc_attention[layer] for layer in self.layers])
             scores.append(mass.mean(dim=(0, 1, 2)).tolist())
         return scores
+
+    def window_features(
+        self, windows: Sequence[tuple[str, Sequence[str]]], layout: FeatureLayout
+    ) -> list[torch.Tensor]:
+        """Each (query, texts) window's (documents x features) matrix under ``layout``: one walk through the layers
+        for the listwise prompts (when the layout reads attention or FIRST), one per window for query likelihood."""
+        prompts = [self.prompt(texts, query) for query, texts in windows]
+        results = twins = [None] * len(prompts)
+        if layout.reads_window:
+            # Each window's content-free twin goes into the same walk: it shares the window's documents, so only
+            # its query block is extra work.
+            calibration = [self.prompt(texts, CALIBRATION_QUERY) for _, texts in windows]
+            calibration = calibration if layout.needs_calibration else []
+            with self._lock, torch.inference_mode():
+                walked = self.forward.run_many(
+                    [*prompts, *calibration], score_layers=layout.layers, probe=layout.probe, need_logits=layout.first
+                )
+            results = walked[: len(prompts)]
+            twins = walked[len(prompts) :] if calibration else twins
+        matrices = []
+        for prompt, (query, texts), result, twin in zip(prompts, windows, results, twins, strict=True):
+            labels = list(prompt.label_token_ids)
+            likelihood = self.query_likelihood(query, texts) if layout.likelihood else None
+            matrices.append(
+                window_features(
+                    layout,
+                    result.doc_attention if result else {},
+                    prompt.doc_lengths,
+                    twin.doc_attention if twin else None,
+                    result.last_logits[labels] if layout.first else None,
+                    twin.last_logits[labels] if layout.first else None,
+                    likelihood,
+                )
+            )
+        return matrices
+
+    def query_likelihood(self, query: str, texts: Sequence[str]) -> torch.Tensor:
+        """Each document's mean log-probability of the query's tokens (:mod:`braid.ranker.query_likelihood`)."""
+        prompts, query_tokens = likelihood_prompts(
+            self.lm.tokenizer, self.template, query, texts, self.spec.max_doc_tokens, self.spec.max_query_tokens
+        )
+        with self._lock, torch.inference_mode():
+            return query_log_likelihood(self.forward, self.lm.model.lm_head, prompts, query_tokens)
 
     def generate_window(self, query: str, texts: Sequence[str]) -> list[int]:
         """The generation baseline: a permutation of the window (indices, best first), full causal attention."""
@@ -150,11 +238,21 @@ class BlockRanker:
         self, query: str, docs: Sequence[tuple[str, str]], deadline: float | None = None
     ) -> list[tuple[str, float]]:
         """(doc_id, score) best first. One window: the model's own scores (generate: rank-derived); several
-        windows: rank-derived scores (count - rank), since scores from different prompts do not compare.
-        ``deadline`` (a ``time.monotonic()`` instant) is checked before each window."""
+        windows: rank-derived scores (count - rank), since scores from different prompts do not compare, except
+        for a pointwise head (query likelihood: a document's score does not depend on the others), which scores
+        the list in consecutive chunks of ``window`` and keeps its scores. ``deadline`` (a ``time.monotonic()``
+        instant) is checked before each window."""
         if not query or not query.strip():
             raise BraidError("empty query: give some query text")
         texts = [text for _, text in docs]
+        if self.pointwise:
+            scores: list[float] = []
+            for start in range(0, len(texts), self.spec.window):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DeadlineExceeded("deadline exceeded while reranking")
+                scores += self.score_window(query, texts[start : start + self.spec.window])
+            order = sorted(range(len(docs)), key=lambda i: -scores[i])  # stable: ties keep the input order
+            return [(docs[i][0], float(scores[i])) for i in order]
         window_scores: dict[int, float] = {}
 
         def rank_window(items: Sequence[int]) -> list[int]:

@@ -43,6 +43,8 @@ class BatchingReranker:
     ) -> None:
         self.ranker = ranker
         self.spec = ranker.spec
+        #: how the pipeline fuses this ranker's scores with the first stage's (the wrapped ranker's own setting)
+        self.fusion_weight = ranker.fusion_weight
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self._on_batch = on_batch or (lambda size: None)

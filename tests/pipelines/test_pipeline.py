@@ -50,7 +50,7 @@ TWO = 'name = "x"\n[[retrievers]]\nname = "a"\nkind = "bm25"\n[[retrievers]]\nna
         ),
         (
             'name = "x"\n[[retrievers]]\nkind = "bm25"\n[rerank]\nmode = "listwise"\n',
-            r"\[rerank\]: mode must be one of first, attention, generate, got 'listwise'",
+            r"\[rerank\]: mode must be one of first, attention, learned, generate, got 'listwise'",
         ),
         ('name = "x"\n[[retrievers]]\nkind = "bm25"\n[rerank]\ntemperature = 1\n', r"\[rerank\]: unknown field"),
         ('name = "x"\n[[retrievers]]\nkind = "bm25"\n[rerank]\nwindow = 10\nstride = 10\n', "stride .10. must be"),

@@ -97,7 +97,7 @@ def test_too_many_documents_for_the_prompt_budget(smollm2):
 
 
 def test_bad_settings_name_the_allowed_values(smollm2):
-    with pytest.raises(BraidError, match="mode must be one of first, attention, generate"):
+    with pytest.raises(BraidError, match="mode must be one of first, attention, learned, generate"):
         parse_rerank({"mode": "pairwise"}, "p.toml")
     with pytest.raises(BraidError, match=r"layers \[30\] out of range: the model has layers 0..29"):
         BlockRanker(RerankSpec(mode="attention", layers=(30,)), smollm2)

@@ -34,22 +34,6 @@ EXAMPLES = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def tiny_lm_dir(tmp_path_factory, smollm2) -> Path:
-    """A randomly initialized two-layer Llama with SmolLM2's tokenizer (chat template, identifiers), on disk."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.for_model(
-        "llama", vocab_size=len(smollm2.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048, tie_word_embeddings=True,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-lm")
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    smollm2.tokenizer.save_pretrained(folder)
-    return folder
-
-
 def tiny_config(model: Path, **changes) -> TrainConfig:
     settings = dict(model=str(model), window=3, max_doc_tokens=16, max_query_tokens=8, steps=4, batch_size=3,
                     lr=3e-3, warmup=0.0, score_layer=1, probe_tokens=2, dtype="float32", device="cpu",
