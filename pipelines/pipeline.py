@@ -37,7 +37,7 @@ from braid.pipelines.spec import (
     parse_retriever,
 )
 from braid.ranker.protocol import Reranker
-from braid.retriever.fusion import fused, normalize, ranked
+from braid.retriever.fusion import fuse_with_first_stage, fused, ranked
 from braid.retriever.hit import Hit
 from braid.retriever.kinds import RETRIEVER_KINDS
 from braid.retriever.protocol import Retriever, Scorer
@@ -421,14 +421,6 @@ def rescore_head(
     for offset, hit in enumerate(tail, 1):
         rescored.append(ExplainedHit(hit.doc_id, floor - offset, hit.sources, hit.fused_score, dict(hit.stages)))
     return rescored
-
-
-def fuse_with_first_stage(rerank: Sequence[float], first_stage: Sequence[float], weight: float) -> np.ndarray:
-    """``weight`` x the reranker's z-scores + (1 - ``weight``) x the first stage's, over the reranked head: the
-    weighted z-score fusion of :mod:`braid.retriever.fusion`, applied to two lists of the same documents."""
-    llm = normalize(np.asarray(rerank, dtype=np.float64), "zscore")
-    first = normalize(np.asarray(first_stage, dtype=np.float64), "zscore")
-    return weight * llm + (1.0 - weight) * first
 
 
 def check_query(query: str) -> None:

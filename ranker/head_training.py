@@ -34,7 +34,7 @@ from braid.common.errors import BraidError
 from braid.common.metrics import NdcgJudge
 from braid.ranker.attention_features import FeatureLayout
 from braid.ranker.score_head import ScoreHead, TrainingWindow, fit_head
-from braid.retriever.fusion import normalize
+from braid.retriever.fusion import fuse_with_first_stage
 from braid.retriever.protocol import Retriever
 
 HEAD_FILE = "head.json"
@@ -158,13 +158,6 @@ def _save(done: dict[str, dict[str, Any]], cache: Path) -> None:
         torch.save(done, staging)
 
 
-def fused_scores(llm: np.ndarray, first_stage: Sequence[float], weight: float) -> np.ndarray:
-    if weight >= 1.0:
-        return llm
-    first = normalize(np.asarray(first_stage, dtype=np.float64), "zscore")
-    return weight * normalize(llm, "zscore") + (1.0 - weight) * first
-
-
 def source_ndcg(
     windows: Sequence[JudgedWindow], scores: Sequence[np.ndarray], judges: dict[str, NdcgJudge]
 ) -> dict[str, float]:
@@ -176,11 +169,6 @@ def source_ndcg(
             judges[window.source](window.query_id, [window.doc_ids[i] for i in order])
         )
     return {source: float(np.mean(values)) for source, values in per_source.items()}
-
-
-def window_ndcg(windows: Sequence[JudgedWindow], scores: Sequence[np.ndarray], judges: dict[str, NdcgJudge]) -> float:
-    """Mean over sources of each source's mean nDCG@10 of the reranked windows."""
-    return float(np.mean(list(source_ndcg(windows, scores, judges).values())))
 
 
 def cross_validate(
@@ -205,7 +193,7 @@ def cross_validate(
                 if fold_of[i] == fold:
                     held_out[i] = (((windows[i].features.float() - mean) / std) @ weight).numpy().astype(np.float64)
         for fusion in config.fusion_grid:
-            fused = [fused_scores(s, w.first_stage, fusion) for s, w in zip(held_out, windows, strict=True)]
+            fused = [fuse_with_first_stage(s, w.first_stage, fusion) for s, w in zip(held_out, windows, strict=True)]
             table[(l2, fusion)] = source_ndcg(windows, fused, judges)
     return table
 

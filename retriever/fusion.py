@@ -171,3 +171,12 @@ def fuse(lists: Sequence[Sequence[Hit]], names: Sequence[str], spec: FusionSpec,
     """Fuse ranked lists into the top ``k`` hits."""
     inputs, top = fused(lists, names, spec, k)
     return [Hit(inputs.doc_ids[row], score) for row, score in top]
+
+
+def fuse_with_first_stage(rerank: Sequence[float], first_stage: Sequence[float], weight: float) -> np.ndarray:
+    """``weight`` x the reranker's z-scores + (1 - ``weight``) x the first stage's, over the reranked head: the
+    weighted z-score fusion above, applied to two score lists of the same documents (the pipeline's rerank stage
+    and ``braid train ranker --head``'s choice of the weight both use it)."""
+    llm = normalize(np.asarray(rerank, dtype=np.float64), "zscore")
+    first = normalize(np.asarray(first_stage, dtype=np.float64), "zscore")
+    return weight * llm + (1.0 - weight) * first
