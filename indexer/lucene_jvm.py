@@ -139,7 +139,7 @@ def java_calls() -> Iterator[None]:
         yield
 
 
-def search_top(searcher, query, depth: int) -> tuple[list[int], list[float]]:
+def search_top(searcher, query, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """Lucene doc numbers and scores of ``searcher.search(query, depth)``, best first, read in one JNI call.
 
     Scores are exactly Lucene's float32 values: Jackson writes each as the shortest decimal that reads back as the
@@ -151,5 +151,5 @@ def search_top(searcher, query, depth: int) -> tuple[list[int], list[float]]:
             _json_writer = java_class("com.fasterxml.jackson.databind.ObjectMapper")()
         text = _json_writer.writeValueAsString(searcher.search(query, int(depth)))
     hits = json.loads(text)["scoreDocs"]
-    scores = np.asarray([hit["score"] for hit in hits], dtype=np.float32)
-    return [hit["doc"] for hit in hits], scores.tolist()
+    docs = np.fromiter((hit["doc"] for hit in hits), dtype=np.int64, count=len(hits))
+    return docs, np.fromiter((hit["score"] for hit in hits), dtype=np.float32, count=len(hits))

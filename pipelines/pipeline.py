@@ -37,7 +37,7 @@ from braid.pipelines.spec import (
     parse_retriever,
 )
 from braid.ranker.protocol import Reranker
-from braid.retriever.fusion import fuse_with_first_stage, fused, ranked
+from braid.retriever.fusion import fuse, fuse_with_first_stage, fused, ranked
 from braid.retriever.hit import Hit
 from braid.retriever.kinds import RETRIEVER_KINDS
 from braid.retriever.protocol import Retriever, Scorer
@@ -338,8 +338,12 @@ class Pipeline:
         if k < 1:
             raise BraidError(f"k must be >= 1, got {k}")
         lists = self.first_stage_lists(queries, k)
-        if self.fusion is None and not self.cascade and self.reranker is None:
-            return lists[0]
+        if not self.cascade and self.reranker is None:
+            if self.fusion is None:
+                return lists[0]
+            # No explanations to build: at a depth of 1000, ExplainedHit rows cost more than the retrieval itself.
+            names, spec = self.retriever_names, self.fusion
+            return {qid: fuse([per_query.get(qid, []) for per_query in lists], names, spec, k) for qid in queries}
         results = {}
         items = queries.items()
         if self.reranker is not None:  # an LLM per query: seconds each on a CPU

@@ -24,7 +24,7 @@ from braid.indexer.lucene_reader import open_reader, open_searcher, read_docids
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
 from braid.retriever.protocol import Retriever
-from braid.retriever.ties import top_k
+from braid.retriever.ties import DocIds
 
 
 class BM25Retriever(Retriever):
@@ -38,8 +38,8 @@ class BM25Retriever(Retriever):
         self.index_dir = Path(index_dir)
         manifest = Manifest.read(self.index_dir)
         self.threads = threads or os.cpu_count() or 1
-        self._doc_ids = read_docids(self.index_dir, manifest.doc_count)
-        self._lucene_ids = {doc_id: number for number, doc_id in enumerate(self._doc_ids)}
+        self._doc_ids = DocIds(read_docids(self.index_dir, manifest.doc_count))
+        self._lucene_ids = {doc_id: number for number, doc_id in enumerate(self._doc_ids.ids.tolist())}
         self._reader = open_reader(self.index_dir)
         bm25 = java_class("org.apache.lucene.search.similarities.BM25Similarity")(k1, b)
         self._searcher = open_searcher(self._reader, bm25)
@@ -55,12 +55,7 @@ class BM25Retriever(Retriever):
     def search(self, query: str, k: int = 10) -> list[Hit]:
         with java_calls():
             lucene_query = self._generator.buildQuery("contents", self._analyzer, query)
-
-        def fetch(depth: int) -> list[Hit]:
-            docs, scores = search_top(self._searcher, lucene_query, depth)
-            return [Hit(self._doc_ids[doc], score) for doc, score in zip(docs, scores, strict=True)]
-
-        return top_k(fetch, int(k), len(self._doc_ids))
+        return self._doc_ids.top_k(lambda depth: search_top(self._searcher, lucene_query, depth), int(k))
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

@@ -25,6 +25,7 @@ import numpy as np
 
 from braid.common.errors import BraidError
 from braid.retriever.hit import Hit
+from braid.retriever.ties import id_ranks
 
 METHODS = ("rrf", "weighted")
 NORMALIZATIONS = ("minmax", "zscore", "none")
@@ -124,10 +125,6 @@ def fusion_inputs(lists: Sequence[Sequence[Hit]], spec: FusionSpec) -> FusionInp
             values[:, column] = normalized.min()
             values[rows, column] = normalized
     return FusionInputs(list(position), values, ranks, raw)
-
-
-def id_ranks(doc_ids: Sequence[str]) -> np.ndarray:
-    return np.argsort(np.argsort(np.asarray(doc_ids, dtype=object), kind="stable"), kind="stable")
 
 
 def ranked(

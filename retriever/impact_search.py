@@ -14,12 +14,12 @@ from pathlib import Path
 from braid.indexer.lucene_jvm import java_calls, java_class, search_top
 from braid.indexer.lucene_reader import open_reader, open_searcher, read_docids
 from braid.retriever.hit import Hit
-from braid.retriever.ties import top_k
+from braid.retriever.ties import DocIds
 
 
 class ImpactSearcher:
     def __init__(self, index_dir: Path, doc_count: int) -> None:
-        self._doc_ids = read_docids(index_dir, doc_count)
+        self._doc_ids = DocIds(read_docids(index_dir, doc_count))
         self._reader = open_reader(index_dir)
         self._searcher = open_searcher(self._reader, java_class("io.anserini.search.similarity.ImpactSimilarity")())
         index_searcher = java_class("org.apache.lucene.search.IndexSearcher")
@@ -45,9 +45,4 @@ class ImpactSearcher:
             for term, weight in vector.items():
                 builder.add(self._BoostQuery(self._term_query(term), float(weight)), self._should)
             query = builder.build()
-
-        def fetch(depth: int) -> list[Hit]:
-            docs, scores = search_top(self._searcher, query, depth)
-            return [Hit(self._doc_ids[doc], score) for doc, score in zip(docs, scores, strict=True)]
-
-        return top_k(fetch, int(k), len(self._doc_ids))
+        return self._doc_ids.top_k(lambda depth: search_top(self._searcher, query, depth), int(k))

@@ -1,5 +1,19 @@
+import numpy as np
+import pytest
+
 from braid.retriever.hit import Hit
-from braid.retriever.ties import break_ties
+from braid.retriever.ties import DocIds, break_ties, rounded
+
+
+def reference_break_ties(hits: list[Hit]) -> list[Hit]:
+    """Anserini's rule written the plain way: sort by (rounded score desc, id asc), lower each repeat by 1e-6."""
+    adjusted, previous, run = [], None, 0
+    for hit in sorted(hits, key=lambda h: (-round(h.score, 4), h.doc_id)):
+        score = round(hit.score, 4)
+        run = run + 1 if score == previous else 0
+        previous = score
+        adjusted.append(Hit(hit.doc_id, score - run * 1e-6))
+    return adjusted
 
 
 def test_ties_are_broken_by_ascending_id_and_made_distinct():
@@ -13,25 +27,44 @@ def test_ties_are_broken_by_ascending_id_and_made_distinct():
     ]
 
 
-def test_top_k_does_not_depend_on_the_engines_order_of_tied_hits():
-    from braid.retriever.ties import top_k
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_array_rounding_equals_pythons_round(dtype):
+    rng = np.random.default_rng(0)
+    # Half-way points (x.xxxx5) and their float neighbours are where a product-and-rint rounding could differ.
+    halves = (np.arange(-20000, 20000) + 0.5) / 1e4
+    values = np.concatenate([rng.normal(0, 30, 20000), halves, np.nextafter(halves, 0), np.nextafter(halves, 1)])
+    values = values.astype(dtype)
+    assert rounded(values).tolist() == [round(float(v), 4) for v in values]
 
+
+def test_break_ties_equals_the_plain_rule_on_many_ties():
+    rng = np.random.default_rng(1)
+    ids = [f"d{n}" for n in rng.permutation(3000)]
+    scores = rng.integers(0, 40, 3000) / 7 + rng.choice([0, 1e-5, 4e-5], 3000)
+    hits = [Hit(doc_id, float(score)) for doc_id, score in zip(ids, scores, strict=True)]
+    assert break_ties(hits) == reference_break_ties(hits)
+
+
+def test_top_k_does_not_depend_on_the_engines_order_of_tied_hits():
     scores = {"a": 3.0, "b": 2.0, "c": 2.0, "d": 2.0, "e": 2.0, "f": 1.0}
     calls = []
 
-    def engine(order):
+    def engine(order: str, ids: DocIds):
+        numbers = {doc_id: number for number, doc_id in enumerate(ids.ids.tolist())}
+
         def search(depth):
             calls.append(depth)
-            ranked = sorted(scores, key=lambda doc: (-scores[doc], order.index(doc)))
-            return [Hit(doc, scores[doc]) for doc in ranked[:depth]]
+            ranked = sorted(scores, key=lambda doc: (-scores[doc], order.index(doc)))[:depth]
+            return np.array([numbers[doc] for doc in ranked]), np.array([scores[d] for d in ranked], np.float32)
 
         return search
 
-    # Two "indexes" with opposite internal orders of the tied documents give the same top 2 and top 3.
+    # Two "indexes" with different internal numbers and opposite orders of the tied documents agree on the top k.
+    first_ids, second_ids = DocIds(list("abcdef")), DocIds(list("fcabed"))
     for k in (2, 3):
-        first = top_k(engine(list("abcdef")), k, 6)
-        second = top_k(engine(list("afedcb")), k, 6)
-        assert [h.doc_id for h in first] == [h.doc_id for h in second] == list("abc")[:k]
+        first = first_ids.top_k(engine("abcdef", first_ids), k)
+        second = second_ids.top_k(engine("afedcb", second_ids), k)
+        assert first == second == reference_break_ties([Hit(d, scores[d]) for d in scores])[:k]
     assert calls[0] == 3 and 6 in calls  # the tie at rank 2 ran past the first fetch: fetched deeper
     calls.clear()
-    assert [h.doc_id for h in top_k(engine(list("abcdef")), 1, 6)] == ["a"] and calls == [2]  # no tie: one fetch
+    assert [h.doc_id for h in first_ids.top_k(engine("abcdef", first_ids), 1)] == ["a"] and calls == [2]  # one fetch
