@@ -32,7 +32,7 @@ def main() -> None:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="search parameters for every row, e.g. nprobe=16 candidates=2048 token_k=4000 (integers)",
+        help="search parameters for every row, e.g. nprobe=16 candidates=2048 token_k=4000 prefilter=1024 (integers)",
     )
     parser.add_argument("--data-dir")
     parser.add_argument("--index-dir", default="indexes")
@@ -41,8 +41,8 @@ def main() -> None:
     search = {}
     for item in args.search:
         key, _, value = item.partition("=")
-        if key not in ("nprobe", "candidates", "token_k") or not value.isdigit():
-            parser.error(f"--search takes nprobe=N, candidates=N or token_k=N, got {item!r}")
+        if key not in ("nprobe", "candidates", "token_k", "prefilter") or not value.isdigit():
+            parser.error(f"--search takes nprobe=N, candidates=N, token_k=N or prefilter=N, got {item!r}")
         search[key] = int(value)
     rows = []
     header = (

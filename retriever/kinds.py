@@ -85,6 +85,7 @@ RETRIEVER_KINDS: dict[str, RetrieverKind] = {
                 "nprobe": Param(8, "centroids probed per query token"),
                 "candidates": Param(512, "documents scored exactly (maxsim)"),
                 "token_k": Param(1000, "tokens retrieved per query token (xtr)"),
+                "prefilter": Param(0, "documents ranked by centroid interaction before exact MaxSim (0: none)"),
             },
         ),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
@@ -41,6 +42,50 @@ def test_every_centroid_probed_gives_the_brute_force_maxsim_ranking(sample, mode
         hits = retriever.search(query, 60)
         assert [hit.doc_id for hit in hits] == [doc_id for doc_id, _ in expected]
         assert [hit.score for hit in hits] == pytest.approx([score for _, score in expected], abs=1e-3)
+
+
+def test_maxsim_over_blocks_equals_per_document_maxsim(monkeypatch):
+    from braid.retriever import multivector_retriever
+
+    monkeypatch.setattr(multivector_retriever, "BLOCK_TOKENS", 7)  # blocks that cut documents apart
+    rng = np.random.default_rng(0)
+    lengths = np.array([5, 0, 12, 1, 9, 3])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    tokens = rng.normal(size=(offsets[-1], 8)).astype(np.float16)
+    query = rng.normal(size=(4, 8)).astype(np.float32)
+    rows = np.array([4, 1, 0, 2])
+    expected = [
+        float((query @ tokens[offsets[r] : offsets[r + 1]].astype(np.float32).T).max(axis=1).sum()) if lengths[r] else 0
+        for r in rows
+    ]
+    scores = multivector_retriever.maxsim(query, torch.from_numpy(tokens), offsets, rows)
+    assert scores.tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_prefilter_scores_exactly_the_best_documents_by_centroid_interaction(sample):
+    _, _, queries, path = sample
+    # Two probed centroids per query token: the candidate bound then differs from the centroid interaction.
+    retriever = MultiVectorRetriever(path, nprobe=2, prefilter=60, candidates=12)
+    store = retriever.store
+    for query in queries.values():
+        tokens = retriever.encoder.encode_queries([query])[0]
+        centroid_scores = tokens @ store.centroids.T
+        probed = set(np.argsort(-centroid_scores, axis=1)[:, :2].ravel().tolist())
+        reached = [
+            r
+            for r in range(len(store))
+            if probed & set(store.token_centroid[store.offsets[r] : store.offsets[r + 1]].tolist())
+        ]
+        # Centroid interaction written per document: each token replaced by its centroid, then MaxSim.
+        interaction = {
+            r: centroid_scores[:, store.token_centroid[store.offsets[r] : store.offsets[r + 1]]].max(axis=1).sum()
+            for r in reached
+        }
+        kept = sorted(interaction, key=lambda r: -interaction[r])[:12]
+        ids = [store.doc_ids[r] for r in kept]
+        exact = dict(zip(ids, retriever.score(query, ids).tolist(), strict=True))
+        expected = sorted(exact, key=lambda doc_id: (-exact[doc_id], doc_id))[:5]
+        assert [hit.doc_id for hit in retriever.search(query, 5)] == expected
 
 
 def test_pooling_halves_the_stored_tokens(sample):
