@@ -3,8 +3,10 @@
 For each pipeline, on the same split's queries and in this one process (so the ratios share the machine's state):
 single-query latency p50/p99 at k = 100 over ``--queries`` queries (after ``--warmup`` untimed ones), each stage's
 p50 (``retriever.NAME``, ``fusion``, ``cascade.NAME``, ``rerank``), batch queries/s over every judged query of the
-split at depth 1000 (what ``braid eval`` reports), and nDCG@10. Then, for every pipeline but the baseline, the ratios
-the targets are stated in: p50 / baseline p50, own p99 / own p50, batch queries/s / baseline's. Usage:
+split at depth 1000 (what ``braid eval`` reports), and nDCG@10; for a reranking pipeline, also the rerank stage
+cold (document KV cache emptied) and warm per query over ``--rerank-queries`` queries. Then, for every pipeline but
+the baseline, the ratios the targets are stated in: p50 / baseline p50, own p99 / own p50, batch queries/s /
+baseline's. Usage:
 
     python -m benchmarks.query_latency --dataset scifact --pipelines bm25 dense splade hybrid \\
         --output results/query_latency.json
@@ -19,18 +21,26 @@ import platform
 import time
 from pathlib import Path
 
+from benchmarks.rerank_cache import cold_and_warm, summary
 from braid.common.atomic_file import atomic_write_text
 from braid.common.dataset_resolver import resolve_dataset
 from braid.eval.runner import RunResult, run_pipeline
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
 
 
-def measure(name: str, args: argparse.Namespace, dataset) -> RunResult:
+def measure(name: str, args: argparse.Namespace, dataset) -> tuple[RunResult, dict | None]:
+    """The pipeline's run (quality, latency, stages) and, for a reranking pipeline, its rerank cache cold/warm."""
     pipeline = open_pipeline(load_pipeline(name), dataset, Path(args.index_dir), build_missing=not args.no_build)
     try:
-        for text in list(dataset.judged_queries(args.split).values())[: args.warmup]:
+        texts = list(dataset.judged_queries(args.split).values())
+        for text in texts[: args.warmup]:
             pipeline.search_timed(text, min(100, pipeline.doc_count))  # models, JIT paths and caches warm
-        return run_pipeline(pipeline, dataset, args.split, latency_sample=args.queries)
+        result = run_pipeline(pipeline, dataset, args.split, latency_sample=args.queries)
+        cache = None
+        if pipeline.reranker is not None and args.rerank_queries:
+            pairs = cold_and_warm(pipeline, texts[: args.rerank_queries])
+            cache = {**summary(pairs), "pairs": pairs}
+        return result, cache
     finally:
         pipeline.close()
 
@@ -51,6 +61,12 @@ def main() -> None:
     parser.add_argument("--baseline", default="bm25", help="pipeline the ratios are taken against (default: bm25)")
     parser.add_argument("--queries", type=int, default=100, help="queries timed one by one (default: 100)")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--rerank-queries",
+        type=int,
+        default=8,
+        help="queries whose rerank stage is timed with the document cache cold, then warm (reranking pipelines)",
+    )
     parser.add_argument("--data-dir")
     parser.add_argument("--index-dir", default="indexes")
     parser.add_argument("--no-build", action="store_true", help="fail instead of building a missing index")
@@ -60,8 +76,10 @@ def main() -> None:
     dataset = resolve_dataset(args.dataset, args.data_dir)
     rows = {}
     for name in names:
-        result = measure(name, args, dataset)
+        result, cache = measure(name, args, dataset)
         rows[name] = {**result.to_json(), "stage_p50_ms": {s: v["p50"] for s, v in result.stage_latency_ms.items()}}
+        if cache is not None:
+            rows[name]["rerank_cache"] = cache
     baseline = rows[args.baseline]
     print(f"{'pipeline':<12} {'nDCG@10':>8} {'p50 ms':>8} {'p99 ms':>8} {'batch q/s':>10}  stage p50 ms")
     for name, row in rows.items():
@@ -79,6 +97,12 @@ def main() -> None:
                 f"{name:<12} {r['p50_vs_baseline_p50']:>6.2f}x  {r['p99_vs_own_p50']:>6.2f}x  "
                 f"{r['batch_qps_vs_baseline']:>6.2f}"
             )
+    cached = {name: row["rerank_cache"] for name, row in rows.items() if "rerank_cache" in row}
+    if cached:
+        print("\nrerank stage with the document KV cache, per query (p50 over the same queries)")
+        print(f"{'pipeline':<16} {'cold ms':>9} {'warm ms':>9} {'cold/warm':>10}")
+        for name, row in cached.items():
+            print(f"{name:<16} {row['cold_p50_ms']:>9.1f} {row['warm_p50_ms']:>9.1f} {row['cold_over_warm']:>9.2f}x")
     report = {
         "dataset": dataset.name,
         "split": args.split,

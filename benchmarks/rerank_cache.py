@@ -25,7 +25,7 @@ import httpx
 from benchmarks.service_process import start_server, stop_server
 from braid.common.atomic_file import atomic_write_text
 from braid.common.dataset_resolver import resolve_dataset
-from braid.pipelines.pipeline import load_pipeline, open_pipeline
+from braid.pipelines.pipeline import Pipeline, load_pipeline, open_pipeline
 
 
 def summary(pairs: list[dict]) -> dict:
@@ -34,21 +34,25 @@ def summary(pairs: list[dict]) -> dict:
     return {"cold_p50_ms": round(cold, 1), "warm_p50_ms": round(warm, 1), "cold_over_warm": round(cold / warm, 2)}
 
 
+def cold_and_warm(pipeline: Pipeline, queries: list[str]) -> list[dict]:
+    """Per query, the rerank stage's milliseconds with the document cache emptied (cold) and right after (warm)."""
+    ranker = pipeline.reranker
+    if ranker is None:
+        raise SystemExit(f"pipeline {pipeline.name!r} does not rerank")
+    pipeline.search_timed(queries[0], 10)  # model load and first-call costs out of the timings
+    pairs = []
+    for query in queries:
+        ranker.cache.clear()
+        _, cold = pipeline.search_timed(query, 10)
+        _, warm = pipeline.search_timed(query, 10)
+        pairs.append({"query": query, "cold_ms": round(cold["rerank"], 1), "warm_ms": round(warm["rerank"], 1)})
+    return pairs
+
+
 def in_process(args: argparse.Namespace, dataset, queries: list[str]) -> list[dict]:
-    spec = load_pipeline(args.pipeline)
-    if spec.rerank is None:
-        raise SystemExit(f"pipeline {args.pipeline!r} does not rerank")
-    pipeline = open_pipeline(spec, dataset, Path(args.index_dir), build_missing=False)
+    pipeline = open_pipeline(load_pipeline(args.pipeline), dataset, Path(args.index_dir), build_missing=False)
     try:
-        ranker = pipeline.reranker
-        pipeline.search_timed(queries[0], 10)  # model load and first-call costs out of the timings
-        pairs = []
-        for query in queries:
-            ranker.cache.clear()
-            _, cold = pipeline.search_timed(query, 10)
-            _, warm = pipeline.search_timed(query, 10)
-            pairs.append({"query": query, "cold_ms": round(cold["rerank"], 1), "warm_ms": round(warm["rerank"], 1)})
-        return pairs
+        return cold_and_warm(pipeline, queries)
     finally:
         pipeline.close()
 

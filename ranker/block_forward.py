@@ -138,7 +138,7 @@ class BlockForward:
         run = _BatchRun(self, prompts, depth, set(score_layers), probe, use_cache)
         run.walk()
         run.fill_cache()
-        return run.results(return_hidden, query_states)
+        return run.results(need_logits, return_hidden, query_states)
 
 
 class _BatchRun:
@@ -318,13 +318,14 @@ class _BatchRun:
         for row, key in enumerate(self.todo):
             self.f.cache.put(key, _stack(self.new_docs, slice(self.starts[row], self.starts[row + 1])))
 
-    def results(self, return_hidden: bool, query_states: bool = False) -> list[BlockForwardResult]:
+    def results(self, need_logits: bool, return_hidden: bool, query_states: bool = False) -> list[BlockForwardResult]:
         results = []
         norm = self.f.decoder.norm
         for j, h_query in enumerate(self.h_queries):
             last_logits = hidden = query_hidden = None
             if self.depth == self.f.num_layers:
-                last_logits = self.f.model.lm_head(norm(h_query[:, -1:]))[0, -1].float()
+                if need_logits:  # the LM head streams its vocabulary x width weights once per call: only on request
+                    last_logits = self.f.model.lm_head(norm(h_query[:, -1:]))[0, -1].float()
                 if query_states:
                     query_hidden = norm(h_query[0])
                 if return_hidden:

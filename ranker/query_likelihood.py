@@ -7,9 +7,9 @@ and naming a document. On this collection mix it is the strongest signal SmolLM2
 head's provenance), where a small LM's listwise attention or identifier logits stay below BM25.
 
 The prompts reuse the BlockRank machinery: each document is its own block after a shared instruction block
-(the chat template's opening), ending with the request "Please write a question ..." so that it is cached with
-the document; each document gets its own query block (the template's assistant opening + the query) that
-attends to the instruction and that document only. All the
+(the chat template's opening), ending with the request "Please write a question ..." and all but the last token of the template's assistant
+opening, so that they are cached with the document; each document gets its own query block (that last token + the
+query) that attends to the instruction and that document only. All the
 window's prompts share one walk through the layers (:meth:`~braid.ranker.block_forward.BlockForward.run_many`),
 the documents packed without padding, so the cost is one pass over the documents plus n short query blocks;
 document keys and values come from the document KV cache when a document was seen before.
@@ -47,9 +47,14 @@ def likelihood_prompts(
     instruction = tuple(encode(template.head))
     if not instruction:  # a plain-text layout without BOS still needs a block the documents can attend to
         instruction = tuple(encode("\n"))
-    request = encode("\n" + REQUEST)
+    tail = encode(template.tail)
+    # The template's closing text (the assistant opening) depends on nothing but the document before it, so all
+    # of it but its last token ends the document block, where the KV cache keeps it; the last token stays in the
+    # query block, since its hidden state predicts the query's first token. Attention and positions are those of
+    # the plain prompt either way: a warm query then runs only its own tokens (and one) per document.
+    request = encode("\n" + REQUEST) + tail[:-1]
     query_ids = encode(" ".join(query.split()))[:max_query_tokens]
-    query_block = tuple(encode(template.tail) + query_ids)
+    query_block = tuple(tail[-1:] + query_ids)
     prompts = []
     for text in documents:
         body = " ".join(str(text).split()) or "(empty)"
@@ -64,12 +69,15 @@ def query_log_likelihood(
 ) -> torch.Tensor:
     """Mean log-probability of the query's tokens under each prompt's document: (n documents,) float32."""
     results = forward.run_many(prompts, query_states=True)
-    scores = []
-    for prompt, result in zip(prompts, results, strict=True):
-        block = prompt.query
-        # The hidden state before each query token predicts it: rows -query_tokens-1 .. -2 of the query block.
-        states = result.query_hidden[len(block) - query_tokens - 1 : len(block) - 1]
-        logprobs = torch.log_softmax(lm_head(states).float(), dim=-1)
-        targets = torch.tensor(block[len(block) - query_tokens :], device=logprobs.device)
-        scores.append(logprobs.gather(1, targets[:, None]).mean())
-    return torch.stack(scores).cpu()
+    # The hidden state before each query token predicts it: rows -query_tokens-1 .. -2 of each query block. All
+    # prompts' rows go through the LM head in one call, which reads its vocabulary x width weights once, not per
+    # document.
+    states = torch.cat(
+        [
+            result.query_hidden[len(p.query) - query_tokens - 1 : len(p.query) - 1]
+            for p, result in zip(prompts, results, strict=True)
+        ]
+    )
+    logprobs = torch.log_softmax(lm_head(states).float(), dim=-1)
+    targets = torch.tensor([t for p in prompts for t in p.query[len(p.query) - query_tokens :]], device=logprobs.device)
+    return logprobs.gather(1, targets[:, None])[:, 0].view(len(prompts), query_tokens).mean(dim=1).cpu()
