@@ -7,11 +7,11 @@ and naming a document. On this collection mix it is the strongest signal SmolLM2
 head's provenance), where a small LM's listwise attention or identifier logits stay below BM25.
 
 The prompts reuse the BlockRank machinery: each document is its own block after a shared instruction block
-(the chat template's opening), ending with the request "Please write a question ..." and all but the last token of the template's assistant
-opening, so that they are cached with the document; each document gets its own query block (that last token + the
-query) that attends to the instruction and that document only. All the
-window's prompts share one walk through the layers (:meth:`~braid.ranker.block_forward.BlockForward.run_many`),
-the documents packed without padding, so the cost is one pass over the documents plus n short query blocks;
+(the chat template's opening), ending with the request "Please write a question ..." and all but the last token
+of the template's assistant opening, so that they are cached with the document; each document gets its own query
+block (that last token + the query) that attends to the instruction and that document only. All the window's
+prompts share one walk through the layers (:meth:`~braid.ranker.block_forward.BlockForward.run_many`), the
+documents packed without padding, so the cost is one pass over the documents plus n short query blocks;
 document keys and values come from the document KV cache when a document was seen before.
 """
 

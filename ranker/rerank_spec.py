@@ -14,6 +14,8 @@ from braid.common.errors import BraidError
 MODES = ("first", "attention", "learned", "generate")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16", "float16")
+LONG_LISTS = ("sliding", "jointrank")
+AGGREGATIONS = ("pagerank", "wins")  # ranker.joint_rank.AGGREGATIONS, kept here so that this module imports nothing
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,11 @@ class RerankSpec:
     depth: int = 20
     window: int = 20
     stride: int = 10
+    #: lists longer than ``window``: sliding windows (``stride``, sequential) or JointRank (overlapping blocks,
+    #: each document in ``replicas`` of them, all ranked in one walk, orders merged by ``aggregation``)
+    long_lists: str = "sliding"
+    replicas: int = 2
+    aggregation: str = "pagerank"
     layers: tuple[int, ...] = ()
     probe_tokens: int = 8
     max_doc_tokens: int = 160
@@ -47,9 +54,23 @@ class RerankSpec:
             raise BraidError(f"{where}: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.device not in DEVICES:
             raise BraidError(f"{where}: device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.long_lists not in LONG_LISTS:
+            raise BraidError(f"{where}: long_lists must be one of {', '.join(LONG_LISTS)}, got {self.long_lists!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise BraidError(f"{where}: aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
+        if self.long_lists == "jointrank" and self.mode == "generate":
+            raise BraidError(f"{where}: long_lists = 'jointrank' needs scores; mode 'generate' only permutes")
         if self.dtype not in DTYPES:
             raise BraidError(f"{where}: dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        for name in ("depth", "window", "stride", "max_doc_tokens", "max_query_tokens", "max_prompt_tokens"):
+        for name in (
+            "depth",
+            "window",
+            "stride",
+            "replicas",
+            "max_doc_tokens",
+            "max_query_tokens",
+            "max_prompt_tokens",
+        ):
             if getattr(self, name) < 1:
                 raise BraidError(f"{where}: {name} must be >= 1, got {getattr(self, name)}")
         if self.window < 2:

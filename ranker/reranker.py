@@ -14,7 +14,8 @@ baseline with full attention.
   positions, for comparison (Sun et al., 2023).
 
 Both block modes reuse document keys and values across queries through :class:`~braid.ranker.doc_cache.DocumentKVCache`.
-Lists longer than ``window`` are ranked in sliding windows (:mod:`braid.ranker.sliding_window`).
+Lists longer than ``window`` are ranked in sliding windows (:mod:`braid.ranker.sliding_window`) or, with
+``long_lists = "jointrank"``, as overlapping blocks in one walk (:mod:`braid.ranker.joint_rank`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from braid.ranker.attention_features import CALIBRATION_QUERY, FeatureLayout, wi
 from braid.ranker.block_forward import BlockForward
 from braid.ranker.doc_cache import DocumentKVCache
 from braid.ranker.identifiers import IdentifierScheme
+from braid.ranker.joint_rank import block_design, joint_order
 from braid.ranker.llm_source import LoadedLM, load_llm
 from braid.ranker.prompt_layout import INSTRUCTION, QUESTION, BlockPrompt, PromptTemplate, build_prompt
 from braid.ranker.query_likelihood import likelihood_prompts, query_log_likelihood
@@ -253,6 +255,9 @@ class BlockRanker:
                 scores += self.score_window(query, texts[start : start + self.spec.window])
             order = sorted(range(len(docs)), key=lambda i: -scores[i])  # stable: ties keep the input order
             return [(docs[i][0], float(scores[i])) for i in order]
+        if self.spec.long_lists == "jointrank" and len(docs) > self.spec.window:
+            order = self._joint_rank(query, texts, deadline)
+            return [(docs[i][0], float(len(order) - rank)) for rank, i in enumerate(order)]
         window_scores: dict[int, float] = {}
 
         def rank_window(items: Sequence[int]) -> list[int]:
@@ -270,6 +275,18 @@ class BlockRanker:
         if len(docs) <= self.spec.window and self.spec.mode != "generate":
             return [(docs[i][0], float(window_scores[i])) for i in order]
         return [(docs[i][0], float(len(order) - rank)) for rank, i in enumerate(order)]
+
+    def _joint_rank(self, query: str, texts: Sequence[str], deadline: float | None) -> list[int]:
+        """JointRank (:mod:`braid.ranker.joint_rank`): every block of the design scored in one walk."""
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExceeded("deadline exceeded while reranking")
+        blocks = block_design(len(texts), self.spec.window, self.spec.replicas)
+        scores = self.score_windows([(query, [texts[i] for i in block]) for block in blocks])
+        rankings = [
+            [block[j] for j in sorted(range(len(block)), key=lambda j: -values[j])]
+            for block, values in zip(blocks, scores, strict=True)
+        ]
+        return joint_order(len(texts), rankings, self.spec.aggregation)
 
     def batchable(self, docs: Sequence[tuple[str, str]]) -> bool:
         """Whether a request is one block-mode window, which :meth:`rerank_many` scores together with others."""
