@@ -14,6 +14,7 @@ reporting). Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import statistics
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     sliding = BlockRanker(base)
     rankers = {
         "sliding": sliding,
-        "jointrank": BlockRanker(RerankSpec(**{**base.__dict__, "long_lists": "jointrank"}), sliding.lm),
+        "jointrank": BlockRanker(dataclasses.replace(base, long_lists="jointrank"), sliding.lm),
     }
     runs: dict[str, dict[str, dict[str, float]]] = {
         "first-stage": {qid: {doc_id: float(len(hits) - rank) for rank, doc_id in enumerate(hits)}

@@ -189,6 +189,16 @@ def main() -> None:
             f"{row['pipeline']:<10} {row['protocol']:<5} {row['clients']:>8} {row['requests']:>8} {row['qps']:>8} "
             f"{row['p50_ms']:>8} {row['p99_ms']:>8} {row['errors']:>8}  {reload_text}"
         )
+    # Each pipeline's requests/s as a share of the first pipeline's over the same protocol, in this one run.
+    first = {row["protocol"]: row for row in rows if row["pipeline"] == args.pipelines[0]}
+    for row in rows:
+        base = first.get(row["protocol"])
+        if row["pipeline"] != args.pipelines[0] and base and base["qps"]:
+            row["qps_vs_first_pipeline"] = round(row["qps"] / base["qps"], 3)
+            print(
+                f"{row['protocol']}: {row['pipeline']} at {row['qps_vs_first_pipeline']:.3f} of {base['pipeline']}'s "
+                f"requests/s; p99 {row['p99_ms']} ms vs {base['p99_ms']} ms"
+            )
     print(f"server exit code after SIGTERM: {exit_code}")
     args.output.write_text(json.dumps({"runs": rows, "server_exit_code": exit_code, "args": vars(args)}, indent=2,
                                       default=str))  # fmt: skip
