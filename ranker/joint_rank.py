@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-AGGREGATIONS = ("pagerank", "wins")
+from braid.ranker.rerank_spec import AGGREGATIONS
 
 
 def block_design(count: int, window: int, replicas: int, seed: int = 0) -> list[list[int]]:

@@ -15,7 +15,7 @@ MODES = ("first", "attention", "learned", "generate")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16", "float16")
 LONG_LISTS = ("sliding", "jointrank")
-AGGREGATIONS = ("pagerank", "wins")  # ranker.joint_rank.AGGREGATIONS, kept here so that this module imports nothing
+AGGREGATIONS = ("pagerank", "wins")  # how JointRank (ranker.joint_rank) merges block orders
 
 
 @dataclass(frozen=True)
