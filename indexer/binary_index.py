@@ -69,16 +69,27 @@ def requires(params: dict) -> dict[str, tuple[str, dict]]:
 
 
 def build_binary_index(
-    dataset: Dataset, out_dir: Path, params: dict, threads: int | None = None, *, embeddings: Path
+    dataset: Dataset,
+    out_dir: Path,
+    params: dict,
+    threads: int | None = None,
+    *,
+    embeddings: Path,
+    trained: Path | None = None,
 ) -> int:
+    """Code the embeddings; ``trained``: a binary index of the whole collection whose binarizer codes this one (a
+    shard of it), so that codes compare across shards."""
     params = validate_params(params)
     store = EmbeddingStore(embeddings)
     vectors = np.asarray(store.matrix, dtype=np.float32)
     if params["method"] == "sign":
         coder = SignCoder(store.dimension)
     else:
-        width = params["width"] or store.dimension
-        model = train_binarizer(vectors, width, params["bits"], epochs=params["epochs"], seed=params["seed"])
+        if trained is not None:
+            model = load_binarizer(trained)
+        else:
+            width = params["width"] or store.dimension
+            model = train_binarizer(vectors, width, params["bits"], epochs=params["epochs"], seed=params["seed"])
         save_binarizer(model, out_dir)
         coder = RecurrentCoder(model)
     codes, _ = coder.encode(vectors)

@@ -5,6 +5,8 @@ output = "builds"                  # an index root: indexes land in OUTPUT/<data
 [collection]
 dataset = "scifact"                # a folder, a name under --data-dir / $BRAID_DATA_DIR, or a BEIR name
 shard_size = 1000                  # documents per shard: the unit of encoding, checkpointing and Ray tasks
+shards = 1                         # serving shards (document partitions), each a full index root of its own:
+                                   # OUTPUT/shard-<i>-of-<N>; encoded shard j goes to serving shard j mod N
 [[index]]
 kind = "bm25"
 [[index]]
@@ -26,7 +28,8 @@ from braid.common.errors import BraidError
 from braid.indexer.kinds import INDEX_KINDS
 
 TOP_KEYS = {"output", "collection", "index"}
-COLLECTION_KEYS = {"dataset", "data_dir", "shard_size"}
+MAX_SERVING_SHARDS = 256
+COLLECTION_KEYS = {"dataset", "data_dir", "shard_size", "shards"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class BuildConfig:
     shard_size: int = 1000
     data_dir: str | None = None
     source: str = "<config>"
+    shards: int = 1
 
     def digest(self) -> str:
         raw = {"indexes": [(r.kind, r.params) for r in self.indexes], "shard_size": self.shard_size}
@@ -69,6 +73,9 @@ def parse_build_config(raw: dict, source: str) -> BuildConfig:
     shard_size = collection.get("shard_size", 1000)
     if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
         raise BraidError(f"{source}: shard_size must be an integer >= 1, got {shard_size!r}")
+    shards = collection.get("shards", 1)
+    if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= MAX_SERVING_SHARDS:
+        raise BraidError(f"{source}: shards must be an integer from 1 to {MAX_SERVING_SHARDS}, got {shards!r}")
     tables = raw.get("index")
     if not isinstance(tables, list) or not tables:
         raise BraidError(f"{source}: give at least one [[index]] table with a kind")
@@ -92,7 +99,7 @@ def parse_build_config(raw: dict, source: str) -> BuildConfig:
     if not isinstance(output, str) or not output.strip():
         raise BraidError(f"{source}: output must be a folder path")
     data_dir = collection.get("data_dir")
-    return BuildConfig(dataset.strip(), tuple(requests), Path(output), shard_size, data_dir, source)
+    return BuildConfig(dataset.strip(), tuple(requests), Path(output), shard_size, data_dir, source, shards)
 
 
 def load_build_config(path: Path) -> BuildConfig:

@@ -14,6 +14,9 @@ Stages, each idempotent, so running the same job again continues where it stoppe
    layout ``braid eval --index-dir OUTPUT`` finds), atomically, with a manifest recording the inputs, parameters,
    shard checksums, file checksums, timings and library versions.
 4. **Derived** kinds (binary codes, pooled multi-vector indexes) are built from the assembled indexes they require.
+5. **Partition** (``shards = N``, N > 1): every kind is also written as N serving shards under
+   ``OUTPUT/shard-<i>-of-<N>`` (:mod:`braid.indexer.serving_shards`): encoded shard j is assembled into serving
+   shard j mod N, derived kinds reuse the binarizer and centroids trained on the whole collection in step 4.
 
 This is the map-then-merge structure of Anserini's and Vespa's feeding pipelines: the expensive, embarrassingly
 parallel part (encoding) is sharded; the cheap global parts (inverted-file construction, centroid training) run
@@ -29,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,7 @@ from braid.indexer.index_kind import Shards
 from braid.indexer.index_store import build_index, index_identity, index_path
 from braid.indexer.kinds import INDEX_KINDS
 from braid.indexer.manifest import MANIFEST_NAME, Manifest, file_checksums, file_sha256
+from braid.indexer.serving_shards import RECORD, shard_root
 
 JOB_FILE = "job.json"
 SHARD_RECORD = "shard.json"
@@ -341,6 +346,7 @@ class BuildJob:
     def run(self) -> list[KindReport]:
         self.check_output()
         shards = self.split()
+        self.check_partition(shards)
         for request in self.leaf_requests():
             report = KindReport(request.kind, request.params)
             tick = time.perf_counter()
@@ -360,6 +366,8 @@ class BuildJob:
             report.status = "built" if built else "up to date"
             report.wall_seconds = round(time.perf_counter() - tick, 3)
             self.reports.append(report)
+        if self.config.shards > 1:
+            self.partition(shards)
         _write_json_atomic(
             self.job_dir / "report.json",
             [
@@ -368,3 +376,83 @@ class BuildJob:
             ],
         )
         return self.reports
+
+    def check_partition(self, chunks: list[dict]) -> None:
+        """Every serving shard needs at least one encoded shard: refused before anything is encoded."""
+        count = self.config.shards
+        if len(chunks) < count:
+            raise BraidError(
+                f"shards = {count} needs at least {count} encoded shards, but {self.dataset.name} makes "
+                f"{len(chunks)} of shard_size = {self.config.shard_size}: lower shard_size"
+            )
+
+    def partition(self, chunks: list[dict]) -> None:
+        """Write every requested kind (and what it is built from) as ``shards`` serving shards (module docstring)."""
+        count = self.config.shards
+        leaves = self.leaf_requests()
+        derived = [request for request in self.config.indexes if not INDEX_KINDS[request.kind].shards]
+        for index in range(count):
+            members = list(range(index, len(chunks), count))
+            root = shard_root(self.root, index, count)
+            record = {"index": index, "of": count, "encoded_shards": [chunks[j]["sha256"] for j in members]}
+            for request in leaves:
+                tasks = self.tasks(request, chunks)
+                folders = [Path(tasks[j].out_dir) for j in members]
+                assemble = _shards(request.kind).assemble
+                self._write_shard(
+                    request, root, record, partial(assemble, folders, params=request.params, threads=self.threads)
+                )
+            for request in derived:
+                spec = INDEX_KINDS[request.kind]
+                inputs = {
+                    role: index_path(self.dataset, kind, INDEX_KINDS[kind].validate(params), root)
+                    for role, (kind, params) in spec.requires(request.params).items()
+                }
+                trained = index_path(self.dataset, request.kind, request.params, self.root)
+                derive = partial(
+                    spec.build, self.dataset, params=request.params, threads=self.threads, trained=trained, **inputs
+                )
+                self._write_shard(request, root, record, derive, inputs)
+
+    def _write_shard(
+        self,
+        request: IndexRequest,
+        root: Path,
+        record: dict,
+        build: Callable[[Path], int],
+        inputs: dict[str, Path] | None = None,
+    ) -> None:
+        final = index_path(self.dataset, request.kind, request.params, root)
+        checksum = self.dataset.corpus_checksum()
+        if not self.force and (final / MANIFEST_NAME).is_file():
+            manifest = Manifest.read(final)
+            if manifest.matches(request.kind, request.params, checksum) and manifest.build.get(RECORD) == record:
+                return
+        started = time.perf_counter()
+        with atomic_directory(final, overwrite=True) as scratch:
+            documents = build(out_dir=scratch)
+            Manifest(
+                kind=request.kind,
+                params=request.params,
+                dataset=self.dataset.name,
+                doc_count=documents,
+                # The collection's checksum, not the partition's: shard i's index is found the way the unsharded
+                # one is, and its manifest's serving_shard record says which part of the collection it holds.
+                corpus_checksum=checksum,
+                build_seconds=round(time.perf_counter() - started, 3),
+                depends_on={
+                    role: os.path.relpath(path.resolve(), final.resolve()) for role, path in (inputs or {}).items()
+                },
+                build={RECORD: record, "job": os.path.relpath(self.job_dir.resolve(), final.resolve())},
+            ).write(scratch)
+        self.reports.append(
+            KindReport(
+                request.kind,
+                request.params,
+                path=str(final),
+                documents=documents,
+                assemble_seconds=round(time.perf_counter() - started, 3),
+                wall_seconds=round(time.perf_counter() - started, 3),
+                status=f"shard {record['index']} of {record['of']}",
+            )
+        )

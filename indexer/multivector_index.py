@@ -141,15 +141,27 @@ def write_generation(
 
 
 def build_multivector_index(
-    dataset: Dataset, out_dir: Path, params: dict, threads: int | None = None, *, tokens: Path
+    dataset: Dataset,
+    out_dir: Path,
+    params: dict,
+    threads: int | None = None,
+    *,
+    tokens: Path,
+    trained: Path | None = None,
 ) -> int:
+    """Pool, cluster and write the tokens; ``trained``: a multivector index of the whole collection whose centroids
+    this one (a shard of it) uses, so that candidate generation and bounds match the unsharded index's."""
     params = validate_params(params)
     store = TokenStore(tokens)
     documents = pool_documents((store.document(row) for row in range(len(store))), params, total=len(store))
     flat = np.concatenate(documents) if documents else np.zeros((0, store.dimension), dtype=np.float32)
     if len(flat) == 0:
         raise BraidError(f"dataset {dataset.name!r} has no tokens to index")
-    centroids = train_centroids(flat, centroid_count(len(flat), params["centroids"]), params["seed"])
+    if trained is not None:
+        centroids = np.fromfile(current_generation(trained) / "centroids.f32", dtype=np.float32)
+        centroids = centroids.reshape(-1, store.dimension)
+    else:
+        centroids = train_centroids(flat, centroid_count(len(flat), params["centroids"]), params["seed"])
     write_generation(out_dir / "gen-000000", store.doc_ids, documents, centroids, assign(flat, centroids))
     (out_dir / "CURRENT").write_text("gen-000000\n", encoding="utf-8")
     return len(documents)

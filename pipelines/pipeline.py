@@ -27,6 +27,7 @@ from braid.indexer.index_kind import IndexKind, Updates
 from braid.indexer.index_store import build_index, find_index
 from braid.indexer.kinds import index_kind, updatable_kinds
 from braid.indexer.manifest import MANIFEST_NAME, Manifest
+from braid.indexer.serving_shards import check_shard, shard_roots
 from braid.pipelines.spec import (
     PipelineSpec,
     RetrieverSpec,
@@ -41,6 +42,7 @@ from braid.retriever.fusion import fuse, fuse_with_first_stage, fused, ranked
 from braid.retriever.hit import Hit
 from braid.retriever.kinds import RETRIEVER_KINDS
 from braid.retriever.protocol import Retriever, Scorer
+from braid.retriever.sharded_retriever import Shard, ShardedRetriever
 
 __all__ = [
     "ExplainedHit",
@@ -142,6 +144,7 @@ class Pipeline:
         self.doc_count = doc_count
         self.reranker = reranker
         self._texts = texts
+        self.shards = 1  # serving shards its retrievers search (open_pipeline sets it)
         # Independent first-stage retrievers run side by side; Lucene, faiss and torch release the GIL.
         self._pool = ThreadPoolExecutor(max_workers=len(stages)) if len(stages) > 1 else None
 
@@ -367,7 +370,7 @@ class Pipeline:
     @property
     def updatable(self) -> bool:
         """Whether every index of the pipeline takes document updates in place."""
-        return all(kind.updates is not None for kind in self._index_kinds.values())
+        return self.shards == 1 and all(kind.updates is not None for kind in self._index_kinds.values())
 
     def add_documents(self, documents: Sequence[tuple[str, str]]) -> int:
         """Add (id, text) documents to every index of the pipeline; returns the new document count.
@@ -387,6 +390,11 @@ class Pipeline:
         return {path: index_kind(Manifest.read(path).kind) for path in self.index_paths}
 
     def _update(self, apply: Callable[[Updates, Path], int]) -> int:
+        if self.shards > 1:
+            raise Unsupported(
+                f"pipeline {self.name!r} serves {self.shards} shards, which take no document updates yet; rebuild "
+                "the sharded indexes and reload instead"
+            )
         kinds = self._index_kinds
         fixed = sorted({kind.name for kind in kinds.values() if kind.updates is None})
         if fixed:
@@ -403,6 +411,9 @@ class Pipeline:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
+        for stage in self.stages:
+            if isinstance(stage.retriever, ShardedRetriever):
+                stage.retriever.close()
 
 
 def rescore_head(
@@ -451,10 +462,34 @@ def _named_index(spec: RetrieverSpec, role: str) -> Path:
     return path
 
 
+#: Opens shard ``i``'s retriever for a stage over the index at ``path`` (a local retriever, or a remote shard).
+ShardOpener = Callable[[int, RetrieverSpec, Path], Shard]
+
+
+def open_local_shard(threads: int | None = None) -> ShardOpener:
+    def open_shard(index: int, spec: RetrieverSpec, path: Path) -> Shard:
+        return spec.kind_info.open(path, spec.search_params(), threads)
+
+    return open_shard
+
+
 def open_pipeline(
-    spec: PipelineSpec, dataset: Dataset, index_root: Path, threads: int | None = None, build_missing: bool = True
+    spec: PipelineSpec,
+    dataset: Dataset,
+    index_root: Path,
+    threads: int | None = None,
+    build_missing: bool = True,
+    shards: int = 1,
+    open_shard: ShardOpener | None = None,
 ) -> Pipeline:
-    """Find (or build) every index the pipeline needs and open its retrievers."""
+    """Find (or build) every index the pipeline needs and open its retrievers.
+
+    ``shards`` > 1: the indexes are the serving shards a build job wrote under ``index_root``
+    (:mod:`braid.indexer.serving_shards`); every retriever becomes a :class:`ShardedRetriever` over shards opened
+    by ``open_shard`` (in this process by default), and fusion and reranking run once, on the merged lists.
+    """
+    if shards > 1:
+        return _open_sharded(spec, dataset, index_root, shards, open_shard or open_local_shard(threads))
     opened: dict[tuple, Retriever] = {}
 
     def open_stage(stage_spec: RetrieverSpec, role: str) -> _Stage[Retriever]:
@@ -493,6 +528,45 @@ def open_pipeline(
         reranker = shared_ranker(spec.rerank)
         texts = _corpus_texts(dataset)
     return Pipeline(spec, stages, cascade, doc_count, reranker, texts, dataset.name)
+
+
+def _open_sharded(
+    spec: PipelineSpec, dataset: Dataset, index_root: Path, shards: int, open_shard: ShardOpener
+) -> Pipeline:
+    if spec.cascade:
+        raise Unsupported(f"pipeline {spec.name!r} has cascade stages, which do not run over sharded indexes yet")
+    roots = shard_roots(index_root, shards)
+    stages = []
+    doc_count = 0
+    for stage_spec in spec.retrievers:
+        if stage_spec.index is not None:
+            raise Unsupported(f"retriever {stage_spec.name!r} names one index ({stage_spec.index}); shards need none")
+        info = stage_spec.kind_info
+        paths = []
+        for index, root in enumerate(roots):
+            path = find_index(dataset, info.index.name, stage_spec.index_params(), root)
+            if path is None:
+                raise BraidError(
+                    f"no {info.index.name} index for {dataset.name} in shard {index} of {shards} under {index_root} "
+                    f"(retriever {stage_spec.name!r}); build them with shards = {shards} in a build config: "
+                    "braid index build --config BUILD.toml"
+                )
+            check_shard(path, index, shards)
+            paths.append(path)
+        count = sum(Manifest.read(path).doc_count for path in paths)
+        doc_count = max(doc_count, count)
+        members = [open_shard(index, stage_spec, path) for index, path in enumerate(paths)]
+        retriever = ShardedRetriever(stage_spec.kind, members, stage_spec.search_params(), count)
+        stages.append(_Stage(stage_spec, retriever, paths[0]))
+    reranker = texts = None
+    if spec.rerank is not None:
+        from braid.ranker.reranker import shared_ranker
+
+        reranker = shared_ranker(spec.rerank)
+        texts = _corpus_texts(dataset)
+    pipeline = Pipeline(spec, stages, [], doc_count, reranker, texts, dataset.name)
+    pipeline.shards = shards
+    return pipeline
 
 
 def _scoring(stage: _Stage[Retriever]) -> _Stage[Scorer]:

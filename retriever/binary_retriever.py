@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -20,8 +21,8 @@ from braid.indexer.binary_index import load_coder, load_codes
 from braid.indexer.embedding_index import EmbeddingStore, encoder_for
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
-from braid.retriever.protocol import Retriever
-from braid.retriever.ties import break_ties
+from braid.retriever.protocol import Partial, Retriever
+from braid.retriever.ties import break_ties, id_ranks
 
 MODES = ("symmetric", "asymmetric", "hamming")
 
@@ -58,6 +59,7 @@ class BinaryRetriever(Retriever):
         self.codes, meta = load_codes(self.index_dir)
         self.width, self.scales = meta["width"], np.asarray(meta["scales"], dtype=np.float64)
         self._faiss = faiss.read_index_binary(str(self.index_dir / "faiss.index"))
+        self._id_rank = id_ranks(self.store.doc_ids)
         if self.params["faiss"] == "ivf":
             self._faiss.nprobe = nprobe
         elif self.params["faiss"] == "hnsw":
@@ -70,6 +72,17 @@ class BinaryRetriever(Retriever):
         return int(self.codes.shape[1] * self.codes.shape[2])
 
     def search_embedding(self, embedding: np.ndarray, k: int = 10) -> list[Hit]:
+        rows, scores, head = self._ranked(embedding, k)
+        return rescored_hits([self.store.doc_ids[row] for row in rows.tolist()], scores, head)
+
+    def search_partial(self, query: str, k: int, statistics: Any = None) -> Partial:
+        # Code scores and float rescoring scores both compare across shards; the merge redoes the head's choice.
+        rows, scores, head = self._ranked(self.encoder.encode([query])[0], k)
+        return Partial([self.store.doc_ids[row] for row in rows.tolist()], scores, head)
+
+    def _ranked(self, embedding: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows and code scores of the top ``k`` by code score, and the float scores of the first ``rescore`` of
+        them (NaN past the rescored head)."""
         embedding = np.asarray(embedding, dtype=np.float32)
         if embedding.ndim != 1 or embedding.shape[0] != self.store.dimension:
             raise BraidError(
@@ -78,7 +91,7 @@ class BinaryRetriever(Retriever):
         query_codes, projection = self.coder.encode(embedding[None, :])
         depth = min(max(k, self.candidates), len(self.codes))
         if depth == 0:
-            return []
+            return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
         leading = query_codes[:, : self.params["candidate_planes"]]
         _, rows = self._faiss.search(np.ascontiguousarray(leading.reshape(1, -1)), depth)
         rows = rows[0][rows[0] >= 0]
@@ -89,19 +102,17 @@ class BinaryRetriever(Retriever):
             scores = asymmetric_scores(projection[0], candidate_codes, self.scales, self.width)
         else:
             scores = hamming_scores(query_codes[0], candidate_codes)
-        order = np.argsort(-scores, kind="stable")
-        rows, scores = rows[order][:k], scores[order][:k]
-        head = min(self.rescore, len(rows))
-        if head:
-            exact = np.asarray(self.store.matrix[np.sort(rows[:head])], dtype=np.float32) @ embedding
-            by_row = dict(zip(np.sort(rows[:head]).tolist(), exact.tolist(), strict=True))
-            rescored = sorted(rows[:head].tolist(), key=lambda row: -by_row[row])
-            floor = min(by_row.values())
-            hits = [Hit(self.store.doc_ids[row], by_row[row]) for row in rescored]
-            hits += [Hit(self.store.doc_ids[row], floor - 1.0 - i) for i, row in enumerate(rows[head:].tolist())]
-            return break_ties(hits)
-        # Code scores tie often (they are sums of popcounts); distinct scores keep the order through evaluation.
-        return break_ties([Hit(self.store.doc_ids[row], float(score)) for row, score in zip(rows, scores, strict=True)])
+        # Equal code scores (frequent: they are sums of popcounts) go by document id, not by faiss's row order, so
+        # that the head chosen for rescoring is the same however the collection is sharded.
+        order = np.lexsort((self._id_rank[rows], -scores))[:k]
+        rows, scores = rows[order], np.asarray(scores[order], dtype=np.float64)
+        head = np.full(len(rows), np.nan)
+        count = min(self.rescore, len(rows))
+        if count:
+            ascending = np.sort(rows[:count])  # the memory map is read in order
+            exact = np.asarray(self.store.matrix[ascending], dtype=np.float32) @ embedding
+            head[:count] = exact[np.searchsorted(ascending, rows[:count])]
+        return rows, scores, head
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         return self.search_embedding(self.encoder.encode([query])[0], k)
@@ -110,3 +121,19 @@ class BinaryRetriever(Retriever):
         qids = list(queries)
         embeddings = self.encoder.encode([queries[qid] for qid in qids]) if qids else []
         return {qid: self.search_embedding(embedding, k) for qid, embedding in zip(qids, embeddings, strict=True)}
+
+
+def rescored_hits(ids: list[str], scores: np.ndarray, head: np.ndarray) -> list[Hit]:
+    """Hits from candidates in code-score order: the rescored head (finite ``head``) by its float score, then the
+    rest in code order with scores below every rescored hit, so that a run sorted by score keeps the ranking."""
+    rescored = np.flatnonzero(np.isfinite(head))
+    if rescored.size:
+        exact = head[rescored]
+        order = rescored[np.argsort(-exact, kind="stable")]
+        floor = float(exact.min())
+        hits = [Hit(ids[row], float(head[row])) for row in order.tolist()]
+        tail = np.flatnonzero(~np.isfinite(head)).tolist()
+        hits += [Hit(ids[row], floor - 1.0 - i) for i, row in enumerate(tail)]
+        return break_ties(hits)
+    # Code scores tie often (they are sums of popcounts); distinct scores keep the order through evaluation.
+    return break_ties([Hit(doc_id, float(score)) for doc_id, score in zip(ids, scores.tolist(), strict=True)])

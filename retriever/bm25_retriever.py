@@ -4,6 +4,14 @@ Lucene's BM25 scores a term as idf * tf / (tf + k1 * (1 - b + b * dl / avgdl)) w
 idf = ln(1 + (N - df + 0.5) / (df + 0.5)) (Robertson & Zaragoza, "The Probabilistic Relevance Framework:
 BM25 and Beyond"; Lucene omits the constant (k1 + 1) factor, which does not change rankings).
 
+One shard of a document-partitioned collection scores with the whole collection's statistics (the two-round
+scheme of Elasticsearch's ``dfs_query_then_fetch``): the broker sums every shard's document count, total length
+and query-term document frequencies (:meth:`BM25Retriever.query_statistics`), and each shard reproduces the global
+score through Lucene itself. A term's boost of idf_global / idf_shard makes its weight the global idf, and BM25 with
+k1' = k1 (1 - b + b r) and b' = k1 b r / k1', where r = avgdl_shard / avgdl_global, has
+k1' (1 - b' + b' dl / avgdl_shard) = k1 (1 - b + b dl / avgdl_global) for every document length dl: the global
+length normalization. Sharded scores then equal unsharded ones up to float32 rounding.
+
 Queries are analyzed exactly as the index was (Anserini's English analyzer with the manifest's stemmer and
 stopword setting) and run through Lucene's IndexSearcher directly. pyserini's searcher would also load every
 hit's stored document and copy it through pyjnius, which costs 5x more at depth 1000; here a hit is an
@@ -13,17 +21,21 @@ internal doc number and a score, mapped to its id through the index's ``docids.t
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import numpy as np
 
 from braid.common.errors import BraidError
 from braid.indexer.lucene_jvm import java_calls, java_class, search_top
 from braid.indexer.lucene_reader import open_reader, open_searcher, read_docids
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
-from braid.retriever.protocol import Retriever
+from braid.retriever.protocol import Partial, Retriever
 from braid.retriever.ties import DocIds
 
 
@@ -40,13 +52,25 @@ class BM25Retriever(Retriever):
         self.threads = threads or os.cpu_count() or 1
         self._doc_ids = DocIds(read_docids(self.index_dir, manifest.doc_count))
         self._lucene_ids = {doc_id: number for number, doc_id in enumerate(self._doc_ids.ids.tolist())}
+        self.k1, self.b = k1, b
         self._reader = open_reader(self.index_dir)
-        bm25 = java_class("org.apache.lucene.search.similarities.BM25Similarity")(k1, b)
-        self._searcher = open_searcher(self._reader, bm25)
+        self._BM25 = java_class("org.apache.lucene.search.similarities.BM25Similarity")
+        self._searcher = open_searcher(self._reader, self._BM25(k1, b))
         self._analyzer = java_class("io.anserini.analysis.DefaultEnglishAnalyzer").fromArguments(
             manifest.params["stemmer"], bool(manifest.params["keep_stopwords"]), None
         )
         self._generator = java_class("io.anserini.search.query.BagOfWordsQueryGenerator")()
+        self._analyze = java_class("io.anserini.analysis.AnalyzerUtils").analyze
+        self._Term = java_class("org.apache.lucene.index.Term")
+        self._TermQuery = java_class("org.apache.lucene.search.TermQuery")
+        self._BoostQuery = java_class("org.apache.lucene.search.BoostQuery")
+        self._Builder = java_class("org.apache.lucene.search.BooleanQuery$Builder")
+        self._should = java_class("org.apache.lucene.search.BooleanClause$Occur").SHOULD
+        with java_calls():
+            collection = self._searcher.collectionStatistics("contents")
+            self._documents = int(collection.docCount()) if collection is not None else 0
+            self._length = int(collection.sumTotalTermFreq()) if collection is not None else 0
+        self._global_searchers: dict[tuple[float, float], object] = {}
 
     @property
     def num_docs(self) -> int:
@@ -56,6 +80,60 @@ class BM25Retriever(Retriever):
         with java_calls():
             lucene_query = self._generator.buildQuery("contents", self._analyzer, query)
         return self._doc_ids.top_k(lambda depth: search_top(self._searcher, lucene_query, depth), int(k))
+
+    def _terms(self, query: str) -> Counter[str]:
+        with java_calls():
+            tokens = self._analyze(self._analyzer, query)
+            return Counter(tokens.get(i) for i in range(tokens.size()))
+
+    def _doc_freqs(self, terms: Counter[str]) -> dict[str, int]:
+        with java_calls():
+            return {term: int(self._reader.docFreq(self._Term("contents", term))) for term in terms}
+
+    def query_statistics(self, query: str) -> dict:
+        """This shard's document count, total length (in terms) and document frequency of each query term."""
+        terms = self._terms(query)
+        return {"documents": self._documents, "length": self._length, "df": self._doc_freqs(terms)}
+
+    def search_partial(self, query: str, k: int, statistics: dict | None = None) -> Partial:
+        """The shard's top ``k`` (every hit tied at rank ``k`` included), scored with the collection's summed
+        ``statistics`` (module docstring); with None, with this index's own statistics."""
+        if statistics is None:
+            with java_calls():
+                lucene_query = self._generator.buildQuery("contents", self._analyzer, query)
+            return Partial(*self._doc_ids.top_k_raw(lambda depth: search_top(self._searcher, lucene_query, depth), k))
+        terms = self._terms(query)
+        local = self._doc_freqs(terms)
+        documents, length = int(statistics["documents"]), int(statistics["length"])
+        clauses = []
+        for term, count in terms.items():
+            shard_df, global_df = local[term], int(statistics["df"].get(term, 0))
+            if shard_df == 0 or global_df == 0:
+                continue  # no posting here to score
+            boost = count * _idf(global_df, documents) / _idf(shard_df, self._documents)
+            clauses.append((term, boost))
+        if not clauses or self._documents == 0:
+            return Partial([], np.zeros(0, dtype=np.float32))
+        searcher = self._searcher_for(self._length / self._documents, length / documents)
+        with java_calls():
+            builder = self._Builder()
+            for term, boost in clauses:
+                builder.add(self._BoostQuery(self._TermQuery(self._Term("contents", term)), boost), self._should)
+            lucene_query = builder.build()
+        return Partial(*self._doc_ids.top_k_raw(lambda depth: search_top(searcher, lucene_query, depth), k))
+
+    def _searcher_for(self, shard_avgdl: float, global_avgdl: float):
+        """A searcher over this shard whose BM25 length normalization is the collection's (module docstring)."""
+        ratio = shard_avgdl / global_avgdl
+        k1 = self.k1 * (1 - self.b + self.b * ratio)
+        b = self.k1 * self.b * ratio / k1 if k1 > 0 else self.b
+        key = (k1, min(b, 1.0))
+        with java_calls():
+            if key not in self._global_searchers:
+                if len(self._global_searchers) > 64:  # the collection's average length changed (updates)
+                    self._global_searchers.clear()
+                self._global_searchers[key] = open_searcher(self._reader, self._BM25(*key))
+            return self._global_searchers[key]
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)
@@ -73,3 +151,8 @@ class BM25Retriever(Retriever):
             return json.loads(raw).get("contents", raw)
         except (TypeError, json.JSONDecodeError):
             return raw
+
+
+def _idf(doc_freq: int, documents: int) -> float:
+    """Lucene's BM25 idf, ln(1 + (N - df + 0.5) / (df + 0.5)), as it computes it (float32)."""
+    return float(np.float32(math.log(1 + (documents - doc_freq + 0.5) / (doc_freq + 0.5))))

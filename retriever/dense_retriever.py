@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 
 import faiss
@@ -17,6 +18,7 @@ from braid.indexer.embedding_index import EmbeddingStore, encoder_for
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
 from braid.retriever.protocol import Retriever
+from braid.retriever.ties import id_ranks
 
 
 class DenseRetriever(Retriever):
@@ -29,10 +31,20 @@ class DenseRetriever(Retriever):
         self._index.add(np.asarray(self.store.matrix, dtype=np.float32))
         self._row = {doc_id: row for row, doc_id in enumerate(self.store.doc_ids)}
 
+    @cached_property
+    def _id_rank(self) -> np.ndarray:
+        return id_ranks(self.store.doc_ids)
+
     def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[Hit]:
         doc_ids = self.store.doc_ids
+        scores, rows = scores[rows >= 0], rows[rows >= 0]
+        if scores.size > 1 and (scores[1:] == scores[:-1]).any():
+            # Exact ties (duplicate documents) go by id, not by faiss's row order: a sharded collection, whose rows
+            # differ, then ranks them as one index does.
+            order = np.lexsort((self._id_rank[rows], -scores))
+            scores, rows = scores[order], rows[order]
         # Plain lists first: iterating numpy scalars cost more than faiss's search at a depth of 1000.
-        return [Hit(doc_ids[row], score) for score, row in zip(scores.tolist(), rows.tolist(), strict=True) if row >= 0]
+        return [Hit(doc_ids[row], score) for score, row in zip(scores.tolist(), rows.tolist(), strict=True)]
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         scores, rows = self._index.search(self.encoder.encode([query]), int(k))

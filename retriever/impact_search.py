@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+
 from braid.indexer.lucene_jvm import java_calls, java_class, search_top
 from braid.indexer.lucene_reader import open_reader, open_searcher, read_docids
 from braid.retriever.hit import Hit
@@ -39,10 +41,18 @@ class ImpactSearcher:
             query = self._term_queries[term] = self._TermQuery(self._Term("contents", term))
         return query
 
-    def search(self, vector: Mapping[str, float], k: int) -> list[Hit]:
+    def _query(self, vector: Mapping[str, float]):
         with java_calls():
             builder = self._Builder()
             for term, weight in vector.items():
                 builder.add(self._BoostQuery(self._term_query(term), float(weight)), self._should)
-            query = builder.build()
+            return builder.build()
+
+    def search(self, vector: Mapping[str, float], k: int) -> list[Hit]:
+        query = self._query(vector)
         return self._doc_ids.top_k(lambda depth: search_top(self._searcher, query, depth), int(k))
+
+    def search_raw(self, vector: Mapping[str, float], k: int) -> tuple[list[str], np.ndarray]:
+        """Ids and raw scores of the hits that can be in the top ``k`` (see :meth:`DocIds.top_k_raw`)."""
+        query = self._query(vector)
+        return self._doc_ids.top_k_raw(lambda depth: search_top(self._searcher, query, depth), int(k))

@@ -4,11 +4,27 @@ against, so that none of them needs to know a concrete retriever class or probe 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from braid.retriever.hit import Hit
+
+
+@dataclass(frozen=True)
+class Partial:
+    """One index shard's answer to a query before the merge (:mod:`braid.retriever.sharded_retriever`).
+
+    ``ids`` and ``scores`` are the shard's top hits, best first, with the retriever's raw scores: Lucene retrievers
+    return every hit tied with rank k and leave tie-breaking to the merge, which sees all shards. ``head`` (binary
+    only) holds the float-rescored scores of the shard's rescored head, NaN below it; ``scores`` are then the code
+    scores that chose the head.
+    """
+
+    ids: list[str]
+    scores: np.ndarray
+    head: np.ndarray | None = None
 
 
 class Retriever(Protocol):
@@ -25,6 +41,18 @@ class Retriever(Protocol):
     def document_text(self, doc_id: str) -> str | None:
         """The document's text as the index stored it, or None where the index keeps no text."""
         return None
+
+    def query_statistics(self, query: str) -> Any:
+        """This index's share of the collection statistics ``query`` is scored with, for a sharded search to sum
+        over shards (BM25's document frequencies and lengths); None where scores depend on the document alone."""
+        return None
+
+    def search_partial(self, query: str, k: int, statistics: Any = None) -> Partial:
+        """This index's top ``k`` as one shard of a document-partitioned collection, scored with the collection's
+        summed ``statistics`` where the retriever has any. By default the hits of :meth:`search`, whose scores
+        compare across shards as they are."""
+        hits = self.search(query, k)
+        return Partial([hit.doc_id for hit in hits], np.array([hit.score for hit in hits], dtype=np.float64))
 
 
 @runtime_checkable

@@ -24,6 +24,7 @@ from braid.indexer.splade_index import IMPACT_DIR
 from braid.retriever.hit import Hit
 from braid.retriever.impact_search import ImpactSearcher
 from braid.retriever.protocol import Retriever
+from braid.retriever.ties import id_ranks
 
 
 def _map(path: Path, dtype: type) -> np.ndarray:
@@ -49,6 +50,7 @@ class SlimRetriever(Retriever):
         self._arrays = {name: _map(tokens / f"{name}.bin", dtype) for name, dtype in TOKEN_ARRAYS.items()}
         doc_ids = (tokens / "doc_ids.txt").read_text(encoding="utf-8").split("\n")[: manifest.doc_count]
         self._position = {doc_id: number for number, doc_id in enumerate(doc_ids)}
+        self._id_rank = id_ranks(doc_ids)
 
     def query_matrix(self, query: str) -> sp.csr_matrix:
         return self.encoder.encode([query], self.params["query_max_length"])[0]
@@ -95,7 +97,10 @@ class SlimRetriever(Retriever):
         candidates = self._impact.search(self.first_stage_vector(query), max(k, self.candidates))
         doc_ids = [hit.doc_id for hit in candidates]
         scores = self.late_interaction(query, doc_ids)
-        order = np.argsort(-scores, kind="stable")[:k]
+        # Exact ties (duplicate documents) go by id, as everywhere in braid, not by candidate order, so that a
+        # sharded collection ranks them as one index does.
+        id_rank = self._id_rank[[self._position[doc_id] for doc_id in doc_ids]]
+        order = np.lexsort((id_rank, -scores))[:k]
         return [Hit(doc_ids[i], float(scores[i])) for i in order if scores[i] > 0]
 
     def score(self, query: str, doc_ids: list[str]) -> np.ndarray:

@@ -6,13 +6,14 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from braid.indexer.manifest import Manifest
 from braid.indexer.splade_encoder import quantize
 from braid.indexer.splade_index import IMPACT_DIR, encoder_for
 from braid.retriever.hit import Hit
 from braid.retriever.impact_search import ImpactSearcher
-from braid.retriever.protocol import Retriever
+from braid.retriever.protocol import Partial, Retriever
 
 
 class SpladeRetriever(Retriever):
@@ -34,6 +35,10 @@ class SpladeRetriever(Retriever):
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         return self.search_vector(self.query_vector(query), k)
+
+    def search_partial(self, query: str, k: int, statistics: Any = None) -> Partial:
+        # Impact scores are dot products of stored weights: they compare across shards without statistics.
+        return Partial(*self._impact.search_raw(self.query_vector(query), k))
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

@@ -70,28 +70,38 @@ class DocIds:
         return len(self.ids)
 
     def top_k(self, search: ArraySearch, k: int) -> list[Hit]:
-        """The top ``k`` by score, ties broken by ascending id, whatever order the engine returns tied hits in.
+        """The top ``k`` by score, ties broken by ascending id, whatever order the engine returns tied hits in."""
+        numbers, scores = self.fetch(search, k)
+        order, adjusted = tie_order(scores, self.id_rank[numbers])
+        order, adjusted = order[:k], adjusted[:k]
+        ids = self.ids[numbers[order]].tolist()
+        return [Hit(doc_id, score) for doc_id, score in zip(ids, adjusted.tolist(), strict=True)]
+
+    def top_k_raw(self, search: ArraySearch, k: int) -> tuple[list[str], np.ndarray]:
+        """Ids and raw scores of every hit that can be in the top ``k`` (those tied with rank ``k`` included), in
+        the engine's order: one shard's share of a sharded top ``k``, whose ties the merge breaks."""
+        numbers, scores = self.fetch(search, k)
+        return self.ids[numbers].tolist(), scores
+
+    def fetch(self, search: ArraySearch, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The hits that can be in the top ``k``: the first ``k`` and every hit tied with rank ``k``.
 
         A search engine cuts a tie that spans rank ``k`` by its internal doc numbers, which depend on how the index
         was built (indexing threads, segment merges): two builds of the same documents could return different
         documents at the cut. One hit beyond ``k`` is fetched to see whether the score at rank ``k`` continues; while
-        it does to the end of what was fetched, the fetch deepens (doubling) until the tie ends; then ties are
-        broken by id and ``k`` kept.
+        it does to the end of what was fetched, the fetch deepens (doubling) until the tie ends.
         """
         total = len(self.ids)
         depth = min(total, k + 1)
         while True:
             numbers, scores = search(depth)
-            if len(numbers) > k:
-                score = rounded(scores)
-                cut = score[k - 1]
-                if depth < total and score[-1] >= cut:
-                    depth = min(total, depth * 2)
-                    continue
-                # Only hits tied with rank k or above it can end up in the top k (scores come best first).
-                keep = score >= cut
-                numbers, scores = numbers[keep], scores[keep]
-            order, adjusted = tie_order(scores, self.id_rank[numbers])
-            order, adjusted = order[:k], adjusted[:k]
-            ids = self.ids[numbers[order]].tolist()
-            return [Hit(doc_id, score) for doc_id, score in zip(ids, adjusted.tolist(), strict=True)]
+            if len(numbers) <= k:
+                return numbers, scores
+            score = rounded(scores)
+            cut = score[k - 1]
+            if depth < total and score[-1] >= cut:
+                depth = min(total, depth * 2)
+                continue
+            # Only hits tied with rank k or above it can end up in the top k (scores come best first).
+            keep = score >= cut
+            return numbers[keep], scores[keep]

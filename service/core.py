@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError, DeadlineExceeded
 from braid.indexer.manifest import Manifest
-from braid.pipelines.pipeline import ExplainedHit, Pipeline, PipelineSpec, SearchOptions, open_pipeline
+from braid.pipelines.pipeline import ExplainedHit, Pipeline, PipelineSpec, SearchOptions, ShardOpener, open_pipeline
 from braid.service.admission import Admission
 from braid.service.errors import FailedPrecondition, PermissionDenied, Unauthenticated
 from braid.service.limits import ServiceLimits
@@ -97,6 +97,8 @@ class SearchCore:
         build_missing: bool = False,
         rerank_batch: int = 8,
         rerank_wait_ms: float = 5.0,
+        shards: int = 1,
+        open_shard: ShardOpener | None = None,
     ) -> None:
         if not specs:
             raise BraidError("give at least one pipeline to serve")
@@ -112,6 +114,9 @@ class SearchCore:
         self.build_missing = build_missing
         self.rerank_batch = rerank_batch
         self.rerank_wait_ms = rerank_wait_ms
+        # Serving shards: > 1 opens every pipeline over the shards a build job wrote, through ``open_shard``
+        # (Ray Serve deployments under braid serve --ray; in this process when None).
+        self.shards, self.open_shard = shards, open_shard
         self.metrics = Metrics()
         self.admission = Admission(self.limits.max_concurrency)
         self.metrics.inflight.set_function(lambda: self.admission.admitted)
@@ -124,7 +129,15 @@ class SearchCore:
         self.executor = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="braid-worker")
 
     def _open(self, spec: PipelineSpec) -> Pipeline:
-        pipeline = open_pipeline(spec, self.dataset, self.index_root, self.threads, build_missing=self.build_missing)
+        pipeline = open_pipeline(
+            spec,
+            self.dataset,
+            self.index_root,
+            self.threads,
+            build_missing=self.build_missing,
+            shards=self.shards,
+            open_shard=self.open_shard,
+        )
         if pipeline.reranker is not None:
             # One batcher per model instance, shared by every pipeline (and generation) that reranks with it.
             ranker = pipeline.reranker
@@ -286,6 +299,8 @@ class SearchCore:
         up again by dataset and parameters would find nothing (or try to rebuild it).
         """
         with slot.lease() as pipeline:
+            if pipeline.shards > 1:
+                return slot.spec  # shards are found by dataset and parameters, under every shard root alike
             retrievers = tuple(replace(s.spec, index=str(s.path)) for s in pipeline.stages)
             cascade = tuple(replace(s.spec, index=str(s.path)) for s in pipeline.cascade)
         return replace(slot.spec, retrievers=retrievers, cascade=cascade)

@@ -57,6 +57,13 @@ class ShuttingDown(ServiceError):
     http_status = 503
 
 
+class ShardUnavailable(ServiceError):
+    """A serving shard could not answer in time (no live replica, or its replica died mid-request): retryable."""
+
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+
+
 def status_of(error: BaseException) -> tuple[grpc.StatusCode, int]:
     """The (gRPC code, HTTP status) a request failing with ``error`` answers."""
     if isinstance(error, ServiceError):

@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--latency-sample", type=int, default=100, help="queries timed one by one (default: 100)")
     ev.add_argument("--output", default="results", help="folder for JSON and TREC outputs (default: results)")
     ev.add_argument("--no-build", action="store_true", help="fail instead of building a missing index")
+    ev.add_argument(
+        "--shards",
+        type=positive_int,
+        default=1,
+        help="search the N serving shards a build job wrote (shards = N) in this process, merged (default: 1)",
+    )
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     add_data_args(ev)
     ev.set_defaults(handler=run)
@@ -69,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     results = []
     for spec in specs:
-        pipeline = open_pipeline(spec, dataset, Path(args.index_dir), args.threads, build_missing=not args.no_build)
+        pipeline = open_pipeline(
+            spec, dataset, Path(args.index_dir), args.threads, build_missing=not args.no_build, shards=args.shards
+        )
         results.append(
             run_pipeline(
                 pipeline,

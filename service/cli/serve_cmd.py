@@ -47,6 +47,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--grace", type=float, default=30.0, help="seconds in-flight requests get at shutdown (30)")
     serve.add_argument("--build-missing", action="store_true", help="build missing indexes at start (else: an error)")
     serve.add_argument("--ready-file", type=Path, help="write the bound addresses here as JSON once serving")
+    serve.add_argument(
+        "--shards",
+        type=positive_int,
+        default=1,
+        help="serve the N serving shards a build job wrote (shards = N in its config), merged per query (default: 1)",
+    )
+    serve.add_argument(
+        "--ray",
+        metavar="local|ADDRESS",
+        help="serve the shards as Ray Serve deployments on this Ray cluster ('local': start one on loopback); "
+        "without it, shards are searched in this process",
+    )
+    serve.add_argument("--replicas", type=positive_int, default=1, help="Ray Serve replicas per shard (default: 1)")
+    serve.add_argument(
+        "--replica-cpus",
+        type=float,
+        default=0.0,
+        help="CPUs Ray reserves per shard replica (default: 0, pack replicas on any node; set 1+ to spread them)",
+    )
     add_data_args(serve)
     serve.set_defaults(handler=run)
 
@@ -79,27 +98,46 @@ def run(args: argparse.Namespace) -> int:
     auth = AuthConfig(_api_key(args), args.auth_reads)
     specs = [load_pipeline(name) for name in args.pipelines]
     dataset = resolve_dataset(args.dataset, args.data_dir)
-    core = SearchCore(
-        dataset,
-        specs,
-        Path(args.index_dir),
-        limits,
-        auth,
-        args.threads,
-        args.build_missing,
-        args.rerank_batch,
-        args.rerank_wait_ms,
-    )
-    server = BraidServer(core, config)
+    if args.replica_cpus < 0:
+        raise BraidError(f"--replica-cpus must be >= 0, got {args.replica_cpus}")
+    if args.ray is None and args.replicas > 1:
+        raise BraidError("--replicas needs --ray local|ADDRESS (replicas are Ray Serve's)")
+    shards = open_shard = None
+    if args.ray is not None:
+        from braid.service.ray_serving import RayShards
 
-    def ready(started: BraidServer) -> None:
-        addresses = {**started.addresses, "pipelines": core.registry.names, "pid": os.getpid()}
-        line = json.dumps(addresses)
-        if args.ready_file is not None:
-            atomic_write_text(args.ready_file, line + "\n")
-        print(f"braid serve: ready {line}", file=sys.stderr, flush=True)
+        shards = RayShards(args.ray, args.shards, args.replicas, args.threads, args.timeout, args.replica_cpus)
+    try:
+        if shards is not None:
+            open_shard = shards.deploy(specs, dataset, Path(args.index_dir))
+        core = SearchCore(
+            dataset,
+            specs,
+            Path(args.index_dir),
+            limits,
+            auth,
+            args.threads,
+            args.build_missing,
+            args.rerank_batch,
+            args.rerank_wait_ms,
+            args.shards,
+            open_shard,
+        )
+        server = BraidServer(core, config)
 
-    drained = asyncio.run(server.serve_until_signal(ready))
+        def ready(started: BraidServer) -> None:
+            addresses = {**started.addresses, "pipelines": core.registry.names, "pid": os.getpid()}
+            if shards is not None:
+                addresses["shard_replicas"] = shards.replica_pids()
+            line = json.dumps(addresses)
+            if args.ready_file is not None:
+                atomic_write_text(args.ready_file, line + "\n")
+            print(f"braid serve: ready {line}", file=sys.stderr, flush=True)
+
+        drained = asyncio.run(server.serve_until_signal(ready))
+    finally:
+        if shards is not None:
+            shards.close()
     print(f"braid serve: stopped ({'drained' if drained else 'grace period over'})", file=sys.stderr, flush=True)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,0 +1,143 @@
+"""Document-partitioned retrieval: one retriever over a collection cut into shards, each shard searched in full.
+
+A query goes to every shard; each returns its own top k (:class:`~braid.retriever.protocol.Partial`), and the
+lists merge into the collection's top k. This is exact because every retriever ranks a document by a score that
+does not depend on which other documents share its shard, given the same collection statistics:
+
+- **BM25** needs collection-wide document frequencies, document count and average length; the query takes two
+  rounds (Elasticsearch's ``dfs_query_then_fetch``): every shard reports its share of the query's statistics, the
+  sums go back with the search, and each shard scores as the whole collection would
+  (:class:`~braid.retriever.bm25_retriever.BM25Retriever`).
+- **SPLADE** (impact dot products) and **dense** inner products compare across shards as they are; Lucene's
+  shards return every hit tied at rank k so the merge breaks ties by id over the whole collection.
+- **Binary** returns its top k by code score with the float rescoring of its head; the merge takes the global top
+  k by code score and rescores the global head from the shards' float scores.
+- **Multi-vector** and **SLIM** score their candidates exactly; the shards share the unsharded index's centroids
+  (multi-vector) and vocabulary, so a shard's candidates include the unsharded index's candidates from that shard.
+  Each shard keeps ``candidates`` of its own, so sharding can only add candidates: results equal the unsharded
+  ones except where an extra candidate outscores them (``benchmarks/sharded_search.py`` measures it).
+
+The shards behind a :class:`ShardedRetriever` are anything with ``query_statistics`` and ``search_partial``: the
+retrievers themselves in one process, or Ray Serve deployments (:mod:`braid.service.ray_serving`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from braid.common.errors import BraidError
+from braid.retriever.binary_retriever import rescored_hits
+from braid.retriever.hit import Hit
+from braid.retriever.protocol import Partial, Retriever
+from braid.retriever.ties import id_ranks, tie_order
+
+T = TypeVar("T")
+
+
+class Shard(Protocol):
+    """What a sharded search asks of one shard of a retriever's index."""
+
+    def query_statistics(self, query: str) -> Any: ...
+
+    def search_partial(self, query: str, k: int, statistics: Any = None) -> Partial: ...
+
+
+def sum_statistics(parts: Sequence[dict]) -> dict:
+    """BM25's collection statistics from each shard's share: counts add up, document frequencies term by term."""
+    df: dict[str, int] = {}
+    for part in parts:
+        for term, count in part["df"].items():
+            df[term] = df.get(term, 0) + int(count)
+    return {
+        "documents": sum(int(part["documents"]) for part in parts),
+        "length": sum(int(part["length"]) for part in parts),
+        "df": df,
+    }
+
+
+def merge_scored(partials: Sequence[Partial], k: int) -> list[Hit]:
+    """Union of the shards' lists, by descending score, equal scores by ascending id."""
+    ids = [doc_id for part in partials for doc_id in part.ids]
+    if not ids:
+        return []
+    scores = np.concatenate([np.asarray(part.scores, dtype=np.float64) for part in partials])
+    order = np.lexsort((id_ranks(ids), -scores))[:k]
+    return [Hit(ids[row], float(scores[row])) for row in order.tolist()]
+
+
+def merge_tied(partials: Sequence[Partial], k: int) -> list[Hit]:
+    """Lucene shards' raw scores: ties broken by id over the union, exactly as one index breaks them."""
+    ids = [doc_id for part in partials for doc_id in part.ids]
+    if not ids:
+        return []
+    scores = np.concatenate([np.asarray(part.scores) for part in partials])
+    order, adjusted = tie_order(scores, id_ranks(ids))
+    return [Hit(ids[row], score) for row, score in zip(order[:k].tolist(), adjusted[:k].tolist(), strict=True)]
+
+
+def merge_binary(partials: Sequence[Partial], k: int, rescore: int) -> list[Hit]:
+    """The global top ``k`` by code score; its first ``rescore`` keep the float scores their shards computed."""
+    ids = [doc_id for part in partials for doc_id in part.ids]
+    if not ids:
+        return []
+    scores = np.concatenate([np.asarray(part.scores, dtype=np.float64) for part in partials])
+    head = np.concatenate([np.asarray(part.head, dtype=np.float64) for part in partials])
+    order = np.lexsort((id_ranks(ids), -scores))[:k]
+    merged_head = head[order]
+    merged_head[rescore:] = np.nan
+    return rescored_hits([ids[row] for row in order.tolist()], scores[order], merged_head)
+
+
+#: How each retriever kind's shard lists merge; kinds not listed merge by score (:func:`merge_scored`).
+MERGES: dict[str, Callable[[Sequence[Partial], int, Mapping[str, Any]], list[Hit]]] = {
+    "bm25": lambda partials, k, params: merge_tied(partials, k),
+    "splade": lambda partials, k, params: merge_tied(partials, k),
+    "binary": lambda partials, k, params: merge_binary(partials, k, int(params.get("rescore", 100))),
+}
+#: Kinds whose scores need the collection's statistics, summed over shards before the search round.
+STATISTICS: dict[str, Callable[[Sequence[Any]], Any]] = {"bm25": sum_statistics}
+
+
+class ShardedRetriever(Retriever):
+    """One retriever kind over a document-partitioned collection: fan out, merge (module docstring)."""
+
+    def __init__(
+        self, kind: str, shards: Sequence[Shard], params: Mapping[str, Any] | None = None, doc_count: int = 0
+    ) -> None:
+        if not shards:
+            raise BraidError("a sharded retriever needs at least one shard")
+        self.kind = kind
+        self.shards = list(shards)
+        self.params = dict(params or {})
+        self.doc_count = doc_count
+        self._pool = ThreadPoolExecutor(max_workers=len(self.shards), thread_name_prefix=f"shards-{kind}")
+
+    def _each(self, call: Callable[[Shard], T]) -> list[T]:
+        return list(self._pool.map(call, self.shards))
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        k = int(k)
+        statistics = None
+        if self.kind in STATISTICS:
+            statistics = STATISTICS[self.kind](self._each(lambda shard: shard.query_statistics(query)))
+        partials = self._each(lambda shard: shard.search_partial(query, k, statistics))
+        merge = MERGES.get(self.kind)
+        return merge(partials, k, self.params) if merge else merge_scored(partials, k)
+
+    def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
+        return {qid: self.search(query, k) for qid, query in queries.items()}
+
+    def document_text(self, doc_id: str) -> str | None:
+        for shard in self.shards:
+            text = getattr(shard, "document_text", None)
+            found = text(doc_id) if text is not None else None
+            if found is not None:
+                return found
+        return None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)

@@ -1,0 +1,186 @@
+"""Serving sharded indexes on Ray Serve: each serving shard a deployment with R replicas, the broker in front.
+
+``braid serve --ray local|ADDRESS --shards N --replicas R`` deploys one Ray Serve application per serving shard
+(:mod:`braid.indexer.serving_shards`), each a :class:`ShardReplica` deployment of R replicas that opens, at start,
+every retriever the served pipelines need over that shard's indexes. The ``braid serve`` process is the broker: it
+terminates gRPC and HTTP as one process does, and its pipelines' retrievers are
+:class:`~braid.retriever.sharded_retriever.ShardedRetriever` objects whose shards are :class:`RemoteShard` handles,
+so a query fans out to every shard deployment (Ray Serve picks a live replica), the per-shard lists merge into one
+list per retriever, and fusion and reranking run once on the merged lists, exactly as in one process. More brokers
+(API processes) can run over the same shard deployments behind a load balancer: they hold no index.
+
+Ray Serve gives the replicas health checks and restarts: a replica whose process dies is replaced by the
+controller; with R >= 2 the handle routes around it, with R = 1 the requests that need it fail with UNAVAILABLE /
+503 (:class:`ShardUnavailable`) until the replacement is up. ``local`` starts Ray on this machine, bound to loopback,
+with Serve's own HTTP proxies disabled (braid's servers are the only listeners).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from braid.common.dataset import Dataset
+from braid.common.errors import BraidError
+from braid.common.ray_cluster import connect_ray
+from braid.indexer.index_store import find_index
+from braid.indexer.serving_shards import check_shard, shard_roots
+from braid.pipelines.pipeline import RetrieverSpec, ShardOpener
+from braid.pipelines.spec import PipelineSpec
+from braid.retriever.protocol import Partial
+from braid.service.errors import ShardUnavailable
+
+log = logging.getLogger(__name__)
+
+#: (retriever kind, index folder, search parameters as sorted items): one retriever a shard replica serves.
+StageKey = tuple[str, str, tuple[tuple[str, Any], ...]]
+
+
+def stage_key(spec: RetrieverSpec, path: Path) -> StageKey:
+    return (spec.kind, str(Path(path).resolve()), tuple(sorted(spec.search_params().items())))
+
+
+class ShardReplica:
+    """One replica of one serving shard: the retrievers over its slice of every index, opened once at start."""
+
+    def __init__(self, index: int, count: int, stages: Sequence[StageKey], threads: int | None = None) -> None:
+        from braid.retriever.kinds import RETRIEVER_KINDS
+
+        self.index, self.count = index, count
+        self._retrievers = {
+            key: RETRIEVER_KINDS[key[0]].open(Path(key[1]), dict(key[2]), threads) for key in map(_as_key, stages)
+        }
+
+    def query_statistics(self, key: StageKey, query: str) -> Any:
+        return self._retrievers[_as_key(key)].query_statistics(query)
+
+    def search_partial(self, key: StageKey, query: str, k: int, statistics: Any = None) -> Partial:
+        return self._retrievers[_as_key(key)].search_partial(query, k, statistics)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _as_key(key: Sequence) -> StageKey:
+    # Keys cross Ray as lists after serialization by some paths; tuples all the way down make them hashable.
+    kind, path, params = key
+    return (kind, path, tuple((name, value) for name, value in params))
+
+
+class RemoteShard:
+    """The :class:`~braid.retriever.sharded_retriever.Shard` of one retriever in one shard deployment."""
+
+    def __init__(self, handle: Any, key: StageKey, index: int, timeout_s: float) -> None:
+        self.handle, self.key, self.index, self.timeout_s = handle, key, index, timeout_s
+
+    def _call(self, method: str, *args: Any) -> Any:
+        from ray.exceptions import RayError
+
+        try:
+            return getattr(self.handle, method).remote(self.key, *args).result(timeout_s=self.timeout_s)
+        except TimeoutError:
+            raise ShardUnavailable(f"shard {self.index} did not answer within {self.timeout_s:g} s") from None
+        except RayError as error:
+            log.warning("shard %d failed: %s", self.index, error)
+            raise ShardUnavailable(f"shard {self.index} is unavailable ({type(error).__name__}); retry") from None
+
+    def query_statistics(self, query: str) -> Any:
+        return self._call("query_statistics", query)
+
+    def search_partial(self, query: str, k: int, statistics: Any = None) -> Partial:
+        return self._call("search_partial", query, k, statistics)
+
+
+class RayShards:
+    """The shard deployments of one ``braid serve --ray``: deploy, hand out shards, shut down."""
+
+    def __init__(
+        self,
+        address: str,
+        shards: int,
+        replicas: int,
+        threads: int | None = None,
+        timeout_s: float = 30.0,
+        replica_cpus: float = 0.0,
+    ) -> None:
+        if shards < 1 or replicas < 1:
+            raise BraidError(f"--shards and --replicas must be >= 1, got {shards} and {replicas}")
+        self.count, self.replicas, self.threads, self.timeout_s = shards, replicas, threads, timeout_s
+        self.replica_cpus = replica_cpus
+        self.ray = connect_ray(address)
+        from ray import serve
+
+        self.serve = serve
+        serve.start(proxy_location="Disabled")
+        self.handles: list[Any] = []
+
+    @staticmethod
+    def app_name(index: int) -> str:
+        return f"braid-shard-{index}"
+
+    def deploy(self, specs: Sequence[PipelineSpec], dataset: Dataset, index_root: Path) -> ShardOpener:
+        """Deploy every shard with the retrievers ``specs`` need (waits until all replicas are up)."""
+        roots = shard_roots(index_root, self.count)
+        stages: list[list[StageKey]] = [[] for _ in roots]
+        for spec in specs:
+            for stage in spec.retrievers:
+                for index, root in enumerate(roots):
+                    path = find_index(dataset, stage.kind_info.index.name, stage.index_params(), root)
+                    if path is None:
+                        raise BraidError(
+                            f"no {stage.kind_info.index.name} index for {dataset.name} in shard {index} of "
+                            f"{self.count} under {index_root} (pipeline {spec.name!r}); build them with "
+                            f"shards = {self.count} in a build config"
+                        )
+                    check_shard(path, index, self.count)
+                    if stage_key(stage, path) not in stages[index]:
+                        stages[index].append(stage_key(stage, path))
+        deployment = self.serve.deployment(
+            ShardReplica,
+            num_replicas=self.replicas,
+            ray_actor_options={"num_cpus": self.replica_cpus},
+            health_check_period_s=2,
+            health_check_timeout_s=30,
+            graceful_shutdown_timeout_s=5,
+        )
+        # All shards deploy at once (run_many) and the call returns when every replica is up.
+        self.handles = self.serve.run_many(
+            [
+                self.serve.RunTarget(
+                    deployment.options(name=f"shard-{index}").bind(index, self.count, keys, self.threads),
+                    name=self.app_name(index),
+                    route_prefix=None,
+                )
+                for index, keys in enumerate(stages)
+            ]
+        )
+
+        def open_shard(index: int, spec: RetrieverSpec, path: Path) -> RemoteShard:
+            return RemoteShard(self.handles[index], stage_key(spec, path), index, self.timeout_s)
+
+        return open_shard
+
+    def replica_pids(self) -> dict[int, list[int]]:
+        """Each shard's replica process ids (what a fault test kills), by asking the replicas themselves."""
+        from ray import serve
+
+        pids: dict[int, list[int]] = {}
+        for index in range(self.count):
+            status = serve.status().applications[self.app_name(index)]
+            running = sum(d.replica_states.get("RUNNING", 0) for d in status.deployments.values())
+            seen: set[int] = set()
+            for _ in range(20 * max(running, 1)):
+                seen.add(self.handles[index].pid.remote().result(timeout_s=self.timeout_s))
+                if len(seen) >= running:
+                    break
+            pids[index] = sorted(seen)
+        return pids
+
+    def close(self) -> None:
+        try:
+            self.serve.shutdown()
+        finally:
+            self.ray.shutdown()
