@@ -49,12 +49,14 @@ class Run:
         self.queries, self.args = queries, args
         self.latencies: list[float] = []
         self.errors: Counter = Counter()
+        self.events: list[tuple[float, float, str | None]] = []  # (when answered, seconds taken, error)
         self.lock = threading.Lock()
         self.sent = itertools.count()
         self.stop = threading.Event()
 
-    def _record(self, seconds: float | None, error: str | None) -> None:
+    def _record(self, seconds: float, error: str | None) -> None:
         with self.lock:
+            self.events.append((time.monotonic(), seconds, error))
             if error is None:
                 self.latencies.append(seconds)
             else:
@@ -75,7 +77,7 @@ class Run:
                     client.search(query, k=10, pipeline=self.pipeline)
                     self._record(time.perf_counter() - tick, None)
                 except grpc.RpcError as error:
-                    self._record(None, error.code().name)
+                    self._record(time.perf_counter() - tick, error.code().name)
 
     def http_client(self) -> None:
         url = f"{self.addresses['http']}/v1/search"
@@ -87,9 +89,9 @@ class Run:
                     if response.status_code == 200:
                         self._record(time.perf_counter() - tick, None)
                     else:
-                        self._record(None, f"HTTP {response.status_code}")
+                        self._record(time.perf_counter() - tick, f"HTTP {response.status_code}")
                 except httpx.HTTPError as error:
-                    self._record(None, type(error).__name__)
+                    self._record(time.perf_counter() - tick, type(error).__name__)
 
     def execute(self, reload_action=None) -> dict:
         target = self.grpc_client if self.protocol == "grpc" else self.http_client

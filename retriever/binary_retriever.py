@@ -75,9 +75,12 @@ class BinaryRetriever(Retriever):
         rows, scores, head = self._ranked(embedding, k)
         return rescored_hits([self.store.doc_ids[row] for row in rows.tolist()], scores, head)
 
-    def search_partial(self, query: str, k: int, statistics: Any = None) -> Partial:
+    def encode_query(self, query: str) -> np.ndarray:
+        return self.encoder.encode([query])[0]
+
+    def search_partial(self, query: np.ndarray, k: int, statistics: Any = None) -> Partial:
         # Code scores and float rescoring scores both compare across shards; the merge redoes the head's choice.
-        rows, scores, head = self._ranked(self.encoder.encode([query])[0], k)
+        rows, scores, head = self._ranked(query, k)
         return Partial([self.store.doc_ids[row] for row in rows.tolist()], scores, head)
 
     def _ranked(self, embedding: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

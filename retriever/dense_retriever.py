@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from braid.indexer.embedding_index import EmbeddingStore, encoder_for
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
-from braid.retriever.protocol import Retriever
+from braid.retriever.protocol import Partial, Retriever
 from braid.retriever.ties import id_ranks
 
 
@@ -49,6 +50,14 @@ class DenseRetriever(Retriever):
     def search(self, query: str, k: int = 10) -> list[Hit]:
         scores, rows = self._index.search(self.encoder.encode([query]), int(k))
         return self._hits(scores[0], rows[0])
+
+    def encode_query(self, query: str) -> np.ndarray:
+        return self.encoder.encode([query])[0]
+
+    def search_partial(self, query: np.ndarray, k: int, statistics: Any = None) -> Partial:
+        scores, rows = self._index.search(np.asarray(query, dtype=np.float32)[None, :], int(k))
+        hits = self._hits(scores[0], rows[0])
+        return Partial([hit.doc_id for hit in hits], np.array([hit.score for hit in hits], dtype=np.float64))
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from braid.indexer.multivector_index import MultiVectorStore
 from braid.indexer.token_index import encoder_for
 from braid.retriever.fusion import ranked
 from braid.retriever.hit import Hit
-from braid.retriever.protocol import Retriever
+from braid.retriever.protocol import Partial, Retriever
 
 MODES = ("maxsim", "xtr")
 
@@ -184,6 +185,13 @@ class MultiVectorRetriever(Retriever):
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         return self.search_tokens(self.encoder.encode_queries([query])[0], k)
+
+    def encode_query(self, query: str) -> np.ndarray:
+        return self.encoder.encode_queries([query])[0]
+
+    def search_partial(self, query: np.ndarray, k: int, statistics: Any = None) -> Partial:
+        hits = self.search_tokens(query, k)
+        return Partial([hit.doc_id for hit in hits], np.array([hit.score for hit in hits], dtype=np.float64))
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

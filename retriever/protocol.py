@@ -47,10 +47,15 @@ class Retriever(Protocol):
         over shards (BM25's document frequencies and lengths); None where scores depend on the document alone."""
         return None
 
-    def search_partial(self, query: str, k: int, statistics: Any = None) -> Partial:
-        """This index's top ``k`` as one shard of a document-partitioned collection, scored with the collection's
-        summed ``statistics`` where the retriever has any. By default the hits of :meth:`search`, whose scores
-        compare across shards as they are."""
+    def encode_query(self, query: str) -> Any:
+        """The query as :meth:`search_partial` takes it (an embedding, a sparse vector, token vectors): a sharded
+        search encodes it once, on one shard, and sends the result to all. By default the text itself."""
+        return query
+
+    def search_partial(self, query: Any, k: int, statistics: Any = None) -> Partial:
+        """This index's top ``k`` as one shard of a document-partitioned collection, for ``query`` as
+        :meth:`encode_query` gave it, scored with the collection's summed ``statistics`` where the retriever has
+        any. By default the hits of :meth:`search`, whose scores compare across shards as they are."""
         hits = self.search(query, k)
         return Partial([hit.doc_id for hit in hits], np.array([hit.score for hit in hits], dtype=np.float64))
 

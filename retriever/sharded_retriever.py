@@ -1,6 +1,7 @@
 """Document-partitioned retrieval: one retriever over a collection cut into shards, each shard searched in full.
 
-A query goes to every shard; each returns its own top k (:class:`~braid.retriever.protocol.Partial`), and the
+A query is encoded once (by one shard, round robin: an embedding, a sparse vector), goes to every shard, and each
+returns its own top k (:class:`~braid.retriever.protocol.Partial`), and the
 lists merge into the collection's top k. This is exact because every retriever ranks a document by a score that
 does not depend on which other documents share its shard, given the same collection statistics:
 
@@ -23,6 +24,7 @@ retrievers themselves in one process, or Ray Serve deployments (:mod:`braid.serv
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -43,7 +45,9 @@ class Shard(Protocol):
 
     def query_statistics(self, query: str) -> Any: ...
 
-    def search_partial(self, query: str, k: int, statistics: Any = None) -> Partial: ...
+    def encode_query(self, query: str) -> Any: ...
+
+    def search_partial(self, query: Any, k: int, statistics: Any = None) -> Partial: ...
 
 
 def sum_statistics(parts: Sequence[dict]) -> dict:
@@ -100,6 +104,8 @@ MERGES: dict[str, Callable[[Sequence[Partial], int, Mapping[str, Any]], list[Hit
 }
 #: Kinds whose scores need the collection's statistics, summed over shards before the search round.
 STATISTICS: dict[str, Callable[[Sequence[Any]], Any]] = {"bm25": sum_statistics}
+#: Kinds that search with the query text itself (analysis is per shard and cheap); the others encode it once.
+UNENCODED = frozenset({"bm25"})
 
 
 class ShardedRetriever(Retriever):
@@ -114,6 +120,7 @@ class ShardedRetriever(Retriever):
         self.shards = list(shards)
         self.params = dict(params or {})
         self.doc_count = doc_count
+        self._turn = itertools.count()
         self._pool = ThreadPoolExecutor(max_workers=len(self.shards), thread_name_prefix=f"shards-{kind}")
 
     def _each(self, call: Callable[[Shard], T]) -> list[T]:
@@ -124,7 +131,12 @@ class ShardedRetriever(Retriever):
         statistics = None
         if self.kind in STATISTICS:
             statistics = STATISTICS[self.kind](self._each(lambda shard: shard.query_statistics(query)))
-        partials = self._each(lambda shard: shard.search_partial(query, k, statistics))
+        encoded = query
+        if self.kind not in UNENCODED:
+            # One shard encodes the query (round robin) and every shard searches with the result: the encoder's
+            # cost is paid once per query, not once per shard.
+            encoded = self.shards[next(self._turn) % len(self.shards)].encode_query(query)
+        partials = self._each(lambda shard: shard.search_partial(encoded, k, statistics))
         merge = MERGES.get(self.kind)
         return merge(partials, k, self.params) if merge else merge_scored(partials, k)
 

@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,7 +24,7 @@ from braid.indexer.splade_encoder import quantize
 from braid.indexer.splade_index import IMPACT_DIR
 from braid.retriever.hit import Hit
 from braid.retriever.impact_search import ImpactSearcher
-from braid.retriever.protocol import Retriever
+from braid.retriever.protocol import Partial, Retriever
 from braid.retriever.ties import id_ranks
 
 
@@ -109,6 +110,13 @@ class SlimRetriever(Retriever):
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         return self.search_matrix(self.query_matrix(query), k)
+
+    def encode_query(self, query: str) -> sp.csr_matrix:
+        return self.query_matrix(query)
+
+    def search_partial(self, query: sp.csr_matrix, k: int, statistics: Any = None) -> Partial:
+        hits = self.search_matrix(query, k)
+        return Partial([hit.doc_id for hit in hits], np.array([hit.score for hit in hits], dtype=np.float64))
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

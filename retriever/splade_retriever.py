@@ -36,9 +36,12 @@ class SpladeRetriever(Retriever):
     def search(self, query: str, k: int = 10) -> list[Hit]:
         return self.search_vector(self.query_vector(query), k)
 
-    def search_partial(self, query: str, k: int, statistics: Any = None) -> Partial:
+    def encode_query(self, query: str) -> dict[str, int]:
+        return self.query_vector(query)
+
+    def search_partial(self, query: Mapping[str, int], k: int, statistics: Any = None) -> Partial:
         # Impact scores are dot products of stored weights: they compare across shards without statistics.
-        return Partial(*self._impact.search_raw(self.query_vector(query), k))
+        return Partial(*self._impact.search_raw(query, k))
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

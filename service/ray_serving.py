@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,10 @@ class ShardReplica:
     def query_statistics(self, key: StageKey, query: str) -> Any:
         return self._retrievers[_as_key(key)].query_statistics(query)
 
-    def search_partial(self, key: StageKey, query: str, k: int, statistics: Any = None) -> Partial:
+    def encode_query(self, key: StageKey, query: str) -> Any:
+        return self._retrievers[_as_key(key)].encode_query(query)
+
+    def search_partial(self, key: StageKey, query: Any, k: int, statistics: Any = None) -> Partial:
         return self._retrievers[_as_key(key)].search_partial(query, k, statistics)
 
     def pid(self) -> int:
@@ -71,26 +76,48 @@ def _as_key(key: Sequence) -> StageKey:
 
 
 class RemoteShard:
-    """The :class:`~braid.retriever.sharded_retriever.Shard` of one retriever in one shard deployment."""
+    """The :class:`~braid.retriever.sharded_retriever.Shard` of one retriever in one shard deployment.
 
-    def __init__(self, handle: Any, key: StageKey, index: int, timeout_s: float) -> None:
+    A call that reaches a replica as it dies (ActorDiedError and kin) is sent again: Ray Serve routes the retry to
+    another replica, so with R >= 2 a killed replica costs no request. When the shard has no running replica at all
+    (R = 1, before Ray Serve has replaced it) calls fail at once with UNAVAILABLE instead of queueing until the
+    deadline.
+    """
+
+    RETRIES = 3
+
+    def __init__(
+        self, handle: Any, key: StageKey, index: int, timeout_s: float, running: Callable[[], int] | None = None
+    ) -> None:
         self.handle, self.key, self.index, self.timeout_s = handle, key, index, timeout_s
+        self._running = running or (lambda: 1)
 
     def _call(self, method: str, *args: Any) -> Any:
         from ray.exceptions import RayError
 
-        try:
-            return getattr(self.handle, method).remote(self.key, *args).result(timeout_s=self.timeout_s)
-        except TimeoutError:
-            raise ShardUnavailable(f"shard {self.index} did not answer within {self.timeout_s:g} s") from None
-        except RayError as error:
-            log.warning("shard %d failed: %s", self.index, error)
-            raise ShardUnavailable(f"shard {self.index} is unavailable ({type(error).__name__}); retry") from None
+        deadline = time.monotonic() + self.timeout_s
+        for attempt in range(self.RETRIES + 1):
+            if self._running() == 0:
+                raise ShardUnavailable(f"shard {self.index} has no running replica; Ray Serve is restarting it, retry")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                return getattr(self.handle, method).remote(self.key, *args).result(timeout_s=remaining)
+            except TimeoutError:
+                break
+            except RayError as error:
+                log.warning("shard %d, attempt %d: %s", self.index, attempt + 1, type(error).__name__)
+                time.sleep(0.05 * (attempt + 1))  # the router learns of the dead replica within a few ms
+        raise ShardUnavailable(f"shard {self.index} did not answer within {self.timeout_s:g} s; retry")
 
     def query_statistics(self, query: str) -> Any:
         return self._call("query_statistics", query)
 
-    def search_partial(self, query: str, k: int, statistics: Any = None) -> Partial:
+    def encode_query(self, query: str) -> Any:
+        return self._call("encode_query", query)
+
+    def search_partial(self, query: Any, k: int, statistics: Any = None) -> Partial:
         return self._call("search_partial", query, k, statistics)
 
 
@@ -116,6 +143,8 @@ class RayShards:
         self.serve = serve
         serve.start(proxy_location="Disabled")
         self.handles: list[Any] = []
+        self.running: list[int] = [replicas] * shards  # running replicas per shard, as the controller last said
+        self._stop = threading.Event()
 
     @staticmethod
     def app_name(index: int) -> str:
@@ -158,10 +187,36 @@ class RayShards:
             ]
         )
 
+        self._watch()
+
         def open_shard(index: int, spec: RetrieverSpec, path: Path) -> RemoteShard:
-            return RemoteShard(self.handles[index], stage_key(spec, path), index, self.timeout_s)
+            return RemoteShard(
+                self.handles[index], stage_key(spec, path), index, self.timeout_s, lambda: self.running[index]
+            )
 
         return open_shard
+
+    def _running_replicas(self) -> list[int]:
+        applications = self.serve.status().applications
+        counts = []
+        for index in range(self.count):
+            status = applications.get(self.app_name(index))
+            deployments = status.deployments.values() if status is not None else ()
+            counts.append(sum(d.replica_states.get("RUNNING", 0) for d in deployments))
+        return counts
+
+    def _watch(self) -> None:
+        """Poll the Serve controller for running replicas (twice a second) so calls to a shard without one fail
+        fast; a failed poll keeps the last known counts."""
+
+        def poll() -> None:
+            while not self._stop.wait(0.5):
+                try:
+                    self.running = self._running_replicas()
+                except Exception as error:  # a controller hiccup must not stop the watch
+                    log.debug("serve.status failed: %s", error)
+
+        threading.Thread(target=poll, name="braid-shard-watch", daemon=True).start()
 
     def replica_pids(self) -> dict[int, list[int]]:
         """Each shard's replica process ids (what a fault test kills), by asking the replicas themselves."""
@@ -180,6 +235,7 @@ class RayShards:
         return pids
 
     def close(self) -> None:
+        self._stop.set()
         try:
             self.serve.shutdown()
         finally:

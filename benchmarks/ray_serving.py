@@ -1,0 +1,172 @@
+"""Serving on Ray Serve against one process, in one run: load, then faults.
+
+Load: ``braid serve`` is started once per setup (one process over the unsharded indexes; one process over N shards
+searched in-process; Ray Serve with N shard deployments of R = 1 and of R = 2 replicas) and driven by C concurrent
+clients for D seconds per pipeline (``benchmarks.service_load``'s clients). Reported: requests/s, p50/p99, errors,
+and requests/s as a share of the one-process setup's.
+
+Faults (``--faults``): under the same load, one replica of shard 0 is killed by its PID (SIGKILL) a quarter into
+the run, for R = 2 and for R = 1. Reported: requests sent and failed (by status), the slowest failed request (a
+failure must come fast, not at the deadline), the time of the last failure after the kill, and the recovery time
+(until Ray Serve has a new replica process of shard 0 running, the killed one gone). Usage:
+
+    python -m benchmarks.ray_serving --dataset scifact --index-dir builds/scifact-sharded --shards 3 \\
+        --pipelines bm25 hybrid --clients 8 --duration 30 --faults --output results/ray_serving.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from benchmarks.service_load import Run
+from benchmarks.service_process import start_server, stop_server
+from braid.common.dataset_resolver import resolve_dataset
+from braid.service.client import BraidClient
+
+RECOVERY_LIMIT_S = 300
+
+
+def replica_processes(shard: int) -> list[int]:
+    """PIDs of the live Ray Serve replica processes of a shard (their process title names the deployment)."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        command = " ".join(process.info["cmdline"] or ())
+        if f"ServeReplica:braid-shard-{shard}:" in command and process.status() != psutil.STATUS_ZOMBIE:
+            found.append(process.info["pid"])
+    return sorted(found)
+
+
+def load(addresses: dict, pipeline: str, queries: list[str], args, fault=None) -> tuple[dict, Run]:
+    with BraidClient(addresses["grpc"]) as warm:  # first-query costs (JIT, model load) out of the run
+        for query in queries[:5]:
+            warm.search(query, pipeline=pipeline)
+    run = Run(addresses, pipeline, args.protocol, queries, args)
+    return run.execute(fault), run
+
+
+def kill_replica(addresses: dict, replicas: int, report: dict):
+    """A reload_action for :class:`Run`: SIGKILL shard 0's first replica, then watch for its replacement."""
+
+    def action() -> dict:
+        victim = addresses["shard_replicas"]["0"][0]
+        report["victim_pid"] = victim
+        report["killed_at"] = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+
+        def watch() -> None:
+            while time.monotonic() - report["killed_at"] < RECOVERY_LIMIT_S:
+                live = [pid for pid in replica_processes(0) if pid != victim]
+                if len(live) >= replicas:
+                    report["recovery_s"] = round(time.monotonic() - report["killed_at"], 2)
+                    report["replacement_pids"] = live
+                    return
+                time.sleep(0.1)
+
+        threading.Thread(target=watch, daemon=True).start()
+        return {"killed_pid": victim}
+
+    return action
+
+
+def fault_summary(run: Run, report: dict) -> dict:
+    killed = report["killed_at"]
+    failed = [(when, seconds, error) for when, seconds, error in run.events if error is not None]
+    return {
+        "requests": len(run.events),
+        "after_kill": sum(when >= killed for when, _, _ in run.events),
+        "failed": len(failed),
+        "failed_by_status": {error: sum(e == error for _, _, e in failed) for error in {e for _, _, e in failed}},
+        "slowest_failure_ms": round(max((s for _, s, _ in failed), default=0.0) * 1000, 1),
+        "last_failure_after_kill_s": round(max((w for w, _, _ in failed), default=killed) - killed, 2),
+        "recovery_s": report.get("recovery_s"),
+        "victim_pid": report.get("victim_pid"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="scifact")
+    parser.add_argument("--data-dir", help="datasets folder (default: $BRAID_DATA_DIR, else ./data)")
+    parser.add_argument("--index-dir", default="builds/scifact-sharded")
+    parser.add_argument("--shards", type=int, default=3)
+    parser.add_argument("--pipelines", nargs="+", default=["bm25", "hybrid"])
+    parser.add_argument("--protocol", default="grpc", choices=["grpc", "http"])
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per load run")
+    parser.add_argument("--max-requests", type=int, default=200_000)
+    parser.add_argument("--timeout", type=float, default=10.0, help="client deadline per request, seconds")
+    parser.add_argument("--faults", action="store_true", help="also kill a replica under load (R = 2, then R = 1)")
+    parser.add_argument("--setups", nargs="+", default=["process", "process-shards", "ray-r1", "ray-r2"])
+    parser.add_argument("--output", type=Path, default=Path("results/ray_serving.json"))
+    args = parser.parse_args()
+
+    dataset = resolve_dataset(args.dataset, args.data_dir)
+    queries = list(dataset.queries().values())
+    base = ["--dataset", args.dataset, "--index-dir", args.index_dir, "--pipelines", *args.pipelines,
+            "--timeout", str(args.timeout), *(["--data-dir", args.data_dir] if args.data_dir else [])]  # fmt: skip
+    setups = {
+        "process": [],
+        "process-shards": ["--shards", str(args.shards)],
+        "ray-r1": ["--shards", str(args.shards), "--ray", "local", "--replicas", "1"],
+        "ray-r2": ["--shards", str(args.shards), "--ray", "local", "--replicas", "2"],
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    rows, faults = [], []
+    for setup in args.setups:
+        api_key = secrets.token_hex(16)
+        log = args.output.with_name(f"{args.output.stem}.{setup}.server.log")
+        started = time.monotonic()
+        process, addresses = start_server(base + setups[setup], api_key, log)
+        start_s = round(time.monotonic() - started, 1)
+        try:
+            for pipeline in args.pipelines:
+                row, _ = load(addresses, pipeline, queries, args)
+                row.update(setup=setup, start_s=start_s)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            if args.faults and setup.startswith("ray"):
+                replicas = int(setups[setup][-1])
+                report: dict = {}
+                row, run = load(addresses, args.pipelines[-1], queries, args, kill_replica(addresses, replicas, report))
+                deadline = time.monotonic() + RECOVERY_LIMIT_S
+                while "recovery_s" not in report and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                summary = fault_summary(run, report)
+                fault = {"setup": setup, "replicas": replicas, "pipeline": args.pipelines[-1], **summary}
+                faults.append(fault)
+                print(json.dumps(fault), flush=True)
+        finally:
+            exit_code = stop_server(process)
+            if exit_code != 0:
+                print(f"{setup}: braid serve exited with {exit_code}", file=sys.stderr)
+    first = {row["pipeline"]: row for row in rows if row["setup"] == args.setups[0]}
+    print(f"\n{args.dataset}, {args.clients} {args.protocol} clients, {args.duration:g} s a run, {args.shards} shards")
+    print(f"{'setup':<16}{'pipeline':<10}{'q/s':>8}{'share':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'start s':>9}")
+    for row in rows:
+        reference = first.get(row["pipeline"])
+        row["qps_vs_process"] = round(row["qps"] / reference["qps"], 3) if reference and reference["qps"] else None
+        print(
+            f"{row['setup']:<16}{row['pipeline']:<10}{row['qps']:>8}{row['qps_vs_process'] or '-':>8}"
+            f"{row['p50_ms']:>9}{row['p99_ms']:>9}{row['errors']:>8}{row['start_s']:>9}"
+        )
+    for fault in faults:
+        print(
+            f"fault {fault['setup']}: {fault['requests']} requests ({fault['after_kill']} after the kill), "
+            f"{fault['failed']} failed {fault['failed_by_status']}, slowest failure {fault['slowest_failure_ms']} ms, "
+            f"last failure {fault['last_failure_after_kill_s']} s after the kill, recovered in {fault['recovery_s']} s"
+        )
+    args.output.write_text(json.dumps({"runs": rows, "faults": faults, "args": vars(args)}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

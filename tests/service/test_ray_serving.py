@@ -1,0 +1,134 @@
+"""Sharded serving on Ray Serve (local Ray, loopback): the same answers as one process, and a killed replica costs
+no request when each shard has two."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import urllib.request
+
+import grpc
+import pytest
+
+from braid.common.dataset_resolver import open_dataset_dir
+from braid.indexer.build_config import parse_build_config
+from braid.indexer.build_job import BuildJob
+from braid.pipelines.pipeline import load_pipeline
+from braid.service.core import SearchCore
+from braid.service.errors import ShardUnavailable, status_of
+from tests.conftest import write_sample
+from tests.service.conftest import ServerThread
+
+SHARDS = 2
+
+
+@pytest.fixture(scope="module")
+def ray_served(shared_data, tmp_path_factory):
+    """A braid server whose bm25 pipeline searches 2 Ray Serve shard deployments of 2 replicas each, and an
+    in-process server over the unsharded index of the same collection."""
+    root = tmp_path_factory.mktemp("ray-serving")
+    write_sample(shared_data / "scifact", root / "sample", 40, 10)
+    dataset = open_dataset_dir(root / "sample")
+    raw = {
+        "output": str(root / "out"),
+        "collection": {"dataset": str(root / "sample"), "shard_size": 10, "shards": SHARDS},
+        "index": [{"kind": "bm25"}],
+    }
+    BuildJob(parse_build_config(raw, "test"), dataset).run()
+    from braid.service.ray_serving import RayShards
+
+    specs = [load_pipeline("bm25")]
+    shards = RayShards("local", SHARDS, replicas=2, threads=1, timeout_s=20)
+    try:
+        opener = shards.deploy(specs, dataset, root / "out")
+        sharded = ServerThread(SearchCore(dataset, specs, root / "out", shards=SHARDS, open_shard=opener))
+        single = ServerThread(SearchCore(dataset, specs, root / "out"))
+        yield dataset, shards, sharded, single
+        sharded.stop()
+        single.stop()
+    finally:
+        shards.close()
+
+
+def search(server: ServerThread, query: str, k: int = 20) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"{server.http}/v1/search",
+        data=json.dumps({"query": query, "k": k}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def test_ray_shards_bind_loopback_and_answer_as_one_process(ray_served):
+    dataset, shards, sharded, single = ray_served
+    assert sharded.http.startswith("http://127.0.0.1:")
+    import ray
+
+    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
+    pids = shards.replica_pids()
+    assert sorted(pids) == [0, 1] and all(len(found) == 2 for found in pids.values())
+    assert os.getpid() not in {pid for found in pids.values() for pid in found}  # replicas are processes of their own
+    for query in dataset.queries().values():
+        status, answer = search(sharded, query)
+        expected_status, expected = search(single, query)
+        assert status == expected_status == 200
+        assert [h["doc_id"] for h in answer["hits"]] == [h["doc_id"] for h in expected["hits"]]
+        pairs = zip(answer["hits"], expected["hits"], strict=True)
+        assert all(abs(a["score"] - b["score"]) <= 1.5e-4 for a, b in pairs)
+
+
+def test_killing_a_replica_under_load_fails_no_request_with_two_replicas(ray_served):
+    dataset, shards, sharded, _ = ray_served
+    queries = list(dataset.queries().values())
+    victim = shards.replica_pids()[0][0]
+    answered: list[tuple[float, int]] = []  # (when, HTTP status)
+    stop = threading.Event()
+
+    def client(offset: int) -> None:
+        sent = offset
+        while not stop.is_set():
+            status = search(sharded, queries[sent % len(queries)])[0]
+            answered.append((time.monotonic(), status))
+            sent += 1
+
+    clients = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for thread in clients:
+        thread.start()
+    time.sleep(1.0)
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    recovered = None
+    # Load goes on until Ray Serve has replaced the replica and every client has been answered since the kill.
+    while time.monotonic() - killed_at < 120:
+        time.sleep(0.5)
+        if recovered is None and shards.running[0] == 2 and victim not in shards.replica_pids()[0]:
+            recovered = time.monotonic() - killed_at
+        if recovered is not None and sum(when > killed_at for when, _ in answered) >= 16:
+            break
+    stop.set()
+    for thread in clients:
+        thread.join(30)
+    statuses = [status for _, status in answered]
+    assert recovered is not None, "Ray Serve did not replace the killed replica within 120 s"
+    assert sum(when > killed_at for when, _ in answered) >= 16
+    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+
+
+def test_a_shard_without_running_replica_fails_at_once_with_unavailable(ray_served):
+    _, shards, _, _ = ray_served
+    from braid.service.ray_serving import RemoteShard
+
+    key = ("bm25", "/nowhere", ())
+    down = RemoteShard(shards.handles[1], key, 1, timeout_s=20, running=lambda: 0)
+    started = time.monotonic()
+    with pytest.raises(ShardUnavailable, match="shard 1 has no running replica") as raised:
+        down.search_partial("cat", 10)
+    assert time.monotonic() - started < 1
+    assert status_of(raised.value) == (grpc.StatusCode.UNAVAILABLE, 503)
