@@ -90,7 +90,7 @@ class BM25Retriever(Retriever):
         with java_calls():
             return {term: int(self._reader.docFreq(self._Term("contents", term))) for term in terms}
 
-    def query_statistics(self, query: str) -> dict:
+    def query_statistics(self, query: str, k: int = 0) -> dict:
         """This shard's document count, total length (in terms) and document frequency of each query term."""
         terms = self._terms(query)
         return {"documents": self._documents, "length": self._length, "df": self._doc_freqs(terms)}

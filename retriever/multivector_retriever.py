@@ -121,8 +121,8 @@ class MultiVectorRetriever(Retriever):
     def _exact(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return maxsim(query, self._tokens, self.store.offsets, rows)
 
-    def _maxsim(self, query: np.ndarray, centroid_scores: np.ndarray, probed: np.ndarray, k: int):
-        """Candidates by the centroid approximation, then exact MaxSim: (rows, scores)."""
+    def _bound(self, centroid_scores: np.ndarray, probed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows reached by the probed lists and their centroid bound on MaxSim."""
         # A document with no token in a query token's probed centroids has its best match in an unprobed one,
         # whose centroid score is at most the lowest probed score: impute that (not 0, which buries documents
         # whose few tokens, as after pooling, missed one probed list) -- XTR's imputation, for the bound. Every
@@ -134,23 +134,58 @@ class MultiVectorRetriever(Retriever):
         lists = probed.ravel()
         positions, _, lengths = gather_positions(self.store.ivf_offsets, lists)
         docs = self.store.token_doc[self.store.ivf_tokens[positions]]
-        query_token = np.repeat(np.repeat(np.arange(len(query)), probed.shape[1]), lengths)
-        list_score = np.repeat(centroid_scores[np.repeat(np.arange(len(query)), probed.shape[1]), lists], lengths)
+        query_token = np.repeat(np.repeat(np.arange(len(centroid_scores)), probed.shape[1]), lengths)
+        list_score = np.repeat(
+            centroid_scores[np.repeat(np.arange(len(centroid_scores)), probed.shape[1]), lists], lengths
+        )
         np.maximum.at(bound.ravel(), query_token * documents + docs, list_score)
         reached = np.zeros(documents, dtype=bool)
         reached[docs] = True
-        bound = bound.sum(axis=0)
         rows = np.flatnonzero(reached)
+        return rows, bound.sum(axis=0)[rows]
+
+    def _approximate(self, centroid_scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """PLAID's centroid interaction: MaxSim with every token of the document standing in for its centroid (a
+        table lookup per token, not a 384-dimensional product), to pick the few documents scored exactly."""
+        positions, first, lengths = gather_positions(self.store.offsets, rows)
+        lookup = np.take(centroid_scores, self.store.token_centroid[positions], axis=1)
+        return max_per_document(lookup, first, lengths)
+
+    def _cuts(self, k: int) -> tuple[int, int]:
+        """(documents scored exactly, documents kept by the bound): the two candidate cuts."""
         exact = max(k, self.candidates)
-        rows = rows[np.argsort(-bound[rows], kind="stable")[: max(exact, self.prefilter)]]
-        if len(rows) > exact:
-            # PLAID's centroid interaction: MaxSim with every token of the document standing in for its centroid (a
-            # table lookup per token, not a 384-dimensional product), to pick the few documents scored exactly.
-            positions, first, lengths = gather_positions(self.store.offsets, rows)
-            lookup = np.take(centroid_scores, self.store.token_centroid[positions], axis=1)
-            approximate = max_per_document(lookup, first, lengths)
-            rows = rows[np.argsort(-approximate, kind="stable")[:exact]]
+        return exact, max(exact, self.prefilter)
+
+    def _maxsim(self, query: np.ndarray, centroid_scores: np.ndarray, probed: np.ndarray, k: int, cuts=None):
+        """Candidates by the centroid approximation, then exact MaxSim: (rows, scores).
+
+        ``cuts``: a sharded search's collection-wide thresholds (:meth:`query_statistics`): every document whose
+        bound, and then whose centroid interaction, reaches the collection's cut is a candidate, so the shards
+        together score exactly the unsharded index's candidates.
+        """
+        rows, bound = self._bound(centroid_scores, probed)
+        exact, keep = self._cuts(k)
+        if cuts is not None:
+            rows, bound = rows[bound >= cuts["bound_min"]], None
+            if cuts["approximate_min"] is not None and rows.size:
+                rows = rows[self._approximate(centroid_scores, rows) >= cuts["approximate_min"]]
+        else:
+            rows = rows[np.argsort(-bound, kind="stable")[:keep]]
+            if len(rows) > exact:
+                rows = rows[np.argsort(-self._approximate(centroid_scores, rows), kind="stable")[:exact]]
         return rows, (self._exact(query, rows) if rows.size else np.zeros(0, dtype=np.float32))
+
+    def query_statistics(self, query: np.ndarray, k: int) -> dict | None:
+        """This shard's candidate scores for the collection's cuts: its best bounds (as many as the unsharded
+        index keeps) and, where a centroid-interaction stage follows, those documents' approximate scores."""
+        if self.mode != "maxsim" or len(query) == 0:
+            return None
+        centroid_scores, probed = self._probe(query)
+        rows, bound = self._bound(centroid_scores, probed)
+        exact, keep = self._cuts(k)
+        order = np.argsort(-bound, kind="stable")[:keep]
+        approximate = self._approximate(centroid_scores, rows[order]) if keep > exact and order.size else None
+        return {"bound": bound[order], "approximate": approximate, "exact": exact, "keep": keep}
 
     def _xtr(self, query: np.ndarray, probed: np.ndarray):
         """Scores from retrieved tokens alone, missing similarities imputed: (rows, scores)."""
@@ -172,12 +207,12 @@ class MultiVectorRetriever(Retriever):
         rows = np.flatnonzero(reached)
         return rows, best[:, rows].sum(axis=0)
 
-    def search_tokens(self, query: np.ndarray, k: int) -> list[Hit]:
+    def search_tokens(self, query: np.ndarray, k: int, cuts: dict | None = None) -> list[Hit]:
         if len(query) == 0:
             return []
         centroid_scores, probed = self._probe(query)
         if self.mode == "maxsim":
-            rows, scores = self._maxsim(query, centroid_scores, probed, k)
+            rows, scores = self._maxsim(query, centroid_scores, probed, k, cuts)
         else:
             rows, scores = self._xtr(query, probed)
         ids = [self.store.doc_ids[row] for row in rows]
@@ -190,7 +225,7 @@ class MultiVectorRetriever(Retriever):
         return self.encoder.encode_queries([query])[0]
 
     def search_partial(self, query: np.ndarray, k: int, statistics: Any = None) -> Partial:
-        hits = self.search_tokens(query, k)
+        hits = self.search_tokens(query, k, statistics)
         return Partial([hit.doc_id for hit in hits], np.array([hit.score for hit in hits], dtype=np.float64))
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:

@@ -42,9 +42,10 @@ class Retriever(Protocol):
         """The document's text as the index stored it, or None where the index keeps no text."""
         return None
 
-    def query_statistics(self, query: str) -> Any:
-        """This index's share of the collection statistics ``query`` is scored with, for a sharded search to sum
-        over shards (BM25's document frequencies and lengths); None where scores depend on the document alone."""
+    def query_statistics(self, query: Any, k: int) -> Any:
+        """This index's share of what a sharded search of the top ``k`` for ``query`` (as :meth:`encode_query` gave
+        it) must know of the whole collection, to combine over shards before the search round: BM25's document
+        frequencies and lengths, multi-vector's candidate scores. None where scores depend on the document alone."""
         return None
 
     def encode_query(self, query: str) -> Any:

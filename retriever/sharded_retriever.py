@@ -13,10 +13,14 @@ does not depend on which other documents share its shard, given the same collect
   shards return every hit tied at rank k so the merge breaks ties by id over the whole collection.
 - **Binary** returns its top k by code score with the float rescoring of its head; the merge takes the global top
   k by code score and rescores the global head from the shards' float scores.
-- **Multi-vector** and **SLIM** score their candidates exactly; the shards share the unsharded index's centroids
-  (multi-vector) and vocabulary, so a shard's candidates include the unsharded index's candidates from that shard.
-  Each shard keeps ``candidates`` of its own, so sharding can only add candidates: results equal the unsharded
-  ones except where an extra candidate outscores them (``benchmarks/sharded_search.py`` measures it).
+- **Multi-vector** scores candidates exactly, and which documents are candidates depends on the whole collection
+  (the best ``prefilter`` by the centroid bound, then the best ``candidates`` by centroid interaction). The shards
+  share the unsharded index's centroids, so bounds and approximations are the same numbers; a first round collects
+  each shard's best ones, the broker finds the collection's two cut-off scores, and each shard scores exactly its
+  documents above them: together, the unsharded index's candidates (:func:`candidate_cuts`).
+- **SLIM** refines the best ``candidates`` of its impact index per shard: a superset of the unsharded candidates
+  that fall in the shard, so its results can only gain a document the unsharded cut missed
+  (``benchmarks/sharded_search.py`` measures it: none on scifact).
 
 The shards behind a :class:`ShardedRetriever` are anything with ``query_statistics`` and ``search_partial``: the
 retrievers themselves in one process, or Ray Serve deployments (:mod:`braid.service.ray_serving`).
@@ -43,7 +47,7 @@ T = TypeVar("T")
 class Shard(Protocol):
     """What a sharded search asks of one shard of a retriever's index."""
 
-    def query_statistics(self, query: str) -> Any: ...
+    def query_statistics(self, query: Any, k: int) -> Any: ...
 
     def encode_query(self, query: str) -> Any: ...
 
@@ -102,8 +106,28 @@ MERGES: dict[str, Callable[[Sequence[Partial], int, Mapping[str, Any]], list[Hit
     "splade": lambda partials, k, params: merge_tied(partials, k),
     "binary": lambda partials, k, params: merge_binary(partials, k, int(params.get("rescore", 100))),
 }
-#: Kinds whose scores need the collection's statistics, summed over shards before the search round.
-STATISTICS: dict[str, Callable[[Sequence[Any]], Any]] = {"bm25": sum_statistics}
+
+
+def candidate_cuts(parts: Sequence[dict | None]) -> dict | None:
+    """Multi-vector's collection-wide candidate cuts from each shard's best bounds and centroid-interaction scores:
+    the bound of the unsharded index's last kept document, and the approximate score of its last exactly scored
+    one (None where it keeps few enough to score them all)."""
+    found = [part for part in parts if part is not None]
+    if not found:
+        return None
+    exact, keep = found[0]["exact"], found[0]["keep"]
+    bound = np.concatenate([part["bound"] for part in found])
+    bound_min = float(np.sort(bound)[::-1][keep - 1]) if bound.size > keep else float("-inf")
+    selected = bound >= bound_min
+    approximate_min = None
+    if int(selected.sum()) > exact and all(part["approximate"] is not None for part in found):
+        approximate = np.concatenate([part["approximate"] for part in found])[selected]
+        approximate_min = float(np.sort(approximate)[::-1][exact - 1])
+    return {"bound_min": bound_min, "approximate_min": approximate_min}
+
+
+#: Kinds whose search needs to know the whole collection: each shard's share, combined before the search round.
+STATISTICS: dict[str, Callable[[Sequence[Any]], Any]] = {"bm25": sum_statistics, "multivector": candidate_cuts}
 #: Kinds that search with the query text itself (analysis is per shard and cheap); the others encode it once.
 UNENCODED = frozenset({"bm25"})
 
@@ -128,14 +152,14 @@ class ShardedRetriever(Retriever):
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         k = int(k)
-        statistics = None
-        if self.kind in STATISTICS:
-            statistics = STATISTICS[self.kind](self._each(lambda shard: shard.query_statistics(query)))
         encoded = query
         if self.kind not in UNENCODED:
             # One shard encodes the query (round robin) and every shard searches with the result: the encoder's
             # cost is paid once per query, not once per shard.
             encoded = self.shards[next(self._turn) % len(self.shards)].encode_query(query)
+        statistics = None
+        if self.kind in STATISTICS:
+            statistics = STATISTICS[self.kind](self._each(lambda shard: shard.query_statistics(encoded, k)))
         partials = self._each(lambda shard: shard.search_partial(encoded, k, statistics))
         merge = MERGES.get(self.kind)
         return merge(partials, k, self.params) if merge else merge_scored(partials, k)

@@ -308,6 +308,12 @@ class SearchCore:
     def reload(self, pipeline: str = "") -> list[dict[str, Any]]:
         """Reopen one pipeline's indexes (all when ``pipeline`` is empty) and swap them in atomically."""
         slots = [self.registry.slot(pipeline)] if pipeline else self.registry.slots()
+        if self.open_shard is not None:
+            # The indexes are open in the shard deployments' replicas, which a broker-side reload would not touch:
+            # refuse rather than report a reload that changed nothing.
+            raise FailedPrecondition(
+                "the indexes are served by Ray Serve shard deployments: restart braid serve over the rebuilt shards"
+            )
         for slot in slots:
             self._reload_slot(slot)
         return [self.pipeline_info(slot) for slot in slots]

@@ -56,8 +56,8 @@ class ShardReplica:
             key: RETRIEVER_KINDS[key[0]].open(Path(key[1]), dict(key[2]), threads) for key in map(_as_key, stages)
         }
 
-    def query_statistics(self, key: StageKey, query: str) -> Any:
-        return self._retrievers[_as_key(key)].query_statistics(query)
+    def query_statistics(self, key: StageKey, query: Any, k: int) -> Any:
+        return self._retrievers[_as_key(key)].query_statistics(query, k)
 
     def encode_query(self, key: StageKey, query: str) -> Any:
         return self._retrievers[_as_key(key)].encode_query(query)
@@ -111,8 +111,8 @@ class RemoteShard:
                 time.sleep(0.05 * (attempt + 1))  # the router learns of the dead replica within a few ms
         raise ShardUnavailable(f"shard {self.index} did not answer within {self.timeout_s:g} s; retry")
 
-    def query_statistics(self, query: str) -> Any:
-        return self._call("query_statistics", query)
+    def query_statistics(self, query: Any, k: int) -> Any:
+        return self._call("query_statistics", query, k)
 
     def encode_query(self, query: str) -> Any:
         return self._call("encode_query", query)
