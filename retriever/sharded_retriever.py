@@ -18,9 +18,8 @@ does not depend on which other documents share its shard, given the same collect
   share the unsharded index's centroids, so bounds and approximations are the same numbers; a first round collects
   each shard's best ones, the broker finds the collection's two cut-off scores, and each shard scores exactly its
   documents above them: together, the unsharded index's candidates (:func:`candidate_cuts`).
-- **SLIM** refines the best ``candidates`` of its impact index per shard: a superset of the unsharded candidates
-  that fall in the shard, so its results can only gain a document the unsharded cut missed
-  (``benchmarks/sharded_search.py`` measures it: none on scifact).
+- **SLIM** refines the best ``candidates`` of its impact index by exact late interaction; a first round finds the
+  collection's first-stage cut-off score (:func:`first_stage_cut`), and each shard refines its documents above it.
 
 The shards behind a :class:`ShardedRetriever` are anything with ``query_statistics`` and ``search_partial``: the
 retrievers themselves in one process, or Ray Serve deployments (:mod:`braid.service.ray_serving`).
@@ -126,8 +125,19 @@ def candidate_cuts(parts: Sequence[dict | None]) -> dict | None:
     return {"bound_min": bound_min, "approximate_min": approximate_min}
 
 
+def first_stage_cut(parts: Sequence[dict]) -> dict:
+    """SLIM's collection-wide first-stage cut-off: the score of the unsharded index's last refined candidate."""
+    depth = parts[0]["depth"]
+    scores = np.concatenate([part["scores"] for part in parts])
+    return {"min": float(np.sort(scores)[::-1][depth - 1]) if scores.size > depth else float("-inf")}
+
+
 #: Kinds whose search needs to know the whole collection: each shard's share, combined before the search round.
-STATISTICS: dict[str, Callable[[Sequence[Any]], Any]] = {"bm25": sum_statistics, "multivector": candidate_cuts}
+STATISTICS: dict[str, Callable[[Sequence[Any]], Any]] = {
+    "bm25": sum_statistics,
+    "multivector": candidate_cuts,
+    "slim": first_stage_cut,
+}
 #: Kinds that search with the query text itself (analysis is per shard and cheap); the others encode it once.
 UNENCODED = frozenset({"bm25"})
 

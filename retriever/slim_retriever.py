@@ -96,7 +96,10 @@ class SlimRetriever(Retriever):
 
     def search_matrix(self, query: sp.csr_matrix, k: int) -> list[Hit]:
         candidates = self._impact.search(self.first_stage_vector(query), max(k, self.candidates))
-        doc_ids = [hit.doc_id for hit in candidates]
+        return self._refine(query, [hit.doc_id for hit in candidates], k)
+
+    def _refine(self, query: sp.csr_matrix, doc_ids: list[str], k: int) -> list[Hit]:
+        """The top ``k`` of ``doc_ids`` by exact late interaction."""
         scores = self.late_interaction(query, doc_ids)
         # Exact ties (duplicate documents) go by id, as everywhere in braid, not by candidate order, so that a
         # sharded collection ranks them as one index does.
@@ -114,8 +117,21 @@ class SlimRetriever(Retriever):
     def encode_query(self, query: str) -> sp.csr_matrix:
         return self.query_matrix(query)
 
+    def query_statistics(self, query: sp.csr_matrix, k: int) -> dict:
+        """This shard's best first-stage scores, as many as the unsharded index refines: the broker finds the
+        collection's cut-off among them (:func:`~braid.retriever.sharded_retriever.first_stage_cut`)."""
+        depth = max(k, self.candidates)
+        _, scores = self._impact.search_raw(self.first_stage_vector(query), depth)
+        return {"scores": np.sort(scores)[::-1][:depth], "depth": depth}
+
     def search_partial(self, query: sp.csr_matrix, k: int, statistics: Any = None) -> Partial:
-        hits = self.search_matrix(query, k)
+        if statistics is None:
+            hits = self.search_matrix(query, k)
+        else:
+            # Refine exactly this shard's documents among the collection's first-stage candidates.
+            ids, scores = self._impact.search_raw(self.first_stage_vector(query), max(k, self.candidates))
+            keep = (scores >= statistics["min"]).tolist()
+            hits = self._refine(query, [doc_id for doc_id, kept in zip(ids, keep, strict=True) if kept], k)
         return Partial([hit.doc_id for hit in hits], np.array([hit.score for hit in hits], dtype=np.float64))
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:

@@ -124,11 +124,13 @@ def run(args: argparse.Namespace) -> int:
             open_shard,
         )
         server = BraidServer(core, config)
+        # Asked before the event loop starts: Ray Serve's blocking handle calls are refused inside one.
+        replicas = shards.replica_pids() if shards is not None else None
 
         def ready(started: BraidServer) -> None:
             addresses = {**started.addresses, "pipelines": core.registry.names, "pid": os.getpid()}
-            if shards is not None:
-                addresses["shard_replicas"] = shards.replica_pids()
+            if replicas is not None:
+                addresses["shard_replicas"] = replicas
             line = json.dumps(addresses)
             if args.ready_file is not None:
                 atomic_write_text(args.ready_file, line + "\n")
