@@ -12,9 +12,13 @@ def connect_ray(address: str, cpus: int | None = None) -> Any:
     """The ``ray`` module, connected to the cluster at ``address``, or to one started here for ``local``.
 
     A local cluster listens on loopback only (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before ray is imported, and the
-    node's address 127.0.0.1), runs no dashboard, and keeps workers' logs out of this process's output.
+    node's address 127.0.0.1), runs no dashboard, runs workers at normal priority, and keeps workers' logs out of
+    this process's output.
     """
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Ray starts its workers at nice 15; serving replicas at that priority lose the CPU to the broker that waits
+    # on them. Workers of a cluster started here run at normal priority.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     try:
         import ray
     except ImportError:

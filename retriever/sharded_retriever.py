@@ -1,9 +1,9 @@
 """Document-partitioned retrieval: one retriever over a collection cut into shards, each shard searched in full.
 
-A query is encoded once (by one shard, round robin: an embedding, a sparse vector), goes to every shard, and each
-returns its own top k (:class:`~braid.retriever.protocol.Partial`), and the
-lists merge into the collection's top k. This is exact because every retriever ranks a document by a score that
-does not depend on which other documents share its shard, given the same collection statistics:
+A query is encoded once (by one shard, round robin: an embedding, a sparse vector) and goes to every shard; each
+returns its own top k (:class:`~braid.retriever.protocol.Partial`), and the lists merge into the collection's top k.
+This is exact because every retriever ranks a document by a score that does not depend on which other documents
+share its shard, once a shard knows what it must of the whole collection (a first round, where needed):
 
 - **BM25** needs collection-wide document frequencies, document count and average length; the query takes two
   rounds (Elasticsearch's ``dfs_query_then_fetch``): every shard reports its share of the query's statistics, the
@@ -21,8 +21,9 @@ does not depend on which other documents share its shard, given the same collect
 - **SLIM** refines the best ``candidates`` of its impact index by exact late interaction; a first round finds the
   collection's first-stage cut-off score (:func:`first_stage_cut`), and each shard refines its documents above it.
 
-The shards behind a :class:`ShardedRetriever` are anything with ``query_statistics`` and ``search_partial``: the
-retrievers themselves in one process, or Ray Serve deployments (:mod:`braid.service.ray_serving`).
+The shards behind a :class:`ShardedRetriever` are anything with ``encode_query``, ``query_statistics`` and
+``search_partial``: the retrievers themselves in one process, or Ray Serve deployments
+(:mod:`braid.service.ray_serving`).
 """
 
 from __future__ import annotations

@@ -171,6 +171,9 @@ class RayShards:
             ShardReplica,
             num_replicas=self.replicas,
             ray_actor_options={"num_cpus": self.replica_cpus},
+            # Every query sends one call per retriever (and round) to each shard; Serve's default of 5 in flight
+            # per replica would queue a few concurrent queries' calls in the router.
+            max_ongoing_requests=64,
             health_check_period_s=2,
             health_check_timeout_s=30,
             graceful_shutdown_timeout_s=5,
