@@ -80,11 +80,12 @@ class RemoteShard:
 
     A call that reaches a replica as it dies (ActorDiedError and kin) is sent again: Ray Serve routes the retry to
     another replica, so with R >= 2 a killed replica costs no request. When the shard has no running replica at all
-    (R = 1, before Ray Serve has replaced it) calls fail at once with UNAVAILABLE instead of queueing until the
-    deadline.
+    (R = 1, before Ray Serve has replaced it) new calls fail at once with UNAVAILABLE, and calls waiting on the dead
+    replica fail as soon as the controller reports it, instead of at the deadline.
     """
 
     RETRIES = 3
+    POLL_S = 0.25
 
     def __init__(
         self, handle: Any, key: StageKey, index: int, timeout_s: float, running: Callable[[], int] | None = None
@@ -99,17 +100,30 @@ class RemoteShard:
         for attempt in range(self.RETRIES + 1):
             if self._running() == 0:
                 raise ShardUnavailable(f"shard {self.index} has no running replica; Ray Serve is restarting it, retry")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+            response = getattr(self.handle, method).remote(self.key, *args)
             try:
-                return getattr(self.handle, method).remote(self.key, *args).result(timeout_s=remaining)
-            except TimeoutError:
-                break
+                return self._wait(response, deadline)
             except RayError as error:
                 log.warning("shard %d, attempt %d: %s", self.index, attempt + 1, type(error).__name__)
                 time.sleep(0.05 * (attempt + 1))  # the router learns of the dead replica within a few ms
-        raise ShardUnavailable(f"shard {self.index} did not answer within {self.timeout_s:g} s; retry")
+        raise ShardUnavailable(f"shard {self.index} did not answer after {self.RETRIES + 1} attempts; retry")
+
+    def _wait(self, response: Any, deadline: float) -> Any:
+        """The call's result, waited for in short slices: a call whose replica died with no other to take over
+        (the controller reports no running replica) fails then, not at the deadline."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                response.cancel()
+                raise ShardUnavailable(f"shard {self.index} did not answer within {self.timeout_s:g} s; retry")
+            try:
+                return response.result(timeout_s=min(self.POLL_S, remaining))
+            except TimeoutError:
+                if self._running() == 0:
+                    response.cancel()
+                    raise ShardUnavailable(
+                        f"shard {self.index} lost its only running replica mid-request; Ray Serve is restarting it"
+                    ) from None
 
     def query_statistics(self, query: Any, k: int) -> Any:
         return self._call("query_statistics", query, k)
