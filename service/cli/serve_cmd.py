@@ -95,13 +95,15 @@ def run(args: argparse.Namespace) -> int:
     limits = ServiceLimits(
         max_k=args.max_k, max_concurrency=args.max_concurrency, workers=args.workers, default_timeout_s=args.timeout
     )
-    auth = AuthConfig(_api_key(args), args.auth_reads)
-    specs = [load_pipeline(name) for name in args.pipelines]
-    dataset = resolve_dataset(args.dataset, args.data_dir)
     if args.replica_cpus < 0:
         raise BraidError(f"--replica-cpus must be >= 0, got {args.replica_cpus}")
     if args.ray is None and args.replicas > 1:
         raise BraidError("--replicas needs --ray local|ADDRESS (replicas are Ray Serve's)")
+    if args.ray is not None and args.shards < 2:
+        raise BraidError("--ray serves serving shards: give --shards N >= 2 (indexes built with shards = N)")
+    auth = AuthConfig(_api_key(args), args.auth_reads)
+    specs = [load_pipeline(name) for name in args.pipelines]
+    dataset = resolve_dataset(args.dataset, args.data_dir)
     shards = open_shard = None
     if args.ray is not None:
         from braid.service.ray_serving import RayShards

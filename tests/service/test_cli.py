@@ -130,6 +130,9 @@ def test_empty_query_and_bad_arguments(tiny_beir, tmp_path):
     _assert_clean_error(braid("search", "--dataset", str(tiny_beir), "  "), "empty query")
     _assert_clean_error(braid("index", "build", "--dataset", str(tiny_beir), "--kind", "hnsw"), "invalid choice")
     _assert_clean_error(braid("eval", "--dataset", str(tiny_beir)), "give --pipeline")
+    _assert_clean_error(braid("serve", "--dataset", str(tiny_beir), "--ray", "local"), "give --shards N >= 2")
+    _assert_clean_error(braid("serve", "--dataset", str(tiny_beir), "--replicas", "2"), "--replicas needs --ray")
+    _assert_clean_error(braid("eval", "--dataset", str(tiny_beir), "--shards", "0"), "expected a positive integer")
     _assert_clean_error(braid("eval", "--dataset", str(tiny_beir), "--run", str(tmp_path / "x.trec")), "does not exist")
     _assert_clean_error(
         braid(
