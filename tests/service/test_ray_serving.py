@@ -18,7 +18,7 @@ from braid.indexer.build_config import parse_build_config
 from braid.indexer.build_job import BuildJob
 from braid.pipelines.pipeline import load_pipeline
 from braid.service.core import SearchCore
-from braid.service.errors import ShardUnavailable, status_of
+from braid.service.errors import FailedPrecondition, ShardUnavailable, status_of
 from tests.conftest import write_sample
 from tests.service.conftest import ServerThread
 
@@ -132,3 +132,11 @@ def test_a_shard_without_running_replica_fails_at_once_with_unavailable(ray_serv
         down.search_partial("cat", 10)
     assert time.monotonic() - started < 1
     assert status_of(raised.value) == (grpc.StatusCode.UNAVAILABLE, 503)
+
+
+def test_reload_and_updates_are_refused_while_shard_deployments_hold_the_indexes(ray_served):
+    _, _, sharded, _ = ray_served
+    with pytest.raises(FailedPrecondition, match="Ray Serve shard deployments"):
+        sharded.core.reload()
+    with sharded.core.registry.slot("bm25").lease() as pipeline:
+        assert pipeline.shards == SHARDS and not pipeline.updatable
