@@ -35,6 +35,7 @@ from braid.indexer.lucene_jvm import java_calls, java_class, search_top
 from braid.indexer.lucene_reader import open_reader, open_searcher, read_docids
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
+from braid.retriever.impact_search import TermDisjunction
 from braid.retriever.protocol import Partial, Retriever
 from braid.retriever.ties import DocIds
 
@@ -61,11 +62,7 @@ class BM25Retriever(Retriever):
         )
         self._generator = java_class("io.anserini.search.query.BagOfWordsQueryGenerator")()
         self._analyze = java_class("io.anserini.analysis.AnalyzerUtils").analyze
-        self._Term = java_class("org.apache.lucene.index.Term")
-        self._TermQuery = java_class("org.apache.lucene.search.TermQuery")
-        self._BoostQuery = java_class("org.apache.lucene.search.BoostQuery")
-        self._Builder = java_class("org.apache.lucene.search.BooleanQuery$Builder")
-        self._should = java_class("org.apache.lucene.search.BooleanClause$Occur").SHOULD
+        self._disjunction = TermDisjunction()
         with java_calls():
             collection = self._searcher.collectionStatistics("contents")
             self._documents = int(collection.docCount()) if collection is not None else 0
@@ -88,7 +85,7 @@ class BM25Retriever(Retriever):
 
     def _doc_freqs(self, terms: Counter[str]) -> dict[str, int]:
         with java_calls():
-            return {term: int(self._reader.docFreq(self._Term("contents", term))) for term in terms}
+            return {term: int(self._reader.docFreq(self._disjunction.Term("contents", term))) for term in terms}
 
     def query_statistics(self, query: str, k: int = 0) -> dict:
         """This shard's document count, total length (in terms) and document frequency of each query term."""
@@ -105,21 +102,16 @@ class BM25Retriever(Retriever):
         terms = self._terms(query)
         local = self._doc_freqs(terms)
         documents, length = int(statistics["documents"]), int(statistics["length"])
-        clauses = []
+        boosts = {}
         for term, count in terms.items():
             shard_df, global_df = local[term], int(statistics["df"].get(term, 0))
             if shard_df == 0 or global_df == 0:
                 continue  # no posting here to score
-            boost = count * _idf(global_df, documents) / _idf(shard_df, self._documents)
-            clauses.append((term, boost))
-        if not clauses or self._documents == 0:
+            boosts[term] = count * _idf(global_df, documents) / _idf(shard_df, self._documents)
+        if not boosts or self._documents == 0:
             return Partial([], np.zeros(0, dtype=np.float32))
         searcher = self._searcher_for(self._length / self._documents, length / documents)
-        with java_calls():
-            builder = self._Builder()
-            for term, boost in clauses:
-                builder.add(self._BoostQuery(self._TermQuery(self._Term("contents", term)), boost), self._should)
-            lucene_query = builder.build()
+        lucene_query = self._disjunction.build(boosts)
         return Partial(*self._doc_ids.top_k_raw(lambda depth: search_top(searcher, lucene_query, depth), k))
 
     def _searcher_for(self, shard_avgdl: float, global_avgdl: float):

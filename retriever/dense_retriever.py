@@ -56,8 +56,7 @@ class DenseRetriever(Retriever):
 
     def search_partial(self, query: np.ndarray, k: int, statistics: Any = None) -> Partial:
         scores, rows = self._index.search(np.asarray(query, dtype=np.float32)[None, :], int(k))
-        hits = self._hits(scores[0], rows[0])
-        return Partial([hit.doc_id for hit in hits], np.array([hit.score for hit in hits], dtype=np.float64))
+        return Partial.of_hits(self._hits(scores[0], rows[0]))
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

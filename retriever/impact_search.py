@@ -19,6 +19,35 @@ from braid.retriever.hit import Hit
 from braid.retriever.ties import DocIds
 
 
+class TermDisjunction:
+    """Lucene queries that sum boosted term matches over the ``contents`` field: OR of BoostQuery(TermQuery) clauses.
+
+    What an impact query (boost = query weight) and a sharded BM25 query (boost = query count x idf correction) are
+    made of. Each term's (immutable) TermQuery is made once: two of the four JNI calls a query term costs.
+    """
+
+    def __init__(self) -> None:
+        self._Builder = java_class("org.apache.lucene.search.BooleanQuery$Builder")
+        self._BoostQuery = java_class("org.apache.lucene.search.BoostQuery")
+        self._TermQuery = java_class("org.apache.lucene.search.TermQuery")
+        self.Term = java_class("org.apache.lucene.index.Term")
+        self._should = java_class("org.apache.lucene.search.BooleanClause$Occur").SHOULD
+        self._term_queries: dict[str, object] = {}  # filled under java_calls()
+
+    def _term_query(self, term: str):
+        query = self._term_queries.get(term)
+        if query is None:
+            query = self._term_queries[term] = self._TermQuery(self.Term("contents", term))
+        return query
+
+    def build(self, weights: Mapping[str, float]):
+        with java_calls():
+            builder = self._Builder()
+            for term, weight in weights.items():
+                builder.add(self._BoostQuery(self._term_query(term), float(weight)), self._should)
+            return builder.build()
+
+
 class ImpactSearcher:
     def __init__(self, index_dir: Path, doc_count: int) -> None:
         self._doc_ids = DocIds(read_docids(index_dir, doc_count))
@@ -27,26 +56,10 @@ class ImpactSearcher:
         index_searcher = java_class("org.apache.lucene.search.IndexSearcher")
         # SPLADE queries expand to hundreds of terms; Lucene's default cap is 1024 clauses.
         index_searcher.setMaxClauseCount(max(8192, index_searcher.getMaxClauseCount()))
-        self._Builder = java_class("org.apache.lucene.search.BooleanQuery$Builder")
-        self._BoostQuery = java_class("org.apache.lucene.search.BoostQuery")
-        self._TermQuery = java_class("org.apache.lucene.search.TermQuery")
-        self._Term = java_class("org.apache.lucene.index.Term")
-        self._should = java_class("org.apache.lucene.search.BooleanClause$Occur").SHOULD
-        self._term_queries: dict[str, object] = {}  # filled under java_calls()
-
-    def _term_query(self, term: str):
-        """The (immutable) TermQuery of ``term``, made once: two of the four JNI calls a query term costs."""
-        query = self._term_queries.get(term)
-        if query is None:
-            query = self._term_queries[term] = self._TermQuery(self._Term("contents", term))
-        return query
+        self._disjunction = TermDisjunction()
 
     def _query(self, vector: Mapping[str, float]):
-        with java_calls():
-            builder = self._Builder()
-            for term, weight in vector.items():
-                builder.add(self._BoostQuery(self._term_query(term), float(weight)), self._should)
-            return builder.build()
+        return self._disjunction.build(vector)
 
     def search(self, vector: Mapping[str, float], k: int) -> list[Hit]:
         query = self._query(vector)

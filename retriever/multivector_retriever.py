@@ -225,8 +225,7 @@ class MultiVectorRetriever(Retriever):
         return self.encoder.encode_queries([query])[0]
 
     def search_partial(self, query: np.ndarray, k: int, statistics: Any = None) -> Partial:
-        hits = self.search_tokens(query, k, statistics)
-        return Partial([hit.doc_id for hit in hits], np.array([hit.score for hit in hits], dtype=np.float64))
+        return Partial.of_hits(self.search_tokens(query, k, statistics))
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

@@ -26,6 +26,11 @@ class Partial:
     scores: np.ndarray
     head: np.ndarray | None = None
 
+    @classmethod
+    def of_hits(cls, hits: list[Hit]) -> Partial:
+        """A retriever's own top hits, whose scores compare across shards as they are."""
+        return cls([hit.doc_id for hit in hits], np.array([hit.score for hit in hits], dtype=np.float64))
+
 
 class Retriever(Protocol):
     """Ranked hits over one index: best first, ties broken by document id, at most ``k``.
@@ -57,8 +62,7 @@ class Retriever(Protocol):
         """This index's top ``k`` as one shard of a document-partitioned collection, for ``query`` as
         :meth:`encode_query` gave it, scored with the collection's summed ``statistics`` where the retriever has
         any. By default the hits of :meth:`search`, whose scores compare across shards as they are."""
-        hits = self.search(query, k)
-        return Partial([hit.doc_id for hit in hits], np.array([hit.score for hit in hits], dtype=np.float64))
+        return Partial.of_hits(self.search(query, k))
 
 
 @runtime_checkable

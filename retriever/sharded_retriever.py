@@ -21,8 +21,8 @@ share its shard, once a shard knows what it must of the whole collection (a firs
 - **SLIM** refines the best ``candidates`` of its impact index by exact late interaction; a first round finds the
   collection's first-stage cut-off score (:func:`first_stage_cut`), and each shard refines its documents above it.
 
-The shards behind a :class:`ShardedRetriever` are anything with ``encode_query``, ``query_statistics`` and
-``search_partial``: the retrievers themselves in one process, or Ray Serve deployments
+The shards behind a :class:`ShardedRetriever` are anything with ``encode_query``, ``query_statistics``,
+``search_partial`` and ``document_text``: the retrievers themselves in one process, or Ray Serve deployments
 (:mod:`braid.service.ray_serving`).
 """
 
@@ -52,6 +52,8 @@ class Shard(Protocol):
     def encode_query(self, query: str) -> Any: ...
 
     def search_partial(self, query: Any, k: int, statistics: Any = None) -> Partial: ...
+
+    def document_text(self, doc_id: str) -> str | None: ...
 
 
 def sum_statistics(parts: Sequence[dict]) -> dict:
@@ -180,8 +182,7 @@ class ShardedRetriever(Retriever):
 
     def document_text(self, doc_id: str) -> str | None:
         for shard in self.shards:
-            text = getattr(shard, "document_text", None)
-            found = text(doc_id) if text is not None else None
+            found = shard.document_text(doc_id)
             if found is not None:
                 return found
         return None

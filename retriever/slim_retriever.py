@@ -132,7 +132,7 @@ class SlimRetriever(Retriever):
             ids, scores = self._impact.search_raw(self.first_stage_vector(query), max(k, self.candidates))
             keep = (scores >= statistics["min"]).tolist()
             hits = self._refine(query, [doc_id for doc_id, kept in zip(ids, keep, strict=True) if kept], k)
-        return Partial([hit.doc_id for hit in hits], np.array([hit.score for hit in hits], dtype=np.float64))
+        return Partial.of_hits(hits)
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

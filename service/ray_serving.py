@@ -125,6 +125,9 @@ class RemoteShard:
                         f"shard {self.index} lost its only running replica mid-request; Ray Serve is restarting it"
                     ) from None
 
+    def document_text(self, doc_id: str) -> str | None:
+        return None  # texts stay with the replicas' indexes; a reranking broker reads them from the collection
+
     def query_statistics(self, query: Any, k: int) -> Any:
         return self._call("query_statistics", query, k)
 
@@ -237,12 +240,8 @@ class RayShards:
 
     def replica_pids(self) -> dict[int, list[int]]:
         """Each shard's replica process ids (what a fault test kills), by asking the replicas themselves."""
-        from ray import serve
-
         pids: dict[int, list[int]] = {}
-        for index in range(self.count):
-            status = serve.status().applications[self.app_name(index)]
-            running = sum(d.replica_states.get("RUNNING", 0) for d in status.deployments.values())
+        for index, running in enumerate(self._running_replicas()):
             seen: set[int] = set()
             for _ in range(20 * max(running, 1)):
                 seen.add(self.handles[index].pid.remote().result(timeout_s=self.timeout_s))
