@@ -54,7 +54,8 @@ class HeadConfig:
     probe_tokens: int = 8
     max_queries: int = 100
     l2_grid: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0)
-    fusion_grid: tuple[float, ...] = (1.0, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
+    # Down to 0.1: over a strong first stage (the hybrid) the LLM earns a small share only.
+    fusion_grid: tuple[float, ...] = (1.0, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
     folds: int = 5
     seed: int = 0
     device: str = "auto"
