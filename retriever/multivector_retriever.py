@@ -92,7 +92,9 @@ class MultiVectorRetriever(Retriever):
         if mode not in MODES:
             raise BraidError(f"multivector mode must be one of {', '.join(MODES)}, got {mode!r}")
         if nprobe < 1 or candidates < 1 or token_k < 1:
-            raise BraidError("multivector nprobe, candidates and token_k must be >= 1")
+            raise BraidError(
+                f"multivector nprobe, candidates and token_k must be >= 1, got {nprobe}, {candidates} and {token_k}"
+            )
         if prefilter < 0:
             raise BraidError(f"multivector prefilter must be >= 0 (0 = none), got {prefilter}")
         self.index_dir = Path(index_dir)

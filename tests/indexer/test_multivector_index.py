@@ -139,3 +139,17 @@ def test_refused_updates_leave_the_index_unchanged(sample, tmp_path):
 def test_pool_factor_out_of_range_is_refused(factor):
     with pytest.raises(BraidError, match="pool_factor"):
         validate_params({"pool_factor": factor})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"mode": "colbert"}, r"mode must be one of maxsim, xtr, got 'colbert'"),
+        ({"nprobe": 0}, r"must be >= 1, got 0, 512 and 1000"),
+        ({"prefilter": -1}, r"prefilter must be >= 0 \(0 = none\), got -1"),
+    ],
+)
+def test_bad_search_options_are_refused_naming_the_allowed_values(sample, options, message):
+    _, _, _, path = sample
+    with pytest.raises(BraidError, match=message):
+        MultiVectorRetriever(path, **options)
