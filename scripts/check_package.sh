@@ -33,9 +33,11 @@ installed "$scratch/empty" "$scratch/site/bin/braid" --help >/dev/null
 installed "$scratch/empty" -m braid index build --help >/dev/null
 installed "$root" -m braid eval --help >/dev/null
 installed "$root" -m benchmarks.binary_table --help >/dev/null
-# Package data: the built-in pipelines and the built-in score head must be installed with the code.
-installed "$scratch/empty" -c 'from braid.pipelines.spec import builtin_pipelines; from braid.ranker.score_head import \
-builtin_heads; assert "hybrid-rerank" in builtin_pipelines() and builtin_heads() == ["smollm2"], builtin_heads()'
+# Package data: the built-in pipelines and every built-in score head in the checkout must be installed with the code.
+heads="$(cd "$root/ranker/heads" && ls -- *.json | sed 's/\.json$//' | tr '\n' ' ')"
+installed "$scratch/empty" -c 'import sys; from braid.pipelines.spec import builtin_pipelines; from braid.ranker.score_head \
+import builtin_heads; assert "hybrid-rerank" in builtin_pipelines() and builtin_heads() == sorted(sys.argv[1].split()), \
+builtin_heads()' "$heads"
 echo "check_package: pip install . installs braid alone; the braid command and python -m braid work"
 # From an empty folder, so that the repository's own folders cannot stand in for the installed ones.
 cd "$scratch/empty"
