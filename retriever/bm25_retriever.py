@@ -63,6 +63,7 @@ class BM25Retriever(Retriever):
         self._generator = java_class("io.anserini.search.query.BagOfWordsQueryGenerator")()
         self._analyze = java_class("io.anserini.analysis.AnalyzerUtils").analyze
         self._disjunction = TermDisjunction()
+        self._Term = java_class("org.apache.lucene.index.Term")  # document frequencies, for collection-wide idf
         with java_calls():
             collection = self._searcher.collectionStatistics("contents")
             self._documents = int(collection.docCount()) if collection is not None else 0
@@ -85,7 +86,7 @@ class BM25Retriever(Retriever):
 
     def _doc_freqs(self, terms: Counter[str]) -> dict[str, int]:
         with java_calls():
-            return {term: int(self._reader.docFreq(self._disjunction.Term("contents", term))) for term in terms}
+            return {term: int(self._reader.docFreq(self._Term("contents", term))) for term in terms}
 
     def query_statistics(self, query: str, k: int = 0) -> dict:
         """This shard's document count, total length (in terms) and document frequency of each query term."""

@@ -30,14 +30,14 @@ class TermDisjunction:
         self._Builder = java_class("org.apache.lucene.search.BooleanQuery$Builder")
         self._BoostQuery = java_class("org.apache.lucene.search.BoostQuery")
         self._TermQuery = java_class("org.apache.lucene.search.TermQuery")
-        self.Term = java_class("org.apache.lucene.index.Term")
+        self._Term = java_class("org.apache.lucene.index.Term")
         self._should = java_class("org.apache.lucene.search.BooleanClause$Occur").SHOULD
         self._term_queries: dict[str, object] = {}  # filled under java_calls()
 
     def _term_query(self, term: str):
         query = self._term_queries.get(term)
         if query is None:
-            query = self._term_queries[term] = self._TermQuery(self.Term("contents", term))
+            query = self._term_queries[term] = self._TermQuery(self._Term("contents", term))
         return query
 
     def build(self, weights: Mapping[str, float]):
@@ -58,14 +58,11 @@ class ImpactSearcher:
         index_searcher.setMaxClauseCount(max(8192, index_searcher.getMaxClauseCount()))
         self._disjunction = TermDisjunction()
 
-    def _query(self, vector: Mapping[str, float]):
-        return self._disjunction.build(vector)
-
     def search(self, vector: Mapping[str, float], k: int) -> list[Hit]:
-        query = self._query(vector)
+        query = self._disjunction.build(vector)
         return self._doc_ids.top_k(lambda depth: search_top(self._searcher, query, depth), int(k))
 
     def search_raw(self, vector: Mapping[str, float], k: int) -> tuple[list[str], np.ndarray]:
         """Ids and raw scores of the hits that can be in the top ``k`` (see :meth:`DocIds.top_k_raw`)."""
-        query = self._query(vector)
+        query = self._disjunction.build(vector)
         return self._doc_ids.top_k_raw(lambda depth: search_top(self._searcher, query, depth), int(k))
