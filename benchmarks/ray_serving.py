@@ -8,10 +8,14 @@ and requests/s as a share of the one-process setup's.
 Faults (``--faults``): under the same load, one replica of shard 0 is killed by its PID (SIGKILL) a quarter into
 the run, for R = 2 and for R = 1. Reported: requests sent and failed (by status), the slowest failed request (a
 failure must come fast, not at the deadline), the time of the last failure after the kill, and the recovery time
-(until Ray Serve has a new replica process of shard 0 running, the killed one gone). Usage:
+(until Ray Serve has a new replica process of shard 0 running, the killed one gone).
+
+Reload (``--reload``): under the same load, the server is told to reload a quarter into the run: a new generation
+of every shard deployment comes up beside the old one, every pipeline switches to it, the old one is deleted.
+Reported: requests sent and failed, how long the reload call took, the generations before and after. Usage:
 
     python -m benchmarks.ray_serving --dataset scifact --index-dir builds/scifact-sharded --shards 3 \\
-        --pipelines bm25 hybrid --clients 8 --duration 30 --faults --output results/ray_serving.json
+        --pipelines bm25 hybrid --clients 8 --duration 30 --faults --reload --output results/ray_serving.json
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import signal
 import sys
@@ -41,7 +46,8 @@ def replica_processes(shard: int) -> list[int]:
     found = []
     for process in psutil.process_iter(["pid", "cmdline"]):
         command = " ".join(process.info["cmdline"] or ())
-        if f"ServeReplica:braid-shard-{shard}:" in command and process.status() != psutil.STATUS_ZOMBIE:
+        # Applications are named per generation (braid-g<N>-shard-<i>): a reload deploys the next one.
+        if re.search(rf"ServeReplica:braid-g\d+-shard-{shard}:", command) and process.status() != psutil.STATUS_ZOMBIE:
             found.append(process.info["pid"])
     return sorted(found)
 
@@ -78,6 +84,20 @@ def kill_replica(addresses: dict, replicas: int, report: dict):
     return action
 
 
+def reload_shards(addresses: dict, api_key: str, pipeline: str, report: dict):
+    """A reload_action for :class:`Run`: reload (a new generation of every shard deployment) while clients search."""
+
+    def action() -> dict:
+        with BraidClient(addresses["grpc"], api_key=api_key, timeout=600) as admin:
+            before = {p.name: p.generation for p in admin.list_pipelines().pipelines}[pipeline]
+            report["killed_at"] = tick = time.monotonic()  # fault_summary counts from here
+            after = {p.name: p.generation for p in admin.reload(pipeline).pipelines}[pipeline]
+        report.update(reload_s=round(time.monotonic() - tick, 2), generation_before=before, generation_after=after)
+        return {key: report[key] for key in ("reload_s", "generation_before", "generation_after")}
+
+    return action
+
+
 def fault_summary(run: Run, report: dict) -> dict:
     killed = report["killed_at"]
     failed = [(when, seconds, error) for when, seconds, error in run.events if error is not None]
@@ -106,6 +126,7 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=200_000)
     parser.add_argument("--timeout", type=float, default=10.0, help="client deadline per request, seconds")
     parser.add_argument("--faults", action="store_true", help="also kill a replica under load (R = 2, then R = 1)")
+    parser.add_argument("--reload", action="store_true", help="also reload every shard under load (Ray setups)")
     parser.add_argument("--setups", nargs="+", default=["process", "process-shards", "ray-r1", "ray-r2"])
     parser.add_argument("--output", type=Path, default=Path("results/ray_serving.json"))
     args = parser.parse_args()
@@ -121,7 +142,7 @@ def main() -> None:
         "ray-r2": ["--shards", str(args.shards), "--ray", "local", "--replicas", "2"],
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    rows, faults = [], []
+    rows, faults, reloads = [], [], []
     for setup in args.setups:
         api_key = secrets.token_hex(16)
         log = args.output.with_name(f"{args.output.stem}.{setup}.server.log")
@@ -145,6 +166,22 @@ def main() -> None:
                 fault = {"setup": setup, "replicas": replicas, "pipeline": args.pipelines[-1], **summary}
                 faults.append(fault)
                 print(json.dumps(fault), flush=True)
+            if args.reload and setup.startswith("ray"):
+                report = {}
+                pipeline = args.pipelines[-1]
+                row, run = load(addresses, pipeline, queries, args, reload_shards(addresses, api_key, pipeline, report))
+                summary = fault_summary(run, report)
+                reloaded = {
+                    "setup": setup,
+                    "pipeline": pipeline,
+                    **{key: summary[key] for key in ("requests", "failed", "failed_by_status", "slowest_failure_ms")},
+                    "after_reload_started": summary["after_kill"],
+                    **{key: report[key] for key in ("reload_s", "generation_before", "generation_after")},
+                    "qps": row["qps"],
+                    "p99_ms": row["p99_ms"],
+                }
+                reloads.append(reloaded)
+                print(json.dumps(reloaded), flush=True)
         finally:
             exit_code = stop_server(process)
             if exit_code != 0:
@@ -165,7 +202,14 @@ def main() -> None:
             f"{fault['failed']} failed {fault['failed_by_status']}, slowest failure {fault['slowest_failure_ms']} ms, "
             f"last failure {fault['last_failure_after_kill_s']} s after the kill, recovered in {fault['recovery_s']} s"
         )
-    args.output.write_text(json.dumps({"runs": rows, "faults": faults, "args": vars(args)}, indent=2, default=str))
+    for reloaded in reloads:
+        print(
+            f"reload {reloaded['setup']}: {reloaded['requests']} requests ({reloaded['after_reload_started']} after it "
+            f"began), {reloaded['failed']} failed {reloaded['failed_by_status']}, generation "
+            f"{reloaded['generation_before']} -> {reloaded['generation_after']} in {reloaded['reload_s']} s"
+        )
+    report = {"runs": rows, "faults": faults, "reloads": reloads, "args": vars(args)}
+    args.output.write_text(json.dumps(report, indent=2, default=str))
 
 
 if __name__ == "__main__":

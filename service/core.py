@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError, DeadlineExceeded
@@ -76,6 +77,21 @@ class AuthConfig:
             raise BraidError("--auth-reads needs an API key (--api-key-file or BRAID_API_KEY)")
 
 
+class ShardDeployments(Protocol):
+    """Shard deployments that hold the indexes in processes of their own (Ray Serve), as a reload sees them."""
+
+    @property
+    def generation(self) -> int: ...
+
+    def redeploy(self) -> tuple[int, ShardOpener]:
+        """Deploy a new generation of every shard over the indexes on disk now: all up, or an error and none."""
+        ...
+
+    def retire(self, number: int) -> None:
+        """Delete generation ``number``."""
+        ...
+
+
 def api_key_from(authorization: str | None, x_api_key: str | None) -> str | None:
     """The key of ``authorization: Bearer KEY``, else of ``x-api-key: KEY`` (header or gRPC metadata)."""
     if authorization and authorization.lower().startswith("bearer "):
@@ -99,6 +115,7 @@ class SearchCore:
         rerank_wait_ms: float = 5.0,
         shards: int = 1,
         open_shard: ShardOpener | None = None,
+        deployments: ShardDeployments | None = None,
     ) -> None:
         if not specs:
             raise BraidError("give at least one pipeline to serve")
@@ -117,6 +134,10 @@ class SearchCore:
         # Serving shards: > 1 opens every pipeline over the shards a build job wrote, through ``open_shard``
         # (Ray Serve deployments under braid serve --ray; in this process when None).
         self.shards, self.open_shard = shards, open_shard
+        # Shard deployments (braid serve --ray): a reload deploys a new generation of them; ``open_shard`` opens
+        # shards of the current one.
+        self.deployments = deployments
+        self._redeploy_lock = threading.Lock()
         self.metrics = Metrics()
         self.admission = Admission(self.limits.max_concurrency)
         self.metrics.inflight.set_function(lambda: self.admission.admitted)
@@ -128,7 +149,7 @@ class SearchCore:
             self.metrics.generation.labels(spec.name).set(1)
         self.executor = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="braid-worker")
 
-    def _open(self, spec: PipelineSpec) -> Pipeline:
+    def _open(self, spec: PipelineSpec, open_shard: ShardOpener | None = None) -> Pipeline:
         pipeline = open_pipeline(
             spec,
             self.dataset,
@@ -136,7 +157,7 @@ class SearchCore:
             self.threads,
             build_missing=self.build_missing,
             shards=self.shards,
-            open_shard=self.open_shard,
+            open_shard=open_shard or self.open_shard,
         )
         if pipeline.reranker is not None:
             # One batcher per model instance, shared by every pipeline (and generation) that reranks with it.
@@ -309,14 +330,52 @@ class SearchCore:
         """Reopen one pipeline's indexes (all when ``pipeline`` is empty) and swap them in atomically."""
         slots = [self.registry.slot(pipeline)] if pipeline else self.registry.slots()
         if self.open_shard is not None:
-            # The indexes are open in the shard deployments' replicas, which a broker-side reload would not touch:
-            # refuse rather than report a reload that changed nothing.
-            raise FailedPrecondition(
-                "the indexes are served by Ray Serve shard deployments: restart braid serve over the rebuilt shards"
-            )
+            if self.deployments is None:
+                raise FailedPrecondition(
+                    "the indexes are served by shard deployments this server cannot redeploy: restart it over the "
+                    "rebuilt shards"
+                )
+            return self._redeploy()
         for slot in slots:
             self._reload_slot(slot)
         return [self.pipeline_info(slot) for slot in slots]
+
+    def _redeploy(self) -> list[dict[str, Any]]:
+        """Reload over shard deployments: a new generation of every shard (the indexes as they are on disk now),
+        every pipeline reopened over it, then all swapped in; the old generation is deleted once no request uses
+        it. The shard deployments serve every pipeline, so every pipeline reloads, whichever was named. A failure
+        before the swap leaves everything serving as it was: all shards switch together or none does."""
+        assert self.deployments is not None
+        with self._redeploy_lock:
+            before = self.deployments.generation
+            number, opener = self.deployments.redeploy()
+            slots = self.registry.slots()
+            try:
+                fresh = [self._open(slot.spec, opener) for slot in slots]
+            except BaseException:
+                self.deployments.retire(number)
+                raise
+            self.open_shard = opener
+            old = [slot.generation for slot in slots]
+            for slot, pipeline in zip(slots, fresh, strict=True):
+                self.metrics.generation.labels(slot.spec.name).set(slot.swap(pipeline))
+        log.info("shard generation %d serves; generation %d retires when idle", number, before)
+        threading.Thread(
+            target=self._retire_when_idle, args=(old, before), name="braid-shard-retire", daemon=True
+        ).start()
+        return [self.pipeline_info(slot) for slot in slots]
+
+    def _retire_when_idle(self, old: Sequence[Any], number: int) -> None:
+        # Requests that leased the old pipelines still call the old shards: wait for them (at most a request's
+        # deadline, after which none can be running) before deleting the deployments under them.
+        deadline = time.monotonic() + self.limits.default_timeout_s
+        for generation in old:
+            generation.closed.wait(max(0.0, deadline - time.monotonic()))
+        assert self.deployments is not None
+        try:
+            self.deployments.retire(number)
+        except Exception as error:  # the new generation serves; a leftover old one costs memory, not answers
+            log.warning("could not delete shard generation %d (%s: %s)", number, type(error).__name__, error)
 
     def retriever_names(self) -> list[str]:
         """Every served pipeline's retriever names, sorted: the names a request's fusion weights may use."""

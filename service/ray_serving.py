@@ -13,6 +13,9 @@ Ray Serve gives the replicas health checks and restarts: a replica whose process
 controller; with R >= 2 the handle routes around it, with R = 1 the requests that need it fail with UNAVAILABLE /
 503 (:class:`ShardUnavailable`) until the replacement is up. ``local`` starts Ray on this machine, bound to loopback,
 with Serve's own HTTP proxies disabled (braid's servers are the only listeners).
+
+Reload is blue/green over generations of every shard (:class:`RayShards`): the applications of generation g + 1
+come up beside g's, the broker swaps every pipeline to them, and g is deleted once no request uses it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,7 @@ from braid.indexer.serving_shards import check_shard, shard_roots
 from braid.pipelines.pipeline import RetrieverSpec, ShardOpener
 from braid.pipelines.spec import PipelineSpec
 from braid.retriever.protocol import Partial
-from braid.service.errors import ShardUnavailable
+from braid.service.errors import FailedPrecondition, ShardUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +142,31 @@ class RemoteShard:
         return self._call("search_partial", query, k, statistics)
 
 
+@dataclass
+class ShardGeneration:
+    """One deployed generation of every shard: its Serve applications, handles and running replica counts."""
+
+    number: int
+    handles: list[Any]
+    running: list[int]  # running replicas per shard, as the controller last said
+
+    def app_name(self, index: int) -> str:
+        return f"braid-g{self.number}-shard-{index}"
+
+    @property
+    def app_names(self) -> list[str]:
+        return [self.app_name(index) for index in range(len(self.running))]
+
+
 class RayShards:
-    """The shard deployments of one ``braid serve --ray``: deploy, hand out shards, shut down."""
+    """The shard deployments of one ``braid serve --ray``: deploy, hand out shards, redeploy, shut down.
+
+    Every deployment is a *generation* of all N shard applications. A reload deploys generation g + 1 of every
+    shard beside g (each replica opens the indexes as they are on disk now) and hands out shards only when all of
+    them are up; if any fails, the new generation's applications are deleted and g serves on. The broker then
+    swaps every pipeline at once and :meth:`retire` deletes g once no request uses it: all shards switch together
+    or none does, the blue/green deployment of the release-engineering literature.
+    """
 
     def __init__(
         self,
@@ -159,16 +186,27 @@ class RayShards:
 
         self.serve = serve
         serve.start(proxy_location="Disabled")
-        self.handles: list[Any] = []
-        self.running: list[int] = [replicas] * shards  # running replicas per shard, as the controller last said
+        self.generations: list[ShardGeneration] = []  # deployed and not yet retired, oldest first
+        self._served: tuple[Sequence[PipelineSpec], Dataset, Path] | None = None
+        self._lock = threading.Lock()  # one deployment at a time
         self._stop = threading.Event()
+        self._watching = False
 
-    @staticmethod
-    def app_name(index: int) -> str:
-        return f"braid-shard-{index}"
+    @property
+    def current(self) -> ShardGeneration:
+        if not self.generations:
+            raise BraidError("no shard generation is deployed yet")
+        return self.generations[-1]
 
-    def deploy(self, specs: Sequence[PipelineSpec], dataset: Dataset, index_root: Path) -> ShardOpener:
-        """Deploy every shard with the retrievers ``specs`` need (waits until all replicas are up)."""
+    @property
+    def handles(self) -> list[Any]:
+        return self.current.handles
+
+    @property
+    def running(self) -> list[int]:
+        return self.current.running
+
+    def _stages(self, specs: Sequence[PipelineSpec], dataset: Dataset, index_root: Path) -> list[list[StageKey]]:
         roots = shard_roots(index_root, self.count)
         stages: list[list[StageKey]] = [[] for _ in roots]
         for spec in specs:
@@ -184,43 +222,92 @@ class RayShards:
                     check_shard(path, index, self.count)
                     if stage_key(stage, path) not in stages[index]:
                         stages[index].append(stage_key(stage, path))
-        deployment = self.serve.deployment(
-            ShardReplica,
-            num_replicas=self.replicas,
-            ray_actor_options={"num_cpus": self.replica_cpus},
-            # Every query sends one call per retriever (and round) to each shard; Serve's default of 5 in flight
-            # per replica would queue a few concurrent queries' calls in the router.
-            max_ongoing_requests=64,
-            health_check_period_s=2,
-            health_check_timeout_s=30,
-            graceful_shutdown_timeout_s=5,
-        )
-        # All shards deploy at once (run_many) and the call returns when every replica is up.
-        self.handles = self.serve.run_many(
-            [
-                self.serve.RunTarget(
-                    deployment.options(name=f"shard-{index}").bind(index, self.count, keys, self.threads),
-                    name=self.app_name(index),
-                    route_prefix=None,
-                )
-                for index, keys in enumerate(stages)
-            ]
-        )
+        return stages
 
+    def deploy(self, specs: Sequence[PipelineSpec], dataset: Dataset, index_root: Path) -> ShardOpener:
+        """Deploy a new generation of every shard with the retrievers ``specs`` need; returns its shard opener once
+        all replicas are up. On any failure no application of the new generation is left and earlier generations
+        keep serving."""
+        with self._lock:
+            stages = self._stages(specs, dataset, index_root)
+            number = self.generations[-1].number + 1 if self.generations else 1
+            generation = ShardGeneration(number, [], [self.replicas] * self.count)
+            deployment = self.serve.deployment(
+                ShardReplica,
+                num_replicas=self.replicas,
+                ray_actor_options={"num_cpus": self.replica_cpus},
+                # Every query sends one call per retriever (and round) to each shard; Serve's default of 5 in
+                # flight per replica would queue a few concurrent queries' calls in the router.
+                max_ongoing_requests=64,
+                health_check_period_s=2,
+                health_check_timeout_s=30,
+                graceful_shutdown_timeout_s=5,
+            )
+            try:
+                # All shards deploy at once (run_many) and the call returns when every replica is up.
+                generation.handles = self.serve.run_many(
+                    [
+                        self.serve.RunTarget(
+                            deployment.options(name=f"shard-{index}").bind(index, self.count, keys, self.threads),
+                            name=generation.app_name(index),
+                            route_prefix=None,
+                        )
+                        for index, keys in enumerate(stages)
+                    ]
+                )
+            except Exception as error:
+                self._delete(generation)
+                raise FailedPrecondition(
+                    f"shard generation {number} failed to deploy ({type(error).__name__}: {error}); "
+                    + (f"generation {number - 1} serves on" if number > 1 else "nothing is served")
+                ) from None
+            self.generations.append(generation)
+            self._served = (specs, dataset, index_root)
         self._watch()
 
         def open_shard(index: int, spec: RetrieverSpec, path: Path) -> RemoteShard:
             return RemoteShard(
-                self.handles[index], stage_key(spec, path), index, self.timeout_s, lambda: self.running[index]
+                generation.handles[index],
+                stage_key(spec, path),
+                index,
+                self.timeout_s,
+                lambda: generation.running[index],
             )
 
         return open_shard
 
-    def _running_replicas(self) -> list[int]:
+    @property
+    def generation(self) -> int:
+        """The number of the newest deployed generation."""
+        return self.current.number
+
+    def redeploy(self) -> tuple[int, ShardOpener]:
+        """A new generation of every shard over what :meth:`deploy` last served (the indexes as they are on disk
+        now): its number and shard opener."""
+        if self._served is None:
+            raise BraidError("nothing was deployed yet")
+        opener = self.deploy(*self._served)
+        return self.generation, opener
+
+    def retire(self, number: int) -> None:
+        """Delete generation ``number``'s applications (once no request uses them, or to discard it)."""
+        with self._lock:
+            retired = [generation for generation in self.generations if generation.number == number]
+            self.generations = [generation for generation in self.generations if generation.number != number]
+        for generation in retired:
+            self._delete(generation)
+
+    def _delete(self, generation: ShardGeneration) -> None:
+        deployed = set(self.serve.status().applications)
+        for name in generation.app_names:
+            if name in deployed:
+                self.serve.delete(name)
+
+    def _running_replicas(self, generation: ShardGeneration) -> list[int]:
         applications = self.serve.status().applications
         counts = []
-        for index in range(self.count):
-            status = applications.get(self.app_name(index))
+        for name in generation.app_names:
+            status = applications.get(name)
             deployments = status.deployments.values() if status is not None else ()
             counts.append(sum(d.replica_states.get("RUNNING", 0) for d in deployments))
         return counts
@@ -228,23 +315,29 @@ class RayShards:
     def _watch(self) -> None:
         """Poll the Serve controller for running replicas (twice a second) so calls to a shard without one fail
         fast; a failed poll keeps the last known counts."""
+        if self._watching:
+            return
+        self._watching = True
 
         def poll() -> None:
             while not self._stop.wait(0.5):
                 try:
-                    self.running = self._running_replicas()
+                    for generation in list(self.generations):
+                        generation.running = self._running_replicas(generation)
                 except Exception as error:  # a controller hiccup must not stop the watch
                     log.debug("serve.status failed: %s", error)
 
         threading.Thread(target=poll, name="braid-shard-watch", daemon=True).start()
 
     def replica_pids(self) -> dict[int, list[int]]:
-        """Each shard's replica process ids (what a fault test kills), by asking the replicas themselves."""
+        """Each shard's replica process ids in the current generation (what a fault test kills), by asking the
+        replicas themselves."""
+        generation = self.current
         pids: dict[int, list[int]] = {}
-        for index, running in enumerate(self._running_replicas()):
+        for index, running in enumerate(self._running_replicas(generation)):
             seen: set[int] = set()
             for _ in range(20 * max(running, 1)):
-                seen.add(self.handles[index].pid.remote().result(timeout_s=self.timeout_s))
+                seen.add(generation.handles[index].pid.remote().result(timeout_s=self.timeout_s))
                 if len(seen) >= running:
                     break
             pids[index] = sorted(seen)

@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
             args.rerank_wait_ms,
             args.shards,
             open_shard,
+            shards,
         )
         server = BraidServer(core, config)
         # Asked before the event loop starts: Ray Serve's blocking handle calls are refused inside one.

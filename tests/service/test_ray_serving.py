@@ -14,11 +14,12 @@ import grpc
 import pytest
 
 from braid.common.dataset_resolver import open_dataset_dir
+from braid.common.errors import BraidError
 from braid.indexer.build_config import parse_build_config
 from braid.indexer.build_job import BuildJob
 from braid.pipelines.pipeline import load_pipeline
 from braid.service.core import SearchCore
-from braid.service.errors import FailedPrecondition, ShardUnavailable, status_of
+from braid.service.errors import ShardUnavailable, status_of
 from tests.conftest import write_sample
 from tests.service.conftest import ServerThread
 
@@ -44,9 +45,10 @@ def ray_served(shared_data, tmp_path_factory):
     shards = RayShards("local", SHARDS, replicas=2, threads=1, timeout_s=20)
     try:
         opener = shards.deploy(specs, dataset, root / "out")
-        sharded = ServerThread(SearchCore(dataset, specs, root / "out", shards=SHARDS, open_shard=opener))
+        core = SearchCore(dataset, specs, root / "out", shards=SHARDS, open_shard=opener, deployments=shards)
+        sharded = ServerThread(core)
         single = ServerThread(SearchCore(dataset, specs, root / "out"))
-        yield dataset, shards, sharded, single
+        yield dataset, shards, sharded, single, root / "out"
         sharded.stop()
         single.stop()
     finally:
@@ -67,7 +69,7 @@ def search(server: ServerThread, query: str, k: int = 20) -> tuple[int, dict]:
 
 
 def test_ray_shards_bind_loopback_and_answer_as_one_process(ray_served):
-    dataset, shards, sharded, single = ray_served
+    dataset, shards, sharded, single, _ = ray_served
     assert sharded.http.startswith("http://127.0.0.1:")
     import ray
 
@@ -85,7 +87,7 @@ def test_ray_shards_bind_loopback_and_answer_as_one_process(ray_served):
 
 
 def test_killing_a_replica_under_load_fails_no_request_with_two_replicas(ray_served):
-    dataset, shards, sharded, _ = ray_served
+    dataset, shards, sharded, _, _ = ray_served
     queries = list(dataset.queries().values())
     victim = shards.replica_pids()[0][0]
     answered: list[tuple[float, int]] = []  # (when, HTTP status)
@@ -122,7 +124,7 @@ def test_killing_a_replica_under_load_fails_no_request_with_two_replicas(ray_ser
 
 
 def test_a_shard_without_running_replica_fails_at_once_with_unavailable(ray_served):
-    _, shards, _, _ = ray_served
+    _, shards, _, _, _ = ray_served
     from braid.service.ray_serving import RemoteShard
 
     key = ("bm25", "/nowhere", ())
@@ -134,9 +136,37 @@ def test_a_shard_without_running_replica_fails_at_once_with_unavailable(ray_serv
     assert status_of(raised.value) == (grpc.StatusCode.UNAVAILABLE, 503)
 
 
-def test_reload_and_updates_are_refused_while_shard_deployments_hold_the_indexes(ray_served):
-    _, _, sharded, _ = ray_served
-    with pytest.raises(FailedPrecondition, match="Ray Serve shard deployments"):
-        sharded.core.reload()
+def test_reload_switches_every_shard_to_a_new_generation_or_none(ray_served):
+    dataset, shards, sharded, _, out = ray_served
+    queries = list(dataset.queries().values())[:5]
+
+    def answers() -> list[list[tuple[str, float]]]:
+        found = [search(sharded, query) for query in queries]
+        assert {status for status, _ in found} == {200}
+        return [[(hit["doc_id"], hit["score"]) for hit in answer["hits"]] for _, answer in found]
+
+    before = answers()
+    old_apps, old_pids = shards.current.app_names, shards.replica_pids()
+    # A new generation that cannot deploy (shard 1's index is gone) changes nothing: generation 1 serves on.
+    (index,) = (out / f"shard-1-of-{SHARDS}").glob("*/bm25-*")
+    away = index.with_name(index.name + ".away")
+    index.rename(away)
+    try:
+        with pytest.raises(BraidError, match=f"shard 1 of {SHARDS}"):
+            sharded.core.reload()
+    finally:
+        away.rename(index)
+    assert shards.generation == 1 and sorted(shards.serve.status().applications) == sorted(old_apps)
+    assert answers() == before
+    # Reloading one pipeline redeploys every shard (they serve every pipeline) and swaps them in together.
+    (info,) = sharded.core.reload("bm25")
+    assert shards.generation == 2 and info["generation"] == 2
+    assert answers() == before
+    new_pids = shards.replica_pids()
+    assert not {pid for found in new_pids.values() for pid in found} & {p for found in old_pids.values() for p in found}
+    waited = time.monotonic()
+    while set(old_apps) & set(shards.serve.status().applications) and time.monotonic() - waited < 30:
+        time.sleep(0.5)
+    assert sorted(shards.serve.status().applications) == sorted(shards.current.app_names)
     with sharded.core.registry.slot("bm25").lease() as pipeline:
-        assert pipeline.shards == SHARDS and not pipeline.updatable
+        assert pipeline.shards == SHARDS and not pipeline.updatable  # updates go through a rebuild and a reload
