@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError, DeadlineExceeded
@@ -77,19 +76,14 @@ class AuthConfig:
             raise BraidError("--auth-reads needs an API key (--api-key-file or BRAID_API_KEY)")
 
 
-class ShardDeployments(Protocol):
-    """Shard deployments that hold the indexes in processes of their own (Ray Serve), as a reload sees them."""
-
-    @property
-    def generation(self) -> int: ...
-
-    def redeploy(self) -> tuple[int, ShardOpener]:
-        """Deploy a new generation of every shard over the indexes on disk now: all up, or an error and none."""
-        ...
-
-    def retire(self, number: int) -> None:
-        """Delete generation ``number``."""
-        ...
+def check_served(specs: Sequence[PipelineSpec]) -> None:
+    """At least one pipeline, no name twice: what any core serves."""
+    if not specs:
+        raise BraidError("give at least one pipeline to serve")
+    names = [spec.name for spec in specs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise BraidError(f"pipeline name(s) given twice: {', '.join(repeated)}")
 
 
 def api_key_from(authorization: str | None, x_api_key: str | None) -> str | None:
@@ -99,75 +93,21 @@ def api_key_from(authorization: str | None, x_api_key: str | None) -> str | None
     return x_api_key.strip() if x_api_key else None
 
 
-class SearchCore:
-    """Loads the pipelines once and answers every operation for both front ends."""
+class CoreBase:
+    """What every core does, whoever answers the operations: limits, auth, admission, deadlines, metrics.
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        specs: Sequence[PipelineSpec],
-        index_root: Path,
-        limits: ServiceLimits | None = None,
-        auth: AuthConfig | None = None,
-        threads: int | None = None,
-        build_missing: bool = False,
-        rerank_batch: int = 8,
-        rerank_wait_ms: float = 5.0,
-        shards: int = 1,
-        open_shard: ShardOpener | None = None,
-        deployments: ShardDeployments | None = None,
-    ) -> None:
-        if not specs:
-            raise BraidError("give at least one pipeline to serve")
-        names = [spec.name for spec in specs]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise BraidError(f"pipeline name(s) given twice: {', '.join(repeated)}")
-        self.dataset = dataset
-        self.index_root = Path(index_root)
+    :class:`SearchCore` answers from pipelines it opened; the Ray Serve broker's client
+    (:class:`braid.service.ray_broker.BrokerCore`) forwards to a broker deployment. Both front ends take either.
+    """
+
+    def __init__(self, limits: ServiceLimits | None = None, auth: AuthConfig | None = None) -> None:
         self.limits = limits or ServiceLimits()
         self.auth = auth or AuthConfig()
-        self.threads = threads
-        self.build_missing = build_missing
-        self.rerank_batch = rerank_batch
-        self.rerank_wait_ms = rerank_wait_ms
-        # Serving shards: > 1 opens every pipeline over the shards a build job wrote, through ``open_shard``
-        # (Ray Serve deployments under braid serve --ray; in this process when None).
-        self.shards, self.open_shard = shards, open_shard
-        # Shard deployments (braid serve --ray): a reload deploys a new generation of them; ``open_shard`` opens
-        # shards of the current one.
-        self.deployments = deployments
-        self._redeploy_lock = threading.Lock()
         self.metrics = Metrics()
         self.admission = Admission(self.limits.max_concurrency)
         self.metrics.inflight.set_function(lambda: self.admission.admitted)
         self.metrics.queue_depth.set_function(lambda: self.admission.queued)
-        self._batchers: dict[int, BatchingReranker] = {}
-        self.registry = PipelineRegistry()
-        for spec in specs:
-            self.registry.add(spec, self._open(spec))
-            self.metrics.generation.labels(spec.name).set(1)
         self.executor = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="braid-worker")
-
-    def _open(self, spec: PipelineSpec, open_shard: ShardOpener | None = None) -> Pipeline:
-        pipeline = open_pipeline(
-            spec,
-            self.dataset,
-            self.index_root,
-            self.threads,
-            build_missing=self.build_missing,
-            shards=self.shards,
-            open_shard=open_shard or self.open_shard,
-        )
-        if pipeline.reranker is not None:
-            # One batcher per model instance, shared by every pipeline (and generation) that reranks with it.
-            ranker = pipeline.reranker
-            if id(ranker) not in self._batchers:
-                self._batchers[id(ranker)] = BatchingReranker(
-                    ranker, self.rerank_batch, self.rerank_wait_ms, self.metrics.rerank_batch.observe
-                )
-            pipeline.reranker = self._batchers[id(ranker)]
-        return pipeline
 
     # -- boundary checks ---------------------------------------------------------------------------------------
 
@@ -220,6 +160,113 @@ class SearchCore:
             # The worker stops at its next stage boundary (SearchOptions.deadline); its result is dropped.
             future.add_done_callback(lambda done: done.exception())  # consume, so asyncio does not log it
             raise DeadlineExceeded("deadline exceeded") from None
+
+    # -- operations: what a core answers (on worker threads, through :meth:`call`) --------------------------------
+
+    @property
+    def pipeline_names(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def default_pipeline(self) -> str:
+        return self.pipeline_names[0]
+
+    def retriever_names(self) -> list[str]:
+        """Every served pipeline's retriever names, sorted: the names a request's fusion weights may use."""
+        raise NotImplementedError
+
+    def search(self, query: SearchQuery, deadline: float | None = None) -> SearchAnswer:
+        raise NotImplementedError
+
+    def batch_search(self, queries: Sequence[SearchQuery], deadline: float | None = None) -> list[SearchAnswer]:
+        raise NotImplementedError
+
+    def rerank(
+        self, query: str, documents: Sequence[NewDocument], pipeline: str = "", deadline: float | None = None
+    ) -> SearchAnswer:
+        raise NotImplementedError
+
+    def list_pipelines(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def add_documents(self, pipeline: str, documents: Sequence[NewDocument]) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def delete_documents(self, pipeline: str, ids: Sequence[str]) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def reload(self, pipeline: str = "") -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def drain(self, timeout: float) -> bool:
+        """Refuse new requests, wait for admitted ones; True when all finished within ``timeout`` seconds."""
+        return self.admission.drain(timeout)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+class SearchCore(CoreBase):
+    """Loads the pipelines once and answers every operation for both front ends."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        specs: Sequence[PipelineSpec],
+        index_root: Path,
+        limits: ServiceLimits | None = None,
+        auth: AuthConfig | None = None,
+        threads: int | None = None,
+        build_missing: bool = False,
+        rerank_batch: int = 8,
+        rerank_wait_ms: float = 5.0,
+        shards: int = 1,
+        open_shard: ShardOpener | None = None,
+    ) -> None:
+        check_served(specs)
+        self.dataset = dataset
+        self.index_root = Path(index_root)
+        self.threads = threads
+        self.build_missing = build_missing
+        self.rerank_batch = rerank_batch
+        self.rerank_wait_ms = rerank_wait_ms
+        # Serving shards: > 1 opens every pipeline over the shards a build job wrote, through ``open_shard``
+        # (Ray Serve deployments under braid serve --ray; in this process when None).
+        self.shards, self.open_shard = shards, open_shard
+        super().__init__(limits, auth)
+        self._batchers: dict[int, BatchingReranker] = {}
+        self.registry = PipelineRegistry()
+        for spec in specs:
+            self.registry.add(spec, self._open(spec))
+            self.metrics.generation.labels(spec.name).set(1)
+
+    @property
+    def pipeline_names(self) -> list[str]:
+        return self.registry.names
+
+    @property
+    def default_pipeline(self) -> str:
+        return self.registry.default
+
+    def _open(self, spec: PipelineSpec) -> Pipeline:
+        pipeline = open_pipeline(
+            spec,
+            self.dataset,
+            self.index_root,
+            self.threads,
+            build_missing=self.build_missing,
+            shards=self.shards,
+            open_shard=self.open_shard,
+        )
+        if pipeline.reranker is not None:
+            # One batcher per model instance, shared by every pipeline (and generation) that reranks with it.
+            ranker = pipeline.reranker
+            if id(ranker) not in self._batchers:
+                self._batchers[id(ranker)] = BatchingReranker(
+                    ranker, self.rerank_batch, self.rerank_wait_ms, self.metrics.rerank_batch.observe
+                )
+            pipeline.reranker = self._batchers[id(ranker)]
+        return pipeline
 
     # -- operations (run on worker threads) ------------------------------------------------------------------
 
@@ -330,52 +377,12 @@ class SearchCore:
         """Reopen one pipeline's indexes (all when ``pipeline`` is empty) and swap them in atomically."""
         slots = [self.registry.slot(pipeline)] if pipeline else self.registry.slots()
         if self.open_shard is not None:
-            if self.deployments is None:
-                raise FailedPrecondition(
-                    "the indexes are served by shard deployments this server cannot redeploy: restart it over the "
-                    "rebuilt shards"
-                )
-            return self._redeploy()
+            # The indexes are open in shard deployments' replicas, which a reload here would not touch; their owner
+            # (BrokerCore under braid serve --ray) reloads by deploying a new generation of shards and broker.
+            raise FailedPrecondition("the indexes are served by shard deployments: reload through their owner")
         for slot in slots:
             self._reload_slot(slot)
         return [self.pipeline_info(slot) for slot in slots]
-
-    def _redeploy(self) -> list[dict[str, Any]]:
-        """Reload over shard deployments: a new generation of every shard (the indexes as they are on disk now),
-        every pipeline reopened over it, then all swapped in; the old generation is deleted once no request uses
-        it. The shard deployments serve every pipeline, so every pipeline reloads, whichever was named. A failure
-        before the swap leaves everything serving as it was: all shards switch together or none does."""
-        assert self.deployments is not None
-        with self._redeploy_lock:
-            before = self.deployments.generation
-            number, opener = self.deployments.redeploy()
-            slots = self.registry.slots()
-            try:
-                fresh = [self._open(slot.spec, opener) for slot in slots]
-            except BaseException:
-                self.deployments.retire(number)
-                raise
-            self.open_shard = opener
-            old = [slot.generation for slot in slots]
-            for slot, pipeline in zip(slots, fresh, strict=True):
-                self.metrics.generation.labels(slot.spec.name).set(slot.swap(pipeline))
-        log.info("shard generation %d serves; generation %d retires when idle", number, before)
-        threading.Thread(
-            target=self._retire_when_idle, args=(old, before), name="braid-shard-retire", daemon=True
-        ).start()
-        return [self.pipeline_info(slot) for slot in slots]
-
-    def _retire_when_idle(self, old: Sequence[Any], number: int) -> None:
-        # Requests that leased the old pipelines still call the old shards: wait for them (at most a request's
-        # deadline, after which none can be running) before deleting the deployments under them.
-        deadline = time.monotonic() + self.limits.default_timeout_s
-        for generation in old:
-            generation.closed.wait(max(0.0, deadline - time.monotonic()))
-        assert self.deployments is not None
-        try:
-            self.deployments.retire(number)
-        except Exception as error:  # the new generation serves; a leftover old one costs memory, not answers
-            log.warning("could not delete shard generation %d (%s: %s)", number, type(error).__name__, error)
 
     def retriever_names(self) -> list[str]:
         """Every served pipeline's retriever names, sorted: the names a request's fusion weights may use."""
@@ -417,12 +424,8 @@ class SearchCore:
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
-    def drain(self, timeout: float) -> bool:
-        """Refuse new requests, wait for admitted ones; True when all finished within ``timeout`` seconds."""
-        return self.admission.drain(timeout)
-
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
+        super().close()
         for batcher in self._batchers.values():
             batcher.close()
         self.registry.close()

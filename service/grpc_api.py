@@ -19,7 +19,7 @@ import grpc
 from braid.pipelines.pipeline import ExplainedHit
 from braid.proto.braid.v1 import braid_pb2 as pb
 from braid.proto.braid.v1 import braid_pb2_grpc
-from braid.service.core import NewDocument, SearchAnswer, SearchCore, SearchQuery, api_key_from
+from braid.service.core import CoreBase, NewDocument, SearchAnswer, SearchQuery, api_key_from
 from braid.service.errors import status_of
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def documents_from(documents: Any) -> list[NewDocument]:
 
 
 class BraidServicer(braid_pb2_grpc.BraidServicer):
-    def __init__(self, core: SearchCore) -> None:
+    def __init__(self, core: CoreBase) -> None:
         self.core = core
 
     async def _run(self, method: str, context: grpc.aio.ServicerContext, write: bool, work: Callable) -> Any:
@@ -130,7 +130,7 @@ class BraidServicer(braid_pb2_grpc.BraidServicer):
     async def ListPipelines(self, request: pb.ListPipelinesRequest, context) -> pb.ListPipelinesResponse:
         infos = await self._run("ListPipelines", context, False, lambda _: self.core.list_pipelines())
         return pb.ListPipelinesResponse(
-            pipelines=[pipeline_message(info) for info in infos], default_pipeline=self.core.registry.default
+            pipelines=[pipeline_message(info) for info in infos], default_pipeline=self.core.default_pipeline
         )
 
     async def AddDocuments(self, request: pb.AddDocumentsRequest, context) -> pb.UpdateResponse:

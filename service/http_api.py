@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 
 from braid.common.errors import BraidError
 from braid.pipelines.pipeline import ExplainedHit
-from braid.service.core import NewDocument, SearchAnswer, SearchCore, SearchQuery, api_key_from
+from braid.service.core import CoreBase, NewDocument, SearchAnswer, SearchQuery, api_key_from
 from braid.service.errors import TooLarge, status_of
 from braid.service.limits import ServiceLimits
 from braid.service.metrics import CONTENT_TYPE
@@ -245,7 +245,7 @@ HTTP_STATUS_NAMES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT
 Runner = Callable[[str, bool, str | None, float | None, Callable], Awaitable[Any]]
 
 
-def create_app(core: SearchCore) -> FastAPI:
+def create_app(core: CoreBase) -> FastAPI:
     """The HTTP API over ``core``."""
     app = FastAPI(
         title="braid",
@@ -253,7 +253,7 @@ def create_app(core: SearchCore) -> FastAPI:
         description="Hybrid retrieval and ranking: the HTTP face of the braid.v1 gRPC API.",
     )
     app.add_middleware(BodyLimit, limit=core.limits.max_request_bytes)
-    bodies = request_models(core.limits, core.registry.names, core.retriever_names())
+    bodies = request_models(core.limits, core.pipeline_names, core.retriever_names())
     state = {"draining": False}
     app.state.braid = state
     _error_handlers(app)
@@ -294,7 +294,7 @@ def _error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=500)
 
 
-def _runner(core: SearchCore) -> Runner:
+def _runner(core: CoreBase) -> Runner:
     """``run(method, write, key, timeout, work)``: authorize, run ``work(deadline)`` on the core, count it."""
 
     async def run(method: str, write: bool, key: str | None, timeout: float | None, work: Callable) -> Any:
@@ -313,7 +313,7 @@ def _runner(core: SearchCore) -> Runner:
     return run
 
 
-def _read_routes(app: FastAPI, core: SearchCore, bodies: SimpleNamespace, run: Runner) -> None:
+def _read_routes(app: FastAPI, core: CoreBase, bodies: SimpleNamespace, run: Runner) -> None:
     SearchBody, BatchBody, RerankBody = bodies.SearchBody, bodies.BatchBody, bodies.RerankBody
 
     @app.post("/v1/search", response_model=SearchResult, responses=ERRORS)
@@ -359,10 +359,10 @@ def _read_routes(app: FastAPI, core: SearchCore, bodies: SimpleNamespace, run: R
         infos = await run(
             "ListPipelines", False, api_key_from(authorization, x_api_key), None, lambda _: core.list_pipelines()
         )
-        return {"pipelines": infos, "default_pipeline": core.registry.default}
+        return {"pipelines": infos, "default_pipeline": core.default_pipeline}
 
 
-def _write_routes(app: FastAPI, core: SearchCore, bodies: SimpleNamespace, run: Runner) -> None:
+def _write_routes(app: FastAPI, core: CoreBase, bodies: SimpleNamespace, run: Runner) -> None:
     Pipeline = bodies.Pipeline
     AddBody, DeleteBody, ReloadBody = bodies.AddBody, bodies.DeleteBody, bodies.ReloadBody
 
@@ -394,10 +394,10 @@ def _write_routes(app: FastAPI, core: SearchCore, bodies: SimpleNamespace, run: 
         infos = await run(
             "Reload", True, api_key_from(authorization, x_api_key), None, lambda _: core.reload(body.pipeline)
         )
-        return {"pipelines": infos, "default_pipeline": core.registry.default}
+        return {"pipelines": infos, "default_pipeline": core.default_pipeline}
 
 
-def _health_routes(app: FastAPI, core: SearchCore, state: dict[str, bool]) -> None:
+def _health_routes(app: FastAPI, core: CoreBase, state: dict[str, bool]) -> None:
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}

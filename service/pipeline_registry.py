@@ -29,14 +29,13 @@ class Generation:
     leases: int = 0
     retired: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
-    closed: threading.Event = field(default_factory=threading.Event)  # set once retired and the last lease is back
 
     def release(self) -> None:
         with self.lock:
             self.leases -= 1
             close = self.retired and self.leases == 0
         if close:
-            self._close()
+            self.pipeline.close()
 
     def retire(self) -> None:
         """No new leases will come; close now if none is out, else when the last one is returned."""
@@ -44,13 +43,7 @@ class Generation:
             self.retired = True
             close = self.leases == 0
         if close:
-            self._close()
-
-    def _close(self) -> None:
-        try:
             self.pipeline.close()
-        finally:
-            self.closed.set()
 
 
 class PipelineSlot:

@@ -1,21 +1,19 @@
-"""Serving sharded indexes on Ray Serve: each serving shard a deployment with R replicas, the broker in front.
+"""Serving sharded indexes on Ray Serve: each serving shard a deployment with R replicas, a broker deployment in front.
 
 ``braid serve --ray local|ADDRESS --shards N --replicas R`` deploys one Ray Serve application per serving shard
 (:mod:`braid.indexer.serving_shards`), each a :class:`ShardReplica` deployment of R replicas that opens, at start,
-every retriever the served pipelines need over that shard's indexes. The ``braid serve`` process is the broker: it
-terminates gRPC and HTTP as one process does, and its pipelines' retrievers are
-:class:`~braid.retriever.sharded_retriever.ShardedRetriever` objects whose shards are :class:`RemoteShard` handles,
-so a query fans out to every shard deployment (Ray Serve picks a live replica), the per-shard lists merge into one
-list per retriever, and fusion and reranking run once on the merged lists, exactly as in one process. More brokers
-(API processes) can run over the same shard deployments behind a load balancer: they hold no index.
+every retriever the served pipelines need over that shard's indexes, and then the broker deployment
+(:mod:`braid.service.ray_broker`), whose replicas fan each query out to every shard through :class:`RemoteShard`
+handles, merge the per-shard lists into one list per retriever, and fuse and rerank once, exactly as one process
+does. The ``braid serve`` process terminates gRPC and HTTP and forwards to the broker; it holds no index.
 
 Ray Serve gives the replicas health checks and restarts: a replica whose process dies is replaced by the
-controller; with R >= 2 the handle routes around it, with R = 1 the requests that need it fail with UNAVAILABLE /
-503 (:class:`ShardUnavailable`) until the replacement is up. ``local`` starts Ray on this machine, bound to loopback,
-with Serve's own HTTP proxies disabled (braid's servers are the only listeners).
+controller; with R >= 2 the handle routes around it (:class:`ServeCall` retries), with R = 1 the requests that need
+it fail with UNAVAILABLE / 503 (:class:`ShardUnavailable`) until the replacement is up. ``local`` starts Ray on this
+machine, bound to loopback, with Serve's own HTTP proxies disabled (braid's servers are the only listeners).
 
-Reload is blue/green over generations of every shard (:class:`RayShards`): the applications of generation g + 1
-come up beside g's, the broker swaps every pipeline to them, and g is deleted once no request uses it.
+Reload is blue/green over generations (:class:`RayShards`): generation g + 1 of every shard and of the broker comes up
+beside g's, the API switches to it at once, and g is deleted once no request uses it.
 """
 
 from __future__ import annotations
@@ -79,38 +77,41 @@ def _as_key(key: Sequence) -> StageKey:
     return (kind, path, tuple((name, value) for name, value in params))
 
 
-class RemoteShard:
-    """The :class:`~braid.retriever.sharded_retriever.Shard` of one retriever in one shard deployment.
+class ServeCall:
+    """Calls to one Ray Serve application that survive its replicas dying.
 
     A call that reaches a replica as it dies (ActorDiedError and kin) is sent again: Ray Serve routes the retry to
-    another replica, so with R >= 2 a killed replica costs no request. When the shard has no running replica at all
-    (R = 1, before Ray Serve has replaced it) new calls fail at once with UNAVAILABLE, and calls waiting on the dead
-    replica fail as soon as the controller reports it, instead of at the deadline.
+    another replica, so with R >= 2 a killed replica costs no request. When the application has no running replica
+    at all (R = 1, before Ray Serve has replaced it) new calls fail at once with UNAVAILABLE, and calls waiting on
+    the dead replica fail as soon as the controller reports it, instead of at the deadline. An error the callee
+    raised itself (a :class:`BraidError`: a bad argument, an unknown pipeline) is raised as it is, not retried.
     """
 
     RETRIES = 3
     POLL_S = 0.25
 
-    def __init__(
-        self, handle: Any, key: StageKey, index: int, timeout_s: float, running: Callable[[], int] | None = None
-    ) -> None:
-        self.handle, self.key, self.index, self.timeout_s = handle, key, index, timeout_s
+    def __init__(self, handle: Any, label: str, timeout_s: float, running: Callable[[], int] | None = None) -> None:
+        self.handle, self.label, self.timeout_s = handle, label, timeout_s
         self._running = running or (lambda: 1)
 
-    def _call(self, method: str, *args: Any) -> Any:
-        from ray.exceptions import RayError
+    def __call__(self, method: str, *args: Any, deadline: float | None = None) -> Any:
+        from ray.exceptions import RayError, RayTaskError
 
-        deadline = time.monotonic() + self.timeout_s
+        deadline = deadline if deadline is not None else time.monotonic() + self.timeout_s
         for attempt in range(self.RETRIES + 1):
             if self._running() == 0:
-                raise ShardUnavailable(f"shard {self.index} has no running replica; Ray Serve is restarting it, retry")
-            response = getattr(self.handle, method).remote(self.key, *args)
+                raise ShardUnavailable(f"{self.label} has no running replica; Ray Serve is restarting it, retry")
+            response = getattr(self.handle, method).remote(*args)
             try:
                 return self._wait(response, deadline)
+            except RayTaskError as error:
+                if isinstance(error.cause, BraidError):
+                    raise error.cause from None
+                raise
             except RayError as error:
-                log.warning("shard %d, attempt %d: %s", self.index, attempt + 1, type(error).__name__)
+                log.warning("%s, attempt %d: %s", self.label, attempt + 1, type(error).__name__)
                 time.sleep(0.05 * (attempt + 1))  # the router learns of the dead replica within a few ms
-        raise ShardUnavailable(f"shard {self.index} did not answer after {self.RETRIES + 1} attempts; retry")
+        raise ShardUnavailable(f"{self.label} did not answer after {self.RETRIES + 1} attempts; retry")
 
     def _wait(self, response: Any, deadline: float) -> Any:
         """The call's result, waited for in short slices: a call whose replica died with no other to take over
@@ -119,43 +120,76 @@ class RemoteShard:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 response.cancel()
-                raise ShardUnavailable(f"shard {self.index} did not answer within {self.timeout_s:g} s; retry")
+                raise ShardUnavailable(f"{self.label} did not answer in time; retry")
             try:
                 return response.result(timeout_s=min(self.POLL_S, remaining))
             except TimeoutError:
                 if self._running() == 0:
                     response.cancel()
                     raise ShardUnavailable(
-                        f"shard {self.index} lost its only running replica mid-request; Ray Serve is restarting it"
+                        f"{self.label} lost its only running replica mid-request; Ray Serve is restarting it"
                     ) from None
+
+
+class RemoteShard:
+    """The :class:`~braid.retriever.sharded_retriever.Shard` of one retriever in one shard deployment, called
+    through :class:`ServeCall` (retries on a dying replica, UNAVAILABLE at once while none runs)."""
+
+    def __init__(
+        self, handle: Any, key: StageKey, index: int, timeout_s: float, running: Callable[[], int] | None = None
+    ) -> None:
+        self.key, self.index = key, index
+        self._call = ServeCall(handle, f"shard {index}", timeout_s, running)
 
     def document_text(self, doc_id: str) -> str | None:
         return None  # texts stay with the replicas' indexes; a reranking broker reads them from the collection
 
     def query_statistics(self, query: Any, k: int) -> Any:
-        return self._call("query_statistics", query, k)
+        return self._call("query_statistics", self.key, query, k)
 
     def encode_query(self, query: str) -> Any:
-        return self._call("encode_query", query)
+        return self._call("encode_query", self.key, query)
 
     def search_partial(self, query: Any, k: int, statistics: Any = None) -> Partial:
-        return self._call("search_partial", query, k, statistics)
+        return self._call("search_partial", self.key, query, k, statistics)
 
 
 @dataclass
 class ShardGeneration:
-    """One deployed generation of every shard: its Serve applications, handles and running replica counts."""
+    """One deployed generation of every shard (and of the broker over them): its Serve applications, handles and
+    running replica counts."""
 
     number: int
     handles: list[Any]
     running: list[int]  # running replicas per shard, as the controller last said
+    broker: Any = None  # the broker deployment's handle, when one is deployed (braid.service.ray_broker)
+    broker_running: int = 0
 
     def app_name(self, index: int) -> str:
         return f"braid-g{self.number}-shard-{index}"
 
     @property
+    def broker_app(self) -> str:
+        return f"braid-g{self.number}-broker"
+
+    @property
     def app_names(self) -> list[str]:
-        return [self.app_name(index) for index in range(len(self.running))]
+        return [self.app_name(index) for index in range(len(self.running))] + [self.broker_app]
+
+
+#: Builds the broker application of a generation (bound to its shard applications): braid.service.ray_broker.
+BrokerFactory = Callable[[ShardGeneration], Any]
+
+
+def running_replicas(serve: Any, names: Sequence[str]) -> list[int]:
+    """Running replicas of each named Serve application (0 for one that does not exist)."""
+    applications = serve.status().applications
+    counts = []
+    for name in names:
+        status = applications.get(name)
+        deployments = status.deployments.values() if status is not None else ()
+        counts.append(sum(d.replica_states.get("RUNNING", 0) for d in deployments))
+    return counts
 
 
 class RayShards:
@@ -187,7 +221,7 @@ class RayShards:
         self.serve = serve
         serve.start(proxy_location="Disabled")
         self.generations: list[ShardGeneration] = []  # deployed and not yet retired, oldest first
-        self._served: tuple[Sequence[PipelineSpec], Dataset, Path] | None = None
+        self._served: tuple[Sequence[PipelineSpec], Dataset, Path, BrokerFactory | None] | None = None
         self._lock = threading.Lock()  # one deployment at a time
         self._stop = threading.Event()
         self._watching = False
@@ -224,10 +258,12 @@ class RayShards:
                         stages[index].append(stage_key(stage, path))
         return stages
 
-    def deploy(self, specs: Sequence[PipelineSpec], dataset: Dataset, index_root: Path) -> ShardOpener:
-        """Deploy a new generation of every shard with the retrievers ``specs`` need; returns its shard opener once
-        all replicas are up. On any failure no application of the new generation is left and earlier generations
-        keep serving."""
+    def deploy(
+        self, specs: Sequence[PipelineSpec], dataset: Dataset, index_root: Path, broker: BrokerFactory | None = None
+    ) -> ShardOpener:
+        """Deploy a new generation of every shard with the retrievers ``specs`` need, then (``broker``) the broker
+        deployment over them; returns the generation's shard opener once all replicas are up. On any failure no
+        application of the new generation is left and earlier generations keep serving."""
         with self._lock:
             stages = self._stages(specs, dataset, index_root)
             number = self.generations[-1].number + 1 if self.generations else 1
@@ -255,6 +291,10 @@ class RayShards:
                         for index, keys in enumerate(stages)
                     ]
                 )
+                if broker is not None:
+                    application = broker(generation)
+                    generation.broker = self.serve.run(application, name=generation.broker_app, route_prefix=None)
+                    generation.broker_running = self.replicas
             except Exception as error:
                 self._delete(generation)
                 raise FailedPrecondition(
@@ -262,7 +302,7 @@ class RayShards:
                     + (f"generation {number - 1} serves on" if number > 1 else "nothing is served")
                 ) from None
             self.generations.append(generation)
-            self._served = (specs, dataset, index_root)
+            self._served = (specs, dataset, index_root, broker)
         self._watch()
 
         def open_shard(index: int, spec: RetrieverSpec, path: Path) -> RemoteShard:
@@ -303,15 +343,6 @@ class RayShards:
             if name in deployed:
                 self.serve.delete(name)
 
-    def _running_replicas(self, generation: ShardGeneration) -> list[int]:
-        applications = self.serve.status().applications
-        counts = []
-        for name in generation.app_names:
-            status = applications.get(name)
-            deployments = status.deployments.values() if status is not None else ()
-            counts.append(sum(d.replica_states.get("RUNNING", 0) for d in deployments))
-        return counts
-
     def _watch(self) -> None:
         """Poll the Serve controller for running replicas (twice a second) so calls to a shard without one fail
         fast; a failed poll keeps the last known counts."""
@@ -323,7 +354,9 @@ class RayShards:
             while not self._stop.wait(0.5):
                 try:
                     for generation in list(self.generations):
-                        generation.running = self._running_replicas(generation)
+                        *generation.running, generation.broker_running = running_replicas(
+                            self.serve, generation.app_names
+                        )
                 except Exception as error:  # a controller hiccup must not stop the watch
                     log.debug("serve.status failed: %s", error)
 
@@ -333,15 +366,23 @@ class RayShards:
         """Each shard's replica process ids in the current generation (what a fault test kills), by asking the
         replicas themselves."""
         generation = self.current
-        pids: dict[int, list[int]] = {}
-        for index, running in enumerate(self._running_replicas(generation)):
-            seen: set[int] = set()
-            for _ in range(20 * max(running, 1)):
-                seen.add(generation.handles[index].pid.remote().result(timeout_s=self.timeout_s))
-                if len(seen) >= running:
-                    break
-            pids[index] = sorted(seen)
-        return pids
+        counts = running_replicas(self.serve, generation.app_names)
+        return {index: self._pids(generation.handles[index], counts[index]) for index in range(self.count)}
+
+    def broker_pids(self) -> list[int]:
+        """The current generation's broker replica process ids (none without a broker deployment)."""
+        generation = self.current
+        if generation.broker is None:
+            return []
+        return self._pids(generation.broker, running_replicas(self.serve, [generation.broker_app])[0])
+
+    def _pids(self, handle: Any, running: int) -> list[int]:
+        seen: set[int] = set()
+        for _ in range(20 * max(running, 1)):
+            seen.add(handle.pid.remote().result(timeout_s=self.timeout_s))
+            if len(seen) >= running:
+                break
+        return sorted(seen)
 
     def close(self) -> None:
         self._stop.set()

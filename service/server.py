@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from braid.common.errors import BraidError
 from braid.proto.braid.v1 import braid_pb2, braid_pb2_grpc
-from braid.service.core import SearchCore
+from braid.service.core import CoreBase
 from braid.service.grpc_api import BraidServicer
 from braid.service.http_api import create_app
 
@@ -69,7 +69,7 @@ class _Uvicorn(uvicorn.Server):
 class BraidServer:
     """Both front ends over ``core``; :meth:`start` binds, :meth:`stop` drains."""
 
-    def __init__(self, core: SearchCore, config: ServerConfig) -> None:
+    def __init__(self, core: CoreBase, config: ServerConfig) -> None:
         self.core = core
         self.config = config
         self.grpc_port: int | None = None

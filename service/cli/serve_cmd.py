@@ -84,7 +84,7 @@ def _api_key(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from braid.service.core import AuthConfig, SearchCore  # the server stack loads only for this command
+    from braid.service.core import AuthConfig, CoreBase, SearchCore  # the server stack loads only for this command
     from braid.service.limits import ServiceLimits
     from braid.service.server import BraidServer, ServerConfig
 
@@ -104,36 +104,44 @@ def run(args: argparse.Namespace) -> int:
     auth = AuthConfig(_api_key(args), args.auth_reads)
     specs = [load_pipeline(name) for name in args.pipelines]
     dataset = resolve_dataset(args.dataset, args.data_dir)
-    shards = open_shard = None
+    shards = None
     if args.ray is not None:
         from braid.service.ray_serving import RayShards
 
         shards = RayShards(args.ray, args.shards, args.replicas, args.threads, args.timeout, args.replica_cpus)
     try:
+        core: CoreBase
         if shards is not None:
-            open_shard = shards.deploy(specs, dataset, Path(args.index_dir))
-        core = SearchCore(
-            dataset,
-            specs,
-            Path(args.index_dir),
-            limits,
-            auth,
-            args.threads,
-            args.build_missing,
-            args.rerank_batch,
-            args.rerank_wait_ms,
-            args.shards,
-            open_shard,
-            shards,
-        )
+            from braid.service.ray_broker import BrokerCore, broker_factory
+
+            # The shard deployments, then the broker deployment over them; this process keeps the API only.
+            index_root = Path(args.index_dir)
+            factory = broker_factory(specs, dataset, index_root, limits, shards, args.rerank_batch, args.rerank_wait_ms)
+            shards.deploy(specs, dataset, index_root, factory)
+            core = BrokerCore(shards, specs, limits, auth)
+        else:
+            core = SearchCore(
+                dataset,
+                specs,
+                Path(args.index_dir),
+                limits,
+                auth,
+                args.threads,
+                args.build_missing,
+                args.rerank_batch,
+                args.rerank_wait_ms,
+                args.shards,
+            )
         server = BraidServer(core, config)
         # Asked before the event loop starts: Ray Serve's blocking handle calls are refused inside one.
         replicas = shards.replica_pids() if shards is not None else None
+        brokers = shards.broker_pids() if shards is not None else None
 
         def ready(started: BraidServer) -> None:
-            addresses = {**started.addresses, "pipelines": core.registry.names, "pid": os.getpid()}
+            addresses = {**started.addresses, "pipelines": core.pipeline_names, "pid": os.getpid()}
             if replicas is not None:
                 addresses["shard_replicas"] = replicas
+                addresses["broker_replicas"] = brokers
             line = json.dumps(addresses)
             if args.ready_file is not None:
                 atomic_write_text(args.ready_file, line + "\n")

@@ -1,5 +1,6 @@
-"""Sharded serving on Ray Serve (local Ray, loopback): the same answers as one process, and a killed replica costs
-no request when each shard has two."""
+"""Sharded serving on Ray Serve (local Ray, loopback): shard and broker deployments give the same answers (and the
+same errors) as one process, a killed replica costs no request when each shard has two, and a reload switches every
+shard to a new generation or none."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from braid.indexer.build_job import BuildJob
 from braid.pipelines.pipeline import load_pipeline
 from braid.service.core import SearchCore
 from braid.service.errors import ShardUnavailable, status_of
+from braid.service.limits import ServiceLimits
 from tests.conftest import write_sample
 from tests.service.conftest import ServerThread
 
@@ -39,14 +41,15 @@ def ray_served(shared_data, tmp_path_factory):
         "index": [{"kind": "bm25"}],
     }
     BuildJob(parse_build_config(raw, "test"), dataset).run()
+    from braid.service.ray_broker import BrokerCore, broker_factory
     from braid.service.ray_serving import RayShards
 
     specs = [load_pipeline("bm25")]
     shards = RayShards("local", SHARDS, replicas=2, threads=1, timeout_s=20)
     try:
-        opener = shards.deploy(specs, dataset, root / "out")
-        core = SearchCore(dataset, specs, root / "out", shards=SHARDS, open_shard=opener, deployments=shards)
-        sharded = ServerThread(core)
+        limits = ServiceLimits()
+        shards.deploy(specs, dataset, root / "out", broker_factory(specs, dataset, root / "out", limits, shards))
+        sharded = ServerThread(BrokerCore(shards, specs, limits))
         single = ServerThread(SearchCore(dataset, specs, root / "out"))
         yield dataset, shards, sharded, single, root / "out"
         sharded.stop()
@@ -76,7 +79,10 @@ def test_ray_shards_bind_loopback_and_answer_as_one_process(ray_served):
     assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
     pids = shards.replica_pids()
     assert sorted(pids) == [0, 1] and all(len(found) == 2 for found in pids.values())
-    assert os.getpid() not in {pid for found in pids.values() for pid in found}  # replicas are processes of their own
+    brokers = shards.broker_pids()
+    assert len(brokers) == 2  # the broker is a deployment of its own, with the shards' replica count
+    # Shard and broker replicas are processes of their own, not this (the API) process.
+    assert os.getpid() not in {pid for found in [*pids.values(), brokers] for pid in found}
     for query in dataset.queries().values():
         status, answer = search(sharded, query)
         expected_status, expected = search(single, query)
@@ -84,6 +90,20 @@ def test_ray_shards_bind_loopback_and_answer_as_one_process(ray_served):
         assert [h["doc_id"] for h in answer["hits"]] == [h["doc_id"] for h in expected["hits"]]
         pairs = zip(answer["hits"], expected["hits"], strict=True)
         assert all(abs(a["score"] - b["score"]) <= 1.5e-4 for a, b in pairs)
+
+
+def test_errors_raised_in_the_broker_answer_as_one_process(ray_served):
+    _, _, sharded, single, _ = ray_served
+    for body in ({"query": "cat", "weights": {"bm25": 1.0}}, {"query": "cat", "rerank_depth": 5}):
+        answers = []
+        for server in (sharded, single):
+            request = urllib.request.Request(
+                f"{server.http}/v1/search", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+            )
+            with pytest.raises(urllib.error.HTTPError) as raised:
+                urllib.request.urlopen(request, timeout=30)
+            answers.append((raised.value.code, json.loads(raised.value.read())))
+        assert answers[0] == answers[1] and answers[0][0] == 409, answers  # not a 500 wrapping Ray's error
 
 
 def test_killing_a_replica_under_load_fails_no_request_with_two_replicas(ray_served):
@@ -168,5 +188,5 @@ def test_reload_switches_every_shard_to_a_new_generation_or_none(ray_served):
     while set(old_apps) & set(shards.serve.status().applications) and time.monotonic() - waited < 30:
         time.sleep(0.5)
     assert sorted(shards.serve.status().applications) == sorted(shards.current.app_names)
-    with sharded.core.registry.slot("bm25").lease() as pipeline:
-        assert pipeline.shards == SHARDS and not pipeline.updatable  # updates go through a rebuild and a reload
+    (info,) = sharded.core.list_pipelines()
+    assert info["generation"] == 2 and not info["updatable"]  # updates go through a rebuild and a reload
