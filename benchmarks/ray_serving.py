@@ -31,6 +31,7 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import psutil
 
 from benchmarks.service_load import Run
@@ -55,7 +56,16 @@ def replica_processes(shard: int) -> list[int]:
 def load(addresses: dict, pipeline: str, queries: list[str], args, fault=None) -> tuple[dict, Run]:
     with BraidClient(addresses["grpc"]) as warm:  # first-query costs (JIT, model load) out of the run
         for query in queries[:5]:
-            warm.search(query, pipeline=pipeline)
+            # After a fault run the replacement replica may still be loading: wait until the service answers.
+            until = time.monotonic() + RECOVERY_LIMIT_S
+            while True:
+                try:
+                    warm.search(query, pipeline=pipeline)
+                    break
+                except grpc.RpcError as error:
+                    if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > until:
+                        raise
+                    time.sleep(0.5)
     run = Run(addresses, pipeline, args.protocol, queries, args)
     return run.execute(fault), run
 

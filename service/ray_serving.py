@@ -195,11 +195,11 @@ def running_replicas(serve: Any, names: Sequence[str]) -> list[int]:
 class RayShards:
     """The shard deployments of one ``braid serve --ray``: deploy, hand out shards, redeploy, shut down.
 
-    Every deployment is a *generation* of all N shard applications. A reload deploys generation g + 1 of every
-    shard beside g (each replica opens the indexes as they are on disk now) and hands out shards only when all of
-    them are up; if any fails, the new generation's applications are deleted and g serves on. The broker then
-    swaps every pipeline at once and :meth:`retire` deletes g once no request uses it: all shards switch together
-    or none does, the blue/green deployment of the release-engineering literature.
+    Every deployment is a *generation* of all N shard applications and the broker over them. A reload deploys
+    generation g + 1 beside g (each replica opens the indexes as they are on disk now) and returns only when all of
+    it is up; if any part fails, the new generation's applications are deleted and g serves on. The API
+    (:class:`~braid.service.ray_broker.BrokerCore`) then switches to g + 1 in one step and :meth:`retire` deletes g
+    once no request uses it: all shards switch together or none does (a blue/green deployment).
     """
 
     def __init__(
