@@ -9,6 +9,7 @@ shards and assembles them, and whether it takes document updates in place. Retri
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,31 @@ class Shards:
 
 
 @dataclass(frozen=True)
-class Updates:
-    """In-place document updates of a built index: ``add(index_dir, [(id, text), ...])`` and
-    ``delete(index_dir, ids)``, each returning the index's new document count."""
+class Staged:
+    """A change written beside an index's live state and not yet visible: ``generation`` names it in ``index_dir``."""
 
-    add: Callable[[Path, Sequence[tuple[str, str]]], int]
-    delete: Callable[[Path, Sequence[str]], int]
+    index_dir: Path
+    generation: str
+
+
+@dataclass(frozen=True)
+class Updates:
+    """In-place document updates of a built index, in two phases so that one change can span several indexes (the
+    shards of a sharded index commit together or not at all: :mod:`braid.indexer.update_transaction`).
+
+    ``stage_add(index_dir, [(id, text), ...])`` and ``stage_delete(index_dir, ids)`` write the changed index beside
+    the live one (refusing bad input with nothing written); ``publish(staged)`` makes it live and returns the new
+    document count, and may be repeated (recovery after a crash repeats it); ``discard(staged)`` removes it.
+    ``doc_ids(index_dir)`` lists the live ids; ``lock(index_dir)`` excludes other writers, and staging and publishing
+    run under it.
+    """
+
+    stage_add: Callable[[Path, Sequence[tuple[str, str]]], Staged]
+    stage_delete: Callable[[Path, Sequence[str]], Staged]
+    publish: Callable[[Staged], int]
+    discard: Callable[[Staged], None]
+    doc_ids: Callable[[Path], list[str]]
+    lock: Callable[[Path], AbstractContextManager[None]]
 
 
 @dataclass(frozen=True)

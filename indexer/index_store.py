@@ -38,13 +38,17 @@ def index_path(dataset: Dataset, kind: str, params: dict, index_root: Path) -> P
     return Path(index_root) / dataset.name / f"{kind}-{digest}"
 
 
-def find_index(dataset: Dataset, kind: str, params: dict, index_root: Path) -> Path | None:
-    """Return the complete index matching kind, parameters and corpus, or None."""
+def find_index(dataset: Dataset, kind: str, params: dict, index_root: Path, edited: bool = False) -> Path | None:
+    """Return the complete index matching kind, parameters and corpus, or None.
+
+    ``edited``: also that index after document updates (serving shards are found this way after an update; an
+    unsharded service pins the folders it serves instead)."""
     params = index_kind(kind).validate(params)
     path = index_path(dataset, kind, params, index_root)
     if (path / MANIFEST_NAME).is_file():
         manifest = Manifest.read(path)
-        if manifest.matches(kind, params, dataset.corpus_checksum()):
+        checksum = dataset.corpus_checksum()
+        if manifest.derives_from(kind, params, checksum) if edited else manifest.matches(kind, params, checksum):
             return path
     return None
 

@@ -16,6 +16,7 @@ from braid.indexer import (
 )
 from braid.indexer.index_kind import IndexKind, Updates
 from braid.indexer.manifest import Manifest
+from braid.indexer.update_transaction import settle
 
 INDEX_KINDS: dict[str, IndexKind] = {
     kind.name: kind
@@ -51,3 +52,11 @@ def index_updates(index_dir: Path) -> Updates:
             "rebuild it instead"
         )
     return kind.updates
+
+
+def settle_updates(index_dir: Path) -> None:
+    """Finish or undo an interrupted document update of the index at ``index_dir`` (kinds that take updates), so
+    its manifest and contents are read as committed (:mod:`braid.indexer.update_transaction`)."""
+    updates = index_kind(Manifest.read(index_dir).kind).updates
+    if updates is not None:
+        settle(Path(index_dir), updates)

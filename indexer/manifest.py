@@ -17,6 +17,7 @@ from pathlib import Path
 from braid.common.errors import BraidError
 
 MANIFEST_NAME = "manifest.json"
+PENDING_NAME = "UPDATE-PENDING.json"
 FORMAT_VERSION = 2  # 2: splade/slim keep their Lucene index in impact/
 
 
@@ -36,9 +37,10 @@ def file_sha256(path: Path) -> str:
 
 
 def file_checksums(root: Path) -> dict[str, dict[str, int | str]]:
-    """Size and sha256 of every file under ``root`` except the manifest itself."""
+    """Size and sha256 of every file under ``root`` except the manifest itself and an update's pending marker
+    (:mod:`braid.indexer.update_transaction`), which lives only until the update is published."""
     listing: dict[str, dict[str, int | str]] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name not in (MANIFEST_NAME, PENDING_NAME)):
         listing[path.relative_to(root).as_posix()] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
     return listing
 
@@ -66,6 +68,14 @@ class Manifest:
             and self.kind == kind
             and self.params == params
             and self.corpus_checksum == corpus_checksum
+        )
+
+    def derives_from(self, kind: str, params: dict, corpus_checksum: str) -> bool:
+        """Whether this is the index of that kind, parameters and collection, or that index with documents added
+        or deleted since (an update records the collection it started from, ``build["edited_from"]``)."""
+        edited_from = self.build.get("edited_from") if self.corpus_checksum.startswith("edited:") else None
+        return self.matches(kind, params, corpus_checksum) or (
+            edited_from == corpus_checksum and self.matches(kind, params, self.corpus_checksum)
         )
 
     def dependency(self, root: Path, role: str) -> Path:

@@ -15,7 +15,9 @@ Layout: ``manifest.json``, ``CURRENT`` (the name of the live generation) and ``g
 ``token_centroid.i32``, ``centroids.f32`` and ``multivector.json``. Adding or deleting documents writes a new
 generation beside the live one, then switches ``CURRENT`` with an atomic rename: a reader sees the old index or
 the new one, never a mixture, and a crash mid-way leaves the old one live. Centroids are kept across updates
-(new tokens are assigned to the existing ones), as PLAID's incremental indexing does.
+(new tokens are assigned to the existing ones), as PLAID's incremental indexing does. An update that spans several
+indexes (the shards of a sharded index) stages a generation in each and publishes them all or none
+(:mod:`braid.indexer.update_transaction`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -39,11 +41,12 @@ from tqdm import tqdm
 from braid.common.atomic_file import atomic_write_text
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
-from braid.indexer.index_kind import IndexKind, Param, Updates
+from braid.indexer.index_kind import IndexKind, Param, Staged, Updates
 from braid.indexer.manifest import MANIFEST_NAME, Manifest, file_checksums
 from braid.indexer.params import require_at_least
 from braid.indexer.token_index import PARAMS as TOKEN_PARAMS
 from braid.indexer.token_index import TOKENS_NAME, TokenStore, encoder_for, has_tokens
+from braid.indexer.update_transaction import Change, commit_changes, settle
 
 # The token index this one pools is built with the same model and lengths (its own parameters).
 PARAMS = {
@@ -177,7 +180,10 @@ def current_generation(index_dir: Path) -> Path:
 class MultiVectorStore(TokenStore):
     """The live generation of a multi-vector index: pooled tokens, centroids and the inverted file."""
 
-    def __init__(self, index_dir: Path) -> None:
+    def __init__(self, index_dir: Path, settled: bool = False) -> None:
+        if not settled:
+            # An update that spans shards and was interrupted is finished (or undone) before anyone reads.
+            settle(Path(index_dir), UPDATES)
         self.generation = current_generation(index_dir)
         super().__init__(self.generation, META_NAME)
         self.centroids = np.fromfile(self.generation / "centroids.f32", dtype=np.float32).reshape(-1, self.dimension)
@@ -195,7 +201,8 @@ class MultiVectorStore(TokenStore):
 
 
 @contextmanager
-def _writer_lock(index_dir: Path):
+def writer_lock(index_dir: Path) -> Iterator[None]:
+    """Exclusive right to change the index (other writers, and a reader settling an interrupted update, wait)."""
     # Lock the index folder itself: a lock file would be a stray file in the index, even after a refused update.
     descriptor = os.open(index_dir, os.O_RDONLY)
     try:
@@ -205,43 +212,86 @@ def _writer_lock(index_dir: Path):
         os.close(descriptor)  # closing releases the lock
 
 
-def _commit(
+def _generation_number(folder: Path) -> int:
+    return int(folder.name.split("-")[1])
+
+
+def _stage(
     index_dir: Path,
-    manifest: Manifest,
     doc_ids: Sequence[str],
     documents: Sequence[np.ndarray],
     centroids: np.ndarray,
     assignments: np.ndarray,
-) -> None:
-    old = current_generation(index_dir)
-    number = int(old.name.split("-")[1]) + 1
+) -> Staged:
+    # Numbered past every generation folder there is: one left by an interrupted update (never made live) is
+    # skipped, not reused, and the next publish removes it.
+    number = max(_generation_number(folder) for folder in Path(index_dir).glob("gen-*")) + 1
     new = Path(index_dir) / f"gen-{number:06d}"
     scratch = Path(index_dir) / f".{new.name}.tmp"
     shutil.rmtree(scratch, ignore_errors=True)
     write_generation(scratch, doc_ids, documents, centroids, assignments)
     scratch.rename(new)
-    atomic_write_text(Path(index_dir) / "CURRENT", f"{new.name}\n")  # the switch: one atomic rename
-    shutil.rmtree(old, ignore_errors=True)
+    return Staged(Path(index_dir), new.name)
+
+
+def publish(staged: Staged) -> int:
+    """Make a staged generation live (CURRENT switches with one atomic rename), drop the others and rewrite the
+    manifest; returns the new document count. Repeating it after a crash finishes what it began."""
+    index_dir = Path(staged.index_dir)
+    new = index_dir / staged.generation
+    if not (new / "doc_ids.txt").is_file():
+        raise BraidError(f"{index_dir} has no staged generation {staged.generation}")
+    atomic_write_text(index_dir / "CURRENT", f"{new.name}\n")  # the switch
+    for folder in index_dir.glob("gen-*"):
+        if folder != new:
+            shutil.rmtree(folder, ignore_errors=True)
+    doc_ids = _read_ids(new)
+    manifest = Manifest.read(index_dir)
     manifest.doc_count = len(doc_ids)
-    # The collection is no longer the dataset it was built from: record what it is now, so no build reuses it.
+    # The collection is no longer the dataset it was built from: record what it is now, so no build reuses it, and
+    # what it was built from, so the shards of a sharded index are still found for that dataset.
+    if not manifest.corpus_checksum.startswith("edited:"):
+        manifest.build["edited_from"] = manifest.corpus_checksum
     manifest.corpus_checksum = "edited:" + hashlib.sha256("\n".join(sorted(doc_ids)).encode()).hexdigest()
-    manifest.files = file_checksums(Path(index_dir))
-    atomic_write_text(Path(index_dir) / MANIFEST_NAME, json.dumps(asdict(manifest), indent=2, sort_keys=True) + "\n")
+    manifest.files = file_checksums(index_dir)
+    atomic_write_text(index_dir / MANIFEST_NAME, json.dumps(asdict(manifest), indent=2, sort_keys=True) + "\n")
+    return len(doc_ids)
+
+
+def discard(staged: Staged) -> None:
+    """Remove a staged generation that will not be published (never the live one)."""
+    folder = Path(staged.index_dir) / staged.generation
+    if folder != current_generation(staged.index_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _read_ids(generation: Path) -> list[str]:
+    return [line for line in (generation / "doc_ids.txt").read_text(encoding="utf-8").split("\n") if line]
+
+
+def live_doc_ids(index_dir: Path) -> list[str]:
+    """The ids of the live generation, in index order."""
+    settle(Path(index_dir), UPDATES)
+    return _read_ids(current_generation(index_dir))
 
 
 def _documents(store: MultiVectorStore, rows: Iterable[int]) -> list[np.ndarray]:
     return [np.asarray(store.document(row)) for row in rows]
 
 
-def add_documents(index_dir: Path, documents: Sequence[tuple[str, str]]) -> int:
-    """Encode, pool and add ``(doc_id, text)`` documents; returns the new document count.
-
-    Refused, with the index unchanged: an id already indexed or repeated, a document without tokens.
-    """
-    index_dir = Path(index_dir)
+def _check_kind(index_dir: Path, action: str) -> None:
     manifest = Manifest.read(index_dir)
     if manifest.kind != "multivector":
-        raise BraidError(f"{index_dir} is a {manifest.kind} index; only multivector indexes take added documents")
+        raise BraidError(f"{index_dir} is a {manifest.kind} index; only multivector indexes {action}")
+
+
+def stage_add(index_dir: Path, documents: Sequence[tuple[str, str]]) -> Staged:
+    """Encode, pool and stage ``(doc_id, text)`` documents added to the index (the caller holds the writer lock).
+
+    Refused, with nothing written: an id already indexed or repeated, a document without tokens.
+    """
+    index_dir = Path(index_dir)
+    _check_kind(index_dir, "take added documents")
     ids = [doc_id for doc_id, _ in documents]
     repeated = sorted({doc_id for doc_id in ids if ids.count(doc_id) > 1})
     if repeated:
@@ -249,56 +299,59 @@ def add_documents(index_dir: Path, documents: Sequence[tuple[str, str]]) -> int:
     empty = [doc_id for doc_id, text in documents if not has_tokens(text)]
     if empty:
         raise BraidError(f"{len(empty)} document(s) have no tokens after tokenization, e.g. {empty[:5]}; nothing added")
-    params = manifest.params
+    store = MultiVectorStore(index_dir, settled=True)
+    present = sorted(set(ids) & set(store.doc_ids))
+    if present:
+        raise BraidError(f"{len(present)} document id(s) already in the index, e.g. {present[:5]}; nothing added")
+    params = Manifest.read(index_dir).params
     encoded = encoder_for(params).encode_documents([text for _, text in documents]) if documents else []
     # Round through float16 as a build does (it pools the stored float16 tokens), so an added document is
     # stored exactly as a fresh build would store it.
     encoded = [tokens.astype(np.float16).astype(np.float32) for tokens in encoded]
     pooled = pool_documents(encoded, params, total=len(encoded))
-    with _writer_lock(index_dir):
-        store = MultiVectorStore(index_dir)
-        present = sorted(set(ids) & set(store.doc_ids))
-        if present:
-            raise BraidError(f"{len(present)} document id(s) already in the index, e.g. {present[:5]}; nothing added")
-        if not pooled:
-            return len(store)
-        new_assignments = assign(np.concatenate(pooled), store.centroids)
-        _commit(
-            index_dir,
-            manifest,
-            [*store.doc_ids, *ids],
-            [*_documents(store, range(len(store))), *pooled],
-            store.centroids,
-            np.concatenate([store.token_centroid, new_assignments]),
-        )
-        return len(store) + len(pooled)
+    new_assignments = assign(np.concatenate(pooled), store.centroids) if pooled else np.zeros(0, dtype=np.int32)
+    return _stage(
+        index_dir,
+        [*store.doc_ids, *ids],
+        [*_documents(store, range(len(store))), *pooled],
+        store.centroids,
+        np.concatenate([store.token_centroid, new_assignments]),
+    )
+
+
+def stage_delete(index_dir: Path, doc_ids: Sequence[str]) -> Staged:
+    """Stage the index without ``doc_ids`` (the caller holds the writer lock). Unknown ids are refused."""
+    index_dir = Path(index_dir)
+    _check_kind(index_dir, "delete documents")
+    store = MultiVectorStore(index_dir, settled=True)
+    unknown = sorted(set(doc_ids) - set(store.doc_ids))
+    if unknown:
+        raise BraidError(f"{len(unknown)} unknown document id(s), e.g. {unknown[:5]}; nothing deleted")
+    gone = set(doc_ids)
+    keep = [row for row, doc_id in enumerate(store.doc_ids) if doc_id not in gone]
+    if not keep:
+        raise BraidError("deleting every document would leave an empty index; build a new one instead")
+    token_keep = np.isin(store.token_doc, np.asarray(keep, dtype=np.int32))
+    return _stage(
+        index_dir,
+        [store.doc_ids[row] for row in keep],
+        _documents(store, keep),
+        store.centroids,
+        store.token_centroid[token_keep],
+    )
+
+
+UPDATES = Updates(stage_add, stage_delete, publish, discard, live_doc_ids, writer_lock)
+
+
+def add_documents(index_dir: Path, documents: Sequence[tuple[str, str]]) -> int:
+    """Add ``(doc_id, text)`` documents to one index; returns the new document count (refused: see stage_add)."""
+    return commit_changes([Change(Path(index_dir), UPDATES, add=documents)])[Path(index_dir)]
 
 
 def delete_documents(index_dir: Path, doc_ids: Sequence[str]) -> int:
-    """Remove documents by id; returns the new document count. Unknown ids are refused, index unchanged."""
-    index_dir = Path(index_dir)
-    manifest = Manifest.read(index_dir)
-    if manifest.kind != "multivector":
-        raise BraidError(f"{index_dir} is a {manifest.kind} index; only multivector indexes delete documents")
-    with _writer_lock(index_dir):
-        store = MultiVectorStore(index_dir)
-        unknown = sorted(set(doc_ids) - set(store.doc_ids))
-        if unknown:
-            raise BraidError(f"{len(unknown)} unknown document id(s), e.g. {unknown[:5]}; nothing deleted")
-        gone = set(doc_ids)
-        keep = [row for row, doc_id in enumerate(store.doc_ids) if doc_id not in gone]
-        if not keep:
-            raise BraidError("deleting every document would leave an empty index; build a new one instead")
-        token_keep = np.isin(store.token_doc, np.asarray(keep, dtype=np.int32))
-        _commit(
-            index_dir,
-            manifest,
-            [store.doc_ids[row] for row in keep],
-            _documents(store, keep),
-            store.centroids,
-            store.token_centroid[token_keep],
-        )
-        return len(keep)
+    """Remove documents by id from one index; returns the new document count. Unknown ids are refused."""
+    return commit_changes([Change(Path(index_dir), UPDATES, delete=doc_ids)])[Path(index_dir)]
 
 
 KIND = IndexKind(
@@ -307,6 +360,6 @@ KIND = IndexKind(
     build_multivector_index,
     _check,
     requires=requires,
-    updates=Updates(add_documents, delete_documents),
+    updates=UPDATES,
     encoded=True,
 )

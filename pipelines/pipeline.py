@@ -23,11 +23,13 @@ from tqdm import tqdm
 
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError, DeadlineExceeded, Unsupported
-from braid.indexer.index_kind import IndexKind, Updates
+from braid.indexer.index_kind import IndexKind
 from braid.indexer.index_store import build_index, find_index
-from braid.indexer.kinds import index_kind, updatable_kinds
+from braid.indexer.kinds import index_kind, settle_updates, updatable_kinds
 from braid.indexer.manifest import MANIFEST_NAME, Manifest
 from braid.indexer.serving_shards import check_shard, shard_roots
+from braid.indexer.shard_routing import route_additions, route_deletions
+from braid.indexer.update_transaction import Change, commit_changes
 from braid.pipelines.spec import (
     PipelineSpec,
     RetrieverSpec,
@@ -120,6 +122,11 @@ class _Stage(Generic[R]):
     spec: RetrieverSpec
     retriever: R
     path: Path
+    shard_paths: tuple[Path, ...] = ()  # a sharded pipeline's index folder in each shard, in order (path: shard 0's)
+
+    @property
+    def index_shards(self) -> tuple[Path, ...]:
+        return self.shard_paths or (self.path,)
 
 
 class Pipeline:
@@ -370,31 +377,28 @@ class Pipeline:
     @property
     def updatable(self) -> bool:
         """Whether every index of the pipeline takes document updates in place."""
-        return self.shards == 1 and all(kind.updates is not None for kind in self._index_kinds.values())
+        return all(kind.updates is not None for kind in self._index_kinds.values())
 
     def add_documents(self, documents: Sequence[tuple[str, str]]) -> int:
         """Add (id, text) documents to every index of the pipeline; returns the new document count.
 
-        The indexes change on disk (atomically, one generation each); this opened pipeline keeps serving what it
-        opened, and a pipeline opened afterwards (a service's reload) serves the change.
+        The indexes change on disk, all of them or none (:mod:`braid.indexer.update_transaction`); a sharded
+        pipeline's new documents go to their home shards (:mod:`braid.indexer.shard_routing`). This opened pipeline
+        keeps serving what it opened, and a pipeline opened afterwards (a service's reload) serves the change.
         """
-        return self._update(lambda updates, path: updates.add(path, documents))
+        return self._update(lambda shard_ids: route_additions(shard_ids, documents), "add")
 
     def delete_documents(self, doc_ids: Sequence[str]) -> int:
-        """Delete documents by id from every index of the pipeline; returns the new document count."""
-        return self._update(lambda updates, path: updates.delete(path, doc_ids))
+        """Delete documents by id from every index of the pipeline (each from the shard holding it); returns the new
+        document count."""
+        return self._update(lambda shard_ids: route_deletions(shard_ids, doc_ids), "delete")
 
     @cached_property
     def _index_kinds(self) -> dict[Path, IndexKind]:
         # An opened pipeline's index folders never change kind (a reload opens a new Pipeline): read manifests once.
         return {path: index_kind(Manifest.read(path).kind) for path in self.index_paths}
 
-    def _update(self, apply: Callable[[Updates, Path], int]) -> int:
-        if self.shards > 1:
-            raise Unsupported(
-                f"pipeline {self.name!r} serves {self.shards} shards, which take no document updates yet; rebuild "
-                "the sharded indexes and reload instead"
-            )
+    def _update(self, route: Callable[[list[set[str]]], list[list]], action: str) -> int:
         kinds = self._index_kinds
         fixed = sorted({kind.name for kind in kinds.values() if kind.updates is None})
         if fixed:
@@ -402,11 +406,19 @@ class Pipeline:
                 f"pipeline {self.name!r} uses {', '.join(fixed)} indexes, which take no updates (updatable: "
                 f"{', '.join(updatable_kinds())}); rebuild the index and reload instead"
             )
-        count = 0
-        for path, kind in kinds.items():
-            assert kind.updates is not None  # checked above, for every index before any changes
-            count = apply(kind.updates, path)
-        return count
+        # Every index of the pipeline, as its shards' folders (one folder when unsharded); all of them change in one
+        # transaction, so no reader sees one index or shard updated and another not.
+        indexes = list(dict.fromkeys(stage.index_shards for stage in [*self.stages, *self.cascade]))
+        changes = []
+        for shards in indexes:
+            updates = kinds[shards[0]].updates
+            assert updates is not None  # checked above, for every index before any changes
+            parts = route([set(updates.doc_ids(path)) for path in shards])
+            for path, part in zip(shards, parts, strict=True):
+                if part:
+                    changes.append(Change(path, updates, **{action: part}))
+        counts = commit_changes(changes)
+        return sum(counts[path] if path in counts else Manifest.read(path).doc_count for path in indexes[0])
 
     def close(self) -> None:
         if self._pool is not None:
@@ -544,7 +556,7 @@ def _open_sharded(
         info = stage_spec.kind_info
         paths = []
         for index, root in enumerate(roots):
-            path = find_index(dataset, info.index.name, stage_spec.index_params(), root)
+            path = find_index(dataset, info.index.name, stage_spec.index_params(), root, edited=True)
             if path is None:
                 raise BraidError(
                     f"no {info.index.name} index for {dataset.name} in shard {index} of {shards} under {index_root} "
@@ -552,12 +564,13 @@ def _open_sharded(
                     "braid index build --config BUILD.toml"
                 )
             check_shard(path, index, shards)
+            settle_updates(path)  # an update interrupted mid-way: finished or undone before counts are read
             paths.append(path)
         count = sum(Manifest.read(path).doc_count for path in paths)
         doc_count = max(doc_count, count)
         members = [open_shard(index, stage_spec, path) for index, path in enumerate(paths)]
         retriever = ShardedRetriever(stage_spec.kind, members, stage_spec.search_params(), count)
-        stages.append(_Stage(stage_spec, retriever, paths[0]))
+        stages.append(_Stage(stage_spec, retriever, paths[0], tuple(paths)))
     reranker = texts = None
     if spec.rerank is not None:
         from braid.ranker.reranker import shared_ranker

@@ -335,23 +335,24 @@ class SearchCore(CoreBase):
                     f"{self.limits.max_document_chars} are allowed"
                 )
 
-    def add_documents(self, pipeline: str, documents: Sequence[NewDocument]) -> tuple[int, int]:
+    def add_documents(self, pipeline: str, documents: Sequence[NewDocument], reload: bool = True) -> tuple[int, int]:
         """Add documents to every index of a pipeline, then swap in the updated pipeline: (doc count, generation).
 
-        A batch naming one id twice keeps its last version, as an upsert does (Qdrant, Elasticsearch bulk)."""
+        A batch naming one id twice keeps its last version, as an upsert does (Qdrant, Elasticsearch bulk).
+        ``reload=False`` only writes (a broker whose shards are served elsewhere: their owner swaps them in)."""
         documents = _last_of_each_id(documents)
         self._check_documents(documents, self.limits.max_update_documents)
         slot = self.registry.slot(pipeline)
         with slot.lease() as opened:
             count = opened.add_documents([(doc.id, doc.contents) for doc in documents])
-        return count, self._reload_slot(slot)
+        return count, self._reload_slot(slot) if reload else slot.generation.number
 
-    def delete_documents(self, pipeline: str, ids: Sequence[str]) -> tuple[int, int]:
+    def delete_documents(self, pipeline: str, ids: Sequence[str], reload: bool = True) -> tuple[int, int]:
         self.limits.check_count("document ids", len(ids), self.limits.max_update_documents)
         slot = self.registry.slot(pipeline)
         with slot.lease() as opened:
             count = opened.delete_documents(list(ids))
-        return count, self._reload_slot(slot)
+        return count, self._reload_slot(slot) if reload else slot.generation.number
 
     def _reload_slot(self, slot: PipelineSlot) -> int:
         number = slot.reload(lambda spec: self._open(self._pinned(slot)))

@@ -14,7 +14,9 @@ a call that hit a dying one and restarts dead ones, as it does for the shards (:
 .ServeCall`). More API processes can run over the same deployments behind a load balancer.
 
 A reload deploys a new generation of shards and broker together (blue/green: all of it comes up or none of it is
-kept) and switches the API to it in one step; the old generation is deleted once no request uses it.
+kept) and switches the API to it in one step; the old generation is deleted once no request uses it. A document
+update is written by a broker replica to every shard's indexes in one transaction (all shards or none:
+:mod:`braid.indexer.update_transaction`) and then served the same way, by a new generation.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from braid.common.dataset import Dataset
+from braid.common.errors import BraidError
 from braid.pipelines.spec import PipelineSpec
 from braid.service.core import (
     AuthConfig,
@@ -39,7 +42,7 @@ from braid.service.core import (
     SearchQuery,
     check_served,
 )
-from braid.service.errors import NotFound
+from braid.service.errors import FailedPrecondition, NotFound
 from braid.service.limits import ServiceLimits
 from braid.service.ray_serving import (
     BrokerFactory,
@@ -119,11 +122,14 @@ class BrokerReplica:
     async def list_pipelines(self, timeout_s: float) -> list[dict[str, Any]]:
         return await self._run(lambda _: self.core.list_pipelines(), timeout_s)
 
+    # Writes change the shards' indexes on disk, all shards or none (braid.indexer.update_transaction); the shard
+    # replicas serve what they opened until the API process deploys the next generation over the changed indexes.
+
     async def add_documents(self, pipeline: str, documents: Sequence[NewDocument], timeout_s: float) -> Any:
-        return await self._run(lambda _: self.core.add_documents(pipeline, documents), timeout_s)
+        return await self._run(lambda _: self.core.add_documents(pipeline, documents, reload=False), timeout_s)
 
     async def delete_documents(self, pipeline: str, ids: Sequence[str], timeout_s: float) -> Any:
-        return await self._run(lambda _: self.core.delete_documents(pipeline, ids), timeout_s)
+        return await self._run(lambda _: self.core.delete_documents(pipeline, ids, reload=False), timeout_s)
 
     def pid(self) -> int:
         return os.getpid()
@@ -244,10 +250,23 @@ class BrokerCore(CoreBase):
         return [{**info, "generation": generation.number} for info in infos]
 
     def add_documents(self, pipeline: str, documents: Sequence[NewDocument]) -> tuple[int, int]:
-        return self._forward("add_documents", pipeline, list(documents))
+        """Add documents to every shard's indexes (each to its home shard, all shards or none), then serve them from
+        a new generation, as a reload does: (doc count, generation)."""
+        return self._write("add_documents", pipeline, list(documents))
 
     def delete_documents(self, pipeline: str, ids: Sequence[str]) -> tuple[int, int]:
-        return self._forward("delete_documents", pipeline, list(ids))
+        return self._write("delete_documents", pipeline, list(ids))
+
+    def _write(self, method: str, pipeline: str, items: list) -> tuple[int, int]:
+        with self._reload_lock:  # one write or reload at a time: each generation opens one committed state
+            count, _ = self._forward(method, pipeline, items)
+            try:
+                return count, self._switch()
+            except BraidError as error:
+                raise FailedPrecondition(
+                    f"the change is written (the pipeline now holds {count} documents) but not yet served: {error}; "
+                    "Reload serves it"
+                ) from None
 
     def reload(self, pipeline: str = "") -> list[dict[str, Any]]:
         """Deploy a new generation of every shard and the broker (the indexes as they are on disk now) and switch
@@ -255,15 +274,21 @@ class BrokerCore(CoreBase):
         if pipeline and pipeline not in self._names:
             raise NotFound(f"unknown pipeline {pipeline!r} (served here: {', '.join(self._names)})")
         with self._reload_lock:
-            self.shards.redeploy()  # all of the new generation is up, or it is deleted and this raises
-            with self._idle:
-                old, self._generation = self._generation, self.shards.current
-            for name in self._names:
-                self.metrics.generation.labels(name).set(self._generation.number)
-        log.info("generation %d serves; generation %d retires when idle", self._generation.number, old.number)
-        threading.Thread(target=self._retire_when_idle, args=(old,), name="braid-retire", daemon=True).start()
+            self._switch()
         infos = self.list_pipelines()
         return [info for info in infos if info["name"] == pipeline] if pipeline else infos
+
+    def _switch(self) -> int:
+        """Deploy the next generation and switch the API to it in one step (the caller holds the reload lock); the
+        old generation retires once its requests are answered. Returns the new generation's number."""
+        new = self.shards.redeploy()  # all of the new generation is up, or it is deleted and this raises
+        with self._idle:
+            old, self._generation = self._generation, new
+        for name in self._names:
+            self.metrics.generation.labels(name).set(new.number)
+        log.info("generation %d serves; generation %d retires when idle", new.number, old.number)
+        threading.Thread(target=self._retire_when_idle, args=(old,), name="braid-retire", daemon=True).start()
+        return new.number
 
     def _retire_when_idle(self, old: ShardGeneration) -> None:
         # Requests that leased the old generation are still answered by it: wait for them (at most a request's

@@ -31,6 +31,7 @@ from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
 from braid.common.ray_cluster import connect_ray
 from braid.indexer.index_store import find_index
+from braid.indexer.kinds import settle_updates
 from braid.indexer.serving_shards import check_shard, shard_roots
 from braid.pipelines.pipeline import RetrieverSpec, ShardOpener
 from braid.pipelines.spec import PipelineSpec
@@ -246,7 +247,7 @@ class RayShards:
         for spec in specs:
             for stage in spec.retrievers:
                 for index, root in enumerate(roots):
-                    path = find_index(dataset, stage.kind_info.index.name, stage.index_params(), root)
+                    path = find_index(dataset, stage.kind_info.index.name, stage.index_params(), root, edited=True)
                     if path is None:
                         raise BraidError(
                             f"no {stage.kind_info.index.name} index for {dataset.name} in shard {index} of "
@@ -254,6 +255,7 @@ class RayShards:
                             f"shards = {self.count} in a build config"
                         )
                     check_shard(path, index, self.count)
+                    settle_updates(path)  # every replica of the new generation opens the committed state
                     if stage_key(stage, path) not in stages[index]:
                         stages[index].append(stage_key(stage, path))
         return stages
@@ -279,6 +281,7 @@ class RayShards:
                 health_check_timeout_s=30,
                 graceful_shutdown_timeout_s=5,
             )
+            started = time.monotonic()
             try:
                 # All shards deploy at once (run_many) and the call returns when every replica is up.
                 generation.handles = self.serve.run_many(
@@ -291,6 +294,7 @@ class RayShards:
                         for index, keys in enumerate(stages)
                     ]
                 )
+                shards_up = time.monotonic()
                 if broker is not None:
                     application = broker(generation)
                     generation.broker = self.serve.run(application, name=generation.broker_app, route_prefix=None)
@@ -303,6 +307,13 @@ class RayShards:
                 ) from None
             self.generations.append(generation)
             self._served = (specs, dataset, index_root, broker)
+            log.info(
+                "generation %d is up in %.1f s (shards %.1f s, broker %.1f s)",
+                number,
+                time.monotonic() - started,
+                shards_up - started,
+                time.monotonic() - shards_up,
+            )
         self._watch()
 
         def open_shard(index: int, spec: RetrieverSpec, path: Path) -> RemoteShard:
@@ -321,13 +332,13 @@ class RayShards:
         """The number of the newest deployed generation."""
         return self.current.number
 
-    def redeploy(self) -> tuple[int, ShardOpener]:
-        """A new generation of every shard over what :meth:`deploy` last served (the indexes as they are on disk
-        now): its number and shard opener."""
+    def redeploy(self) -> ShardGeneration:
+        """A new generation of every shard (and broker) over what :meth:`deploy` last served, the indexes as they are
+        on disk now; returns it once all of it is up (on failure none of it is left, and this raises)."""
         if self._served is None:
             raise BraidError("nothing was deployed yet")
-        opener = self.deploy(*self._served)
-        return self.generation, opener
+        self.deploy(*self._served)
+        return self.current
 
     def retire(self, number: int) -> None:
         """Delete generation ``number``'s applications (once no request uses them, or to discard it)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from itertools import islice
 from pathlib import Path
 
@@ -10,9 +12,16 @@ import pytest
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError, Unsupported
 from braid.common.metrics import evaluate
+from braid.indexer import update_transaction
 from braid.indexer.build_config import parse_build_config
 from braid.indexer.build_job import BuildJob
-from braid.indexer.manifest import Manifest
+from braid.indexer.index_kind import Staged
+from braid.indexer.kinds import index_kind
+from braid.indexer.manifest import PENDING_NAME, Manifest
+from braid.indexer.multivector_index import live_doc_ids
+from braid.indexer.shard_routing import home_shard, route_additions
+from braid.indexer.update_transaction import Change, commit_changes
+from braid.indexer.verify import verify_index
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
 from braid.retriever.sharded_retriever import ShardedRetriever
 from tests.conftest import write_beir
@@ -124,13 +133,138 @@ def test_sharded_hybrid_evaluates_as_the_unsharded_one(sharded):
     ]
 
 
-def test_sharded_pipelines_refuse_updates_and_missing_shards(sharded, tmp_path):
+def test_sharded_pipelines_refuse_fixed_kinds_updates_and_missing_shards(sharded, tmp_path):
     dataset, _, three = open_both(sharded, "bm25")
     assert not three.updatable
-    with pytest.raises(Unsupported, match="shards"):
+    with pytest.raises(Unsupported, match="bm25 indexes, which take no updates"):
         three.add_documents([("new", "text")])
     with pytest.raises(BraidError, match="shard 0 of 4"):
         open_pipeline(load_pipeline("bm25"), dataset, sharded[1], build_missing=False, shards=4)
+
+
+@pytest.fixture
+def editable(sharded, tmp_path) -> tuple[Path, Path]:
+    """A copy of the built indexes that a test may update."""
+    dataset_dir, out = sharded
+    shutil.copytree(out, tmp_path / "out", symlinks=True)
+    return dataset_dir, tmp_path / "out"
+
+
+def multivector_shards(out: Path) -> list[Path]:
+    return [next((out / f"shard-{index}-of-{SHARDS}" / "sample").glob("multivector-*")) for index in range(SHARDS)]
+
+
+NEW_DOCUMENTS = [
+    (f"new-{number}", text)
+    for number, text in enumerate(
+        [
+            "Vitamin D supplementation lowers the risk of acute respiratory infection.",
+            "Statins reduce cardiovascular events in patients with high cholesterol.",
+            "Gut microbiota composition changes with antibiotic exposure in infants.",
+            "Aspirin use is associated with fewer colorectal cancers in long-term follow-up.",
+            "Sleep deprivation impairs glucose tolerance in healthy adults.",
+        ]
+    )
+]
+
+
+def test_sharded_updates_answer_as_the_same_updates_unsharded(editable):
+    dataset, one, three = open_both(editable, "multivector")
+    assert three.updatable and one.updatable
+    gone = [hit.doc_id for hit in one.stages[0].retriever.search(next(iter(dataset.queries().values())), 3)]
+    for pipeline in (one, three):
+        assert pipeline.add_documents(NEW_DOCUMENTS) == one.doc_count + len(NEW_DOCUMENTS)
+        assert pipeline.delete_documents(gone) == one.doc_count + len(NEW_DOCUMENTS) - len(gone)
+    # Each new document went to its home shard, and every shard index still verifies.
+    shards = multivector_shards(editable[1])
+    held = [set(live_doc_ids(path)) for path in shards]
+    for doc_id, _ in NEW_DOCUMENTS:
+        assert [doc_id in ids for ids in held] == [index == home_shard(doc_id, SHARDS) for index in range(SHARDS)]
+    assert not set(gone) & set().union(*held)
+    assert all(verify_index(path) == [] for path in shards)
+    one, three = reopen(editable, one), open_sharded(editable)  # reopened: they serve the change
+    assert three.doc_count == one.doc_count == sum(len(ids) for ids in held)
+    for query in [*dataset.queries().values(), *(text for _, text in NEW_DOCUMENTS)]:
+        expected = one.stages[0].retriever.search(query, 100)
+        found = three.stages[0].retriever.search(query, 100)
+        assert [hit.doc_id for hit in found] == [hit.doc_id for hit in expected], query
+        assert all(abs(a.score - b.score) <= 1e-6 for a, b in zip(found, expected, strict=True))
+    with pytest.raises(BraidError, match=r"1 document id\(s\) already in the index"):
+        three.add_documents([NEW_DOCUMENTS[0]])
+    with pytest.raises(BraidError, match=r"unknown document id\(s\), e\.g\. \['ghost'\]"):
+        three.delete_documents([NEW_DOCUMENTS[1][0], "ghost"])
+    assert [set(live_doc_ids(path)) for path in shards] == held  # refused: nothing changed in any shard
+
+
+def open_sharded(editable):
+    return open_pipeline(
+        load_pipeline("multivector"), open_dataset_dir(editable[0]), editable[1], build_missing=False, shards=SHARDS
+    )
+
+
+def reopen(editable, unsharded):
+    """The unsharded pipeline over the folders it serves, as a service reopens it after an update (an edited index
+    is no longer the dataset's index, so it is not looked up by dataset again)."""
+    spec = unsharded.spec
+    stages = tuple(dataclasses.replace(stage.spec, index=str(stage.path)) for stage in unsharded.stages)
+    return open_pipeline(
+        dataclasses.replace(spec, retrievers=stages), open_dataset_dir(editable[0]), editable[1], build_missing=False
+    )
+
+
+def snapshot(paths: list[Path]) -> list[dict[Path, bytes]]:
+    return [{p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()} for path in paths]
+
+
+def test_an_update_interrupted_before_its_commit_point_is_undone_on_open(editable, monkeypatch):
+    _, _, three = open_both(editable, "multivector")
+    shards = multivector_shards(editable[1])
+    before = snapshot(shards)
+    real_write = update_transaction.atomic_write_text
+
+    def crash_at_the_decision(path: Path, text: str) -> None:
+        if path.name.startswith(update_transaction.DECISION_PREFIX):
+            raise KeyboardInterrupt  # the process dies here: nothing after this line runs
+        real_write(path, text)
+
+    monkeypatch.setattr(update_transaction, "atomic_write_text", crash_at_the_decision)
+    with pytest.raises(KeyboardInterrupt):
+        three.add_documents(NEW_DOCUMENTS)
+    monkeypatch.undo()
+    assert all((path / PENDING_NAME).is_file() for path in shards)  # every shard staged the change
+    reopened = open_sharded(editable)  # opening settles: no decision, so the change is undone
+    assert snapshot(shards) == before and reopened.doc_count == three.doc_count
+
+
+def test_an_update_interrupted_after_its_commit_point_is_finished_on_open(editable):
+    _, one, three = open_both(editable, "multivector")
+    shards = multivector_shards(editable[1])
+    updates = index_kind("multivector").updates
+    published: list[Path] = []
+
+    def publish_one_then_die(staged: Staged) -> int:
+        if published:
+            raise KeyboardInterrupt  # dies after the decision and the first shard's switch
+        published.append(staged.index_dir)
+        return updates.publish(staged)
+
+    dying = dataclasses.replace(updates, publish=publish_one_then_die)
+    routed = route_additions([set(live_doc_ids(path)) for path in shards], NEW_DOCUMENTS)
+    changes = [Change(path, dying, add=part) for path, part in zip(shards, routed, strict=True) if part]
+    assert len(changes) > 1
+    with pytest.raises(KeyboardInterrupt):
+        commit_changes(changes)
+    decisions = list(editable[1].glob(f"{update_transaction.DECISION_PREFIX}*"))
+    assert len(decisions) == 1 and sum((path / PENDING_NAME).is_file() for path in shards) == len(changes) - 1
+    reopened = open_sharded(editable)  # opening settles: decided, so the rest is published
+    assert reopened.doc_count == three.doc_count + len(NEW_DOCUMENTS)
+    assert not any((path / PENDING_NAME).exists() for path in shards) and not decisions[0].exists()
+    assert all(verify_index(path) == [] for path in shards)
+    one.add_documents(NEW_DOCUMENTS)
+    one = reopen(editable, one)
+    query = NEW_DOCUMENTS[2][1]
+    expected = [hit.doc_id for hit in one.stages[0].retriever.search(query, 100)]
+    assert [hit.doc_id for hit in reopened.stages[0].retriever.search(query, 100)] == expected
 
 
 def test_a_rerun_reuses_the_shards_and_too_many_shards_is_refused(sharded, tmp_path):

@@ -1,6 +1,6 @@
 """Sharded serving on Ray Serve (local Ray, loopback): shard and broker deployments give the same answers (and the
-same errors) as one process, a killed replica costs no request when each shard has two, and a reload switches every
-shard to a new generation or none."""
+same errors) as one process, a killed replica costs no request when each shard has two, and a reload or a document
+update switches every shard to a new generation or none."""
 
 from __future__ import annotations
 
@@ -18,14 +18,17 @@ from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.indexer.build_config import parse_build_config
 from braid.indexer.build_job import BuildJob
+from braid.indexer.multivector_index import live_doc_ids
+from braid.indexer.shard_routing import home_shard
 from braid.pipelines.pipeline import load_pipeline
-from braid.service.core import SearchCore
+from braid.service.core import AuthConfig, SearchCore
 from braid.service.errors import ShardUnavailable, status_of
 from braid.service.limits import ServiceLimits
 from tests.conftest import write_sample
 from tests.service.conftest import ServerThread
 
 SHARDS = 2
+KEY = "ray-test-key"
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +41,19 @@ def ray_served(shared_data, tmp_path_factory):
     raw = {
         "output": str(root / "out"),
         "collection": {"dataset": str(root / "sample"), "shard_size": 10, "shards": SHARDS},
-        "index": [{"kind": "bm25"}],
+        "index": [{"kind": "bm25"}, {"kind": "multivector"}],
     }
     BuildJob(parse_build_config(raw, "test"), dataset).run()
     from braid.service.ray_broker import BrokerCore, broker_factory
     from braid.service.ray_serving import RayShards
 
-    specs = [load_pipeline("bm25")]
+    specs = [load_pipeline("bm25"), load_pipeline("multivector")]
     shards = RayShards("local", SHARDS, replicas=2, threads=1, timeout_s=20)
     try:
-        limits = ServiceLimits()
+        # Writes wait for the next generation to come up; on 2 busy cores that can pass the default 30 s.
+        limits = ServiceLimits(default_timeout_s=120)
         shards.deploy(specs, dataset, root / "out", broker_factory(specs, dataset, root / "out", limits, shards))
-        sharded = ServerThread(BrokerCore(shards, specs, limits))
+        sharded = ServerThread(BrokerCore(shards, specs, limits, AuthConfig(api_key=KEY)))
         single = ServerThread(SearchCore(dataset, specs, root / "out"))
         yield dataset, shards, sharded, single, root / "out"
         sharded.stop()
@@ -58,14 +62,15 @@ def ray_served(shared_data, tmp_path_factory):
         shards.close()
 
 
-def search(server: ServerThread, query: str, k: int = 20) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f"{server.http}/v1/search",
-        data=json.dumps({"query": query, "k": k}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
+def search(server: ServerThread, query: str, k: int = 20, pipeline: str = "bm25") -> tuple[int, dict]:
+    return post(server, "/v1/search", {"query": query, "k": k, "pipeline": pipeline})
+
+
+def post(server: ServerThread, route: str, body: dict) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json", "X-API-Key": KEY}
+    request = urllib.request.Request(f"{server.http}{route}", data=json.dumps(body).encode(), headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=120) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
@@ -156,12 +161,12 @@ def test_a_shard_without_running_replica_fails_at_once_with_unavailable(ray_serv
     assert status_of(raised.value) == (grpc.StatusCode.UNAVAILABLE, 503)
 
 
-def test_reload_switches_every_shard_to_a_new_generation_or_none(ray_served):
+def test_reload_and_updates_switch_every_shard_to_a_new_generation_or_none(ray_served):
     dataset, shards, sharded, _, out = ray_served
     queries = list(dataset.queries().values())[:5]
 
-    def answers() -> list[list[tuple[str, float]]]:
-        found = [search(sharded, query) for query in queries]
+    def answers(pipeline: str = "bm25") -> list[list[tuple[str, float]]]:
+        found = [search(sharded, query, pipeline=pipeline) for query in queries]
         assert {status for status, _ in found} == {200}
         return [[(hit["doc_id"], hit["score"]) for hit in answer["hits"]] for _, answer in found]
 
@@ -178,15 +183,34 @@ def test_reload_switches_every_shard_to_a_new_generation_or_none(ray_served):
         away.rename(index)
     assert shards.generation == 1 and sorted(shards.serve.status().applications) == sorted(old_apps)
     assert answers() == before
-    # Reloading one pipeline redeploys every shard (they serve every pipeline) and swaps them in together.
-    (info,) = sharded.core.reload("bm25")
-    assert shards.generation == 2 and info["generation"] == 2
+    # Added documents go to their home shards' indexes (all shards or none) and a new generation of every shard
+    # serves them: here they rank first for their own text, and nothing else changes.
+    new = [
+        {"id": "ray-new-0", "text": "Zebras migrate across the Serengeti following seasonal rains."},
+        {"id": "ray-new-1", "text": "Glaciers in the Alps have lost half their ice volume since 1900."},
+    ]
+    tick = time.monotonic()
+    status, added = post(sharded, "/v1/pipelines/multivector/documents", {"documents": new})
+    print("ADD TOOK", time.monotonic() - tick)
+    assert status == 200 and added == {"doc_count": 42, "generation": 2}, added
+    assert shards.generation == 2
     assert answers() == before
+    for document in new:
+        status, found = search(sharded, document["text"], 3, "multivector")
+        assert status == 200 and found["hits"][0]["doc_id"] == document["id"]
+    for index in range(SHARDS):  # each new id is held by its home shard, and only there
+        (path,) = (out / f"shard-{index}-of-{SHARDS}").glob("*/multivector-*")
+        held = set(live_doc_ids(path)) & {document["id"] for document in new}
+        assert held == {document["id"] for document in new if home_shard(document["id"], SHARDS) == index}
     new_pids = shards.replica_pids()
     assert not {pid for found in new_pids.values() for pid in found} & {p for found in old_pids.values() for p in found}
+    # A refused update (an unknown id) changes no shard and deploys nothing.
+    status, refused = post(sharded, "/v1/pipelines/multivector/documents/delete", {"ids": ["ray-new-0", "ghost"]})
+    assert status == 400 and "'ghost'" in refused["error"]["message"] and shards.generation == 2, refused
     waited = time.monotonic()
     while set(old_apps) & set(shards.serve.status().applications) and time.monotonic() - waited < 30:
         time.sleep(0.5)
     assert sorted(shards.serve.status().applications) == sorted(shards.current.app_names)
-    (info,) = sharded.core.list_pipelines()
-    assert info["generation"] == 2 and not info["updatable"]  # updates go through a rebuild and a reload
+    infos = {info["name"]: info for info in sharded.core.list_pipelines()}
+    assert infos["multivector"]["generation"] == 2 and infos["multivector"]["updatable"]
+    assert not infos["bm25"]["updatable"]  # BM25 updates go through a rebuild and a reload
