@@ -12,10 +12,16 @@ failure must come fast, not at the deadline), the time of the last failure after
 
 Reload (``--reload``): under the same load, the server is told to reload a quarter into the run: a new generation
 of every shard deployment comes up beside the old one, every pipeline switches to it, the old one is deleted.
-Reported: requests sent and failed, how long the reload call took, the generations before and after. Usage:
+Reported: requests sent and failed, how long the reload call took, the generations before and after.
+
+Update (``--update PIPELINE``, served beside the loaded pipelines): under the same load, 10 documents are added to
+PIPELINE (its indexes must take updates: multivector) a quarter into the run: they are written to their home
+shards in one transaction and a new generation serves them. Reported as for a reload, plus how many of the added
+documents the new generation ranks first for their own text. Usage:
 
     python -m benchmarks.ray_serving --dataset scifact --index-dir builds/scifact-sharded --shards 3 \\
-        --pipelines bm25 hybrid --clients 8 --duration 30 --faults --reload --output results/ray_serving.json
+        --pipelines bm25 hybrid --clients 8 --duration 30 --faults --reload --update multivector \\
+        --output results/ray_serving.json
 """
 
 from __future__ import annotations
@@ -76,14 +82,14 @@ def kill_replica(addresses: dict, replicas: int, report: dict):
     def action() -> dict:
         victim = addresses["shard_replicas"]["0"][0]
         report["victim_pid"] = victim
-        report["killed_at"] = time.monotonic()
+        report["event_at"] = time.monotonic()
         os.kill(victim, signal.SIGKILL)
 
         def watch() -> None:
-            while time.monotonic() - report["killed_at"] < RECOVERY_LIMIT_S:
+            while time.monotonic() - report["event_at"] < RECOVERY_LIMIT_S:
                 live = [pid for pid in replica_processes(0) if pid != victim]
                 if len(live) >= replicas:
-                    report["recovery_s"] = round(time.monotonic() - report["killed_at"], 2)
+                    report["recovery_s"] = round(time.monotonic() - report["event_at"], 2)
                     report["replacement_pids"] = live
                     return
                 time.sleep(0.1)
@@ -100,7 +106,7 @@ def reload_shards(addresses: dict, api_key: str, pipeline: str, report: dict):
     def action() -> dict:
         with BraidClient(addresses["grpc"], api_key=api_key, timeout=600) as admin:
             before = {p.name: p.generation for p in admin.list_pipelines().pipelines}[pipeline]
-            report["killed_at"] = tick = time.monotonic()  # fault_summary counts from here
+            report["event_at"] = tick = time.monotonic()  # fault_summary counts from here
             after = {p.name: p.generation for p in admin.reload(pipeline).pipelines}[pipeline]
         report.update(reload_s=round(time.monotonic() - tick, 2), generation_before=before, generation_after=after)
         return {key: report[key] for key in ("reload_s", "generation_before", "generation_after")}
@@ -108,16 +114,36 @@ def reload_shards(addresses: dict, api_key: str, pipeline: str, report: dict):
     return action
 
 
+def add_under_load(addresses: dict, api_key: str, pipeline: str, documents: list, report: dict):
+    """A reload_action for :class:`Run`: add documents to ``pipeline`` (written to every shard, all or none, then
+    served by a new generation) while clients search."""
+
+    def action() -> dict:
+        with BraidClient(addresses["grpc"], api_key=api_key, timeout=600) as admin:
+            before = {p.name: p.generation for p in admin.list_pipelines().pipelines}[pipeline]
+            report["event_at"] = tick = time.monotonic()  # fault_summary counts from here
+            answer = admin.add_documents(pipeline, documents)
+        report.update(
+            reload_s=round(time.monotonic() - tick, 2),
+            generation_before=before,
+            generation_after=answer.generation,
+            doc_count=answer.doc_count,
+        )
+        return {key: report[key] for key in ("reload_s", "generation_before", "generation_after", "doc_count")}
+
+    return action
+
+
 def fault_summary(run: Run, report: dict) -> dict:
-    killed = report["killed_at"]
+    event = report["event_at"]
     failed = [(when, seconds, error) for when, seconds, error in run.events if error is not None]
     return {
         "requests": len(run.events),
-        "after_kill": sum(when >= killed for when, _, _ in run.events),
+        "after_event": sum(when >= event for when, _, _ in run.events),
         "failed": len(failed),
         "failed_by_status": {error: sum(e == error for _, _, e in failed) for error in {e for _, _, e in failed}},
         "slowest_failure_ms": round(max((s for _, s, _ in failed), default=0.0) * 1000, 1),
-        "last_failure_after_kill_s": round(max((w for w, _, _ in failed), default=killed) - killed, 2),
+        "last_failure_after_event_s": round(max((w for w, _, _ in failed), default=event) - event, 2),
         "recovery_s": report.get("recovery_s"),
         "victim_pid": report.get("victim_pid"),
     }
@@ -137,13 +163,17 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=10.0, help="client deadline per request, seconds")
     parser.add_argument("--faults", action="store_true", help="also kill a replica under load (R = 2, then R = 1)")
     parser.add_argument("--reload", action="store_true", help="also reload every shard under load (Ray setups)")
+    parser.add_argument(
+        "--update", metavar="PIPELINE", help="also add 10 documents to PIPELINE under load (Ray setups; served too)"
+    )
     parser.add_argument("--setups", nargs="+", default=["process", "process-shards", "ray-r1", "ray-r2"])
     parser.add_argument("--output", type=Path, default=Path("results/ray_serving.json"))
     args = parser.parse_args()
 
     dataset = resolve_dataset(args.dataset, args.data_dir)
     queries = list(dataset.queries().values())
-    base = ["--dataset", args.dataset, "--index-dir", args.index_dir, "--pipelines", *args.pipelines,
+    served = [*args.pipelines, *([args.update] if args.update and args.update not in args.pipelines else [])]
+    base = ["--dataset", args.dataset, "--index-dir", args.index_dir, "--pipelines", *served,
             "--timeout", str(args.timeout), *(["--data-dir", args.data_dir] if args.data_dir else [])]  # fmt: skip
     setups = {
         "process": [],
@@ -152,7 +182,7 @@ def main() -> None:
         "ray-r2": ["--shards", str(args.shards), "--ray", "local", "--replicas", "2"],
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    rows, faults, reloads = [], [], []
+    rows, faults, reloads, updates = [], [], [], []
     for setup in args.setups:
         api_key = secrets.token_hex(16)
         log = args.output.with_name(f"{args.output.stem}.{setup}.server.log")
@@ -185,13 +215,38 @@ def main() -> None:
                     "setup": setup,
                     "pipeline": pipeline,
                     **{key: summary[key] for key in ("requests", "failed", "failed_by_status", "slowest_failure_ms")},
-                    "after_reload_started": summary["after_kill"],
+                    "after_reload_started": summary["after_event"],
                     **{key: report[key] for key in ("reload_s", "generation_before", "generation_after")},
                     "qps": row["qps"],
                     "p99_ms": row["p99_ms"],
                 }
                 reloads.append(reloaded)
                 print(json.dumps(reloaded), flush=True)
+            if args.update and setup.startswith("ray"):
+                report = {}
+                # Query texts as new documents: ids no shard holds, texts each should be found by.
+                documents = [(f"bench-{setup}-{number}", text) for number, text in enumerate(queries[-10:])]
+                action = add_under_load(addresses, api_key, args.update, documents, report)
+                row, run = load(addresses, args.pipelines[-1], queries, args, action)
+                summary = fault_summary(run, report)
+                with BraidClient(addresses["grpc"]) as client:
+                    found = sum(
+                        client.search(text, 1, args.update).hits[0].doc_id == doc_id for doc_id, text in documents
+                    )
+                updated = {
+                    "setup": setup,
+                    "pipeline": args.update,
+                    "load_pipeline": args.pipelines[-1],
+                    **{key: summary[key] for key in ("requests", "failed", "failed_by_status", "slowest_failure_ms")},
+                    "after_update_started": summary["after_event"],
+                    **{key: report[key] for key in ("reload_s", "generation_before", "generation_after", "doc_count")},
+                    "added": len(documents),
+                    "added_found_first": found,
+                    "qps": row["qps"],
+                    "p99_ms": row["p99_ms"],
+                }
+                updates.append(updated)
+                print(json.dumps(updated), flush=True)
         finally:
             exit_code = stop_server(process)
             if exit_code != 0:
@@ -208,9 +263,9 @@ def main() -> None:
         )
     for fault in faults:
         print(
-            f"fault {fault['setup']}: {fault['requests']} requests ({fault['after_kill']} after the kill), "
+            f"fault {fault['setup']}: {fault['requests']} requests ({fault['after_event']} after the kill), "
             f"{fault['failed']} failed {fault['failed_by_status']}, slowest failure {fault['slowest_failure_ms']} ms, "
-            f"last failure {fault['last_failure_after_kill_s']} s after the kill, recovered in {fault['recovery_s']} s"
+            f"last failure {fault['last_failure_after_event_s']} s after the kill, recovered in {fault['recovery_s']} s"
         )
     for reloaded in reloads:
         print(
@@ -218,7 +273,14 @@ def main() -> None:
             f"began), {reloaded['failed']} failed {reloaded['failed_by_status']}, generation "
             f"{reloaded['generation_before']} -> {reloaded['generation_after']} in {reloaded['reload_s']} s"
         )
-    report = {"runs": rows, "faults": faults, "reloads": reloads, "args": vars(args)}
+    for updated in updates:
+        print(
+            f"update {updated['setup']}: {updated['requests']} requests ({updated['after_update_started']} after it "
+            f"began), {updated['failed']} failed {updated['failed_by_status']}, generation "
+            f"{updated['generation_before']} -> {updated['generation_after']} in {updated['reload_s']} s, "
+            f"{updated['added_found_first']} of {updated['added']} added documents found first"
+        )
+    report = {"runs": rows, "faults": faults, "reloads": reloads, "updates": updates, "args": vars(args)}
     args.output.write_text(json.dumps(report, indent=2, default=str))
 
 

@@ -50,6 +50,7 @@ from braid.service.ray_serving import (
     RemoteShard,
     ServeCall,
     ShardGeneration,
+    keep_polling,
     running_replicas,
     stage_key,
 )
@@ -94,16 +95,11 @@ class BrokerReplica:
             len(self._shard_apps),
             open_shard,
         )
-        threading.Thread(target=self._watch, name="braid-broker-watch", daemon=True).start()
+        keep_polling(self._poll, "braid-broker-watch")
 
-    def _watch(self) -> None:
-        # Running shard replicas, as the controller says (twice a second): a shard without one fails at once.
-        while True:
-            time.sleep(0.5)
-            try:
-                self.running = running_replicas(self._serve, self._shard_apps)
-            except Exception as error:  # a controller hiccup must not stop the watch
-                log.debug("serve.status failed: %s", error)
+    def _poll(self) -> None:
+        # Running shard replicas, as the controller says: a shard without one fails at once.
+        self.running = running_replicas(self._serve, self._shard_apps)
 
     async def _run(self, work: Any, timeout_s: float) -> Any:
         return await self.core.call(work, time.monotonic() + timeout_s)

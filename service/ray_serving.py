@@ -193,6 +193,21 @@ def running_replicas(serve: Any, names: Sequence[str]) -> list[int]:
     return counts
 
 
+def keep_polling(action: Callable[[], None], name: str, stop: threading.Event | None = None) -> None:
+    """Call ``action`` twice a second on a daemon thread until ``stop`` is set. A failing call (a controller hiccup)
+    must not end the watch: it is logged, the last known counts stand, and the next call tries again."""
+    stop = stop or threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(0.5):
+            try:
+                action()
+            except Exception as error:
+                log.debug("%s: %s", name, error)
+
+    threading.Thread(target=loop, name=name, daemon=True).start()
+
+
 class RayShards:
     """The shard deployments of one ``braid serve --ray``: deploy, hand out shards, redeploy, shut down.
 
@@ -356,22 +371,16 @@ class RayShards:
 
     def _watch(self) -> None:
         """Poll the Serve controller for running replicas (twice a second) so calls to a shard without one fail
-        fast; a failed poll keeps the last known counts."""
+        fast."""
         if self._watching:
             return
         self._watching = True
 
         def poll() -> None:
-            while not self._stop.wait(0.5):
-                try:
-                    for generation in list(self.generations):
-                        *generation.running, generation.broker_running = running_replicas(
-                            self.serve, generation.app_names
-                        )
-                except Exception as error:  # a controller hiccup must not stop the watch
-                    log.debug("serve.status failed: %s", error)
+            for generation in list(self.generations):
+                *generation.running, generation.broker_running = running_replicas(self.serve, generation.app_names)
 
-        threading.Thread(target=poll, name="braid-shard-watch", daemon=True).start()
+        keep_polling(poll, "braid-shard-watch", self._stop)
 
     def replica_pids(self) -> dict[int, list[int]]:
         """Each shard's replica process ids in the current generation (what a fault test kills), by asking the

@@ -14,6 +14,7 @@ from braid.common.errors import BraidError
 from braid.indexer.index_store import build_index
 from braid.indexer.kinds import INDEX_KINDS, index_updates, updatable_kinds
 from braid.indexer.manifest import Manifest
+from braid.indexer.update_transaction import Change, commit_changes
 from braid.service.cli.common import add_data_args, parse_params, positive_int
 
 
@@ -157,17 +158,19 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    path = Path(args.corpus)
-    if not path.is_file():
-        raise BraidError(f"corpus file {path} does not exist")
-    documents = [(doc.doc_id, doc.contents) for doc in read_corpus(path)]
-    count = index_updates(Path(args.index)).add(Path(args.index), documents)
+    corpus = Path(args.corpus)
+    if not corpus.is_file():
+        raise BraidError(f"corpus file {corpus} does not exist")
+    documents = [(doc.doc_id, doc.contents) for doc in read_corpus(corpus)]
+    path = Path(args.index)
+    count = commit_changes([Change(path, index_updates(path), add=documents)])[path]
     print(f"added {len(documents)} document(s): {args.index} now holds {count}")
     return 0
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    count = index_updates(Path(args.index)).delete(Path(args.index), args.ids)
+    path = Path(args.index)
+    count = commit_changes([Change(path, index_updates(path), delete=args.ids)])[path]
     print(f"deleted {len(set(args.ids))} document(s): {args.index} now holds {count}")
     return 0
 

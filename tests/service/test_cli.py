@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def braid(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "braid", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def braid_all(*commands: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
+    """Independent commands side by side: each is mostly Python start-up, so the cores run them at once."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return list(pool.map(lambda args: braid(*args), commands))
 
 
 def test_build_search_eval(tiny_beir, tmp_path, capsys):
@@ -90,21 +98,25 @@ def _assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) ->
 
 
 def test_missing_dataset(tmp_path):
-    _assert_clean_error(braid("eval", "--dataset", str(tmp_path / "nope"), "--pipeline", "bm25"), "does not exist")
-    _assert_clean_error(
-        braid("eval", "--dataset", "no-such-set", "--data-dir", str(tmp_path), "--pipeline", "bm25"),
-        "unknown dataset 'no-such-set'",
+    missing, unknown = braid_all(
+        ("eval", "--dataset", str(tmp_path / "nope"), "--pipeline", "bm25"),
+        ("eval", "--dataset", "no-such-set", "--data-dir", str(tmp_path), "--pipeline", "bm25"),
     )
+    _assert_clean_error(missing, "does not exist")
+    _assert_clean_error(unknown, "unknown dataset 'no-such-set'")
 
 
 def test_missing_index(tmp_path, tiny_beir):
-    _assert_clean_error(braid("search", "--index", str(tmp_path / "none"), "cat"), "does not exist")
     (tmp_path / "half").mkdir()
-    _assert_clean_error(braid("search", "--index", str(tmp_path / "half"), "cat"), "not a complete braid index")
-    _assert_clean_error(
-        braid("eval", "--dataset", str(tiny_beir), "--pipeline", "bm25", "--index-dir", str(tmp_path), "--no-build"),
-        "no bm25 index for tiny",
+    results = braid_all(
+        ("search", "--index", str(tmp_path / "none"), "cat"),
+        ("search", "--index", str(tmp_path / "half"), "cat"),
+        ("eval", "--dataset", str(tiny_beir), "--pipeline", "bm25", "--index-dir", str(tmp_path), "--no-build"),
     )
+    for result, fragment in zip(
+        results, ["does not exist", "not a complete braid index", "no bm25 index for tiny"], strict=True
+    ):
+        _assert_clean_error(result, fragment)
 
 
 def test_malformed_jsonl_names_file_and_line(tiny_beir):
@@ -127,26 +139,21 @@ def test_qrels_with_unknown_ids_are_counted(tiny_beir, tmp_path):
 
 
 def test_empty_query_and_bad_arguments(tiny_beir, tmp_path):
-    _assert_clean_error(braid("search", "--dataset", str(tiny_beir), "  "), "empty query")
-    _assert_clean_error(braid("index", "build", "--dataset", str(tiny_beir), "--kind", "hnsw"), "invalid choice")
-    _assert_clean_error(braid("eval", "--dataset", str(tiny_beir)), "give --pipeline")
-    _assert_clean_error(braid("serve", "--dataset", str(tiny_beir), "--ray", "local"), "give --shards N >= 2")
-    _assert_clean_error(braid("serve", "--dataset", str(tiny_beir), "--replicas", "2"), "--replicas needs --ray")
-    _assert_clean_error(braid("eval", "--dataset", str(tiny_beir), "--shards", "0"), "expected a positive integer")
-    _assert_clean_error(braid("eval", "--dataset", str(tiny_beir), "--run", str(tmp_path / "x.trec")), "does not exist")
-    _assert_clean_error(
-        braid(
-            "index",
-            "build",
-            "--dataset",
-            str(tiny_beir),
-            "--param",
-            "stemmer=snowball",
-            "--output",
-            str(tmp_path / "o"),
+    dataset = str(tiny_beir)
+    expected = {
+        ("search", "--dataset", dataset, "  "): "empty query",
+        ("index", "build", "--dataset", dataset, "--kind", "hnsw"): "invalid choice",
+        ("eval", "--dataset", dataset): "give --pipeline",
+        ("serve", "--dataset", dataset, "--ray", "local"): "give --shards N >= 2",
+        ("serve", "--dataset", dataset, "--replicas", "2"): "--replicas needs --ray",
+        ("eval", "--dataset", dataset, "--shards", "0"): "expected a positive integer",
+        ("eval", "--dataset", dataset, "--run", str(tmp_path / "x.trec")): "does not exist",
+        ("index", "build", "--dataset", dataset, "--param", "stemmer=snowball", "--output", str(tmp_path / "o")): (
+            "stemmer must be one of porter, krovetz, none"
         ),
-        "stemmer must be one of porter, krovetz, none",
-    )
+    }
+    for result, fragment in zip(braid_all(*expected), expected.values(), strict=True):
+        _assert_clean_error(result, fragment)
 
 
 @pytest.mark.parametrize("kind", ["splade", "slim"])
@@ -174,8 +181,6 @@ def test_learned_sparse_kinds_build_search_and_eval(tiny_beir, tmp_path, capsys,
 
 
 def test_unavailable_model_is_a_clear_error(tiny_beir, tmp_path):
-    import os
-
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [
