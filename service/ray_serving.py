@@ -2,7 +2,7 @@
 
 ``braid serve --ray local|ADDRESS --shards N --replicas R`` deploys one Ray Serve application per serving shard
 (:mod:`braid.indexer.serving_shards`), each a :class:`ShardReplica` deployment of R replicas that opens, at start,
-every retriever the served pipelines need over that shard's indexes, and then the broker deployment
+every retriever the served pipelines need over that shard's indexes, and, beside them, the broker deployment
 (:mod:`braid.service.ray_broker`), whose replicas fan each query out to every shard through :class:`RemoteShard`
 handles, merge the per-shard lists into one list per retriever, and fuse and rerank once, exactly as one process
 does. The ``braid serve`` process terminates gRPC and HTTP and forwards to the broker; it holds no index.
@@ -296,39 +296,34 @@ class RayShards:
                 health_check_timeout_s=30,
                 graceful_shutdown_timeout_s=5,
             )
+            targets = [
+                self.serve.RunTarget(
+                    deployment.options(name=f"shard-{index}").bind(index, self.count, keys, self.threads),
+                    name=generation.app_name(index),
+                    route_prefix=None,
+                )
+                for index, keys in enumerate(stages)
+            ]
+            if broker is not None:
+                # The broker's replicas only bind handles to the shard applications when they start (they call
+                # them per query), so they come up beside the shards rather than after them.
+                targets.append(self.serve.RunTarget(broker(generation), name=generation.broker_app, route_prefix=None))
             started = time.monotonic()
             try:
-                # All shards deploy at once (run_many) and the call returns when every replica is up.
-                generation.handles = self.serve.run_many(
-                    [
-                        self.serve.RunTarget(
-                            deployment.options(name=f"shard-{index}").bind(index, self.count, keys, self.threads),
-                            name=generation.app_name(index),
-                            route_prefix=None,
-                        )
-                        for index, keys in enumerate(stages)
-                    ]
-                )
-                shards_up = time.monotonic()
-                if broker is not None:
-                    application = broker(generation)
-                    generation.broker = self.serve.run(application, name=generation.broker_app, route_prefix=None)
-                    generation.broker_running = self.replicas
+                # Every application deploys at once and the call returns when every replica is up.
+                handles = self.serve.run_many(targets)
             except Exception as error:
                 self._delete(generation)
                 raise FailedPrecondition(
                     f"shard generation {number} failed to deploy ({type(error).__name__}: {error}); "
                     + (f"generation {number - 1} serves on" if number > 1 else "nothing is served")
                 ) from None
+            generation.handles = handles[: self.count]
+            if broker is not None:
+                generation.broker, generation.broker_running = handles[-1], self.replicas
             self.generations.append(generation)
             self._served = (specs, dataset, index_root, broker)
-            log.info(
-                "generation %d is up in %.1f s (shards %.1f s, broker %.1f s)",
-                number,
-                time.monotonic() - started,
-                shards_up - started,
-                time.monotonic() - shards_up,
-            )
+            log.info("generation %d is up in %.1f s", number, time.monotonic() - started)
         self._watch()
 
         def open_shard(index: int, spec: RetrieverSpec, path: Path) -> RemoteShard:
@@ -363,11 +358,14 @@ class RayShards:
         for generation in retired:
             self._delete(generation)
 
-    def _delete(self, generation: ShardGeneration) -> None:
-        deployed = set(self.serve.status().applications)
-        for name in generation.app_names:
-            if name in deployed:
-                self.serve.delete(name)
+    def _delete(self, generation: ShardGeneration, wait_s: float = 60.0) -> None:
+        """Delete the generation's applications, all at once, and wait (at most ``wait_s``) until they are gone."""
+        names = set(generation.app_names) & set(self.serve.status().applications)
+        for name in names:
+            self.serve.delete(name, _blocking=False)
+        until = time.monotonic() + wait_s
+        while names & set(self.serve.status().applications) and time.monotonic() < until:
+            time.sleep(0.2)
 
     def _watch(self) -> None:
         """Poll the Serve controller for running replicas (twice a second) so calls to a shard without one fail

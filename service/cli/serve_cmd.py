@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         if shards is not None:
             from braid.service.ray_broker import BrokerCore, broker_factory
 
-            # The shard deployments, then the broker deployment over them; this process keeps the API only.
+            # The shard deployments and the broker deployment over them; this process keeps the API only.
             index_root = Path(args.index_dir)
             factory = broker_factory(specs, dataset, index_root, limits, shards, args.rerank_batch, args.rerank_wait_ms)
             shards.deploy(specs, dataset, index_root, factory)
