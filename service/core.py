@@ -189,10 +189,12 @@ class CoreBase:
     def list_pipelines(self) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    def add_documents(self, pipeline: str, documents: Sequence[NewDocument]) -> tuple[int, int]:
+    def add_documents(
+        self, pipeline: str, documents: Sequence[NewDocument], deadline: float | None = None
+    ) -> tuple[int, int]:
         raise NotImplementedError
 
-    def delete_documents(self, pipeline: str, ids: Sequence[str]) -> tuple[int, int]:
+    def delete_documents(self, pipeline: str, ids: Sequence[str], deadline: float | None = None) -> tuple[int, int]:
         raise NotImplementedError
 
     def reload(self, pipeline: str = "") -> list[dict[str, Any]]:
@@ -335,11 +337,14 @@ class SearchCore(CoreBase):
                     f"{self.limits.max_document_chars} are allowed"
                 )
 
-    def add_documents(self, pipeline: str, documents: Sequence[NewDocument], reload: bool = True) -> tuple[int, int]:
+    def add_documents(
+        self, pipeline: str, documents: Sequence[NewDocument], deadline: float | None = None, reload: bool = True
+    ) -> tuple[int, int]:
         """Add documents to every index of a pipeline, then swap in the updated pipeline: (doc count, generation).
 
         A batch naming one id twice keeps its last version, as an upsert does (Qdrant, Elasticsearch bulk).
-        ``reload=False`` only writes (a broker whose shards are served elsewhere: their owner swaps them in)."""
+        ``reload=False`` only writes (a broker whose shards are served elsewhere: their owner swaps them in). A
+        write here runs to its end whatever the ``deadline`` (it is all or nothing); the caller is answered by then."""
         documents = _last_of_each_id(documents)
         self._check_documents(documents, self.limits.max_update_documents)
         slot = self.registry.slot(pipeline)
@@ -347,7 +352,9 @@ class SearchCore(CoreBase):
             count = opened.add_documents([(doc.id, doc.contents) for doc in documents])
         return count, self._reload_slot(slot) if reload else slot.generation.number
 
-    def delete_documents(self, pipeline: str, ids: Sequence[str], reload: bool = True) -> tuple[int, int]:
+    def delete_documents(
+        self, pipeline: str, ids: Sequence[str], deadline: float | None = None, reload: bool = True
+    ) -> tuple[int, int]:
         self.limits.check_count("document ids", len(ids), self.limits.max_update_documents)
         slot = self.registry.slot(pipeline)
         with slot.lease() as opened:

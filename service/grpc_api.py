@@ -135,16 +135,20 @@ class BraidServicer(braid_pb2_grpc.BraidServicer):
 
     async def AddDocuments(self, request: pb.AddDocumentsRequest, context) -> pb.UpdateResponse:
         documents = documents_from(request.documents)
-        count, generation = await self._run(
-            "AddDocuments", context, True, lambda _: self.core.add_documents(request.pipeline, documents)
-        )
+
+        def add(deadline: float) -> tuple[int, int]:
+            return self.core.add_documents(request.pipeline, documents, deadline)
+
+        count, generation = await self._run("AddDocuments", context, True, add)
         return pb.UpdateResponse(doc_count=count, generation=generation)
 
     async def DeleteDocuments(self, request: pb.DeleteDocumentsRequest, context) -> pb.UpdateResponse:
         ids = list(request.ids)
-        count, generation = await self._run(
-            "DeleteDocuments", context, True, lambda _: self.core.delete_documents(request.pipeline, ids)
-        )
+
+        def delete(deadline: float) -> tuple[int, int]:
+            return self.core.delete_documents(request.pipeline, ids, deadline)
+
+        count, generation = await self._run("DeleteDocuments", context, True, delete)
         return pb.UpdateResponse(doc_count=count, generation=generation)
 
     async def Reload(self, request: pb.ReloadRequest, context) -> pb.ReloadResponse:

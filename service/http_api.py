@@ -367,32 +367,38 @@ def _write_routes(app: FastAPI, core: CoreBase, bodies: SimpleNamespace, run: Ru
     AddBody, DeleteBody, ReloadBody = bodies.AddBody, bodies.DeleteBody, bodies.ReloadBody
 
     @app.post("/v1/pipelines/{name}/documents", response_model=UpdateResult, responses=ERRORS)
-    async def add(name: Pipeline, body: AddBody, authorization: Key = None, x_api_key: ApiKey = None) -> dict:
+    async def add(
+        name: Pipeline, body: AddBody, authorization: Key = None, x_api_key: ApiKey = None, timeout: Timeout = None
+    ) -> dict:
         documents = _documents(body.documents)
         count, generation = await run(
             "AddDocuments",
             True,
             api_key_from(authorization, x_api_key),
-            None,
-            lambda _: core.add_documents(name, documents),
+            timeout,
+            lambda deadline: core.add_documents(name, documents, deadline),
         )
         return {"doc_count": count, "generation": generation}
 
     @app.post("/v1/pipelines/{name}/documents/delete", response_model=UpdateResult, responses=ERRORS)
-    async def delete(name: Pipeline, body: DeleteBody, authorization: Key = None, x_api_key: ApiKey = None) -> dict:
+    async def delete(
+        name: Pipeline, body: DeleteBody, authorization: Key = None, x_api_key: ApiKey = None, timeout: Timeout = None
+    ) -> dict:
         count, generation = await run(
             "DeleteDocuments",
             True,
             api_key_from(authorization, x_api_key),
-            None,
-            lambda _: core.delete_documents(name, body.ids),
+            timeout,
+            lambda deadline: core.delete_documents(name, body.ids, deadline),
         )
         return {"doc_count": count, "generation": generation}
 
     @app.post("/v1/reload", response_model=PipelineList, responses=ERRORS)
-    async def reload(body: ReloadBody, authorization: Key = None, x_api_key: ApiKey = None) -> dict:
+    async def reload(
+        body: ReloadBody, authorization: Key = None, x_api_key: ApiKey = None, timeout: Timeout = None
+    ) -> dict:
         infos = await run(
-            "Reload", True, api_key_from(authorization, x_api_key), None, lambda _: core.reload(body.pipeline)
+            "Reload", True, api_key_from(authorization, x_api_key), timeout, lambda _: core.reload(body.pipeline)
         )
         return {"pipelines": infos, "default_pipeline": core.default_pipeline}
 

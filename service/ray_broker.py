@@ -122,10 +122,14 @@ class BrokerReplica:
     # replicas serve what they opened until the API process deploys the next generation over the changed indexes.
 
     async def add_documents(self, pipeline: str, documents: Sequence[NewDocument], timeout_s: float) -> Any:
-        return await self._run(lambda _: self.core.add_documents(pipeline, documents, reload=False), timeout_s)
+        return await self._run(
+            lambda deadline: self.core.add_documents(pipeline, documents, deadline, reload=False), timeout_s
+        )
 
     async def delete_documents(self, pipeline: str, ids: Sequence[str], timeout_s: float) -> Any:
-        return await self._run(lambda _: self.core.delete_documents(pipeline, ids, reload=False), timeout_s)
+        return await self._run(
+            lambda deadline: self.core.delete_documents(pipeline, ids, deadline, reload=False), timeout_s
+        )
 
     def pid(self) -> int:
         return os.getpid()
@@ -245,17 +249,21 @@ class BrokerCore(CoreBase):
         # A pipeline's generation is its deployment generation: each broker replica opens its pipelines once.
         return [{**info, "generation": generation.number} for info in infos]
 
-    def add_documents(self, pipeline: str, documents: Sequence[NewDocument]) -> tuple[int, int]:
+    def add_documents(
+        self, pipeline: str, documents: Sequence[NewDocument], deadline: float | None = None
+    ) -> tuple[int, int]:
         """Add documents to every shard's indexes (each to its home shard, all shards or none), then serve them from
         a new generation, as a reload does: (doc count, generation)."""
-        return self._write("add_documents", pipeline, list(documents))
+        return self._write("add_documents", pipeline, list(documents), deadline)
 
-    def delete_documents(self, pipeline: str, ids: Sequence[str]) -> tuple[int, int]:
-        return self._write("delete_documents", pipeline, list(ids))
+    def delete_documents(self, pipeline: str, ids: Sequence[str], deadline: float | None = None) -> tuple[int, int]:
+        return self._write("delete_documents", pipeline, list(ids), deadline)
 
-    def _write(self, method: str, pipeline: str, items: list) -> tuple[int, int]:
+    def _write(self, method: str, pipeline: str, items: list, deadline: float | None) -> tuple[int, int]:
         with self._reload_lock:  # one write or reload at a time: each generation opens one committed state
-            count, _ = self._forward(method, pipeline, items)
+            # A write rewrites whole shard generations and may outlast a search's timeout: the request's own
+            # deadline bounds the wait for the broker (a client that needs longer says so).
+            count, _ = self._forward(method, pipeline, items, deadline=deadline)
             try:
                 return count, self._switch()
             except BraidError as error:
