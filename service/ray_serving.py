@@ -236,6 +236,20 @@ class RayShards:
 
         self.serve = serve
         serve.start(proxy_location="Disabled")
+        # Made once, here, before any request: building a deployment's config registers and unregisters a module
+        # with cloudpickle, process-wide and unlocked (ray.serve.config), and a reload that built one while
+        # requests flowed failed with "not registered for pickle by value". Later generations copy it (.options).
+        self._deployment = serve.deployment(
+            ShardReplica,
+            num_replicas=replicas,
+            ray_actor_options={"num_cpus": replica_cpus},
+            # Every query sends one call per retriever (and round) to each shard; Serve's default of 5 in flight
+            # per replica would queue a few concurrent queries' calls in the router.
+            max_ongoing_requests=64,
+            health_check_period_s=2,
+            health_check_timeout_s=30,
+            graceful_shutdown_timeout_s=5,
+        )
         self.generations: list[ShardGeneration] = []  # deployed and not yet retired, oldest first
         self._served: tuple[Sequence[PipelineSpec], Dataset, Path, BrokerFactory | None] | None = None
         self._lock = threading.Lock()  # one deployment at a time
@@ -285,20 +299,9 @@ class RayShards:
             stages = self._stages(specs, dataset, index_root)
             number = self.generations[-1].number + 1 if self.generations else 1
             generation = ShardGeneration(number, [], [self.replicas] * self.count)
-            deployment = self.serve.deployment(
-                ShardReplica,
-                num_replicas=self.replicas,
-                ray_actor_options={"num_cpus": self.replica_cpus},
-                # Every query sends one call per retriever (and round) to each shard; Serve's default of 5 in
-                # flight per replica would queue a few concurrent queries' calls in the router.
-                max_ongoing_requests=64,
-                health_check_period_s=2,
-                health_check_timeout_s=30,
-                graceful_shutdown_timeout_s=5,
-            )
             targets = [
                 self.serve.RunTarget(
-                    deployment.options(name=f"shard-{index}").bind(index, self.count, keys, self.threads),
+                    self._deployment.options(name=f"shard-{index}").bind(index, self.count, keys, self.threads),
                     name=generation.app_name(index),
                     route_prefix=None,
                 )
