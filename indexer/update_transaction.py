@@ -87,7 +87,14 @@ def commit_changes(changes: Sequence[Change]) -> dict[Path, int]:
                 change.updates.discard(state)
             raise
         record = {"indexes": [[str(Path(change.index_dir).resolve()), state.generation] for change, state in staged]}
-        atomic_write_text(decision, json.dumps(record) + "\n")  # the commit point
+        try:
+            atomic_write_text(decision, json.dumps(record) + "\n")  # the commit point
+        except Exception:
+            # The decision file is written by one rename: when writing it fails (a full disk), it does not exist
+            # and the update is undone now. (A process that dies here leaves that to settle.)
+            for change, _ in staged:
+                _settle_locked(Path(change.index_dir), change.updates)
+            raise
         counts = {}
         for change, state in staged:
             counts[Path(change.index_dir)] = change.updates.publish(state)

@@ -77,6 +77,7 @@ class BrokerReplica:
 
         self._serve, self._shard_apps = serve, list(shard_apps)
         self.running = [1] * len(self._shard_apps)  # optimistic until the first poll
+        self._seen = [False] * len(self._shard_apps)  # whether each shard has had a running replica yet
         handles = [serve.get_app_handle(name) for name in self._shard_apps]
 
         def open_shard(index: int, spec: Any, path: Path) -> RemoteShard:
@@ -98,8 +99,12 @@ class BrokerReplica:
         keep_polling(self._poll, "braid-broker-watch")
 
     def _poll(self) -> None:
-        # Running shard replicas, as the controller says: a shard without one fails at once.
-        self.running = running_replicas(self._serve, self._shard_apps)
+        # Running shard replicas, as the controller says: a shard without one fails at once. A shard not yet seen
+        # running counts as up: the broker starts beside its generation's shards, and the API sends it nothing
+        # until all of them are up, so the first requests must not fail on a count polled while they started.
+        counts = running_replicas(self._serve, self._shard_apps)
+        self._seen = [seen or count > 0 for seen, count in zip(self._seen, counts, strict=True)]
+        self.running = [count if seen else 1 for seen, count in zip(self._seen, counts, strict=True)]
 
     async def _run(self, work: Any, timeout_s: float) -> Any:
         return await self.core.call(work, time.monotonic() + timeout_s)

@@ -236,6 +236,23 @@ def test_an_update_interrupted_before_its_commit_point_is_undone_on_open(editabl
     assert snapshot(shards) == before and reopened.doc_count == three.doc_count
 
 
+def test_a_failed_decision_write_undoes_the_update_at_once(editable, monkeypatch):
+    _, _, three = open_both(editable, "multivector")
+    shards = multivector_shards(editable[1])
+    before = snapshot(shards)
+    real_write = update_transaction.atomic_write_text
+
+    def disk_full_at_the_decision(path: Path, text: str) -> None:
+        if path.name.startswith(update_transaction.DECISION_PREFIX):
+            raise OSError(28, "No space left on device")
+        real_write(path, text)
+
+    monkeypatch.setattr(update_transaction, "atomic_write_text", disk_full_at_the_decision)
+    with pytest.raises(OSError, match="No space left"):
+        three.add_documents(NEW_DOCUMENTS)
+    assert snapshot(shards) == before  # no marker, no staged generation: nothing is left to settle
+
+
 def test_an_update_interrupted_after_its_commit_point_is_finished_on_open(editable):
     _, one, three = open_both(editable, "multivector")
     shards = multivector_shards(editable[1])
