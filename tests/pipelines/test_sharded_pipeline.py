@@ -216,18 +216,23 @@ def snapshot(paths: list[Path]) -> list[dict[Path, bytes]]:
     return [{p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()} for path in paths]
 
 
+def fail_at_the_decision(monkeypatch, error: BaseException) -> None:
+    """Make writing an update's decision file (its commit point) raise ``error``."""
+    real_write = update_transaction.atomic_write_text
+
+    def write(path: Path, text: str) -> None:
+        if path.name.startswith(update_transaction.DECISION_PREFIX):
+            raise error
+        real_write(path, text)
+
+    monkeypatch.setattr(update_transaction, "atomic_write_text", write)
+
+
 def test_an_update_interrupted_before_its_commit_point_is_undone_on_open(editable, monkeypatch):
     _, _, three = open_both(editable, "multivector")
     shards = multivector_shards(editable[1])
     before = snapshot(shards)
-    real_write = update_transaction.atomic_write_text
-
-    def crash_at_the_decision(path: Path, text: str) -> None:
-        if path.name.startswith(update_transaction.DECISION_PREFIX):
-            raise KeyboardInterrupt  # the process dies here: nothing after this line runs
-        real_write(path, text)
-
-    monkeypatch.setattr(update_transaction, "atomic_write_text", crash_at_the_decision)
+    fail_at_the_decision(monkeypatch, KeyboardInterrupt())  # the process dies there: nothing after it runs
     with pytest.raises(KeyboardInterrupt):
         three.add_documents(NEW_DOCUMENTS)
     monkeypatch.undo()
@@ -240,14 +245,7 @@ def test_a_failed_decision_write_undoes_the_update_at_once(editable, monkeypatch
     _, _, three = open_both(editable, "multivector")
     shards = multivector_shards(editable[1])
     before = snapshot(shards)
-    real_write = update_transaction.atomic_write_text
-
-    def disk_full_at_the_decision(path: Path, text: str) -> None:
-        if path.name.startswith(update_transaction.DECISION_PREFIX):
-            raise OSError(28, "No space left on device")
-        real_write(path, text)
-
-    monkeypatch.setattr(update_transaction, "atomic_write_text", disk_full_at_the_decision)
+    fail_at_the_decision(monkeypatch, OSError(28, "No space left on device"))
     with pytest.raises(OSError, match="No space left"):
         three.add_documents(NEW_DOCUMENTS)
     assert snapshot(shards) == before  # no marker, no staged generation: nothing is left to settle
