@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from braid.common.errors import BraidError, Unsupported
@@ -16,7 +17,7 @@ from braid.indexer import (
 )
 from braid.indexer.index_kind import IndexKind, Updates
 from braid.indexer.manifest import Manifest
-from braid.indexer.update_transaction import settle
+from braid.indexer.update_transaction import Change, commit_changes, settle
 
 INDEX_KINDS: dict[str, IndexKind] = {
     kind.name: kind
@@ -60,3 +61,15 @@ def settle_updates(index_dir: Path) -> None:
     updates = index_kind(Manifest.read(index_dir).kind).updates
     if updates is not None:
         settle(Path(index_dir), updates)
+
+
+def add_documents(index_dir: Path, documents: Sequence[tuple[str, str]]) -> int:
+    """Add ``(doc_id, text)`` documents to one index of a kind that takes updates; returns its new document count."""
+    path = Path(index_dir)
+    return commit_changes([Change(path, index_updates(path), add=documents)])[path]
+
+
+def delete_documents(index_dir: Path, doc_ids: Sequence[str]) -> int:
+    """Remove documents by id from one index of a kind that takes updates; returns its new document count."""
+    path = Path(index_dir)
+    return commit_changes([Change(path, index_updates(path), delete=doc_ids)])[path]

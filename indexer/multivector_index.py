@@ -46,7 +46,7 @@ from braid.indexer.manifest import MANIFEST_NAME, Manifest, file_checksums
 from braid.indexer.params import require_at_least
 from braid.indexer.token_index import PARAMS as TOKEN_PARAMS
 from braid.indexer.token_index import TOKENS_NAME, TokenStore, encoder_for, has_tokens
-from braid.indexer.update_transaction import Change, commit_changes, settle
+from braid.indexer.update_transaction import settle
 
 # The token index this one pools is built with the same model and lengths (its own parameters).
 PARAMS = {
@@ -279,10 +279,11 @@ def _documents(store: MultiVectorStore, rows: Iterable[int]) -> list[np.ndarray]
     return [np.asarray(store.document(row)) for row in rows]
 
 
-def _check_kind(index_dir: Path, action: str) -> None:
+def _check_kind(index_dir: Path, action: str) -> Manifest:
     manifest = Manifest.read(index_dir)
     if manifest.kind != "multivector":
         raise BraidError(f"{index_dir} is a {manifest.kind} index; only multivector indexes {action}")
+    return manifest
 
 
 def stage_add(index_dir: Path, documents: Sequence[tuple[str, str]]) -> Staged:
@@ -291,7 +292,7 @@ def stage_add(index_dir: Path, documents: Sequence[tuple[str, str]]) -> Staged:
     Refused, with nothing written: an id already indexed or repeated, a document without tokens.
     """
     index_dir = Path(index_dir)
-    _check_kind(index_dir, "take added documents")
+    params = _check_kind(index_dir, "take added documents").params
     ids = [doc_id for doc_id, _ in documents]
     repeated = sorted({doc_id for doc_id in ids if ids.count(doc_id) > 1})
     if repeated:
@@ -303,7 +304,6 @@ def stage_add(index_dir: Path, documents: Sequence[tuple[str, str]]) -> Staged:
     present = sorted(set(ids) & set(store.doc_ids))
     if present:
         raise BraidError(f"{len(present)} document id(s) already in the index, e.g. {present[:5]}; nothing added")
-    params = Manifest.read(index_dir).params
     encoded = encoder_for(params).encode_documents([text for _, text in documents]) if documents else []
     # Round through float16 as a build does (it pools the stored float16 tokens), so an added document is
     # stored exactly as a fresh build would store it.
@@ -342,16 +342,6 @@ def stage_delete(index_dir: Path, doc_ids: Sequence[str]) -> Staged:
 
 
 UPDATES = Updates(stage_add, stage_delete, publish, discard, live_doc_ids, writer_lock)
-
-
-def add_documents(index_dir: Path, documents: Sequence[tuple[str, str]]) -> int:
-    """Add ``(doc_id, text)`` documents to one index; returns the new document count (refused: see stage_add)."""
-    return commit_changes([Change(Path(index_dir), UPDATES, add=documents)])[Path(index_dir)]
-
-
-def delete_documents(index_dir: Path, doc_ids: Sequence[str]) -> int:
-    """Remove documents by id from one index; returns the new document count. Unknown ids are refused."""
-    return commit_changes([Change(Path(index_dir), UPDATES, delete=doc_ids)])[Path(index_dir)]
 
 
 KIND = IndexKind(

@@ -12,9 +12,8 @@ from braid.common.beir_format import read_corpus
 from braid.common.dataset_resolver import resolve_dataset
 from braid.common.errors import BraidError
 from braid.indexer.index_store import build_index
-from braid.indexer.kinds import INDEX_KINDS, index_updates, updatable_kinds
+from braid.indexer.kinds import INDEX_KINDS, add_documents, delete_documents, updatable_kinds
 from braid.indexer.manifest import Manifest
-from braid.indexer.update_transaction import Change, commit_changes
 from braid.service.cli.common import add_data_args, parse_params, positive_int
 
 
@@ -162,15 +161,13 @@ def run_add(args: argparse.Namespace) -> int:
     if not corpus.is_file():
         raise BraidError(f"corpus file {corpus} does not exist")
     documents = [(doc.doc_id, doc.contents) for doc in read_corpus(corpus)]
-    path = Path(args.index)
-    count = commit_changes([Change(path, index_updates(path), add=documents)])[path]
+    count = add_documents(Path(args.index), documents)
     print(f"added {len(documents)} document(s): {args.index} now holds {count}")
     return 0
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    path = Path(args.index)
-    count = commit_changes([Change(path, index_updates(path), delete=args.ids)])[path]
+    count = delete_documents(Path(args.index), args.ids)
     print(f"deleted {len(set(args.ids))} document(s): {args.index} now holds {count}")
     return 0
 

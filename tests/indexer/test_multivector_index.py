@@ -10,7 +10,8 @@ import torch
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.indexer.index_store import build_index
-from braid.indexer.multivector_index import MultiVectorStore, add_documents, delete_documents, validate_params
+from braid.indexer.kinds import add_documents, delete_documents
+from braid.indexer.multivector_index import MultiVectorStore, validate_params
 from braid.retriever.multivector_retriever import MultiVectorRetriever
 from tests.conftest import write_beir, write_sample
 
