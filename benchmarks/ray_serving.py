@@ -100,38 +100,40 @@ def kill_replica(addresses: dict, replicas: int, report: dict):
     return action
 
 
-def reload_shards(addresses: dict, api_key: str, pipeline: str, report: dict):
-    """A reload_action for :class:`Run`: reload (a new generation of every shard deployment) while clients search."""
+def change_under_load(addresses: dict, api_key: str, pipeline: str, report: dict, change):
+    """A reload_action for :class:`Run`: ``change(admin)`` (a reload, a document update: each brings a new generation)
+    while clients search; ``change`` returns the generation it brought and anything more to report."""
 
     def action() -> dict:
         with BraidClient(addresses["grpc"], api_key=api_key, timeout=600) as admin:
             before = {p.name: p.generation for p in admin.list_pipelines().pipelines}[pipeline]
             report["event_at"] = tick = time.monotonic()  # fault_summary counts from here
-            after = {p.name: p.generation for p in admin.reload(pipeline).pipelines}[pipeline]
+            after, more = change(admin)
         report.update(reload_s=round(time.monotonic() - tick, 2), generation_before=before, generation_after=after)
-        return {key: report[key] for key in ("reload_s", "generation_before", "generation_after")}
+        report.update(more)
+        return {key: report[key] for key in ("reload_s", "generation_before", "generation_after", *more)}
 
     return action
+
+
+def reload_shards(addresses: dict, api_key: str, pipeline: str, report: dict):
+    """Reload (a new generation of every shard deployment) while clients search."""
+
+    def change(admin: BraidClient) -> tuple[int, dict]:
+        return {p.name: p.generation for p in admin.reload(pipeline).pipelines}[pipeline], {}
+
+    return change_under_load(addresses, api_key, pipeline, report, change)
 
 
 def add_under_load(addresses: dict, api_key: str, pipeline: str, documents: list, report: dict):
-    """A reload_action for :class:`Run`: add documents to ``pipeline`` (written to every shard, all or none, then
-    served by a new generation) while clients search."""
+    """Add documents to ``pipeline`` (written to every shard, all or none, then served by a new generation) while
+    clients search."""
 
-    def action() -> dict:
-        with BraidClient(addresses["grpc"], api_key=api_key, timeout=600) as admin:
-            before = {p.name: p.generation for p in admin.list_pipelines().pipelines}[pipeline]
-            report["event_at"] = tick = time.monotonic()  # fault_summary counts from here
-            answer = admin.add_documents(pipeline, documents)
-        report.update(
-            reload_s=round(time.monotonic() - tick, 2),
-            generation_before=before,
-            generation_after=answer.generation,
-            doc_count=answer.doc_count,
-        )
-        return {key: report[key] for key in ("reload_s", "generation_before", "generation_after", "doc_count")}
+    def change(admin: BraidClient) -> tuple[int, dict]:
+        answer = admin.add_documents(pipeline, documents)
+        return answer.generation, {"doc_count": answer.doc_count}
 
-    return action
+    return change_under_load(addresses, api_key, pipeline, report, change)
 
 
 def top_ties(client: BraidClient, text: str, pipeline: str) -> set[str]:
@@ -139,6 +141,18 @@ def top_ties(client: BraidClient, text: str, pipeline: str) -> set[str]:
     which scores exactly the same."""
     hits = client.search(text, 10, pipeline).hits
     return {hit.doc_id for hit in hits if abs(hit.score - hits[0].score) <= 1e-5}
+
+
+def change_summary(run: Run, report: dict, row: dict, name: str) -> dict:
+    """What a reload or an update under load reports: requests and failures, how long it took, the generations."""
+    summary = fault_summary(run, report)
+    return {
+        **{key: summary[key] for key in ("requests", "failed", "failed_by_status", "slowest_failure_ms")},
+        f"after_{name}_started": summary["after_event"],
+        **{key: report[key] for key in ("reload_s", "generation_before", "generation_after")},
+        "qps": row["qps"],
+        "p99_ms": row["p99_ms"],
+    }
 
 
 def fault_summary(run: Run, report: dict) -> dict:
@@ -217,16 +231,7 @@ def main() -> None:
                 report = {}
                 pipeline = args.pipelines[-1]
                 row, run = load(addresses, pipeline, queries, args, reload_shards(addresses, api_key, pipeline, report))
-                summary = fault_summary(run, report)
-                reloaded = {
-                    "setup": setup,
-                    "pipeline": pipeline,
-                    **{key: summary[key] for key in ("requests", "failed", "failed_by_status", "slowest_failure_ms")},
-                    "after_reload_started": summary["after_event"],
-                    **{key: report[key] for key in ("reload_s", "generation_before", "generation_after")},
-                    "qps": row["qps"],
-                    "p99_ms": row["p99_ms"],
-                }
+                reloaded = {"setup": setup, "pipeline": pipeline, **change_summary(run, report, row, "reload")}
                 reloads.append(reloaded)
                 print(json.dumps(reloaded), flush=True)
             if args.update and setup.startswith("ray"):
@@ -236,20 +241,16 @@ def main() -> None:
                 documents = [(f"bench-{setup}-{run_id}-{n}", text) for n, text in enumerate(queries[-10:])]
                 action = add_under_load(addresses, api_key, args.update, documents, report)
                 row, run = load(addresses, args.pipelines[-1], queries, args, action)
-                summary = fault_summary(run, report)
                 with BraidClient(addresses["grpc"]) as client:
                     found = sum(doc_id in top_ties(client, text, args.update) for doc_id, text in documents)
                 updated = {
                     "setup": setup,
                     "pipeline": args.update,
                     "load_pipeline": args.pipelines[-1],
-                    **{key: summary[key] for key in ("requests", "failed", "failed_by_status", "slowest_failure_ms")},
-                    "after_update_started": summary["after_event"],
-                    **{key: report[key] for key in ("reload_s", "generation_before", "generation_after", "doc_count")},
+                    **change_summary(run, report, row, "update"),
+                    "doc_count": report["doc_count"],
                     "added": len(documents),
                     "added_found_first": found,
-                    "qps": row["qps"],
-                    "p99_ms": row["p99_ms"],
                 }
                 updates.append(updated)
                 print(json.dumps(updated), flush=True)
