@@ -1,7 +1,8 @@
 """Encoder throughput on each runtime, side by side on the same documents in one run.
 
 For each encoder (MiniLM dense embeddings, SPLADE-tiny term weights, MiniLM token vectors) and each runtime
-(``torch``: eager PyTorch, the baseline; ``onnx``: ONNX Runtime float32; ``onnx-int8``: dynamic int8 weights), the
+(``torch``: eager PyTorch, the baseline; ``onnx``: ONNX Runtime float32; ``onnx-int8``: dynamic int8 weights;
+``openvino``: OpenVINO, bfloat16 matrix products where the CPU has them, the default), the
 same ``--documents`` documents of the dataset are encoded as an index build encodes them (its batch size and
 length limit), and ``--queries`` queries are encoded one at a time as the query path does. SPLADE is first also
 run with sentence-transformers' stock pooling on eager PyTorch (``torch-stock``), the baseline of its ratios.
@@ -86,7 +87,8 @@ def main() -> None:
     for name in args.encoders:
         factory, encode_documents, encode_query = ENCODERS[name]
         reference = None
-        variants = [(runtime, runtime, factory) for runtime in args.runtimes]
+        # Eager PyTorch first: the first row of an encoder is the baseline of its ratios.
+        variants = [(runtime, runtime, factory) for runtime in sorted(args.runtimes, key=lambda r: r != "torch")]
         if name in STOCK:
             variants.insert(0, ("torch-stock", "torch", STOCK[name]))
         for label, runtime, make in variants:

@@ -1,18 +1,22 @@
-"""Run the transformer inside a sentence-transformers model on ONNX Runtime instead of eager PyTorch.
+"""Run the transformer inside a sentence-transformers model on OpenVINO or ONNX Runtime instead of eager PyTorch.
 
 sentence-transformers' own ONNX and OpenVINO backends load through optimum, and no optimum release installable
 here works with braid's transformers (optimum-onnx pins transformers<4.58). So braid does the same thing itself:
 the Hugging Face model under the first module of a ``SentenceTransformer`` / ``SparseEncoder`` /
 ``MultiVectorEncoder`` is exported once with ``torch.onnx.export`` (dynamic batch and sequence axes, traced on a
 padded batch so the attention mask stays in the graph), cached outside the repository, and swapped for an
-:class:`OnnxTransformer` that runs the graph in ONNX Runtime. Tokenization, pooling, SPLADE's log-saturated max
-and normalization stay sentence-transformers' own modules, so the outputs equal eager float32 to ~1e-6.
+:class:`OnnxTransformer` that runs the graph in ONNX Runtime (or an :class:`OpenVinoTransformer` that runs it on
+OpenVINO). Tokenization, pooling, SPLADE's log-saturated max and normalization stay sentence-transformers' own
+modules, so ONNX Runtime's outputs equal eager float32 to ~1e-6.
 
-Runtimes (``$BRAID_ENCODER_RUNTIME``): ``onnx`` (the default on CPU), ``onnx-int8`` (ONNX Runtime's dynamic int8
-quantization of the weights, Jacob et al., "Quantization and Training of Neural Networks for Efficient
-Integer-Arithmetic-Only Inference", CVPR 2018: it changes the vectors, so indexes built with it get their own
-folder), and ``torch`` (eager PyTorch). When ONNX is unavailable (package missing, export or session failure) the
-encoder stays on eager PyTorch and says so once on stderr: slower, never wrong.
+Runtimes (``$BRAID_ENCODER_RUNTIME``): ``openvino`` (the default on CPU: the same graph compiled by OpenVINO, bfloat16
+matrix products where the CPU computes them natively, see :mod:`braid.indexer.openvino_transformer`), ``onnx``
+(ONNX Runtime float32), ``onnx-int8`` (ONNX Runtime's dynamic int8 quantization of the weights, Jacob et al.,
+"Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference", CVPR 2018: it changes
+the vectors, so indexes built with it get their own folder), and ``torch`` (eager PyTorch). OpenVINO's bfloat16
+vectors stay at cosine ~0.99998 of float32, so its indexes share float32's folders. When a runtime is unavailable
+(package missing, export, compile or session failure) the encoder falls back to ONNX Runtime float32, then to eager
+PyTorch, and says so once on stderr: slower, never wrong.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ import torch
 from braid.common.atomic_file import atomic_output
 from braid.common.cache_dir import cache_root
 from braid.common.errors import BraidError
+from braid.indexer.openvino_transformer import OpenVinoTransformer, compile_graph
 
-RUNTIMES = ("onnx", "onnx-int8", "torch")
-DEFAULT_RUNTIME = "onnx"
+RUNTIMES = ("openvino", "onnx", "onnx-int8", "torch")
+DEFAULT_RUNTIME = "openvino"
 # Bumped when the export below changes, so stale cached graphs are never reused.
 EXPORT_VERSION = 1
 # Bumped when the quantization settings change: the int8 graph's file name carries it, since the folder's digest
@@ -42,7 +47,7 @@ OPSET = 17
 
 
 def encoder_runtime() -> str:
-    """The runtime named by ``$BRAID_ENCODER_RUNTIME`` (default ``onnx``), validated."""
+    """The runtime named by ``$BRAID_ENCODER_RUNTIME`` (default ``openvino``), validated."""
     runtime = os.environ.get("BRAID_ENCODER_RUNTIME", "").strip() or DEFAULT_RUNTIME
     if runtime not in RUNTIMES:
         raise BraidError(f"BRAID_ENCODER_RUNTIME={runtime!r} is not one of {', '.join(RUNTIMES)}")
@@ -160,8 +165,8 @@ def onnx_graph(model: torch.nn.Module, tokenizer: Any, input_names: list[str], o
 
 
 def use_onnx_runtime(st_model: Any, runtime: str | None = None) -> str:
-    """Swap the transformer of ``st_model`` (a sentence-transformers model) for ONNX Runtime when ``runtime``
-    (default: :func:`encoder_runtime`) asks for it; returns the runtime in effect."""
+    """Swap the transformer of ``st_model`` (a sentence-transformers model) for the exported graph on OpenVINO or
+    ONNX Runtime when ``runtime`` (default: :func:`encoder_runtime`) asks for it; returns the runtime in effect."""
     runtime = encoder_runtime() if runtime is None else runtime
     if runtime not in RUNTIMES:
         raise BraidError(f"encoder runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
@@ -169,29 +174,38 @@ def use_onnx_runtime(st_model: Any, runtime: str | None = None) -> str:
         return "torch"
     transformer = st_model[0]
     model = getattr(transformer, "model", None)
-    if isinstance(model, OnnxTransformer):
+    if isinstance(model, OnnxTransformer | OpenVinoTransformer):
         return runtime
-    try:
-        import onnxruntime
+    output = transformer.modality_config["text"]["method_output_name"]
+    output_name = output if isinstance(output, str) else output[-1]
+    accepted = transformer.tokenizer.model_input_names
+    input_names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in accepted]
+    for candidate in dict.fromkeys((runtime, "onnx")):
+        try:
+            graph = onnx_graph(model, transformer.tokenizer, input_names, output_name, quantized(candidate))
+            transformer.model = _graph_runner(candidate, graph, model.config, input_names, output_name)
+        except Exception as error:
+            print(f"braid: encoder runtime {candidate} unavailable ({type(error).__name__}: {error})", file=sys.stderr)
+            continue
+        if candidate != runtime:
+            print(f"braid: encoder runs on {candidate} instead of {runtime}", file=sys.stderr)
+        return candidate
+    print("braid: encoder stays on eager PyTorch", file=sys.stderr)
+    return "torch"
 
-        output = transformer.modality_config["text"]["method_output_name"]
-        output_name = output if isinstance(output, str) else output[-1]
-        accepted = transformer.tokenizer.model_input_names
-        input_names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in accepted]
-        graph = onnx_graph(model, transformer.tokenizer, input_names, output_name, quantized(runtime))
-        options = onnxruntime.SessionOptions()
-        # Same thread budget as torch, so concurrent retrievers share the cores the way they did before.
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        # No spin-waiting between ops: the hybrid's retrievers and a server's request threads share two cores, and a
-        # spinning idle pool steals them from the Lucene and faiss work running beside it.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-    except Exception as error:
-        print(
-            f"braid: encoder stays on eager PyTorch ({runtime} unavailable: {type(error).__name__}: {error})",
-            file=sys.stderr,
-        )
-        return "torch"
-    transformer.model = OnnxTransformer(session, model.config, input_names, output_name)
-    return runtime
+
+def _graph_runner(runtime: str, graph: Path, config: Any, input_names: list[str], output_name: str) -> torch.nn.Module:
+    # Same thread budget as torch, so concurrent retrievers share the cores the way they did before.
+    threads = torch.get_num_threads()
+    if runtime == "openvino":
+        return OpenVinoTransformer(compile_graph(graph, threads), config, input_names, output_name)
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # No spin-waiting between ops: the hybrid's retrievers and a server's request threads share two cores, and a
+    # spinning idle pool steals them from the Lucene and faiss work running beside it.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return OnnxTransformer(session, config, input_names, output_name)
