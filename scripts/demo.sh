@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# braid's main job on the embedded default: build the BM25, MiniLM and SPLADE-tiny indexes for scifact (about 10
-# minutes of encoding on 2 cores), evaluate the default hybrid pipeline against each retriever it fuses and
+# braid's main job on the embedded default: build the BM25, MiniLM and SPLADE-tiny indexes for scifact (about 2
+# minutes of encoding on the 2-core machine), evaluate the default hybrid pipeline against each retriever it fuses and
 # against naive RRF (significance, per-stage latency, plot), print the table, and answer one query with
 # explanations; then the same query through BM25 + the embedded SmolLM2 in-context reranker (FIRST scoring); then
 # serve both pipelines over gRPC and HTTP on loopback, answer the query through each protocol, and stop the server
