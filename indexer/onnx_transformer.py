@@ -180,11 +180,15 @@ def use_onnx_runtime(st_model: Any, runtime: str | None = None) -> str:
     output_name = output if isinstance(output, str) else output[-1]
     accepted = transformer.tokenizer.model_input_names
     input_names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in accepted]
-    for candidate in dict.fromkeys((runtime, "onnx")):
+    # OpenVINO falls back to ONNX Runtime float32, which shares its index folders. int8 falls back to nothing: its
+    # indexes are folders of int8 vectors, and float32 vectors written there would be mislabelled.
+    for candidate in (runtime, "onnx") if runtime == "openvino" else (runtime,):
         try:
             graph = onnx_graph(model, transformer.tokenizer, input_names, output_name, quantized(candidate))
             transformer.model = _graph_runner(candidate, graph, model.config, input_names, output_name)
         except Exception as error:
+            if quantized(candidate):
+                raise BraidError(f"encoder runtime {candidate} unavailable ({type(error).__name__}: {error})") from None
             print(f"braid: encoder runtime {candidate} unavailable ({type(error).__name__}: {error})", file=sys.stderr)
             continue
         if candidate != runtime:

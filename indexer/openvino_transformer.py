@@ -3,8 +3,8 @@
 OpenVINO compiles the same graph braid exports for ONNX Runtime (:mod:`braid.indexer.onnx_transformer`) into
 oneDNN kernels. On CPUs that compute bfloat16 natively (AVX512_BF16 or AMX) its CPU plugin runs the matrix products
 in bfloat16 by default (its inference precision hint), accumulating in float32; elsewhere it runs float32. Measured
-on a 2-core AVX512_BF16 machine: MiniLM documents 3.4x eager PyTorch's throughput, vectors at cosine 0.99998 of
-float32 (ONNX Runtime float32: 1.4x).
+on a 2-core AVX512_BF16 machine: MiniLM documents at 3.3x eager PyTorch's throughput, vectors at cosine 0.99998
+of float32 (ONNX Runtime float32: 1.4x).
 
 One property braid needs that the plugin does not give by itself: a text's vector must not depend on the batch it
 was encoded in (a sharded build equals a one-piece build byte for byte). oneDNN's bfloat16 kernels block the

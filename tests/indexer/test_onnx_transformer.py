@@ -141,3 +141,13 @@ def test_without_openvino_the_encoder_runs_on_onnx_runtime(monkeypatch, capsys):
     assert encoder.runtime == "onnx"
     assert "runs on onnx instead of openvino" in capsys.readouterr().err
     assert isinstance(encoder.model[0].model, OnnxTransformer)
+
+
+def test_int8_unavailable_is_an_error_not_float32_vectors_in_int8_folders(monkeypatch):
+    def broken(*args):
+        raise ImportError("No module named 'onnxruntime.quantization'")
+
+    monkeypatch.setattr(onnx_transformer, "_quantize", broken)
+    monkeypatch.setenv("BRAID_ENCODER_RUNTIME", "onnx-int8")
+    with pytest.raises(BraidError, match="onnx-int8 unavailable"):
+        DenseEncoder()
