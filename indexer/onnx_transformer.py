@@ -34,6 +34,7 @@ import torch
 from braid.common.atomic_file import atomic_output
 from braid.common.cache_dir import cache_root
 from braid.common.errors import BraidError
+from braid.indexer.graph_inputs import graph_feeds
 from braid.indexer.openvino_transformer import OpenVinoTransformer, compile_graph
 
 RUNTIMES = ("openvino", "onnx", "onnx-int8", "torch")
@@ -76,12 +77,7 @@ class OnnxTransformer(torch.nn.Module):
         self.input_names, self.output_name = input_names, output_name
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> dict:
-        given = {"input_ids": input_ids, "attention_mask": attention_mask, **kwargs}
-        if given.get("attention_mask") is None:
-            given["attention_mask"] = torch.ones_like(input_ids)
-        if "token_type_ids" in self.input_names and given.get("token_type_ids") is None:
-            given["token_type_ids"] = torch.zeros_like(input_ids)
-        feeds = {name: given[name].cpu().numpy().astype("int64", copy=False) for name in self.input_names}
+        feeds = graph_feeds(self.input_names, input_ids, attention_mask, kwargs)
         (output,) = self.session.run([self.output_name], feeds)
         return {self.output_name: torch.from_numpy(output)}
 

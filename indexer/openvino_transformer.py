@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from braid.indexer.graph_inputs import graph_feeds
+
 # The sequence block of oneDNN's bfloat16 kernels (see the module docstring).
 SEQUENCE_BLOCK = 16
 
@@ -59,18 +61,12 @@ class OpenVinoTransformer(torch.nn.Module):
         return request
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> dict:
-        given = {"input_ids": input_ids, "attention_mask": attention_mask, **kwargs}
-        if given.get("attention_mask") is None:
-            given["attention_mask"] = torch.ones_like(input_ids)
-        if "token_type_ids" in self.input_names and given.get("token_type_ids") is None:
-            given["token_type_ids"] = torch.zeros_like(input_ids)
+        feeds = graph_feeds(self.input_names, input_ids, attention_mask, kwargs)
         length = input_ids.shape[1]
         padded = -(-length // SEQUENCE_BLOCK) * SEQUENCE_BLOCK
-        feeds = {}
-        for name in self.input_names:
-            values = given[name].cpu().numpy().astype(np.int64, copy=False)
+        if padded > length:
             # Zeros are masked out: pad id, mask 0, segment 0.
-            feeds[name] = np.pad(values, ((0, 0), (0, padded - length))) if padded > length else values
+            feeds = {name: np.pad(values, ((0, 0), (0, padded - length))) for name, values in feeds.items()}
         output = np.array(self._request().infer(feeds)[0])
         if padded > length and output.ndim >= 2 and output.shape[1] == padded:
             output = np.ascontiguousarray(output[:, :length])

@@ -28,6 +28,13 @@ def scratch_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
+def raising(error: Exception):
+    def fail(*args):
+        raise error
+
+    return fail
+
+
 def graphs(cache) -> list:
     return sorted(path.name for path in (cache / "onnx").rglob("*.onnx"))
 
@@ -90,15 +97,16 @@ def test_an_unknown_runtime_is_refused_naming_the_allowed_ones(monkeypatch):
         encoder_runtime()
 
 
-def test_without_onnx_the_encoder_stays_on_eager_pytorch(monkeypatch, capsys):
-    def broken(*args):
-        raise ImportError("No module named 'onnx'")
-
-    monkeypatch.setattr(onnx_transformer, "_export", broken)
-    monkeypatch.setenv("BRAID_ENCODER_RUNTIME", "onnx")
+@pytest.mark.parametrize(
+    ("broken", "runtime", "fallback", "message"),
+    [("_export", "onnx", "torch", "stays on eager PyTorch"), ("compile_graph", "openvino", "onnx", "runs on onnx")],
+)
+def test_an_unavailable_runtime_falls_back_and_says_so(monkeypatch, capsys, broken, runtime, fallback, message):
+    monkeypatch.setattr(onnx_transformer, broken, raising(ImportError(f"{broken} is missing")))
+    monkeypatch.setenv("BRAID_ENCODER_RUNTIME", runtime)
     encoder = DenseEncoder()
-    assert encoder.runtime == "torch"
-    assert "stays on eager PyTorch" in capsys.readouterr().err
+    assert encoder.runtime == fallback
+    assert message in capsys.readouterr().err
     assert encoder.encode(["still works"]).shape == (1, 384)
 
 
@@ -131,23 +139,8 @@ def test_openvino_is_the_default_within_bfloat16_rounding_of_float32_and_the_sam
         assert np.all((matrix * eager).sum(axis=1) > 0.99)
 
 
-def test_without_openvino_the_encoder_runs_on_onnx_runtime(monkeypatch, capsys):
-    def missing(*args):
-        raise ImportError("No module named 'openvino'")
-
-    monkeypatch.setattr(onnx_transformer, "compile_graph", missing)
-    monkeypatch.setenv("BRAID_ENCODER_RUNTIME", "openvino")
-    encoder = DenseEncoder()
-    assert encoder.runtime == "onnx"
-    assert "runs on onnx instead of openvino" in capsys.readouterr().err
-    assert isinstance(encoder.model[0].model, OnnxTransformer)
-
-
 def test_int8_unavailable_is_an_error_not_float32_vectors_in_int8_folders(monkeypatch):
-    def broken(*args):
-        raise ImportError("No module named 'onnxruntime.quantization'")
-
-    monkeypatch.setattr(onnx_transformer, "_quantize", broken)
+    monkeypatch.setattr(onnx_transformer, "_quantize", raising(ImportError("no quantizer")))
     monkeypatch.setenv("BRAID_ENCODER_RUNTIME", "onnx-int8")
     with pytest.raises(BraidError, match="onnx-int8 unavailable"):
         DenseEncoder()
