@@ -7,11 +7,12 @@ on a 2-core AVX512_BF16 machine: MiniLM documents at 3.3x eager PyTorch's throug
 of float32 (ONNX Runtime float32: 1.4x).
 
 One property braid needs that the plugin does not give by itself: a text's vector must not depend on the batch it
-was encoded in (a sharded build equals a one-piece build byte for byte). oneDNN's bfloat16 kernels block the
-sequence axis by 16 positions and take another path for a partial block, so the same text padded to 150 or to 256
-positions comes out ~1e-3 apart. :class:`OpenVinoTransformer` therefore pads every batch to a multiple of
-:data:`SEQUENCE_BLOCK` positions (masked, so attention never sees them) and cuts the output back: any two paddings
-that are multiples of the block give identical vectors.
+was encoded in (a sharded build equals a one-piece build byte for byte). The bfloat16 kernels round a partial block
+of the sequence axis differently from a full one: measured on an AVX512_BF16 CPU, the same text encoded alone or
+padded inside a batch came out up to 1.1e-3 apart; padded to any multiple of 16 positions it came out identical
+(multiples of 8 did not). :class:`OpenVinoTransformer` therefore pads every batch to a multiple of
+:data:`SEQUENCE_BLOCK` positions (masked, so attention never sees them) and cuts the output back.
+``tests/indexer/test_onnx_transformer.py`` checks the property on the machine it runs on.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 
 from braid.indexer.graph_inputs import graph_feeds
 
-# The sequence block of oneDNN's bfloat16 kernels (see the module docstring).
+# Paddings that are multiples of this many positions give identical vectors (see the module docstring).
 SEQUENCE_BLOCK = 16
 
 
