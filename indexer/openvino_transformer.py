@@ -68,7 +68,8 @@ class OpenVinoTransformer(torch.nn.Module):
         if padded > length:
             # Zeros are masked out: pad id, mask 0, segment 0.
             feeds = {name: np.pad(values, ((0, 0), (0, padded - length))) for name, values in feeds.items()}
-        output = np.array(self._request().infer(feeds)[0])
+        # infer copies its outputs out of the request's buffers (share_outputs=False), so no copy of our own.
+        output = self._request().infer(feeds)[0]
         if padded > length and output.ndim >= 2 and output.shape[1] == padded:
             output = np.ascontiguousarray(output[:, :length])
         return {self.output_name: torch.from_numpy(output)}
