@@ -40,7 +40,7 @@ from braid.pipelines.spec import (
     parse_retriever,
 )
 from braid.ranker.protocol import Reranker
-from braid.retriever.fusion import fuse, fuse_with_first_stage, fused, ranked
+from braid.retriever.fusion import ListShape, fuse, fuse_with_first_stage, fused, ranked
 from braid.retriever.hit import Hit
 from braid.retriever.kinds import RETRIEVER_KINDS
 from braid.retriever.protocol import Retriever, Scorer
@@ -167,6 +167,15 @@ class Pipeline:
     def retriever_names(self) -> list[str]:
         return [stage.spec.name for stage in self.stages]
 
+    @cached_property
+    def list_shapes(self) -> list[ListShape]:
+        """What fusion knows of each retriever's list: the depth it is fetched to, and the score of the documents a
+        sparse retriever does not match (a list shorter than its depth ran out of matches)."""
+        return [
+            ListShape(min(stage.spec.depth, self.doc_count), stage.spec.kind_info.unmatched_score)
+            for stage in self.stages
+        ]
+
     @property
     def index_paths(self) -> list[Path]:
         return list(dict.fromkeys(stage.path for stage in [*self.stages, *self.cascade]))
@@ -269,7 +278,7 @@ class Pipeline:
                 for rank, hit in enumerate(lists[0][:fetch], 1)
             ]
         else:
-            inputs, top = fused(lists, self.retriever_names, self._fusion(options), fetch)
+            inputs, top = fused(lists, self.retriever_names, self._fusion(options), fetch, self.list_shapes)
             rows = [row for row, _ in top]
             # Whole rows to Python at once: per-cell numpy indexing cost more than the fusion itself.
             ranks, scores = inputs.ranks[rows].tolist(), inputs.scores[rows].tolist()
@@ -352,8 +361,10 @@ class Pipeline:
             if self.fusion is None:
                 return lists[0]
             # No explanations to build: at a depth of 1000, ExplainedHit rows cost more than the retrieval itself.
-            names, spec = self.retriever_names, self.fusion
-            return {qid: fuse([per_query.get(qid, []) for per_query in lists], names, spec, k) for qid in queries}
+            names, spec, shapes = self.retriever_names, self.fusion, self.list_shapes
+            return {
+                qid: fuse([per_query.get(qid, []) for per_query in lists], names, spec, k, shapes) for qid in queries
+            }
         results = {}
         items = queries.items()
         if self.reranker is not None:  # an LLM per query: seconds each on a CPU

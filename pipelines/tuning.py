@@ -25,7 +25,7 @@ from braid.common.metrics import NdcgJudge, evaluate
 from braid.common.trec_run import drop_self_hits
 from braid.pipelines.pipeline import Pipeline
 from braid.pipelines.spec import PipelineSpec, TunedFusion
-from braid.retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec, fusion_inputs
+from braid.retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec, ListShape, fusion_inputs
 from braid.retriever.hit import Hit
 
 TUNABLE_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map")
@@ -85,6 +85,7 @@ class SplitLists:
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
     lists: list[dict[str, list[Hit]]]  # one {qid: hits} per retriever, in the pipeline's order
+    shapes: list[ListShape] | None = None  # each retriever's depth and unmatched score, as the pipeline fuses them
 
     @property
     def label(self) -> str:
@@ -95,7 +96,7 @@ def split_lists(pipeline: Pipeline, dataset: Dataset, split: str) -> SplitLists:
     """Run the pipeline's retrievers (no fusion) over a split's judged queries."""
     queries = dataset.judged_queries(split)
     lists = pipeline.first_stage_lists(queries, pipeline.depth)
-    return SplitLists(dataset, split, queries, dataset.known_qrels(split), lists)
+    return SplitLists(dataset, split, queries, dataset.known_qrels(split), lists, pipeline.list_shapes)
 
 
 def fusion_settings(
@@ -121,7 +122,8 @@ def grid_values(
     judge = NdcgJudge(data.qrels, 10) if metric == "ndcg@10" else None
     for s, setting in enumerate(settings):
         inputs = {
-            qid: fusion_inputs([per_query.get(qid, []) for per_query in data.lists], setting) for qid in data.queries
+            qid: fusion_inputs([per_query.get(qid, []) for per_query in data.lists], setting, data.shapes)
+            for qid in data.queries
         }
         for g, weights in enumerate(grid):
             vector = np.asarray(weights)

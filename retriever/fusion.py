@@ -10,6 +10,13 @@ Retrieval", TOIS 2023) score a document by sum_i w_i * norm_i(s_i(d)), where eac
 deviation, ``none`` keeps raw scores. A document a list did not retrieve takes that list's lowest normalized
 value (0 for min-max): it was below the cut-off, so the list's minimum bounds its score from above.
 
+A list can also end before its depth because its retriever ran out of matches: BM25 and SPLADE's impact scores
+give every document that shares no term with the query the same score, 0, and do not list them. Such a list is
+normalized as the list the retriever was asked for, padded to its depth with that score (:class:`ListShape`), and
+the documents it left out take that score's normalized value. Normalizing the short list alone would blow up its
+scores: on NFCorpus, where the median BM25 list holds 167 of 1,000 documents and one in ten holds 2 or fewer,
+z-scores of 2-document lists (+1 and -1, whatever the scores) let BM25 noise outvote the other retrievers.
+
 Both are written as one matrix product: documents x retrievers of per-list values, times the weights. The
 pipeline and ``braid tune`` share it, so tuned weights mean exactly what the pipeline computes.
 """
@@ -65,6 +72,21 @@ class FusionSpec:
 
 
 @dataclass(frozen=True)
+class ListShape:
+    """One ranked list as the retriever was asked for it: ``depth`` hits, and ``unmatched``, the score it gives every
+    document it does not match (0 for BM25 and SPLADE), or None where there is no such score (dense, late
+    interaction: every document has a score of its own, and a short list just means a small collection)."""
+
+    depth: int
+    unmatched: float | None = None
+
+    def padding(self, hits: int) -> int:
+        """How many unmatched documents the list left out of its depth: ``depth`` - ``hits`` when the retriever has
+        an unmatched score, else 0 (nothing is known of what lies below the list)."""
+        return max(self.depth - hits, 0) if self.unmatched is not None else 0
+
+
+@dataclass(frozen=True)
 class FusionInputs:
     """One query's fusion matrix: the union of retrieved documents x retrievers."""
 
@@ -87,22 +109,42 @@ class FusionInputs:
         return ranked(self.doc_ids, self.values @ weights, k, self.id_rank if reuse_id_order else None)
 
 
-def normalize(scores: np.ndarray, normalization: str) -> np.ndarray:
-    """Normalize one list's scores; constant lists map to 1 (min-max) or 0 (z-score) rather than dividing by 0."""
-    if scores.size == 0 or normalization == "none":
-        return scores.astype(np.float64)
-    scores = scores.astype(np.float64)
+def _affine(scores: np.ndarray, normalization: str, padding: int, unmatched: float) -> tuple[float, float]:
+    """(shift, scale) with normalized = (score - shift) / scale; constant lists map to 1 (min-max) or 0 (z-score)
+    rather than dividing by 0. ``padding`` more documents scoring ``unmatched`` enter the statistics."""
+    if normalization == "none" or scores.size == 0:
+        return 0.0, 1.0
     if normalization == "minmax":
-        low, high = scores.min(), scores.max()
-        return np.ones_like(scores) if high == low else (scores - low) / (high - low)
+        low, high = float(scores.min()), float(scores.max())
+        if padding:
+            low, high = min(low, unmatched), max(high, unmatched)
+        return (low - 1.0, 1.0) if high == low else (low, high - low)
     if normalization == "zscore":
-        std = scores.std()
-        return np.zeros_like(scores) if std == 0 else (scores - scores.mean()) / std
+        count = scores.size + padding
+        mean = (float(scores.sum()) + padding * unmatched) / count
+        std = float(np.sqrt((np.square(scores - mean).sum() + padding * (unmatched - mean) ** 2) / count))
+        return (mean, 1.0) if std == 0 else (mean, std)
     raise BraidError(f"fusion normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
 
 
-def fusion_inputs(lists: Sequence[Sequence[Hit]], spec: FusionSpec) -> FusionInputs:
-    """Lay out ranked lists (best first) as the matrix that fusion multiplies by the weights."""
+def normalize(scores: np.ndarray, normalization: str, padding: int = 0, unmatched: float = 0.0) -> np.ndarray:
+    """Normalize one list's scores; constant lists map to 1 (min-max) or 0 (z-score) rather than dividing by 0.
+
+    ``padding``: how many more documents, each scoring ``unmatched``, the list stands for (see :class:`ListShape`);
+    they enter the statistics (mean and deviation, or minimum and maximum), not the result.
+    """
+    scores = scores.astype(np.float64)
+    shift, scale = _affine(scores, normalization, padding, unmatched)
+    return (scores - shift) / scale
+
+
+def fusion_inputs(
+    lists: Sequence[Sequence[Hit]], spec: FusionSpec, shapes: Sequence[ListShape] | None = None
+) -> FusionInputs:
+    """Lay out ranked lists (best first) as the matrix that fusion multiplies by the weights; ``shapes``, one per
+    list, say which lists ran out of matches before their depth (none, when not given)."""
+    if shapes is not None and len(shapes) != len(lists):
+        raise ValueError("one shape per list")
     # Rows in order of first appearance. One list comprehension per list (setdefault hands out the next row to a new
     # id): a hybrid query fuses 3 x 1000 hits, and per-hit generator steps were most of the fusion's time.
     position: dict[str, int] = {}
@@ -121,8 +163,14 @@ def fusion_inputs(lists: Sequence[Sequence[Hit]], spec: FusionSpec) -> FusionInp
         if spec.method == "rrf":
             values[rows, column] = 1.0 / (spec.k + ranks[rows, column])
         else:
-            normalized = normalize(scores, spec.normalization)
-            values[:, column] = normalized.min()
+            shape = shapes[column] if shapes is not None else None
+            padding = shape.padding(len(hits)) if shape is not None else 0
+            unmatched = float(shape.unmatched) if padding and shape is not None and shape.unmatched is not None else 0.0
+            shift, scale = _affine(scores, spec.normalization, padding, unmatched)
+            normalized = (scores - shift) / scale
+            # A document the list did not retrieve: the unmatched score where the list ran out of matches, else the
+            # list's lowest (it was below the cut-off).
+            values[:, column] = (unmatched - shift) / scale if padding else normalized.min()
             values[rows, column] = normalized
     return FusionInputs(list(position), values, ranks, raw)
 
@@ -155,18 +203,28 @@ def ranked(
 
 
 def fused(
-    lists: Sequence[Sequence[Hit]], names: Sequence[str], spec: FusionSpec, k: int
+    lists: Sequence[Sequence[Hit]],
+    names: Sequence[str],
+    spec: FusionSpec,
+    k: int,
+    shapes: Sequence[ListShape] | None = None,
 ) -> tuple[FusionInputs, list[tuple[int, float]]]:
     """Fuse ranked lists: the fusion matrix (for explanations) and its top ``k`` (row, fused score)."""
     if len(lists) != len(names):
         raise ValueError("one name per list")
-    inputs = fusion_inputs(lists, spec)
+    inputs = fusion_inputs(lists, spec, shapes)
     return inputs, inputs.top(spec.weight_vector(names), k)
 
 
-def fuse(lists: Sequence[Sequence[Hit]], names: Sequence[str], spec: FusionSpec, k: int) -> list[Hit]:
+def fuse(
+    lists: Sequence[Sequence[Hit]],
+    names: Sequence[str],
+    spec: FusionSpec,
+    k: int,
+    shapes: Sequence[ListShape] | None = None,
+) -> list[Hit]:
     """Fuse ranked lists into the top ``k`` hits."""
-    inputs, top = fused(lists, names, spec, k)
+    inputs, top = fused(lists, names, spec, k, shapes)
     return [Hit(inputs.doc_ids[row], score) for row, score in top]
 
 

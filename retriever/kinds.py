@@ -23,12 +23,18 @@ from braid.retriever.splade_retriever import SpladeRetriever
 @dataclass(frozen=True)
 class RetrieverKind:
     """A retriever kind: the index it searches and its class, opened as ``retriever(index_dir, threads=, **search)``
-    with the search parameters as keyword arguments."""
+    with the search parameters as keyword arguments.
+
+    ``unmatched_score``: the score every document that does not match the query gets, for retrievers that have one
+    and leave those documents out of their lists (sparse term matching: 0); None where every document scores on its
+    own. Fusion reads it to tell a list that ran out of matches from one cut at its depth
+    (:class:`braid.retriever.fusion.ListShape`)."""
 
     name: str
     index: IndexKind
     retriever: type[Retriever]
     search_params: Mapping[str, Param] = field(default_factory=dict)
+    unmatched_score: float | None = None
 
     @property
     def index_params(self) -> Mapping[str, Param]:
@@ -55,8 +61,9 @@ RETRIEVER_KINDS: dict[str, RetrieverKind] = {
             bm25_index.KIND,
             BM25Retriever,
             {"k1": Param(0.9, "BM25 term-frequency saturation"), "b": Param(0.4, "BM25 length normalization")},
+            unmatched_score=0.0,
         ),
-        RetrieverKind("splade", splade_index.KIND, SpladeRetriever),
+        RetrieverKind("splade", splade_index.KIND, SpladeRetriever, unmatched_score=0.0),
         RetrieverKind(
             "slim",
             slim_index.KIND,

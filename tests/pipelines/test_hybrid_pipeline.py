@@ -11,7 +11,7 @@ from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
 from braid.pipelines.spec import PipelineSpec, RetrieverSpec, pipeline_to_dict, save_pipeline
-from braid.retriever.fusion import FusionSpec, fuse
+from braid.retriever.fusion import FusionSpec, ListShape, fuse
 from tests.conftest import write_sample
 
 HYBRID = """
@@ -44,9 +44,15 @@ def hybrid(tiny_beir, tmp_path):
 def test_fused_search_equals_fusing_each_retrievers_list(hybrid):
     beir, lucene = (stage.retriever for stage in hybrid.stages)
     spec = hybrid.spec.fusion
+    # BM25 scores the documents a query does not match 0 and leaves them out: fusion is told each list's depth.
+    shapes = [ListShape(3, unmatched=0.0), ListShape(4, unmatched=0.0)]
+    assert hybrid.list_shapes == shapes
+    short = 0
     for query in ("cat fish", "dog", "bird dog"):
-        expected = fuse([beir.search(query, 3), lucene.search(query, 4)], ["beir", "lucene"], spec, 2)
-        assert hybrid.search(query, 2) == expected
+        lists = [beir.search(query, 3), lucene.search(query, 4)]
+        short += len(lists[1]) < 4
+        assert hybrid.search(query, 2) == fuse(lists, ["beir", "lucene"], spec, 2, shapes)
+    assert short, "no list ran out of matches: the check above would not exercise the padding"
     batch = hybrid.batch_search({"q1": "cat fish", "q2": "dog"}, 4)
     assert batch["q1"] == hybrid.search("cat fish", 4) and batch["q2"] == hybrid.search("dog", 4)
 
@@ -88,13 +94,13 @@ def test_per_dataset_fusion_applies_only_on_its_collection(tiny_beir, tmp_path):
     beir, lucene = (stage.retriever for stage in tiny.stages)
     for query in ("cat fish", "dog", "bird dog"):
         lists = [beir.search(query, 3), lucene.search(query, 4)]
-        assert tiny.search(query, 3) == fuse(lists, ["beir", "lucene"], override, 3)
+        assert tiny.search(query, 3) == fuse(lists, ["beir", "lucene"], override, 3, tiny.list_shapes)
     # The same collection under another name has no tuned setting of its own: the pipeline's [fusion] applies.
     shutil.copytree(tiny_beir, tmp_path / "other")
     other = open_pipeline(spec, open_dataset_dir(tmp_path / "other"), tmp_path / "indexes-other")
     assert other.fusion == spec.fusion
     lists = [beir.search("cat fish", 3), lucene.search("cat fish", 4)]
-    assert other.search("cat fish", 3) == fuse(lists, ["beir", "lucene"], spec.fusion, 3)
+    assert other.search("cat fish", 3) == fuse(lists, ["beir", "lucene"], spec.fusion, 3, other.list_shapes)
     # Written back (as braid tune does), the per-dataset table survives unchanged.
     save_pipeline(spec, tmp_path / "copy.toml")
     again = load_pipeline(str(tmp_path / "copy.toml"))

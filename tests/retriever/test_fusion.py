@@ -1,4 +1,5 @@
-"""Fusion against hand-computed examples: RRF, min-max, z-score and raw weighted sums, ties, validation."""
+"""Fusion against hand-computed examples: RRF, min-max, z-score and raw weighted sums, lists that ran out of matches,
+ties, validation."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from braid.common.errors import BraidError
 from braid.pipelines.tuning import simplex_grid
-from braid.retriever.fusion import FusionSpec, fuse, normalize
+from braid.retriever.fusion import FusionSpec, ListShape, fuse, normalize
 from braid.retriever.hit import Hit
 
 A = [Hit("a", 3.0), Hit("b", 2.0), Hit("c", 1.0)]
@@ -43,6 +44,33 @@ def test_zscore_weighted_sum():
     z = 1 / math.sqrt(2 / 3)  # (3 - 2) / std([3, 2, 1]); B's scores are the same up to scale
     assert scores(fused) == pytest.approx({"a": z + 0.0, "c": -z + z, "b": 0.0 - z, "d": -z - z})
     assert [hit.doc_id for hit in fused] == ["a", "c", "b", "d"]
+
+
+def test_a_list_that_ran_out_of_matches_is_normalized_at_its_depth():
+    # A sparse list of 2 hits asked for 5: three more documents score 0, so its statistics are those of
+    # [3, 1, 0, 0, 0] (mean 0.8, std 1.166...) and the documents it left out take 0's z-score.
+    short = [Hit("a", 3.0), Hit("b", 1.0)]
+    full = [Hit("c", 10.0), Hit("a", 6.0), Hit("d", 2.0)]
+    shapes = [ListShape(5, unmatched=0.0), ListShape(3)]
+    fused = fuse([short, full], ["S", "F"], FusionSpec("weighted", normalization="zscore"), 10, shapes)
+    mean, std = 0.8, float(np.std([3.0, 1.0, 0.0, 0.0, 0.0]))
+    z = 1 / math.sqrt(2 / 3)  # the full list, as in test_zscore_weighted_sum
+    assert scores(fused) == pytest.approx(
+        {"a": (3 - mean) / std + 0.0, "b": (1 - mean) / std - z, "c": -mean / std + z, "d": -mean / std - z}
+    )
+    # Without its shape the short list is normalized alone: a and b at +1 and -1, whatever their scores.
+    alone = fuse([short, full], ["S", "F"], FusionSpec("weighted", normalization="zscore"), 10)
+    assert scores(alone)["b"] == pytest.approx(-1.0 - z)
+    # Min-max: the unmatched score is the floor, so the last hit keeps a score above the documents left out.
+    minmax = fuse([short, full], ["S", "F"], FusionSpec("weighted", normalization="minmax"), 10, shapes)
+    assert scores(minmax) == pytest.approx({"a": 1.0 + 0.5, "b": 1 / 3 + 0.0, "c": 0.0 + 1.0, "d": 0.0 + 0.0})
+    # A list at its depth, or one whose retriever has no unmatched score, is normalized as before.
+    assert ListShape(2, unmatched=0.0).padding(2) == 0 and ListShape(5).padding(2) == 0
+    assert fuse([short, full], ["S", "F"], FusionSpec("weighted"), 10, [ListShape(2, 0.0), ListShape(3)]) == fuse(
+        [short, full], ["S", "F"], FusionSpec("weighted"), 10
+    )
+    with pytest.raises(ValueError, match="one shape per list"):
+        fuse([short, full], ["S", "F"], FusionSpec("weighted"), 10, shapes[:1])
 
 
 def test_unnormalized_sum_uses_raw_scores():
