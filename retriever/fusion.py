@@ -80,10 +80,12 @@ class ListShape:
     depth: int
     unmatched: float | None = None
 
-    def padding(self, hits: int) -> int:
-        """How many unmatched documents the list left out of its depth: ``depth`` - ``hits`` when the retriever has
-        an unmatched score, else 0 (nothing is known of what lies below the list)."""
-        return max(self.depth - hits, 0) if self.unmatched is not None else 0
+    def left_out(self, hits: int) -> tuple[int, float]:
+        """(count, score) of the unmatched documents a list of ``hits`` left out of its depth: ``depth`` - ``hits``
+        of them at ``unmatched`` when the retriever has such a score, else none (nothing is known below the list)."""
+        if self.unmatched is None or hits >= self.depth:
+            return 0, 0.0
+        return self.depth - hits, float(self.unmatched)
 
 
 @dataclass(frozen=True)
@@ -163,9 +165,7 @@ def fusion_inputs(
         if spec.method == "rrf":
             values[rows, column] = 1.0 / (spec.k + ranks[rows, column])
         else:
-            shape = shapes[column] if shapes is not None else None
-            padding = shape.padding(len(hits)) if shape is not None else 0
-            unmatched = float(shape.unmatched) if padding and shape is not None and shape.unmatched is not None else 0.0
+            padding, unmatched = shapes[column].left_out(len(hits)) if shapes is not None else (0, 0.0)
             shift, scale = _affine(scores, spec.normalization, padding, unmatched)
             normalized = (scores - shift) / scale
             # A document the list did not retrieve: the unmatched score where the list ran out of matches, else the

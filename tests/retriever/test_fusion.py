@@ -65,7 +65,8 @@ def test_a_list_that_ran_out_of_matches_is_normalized_at_its_depth():
     minmax = fuse([short, full], ["S", "F"], FusionSpec("weighted", normalization="minmax"), 10, shapes)
     assert scores(minmax) == pytest.approx({"a": 1.0 + 0.5, "b": 1 / 3 + 0.0, "c": 0.0 + 1.0, "d": 0.0 + 0.0})
     # A list at its depth, or one whose retriever has no unmatched score, is normalized as before.
-    assert ListShape(2, unmatched=0.0).padding(2) == 0 and ListShape(5).padding(2) == 0
+    assert ListShape(5, unmatched=0.0).left_out(2) == (3, 0.0)
+    assert ListShape(2, unmatched=0.0).left_out(2) == (0, 0.0) and ListShape(5).left_out(2) == (0, 0.0)
     assert fuse([short, full], ["S", "F"], FusionSpec("weighted"), 10, [ListShape(2, 0.0), ListShape(3)]) == fuse(
         [short, full], ["S", "F"], FusionSpec("weighted"), 10
     )
