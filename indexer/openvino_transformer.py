@@ -13,6 +13,12 @@ padded inside a batch came out up to 1.1e-3 apart; padded to any multiple of 16 
 (multiples of 8 did not). :class:`OpenVinoTransformer` therefore pads every batch to a multiple of
 :data:`SEQUENCE_BLOCK` positions (masked, so attention never sees them) and cuts the output back.
 ``tests/indexer/test_onnx_transformer.py`` checks the property on the machine it runs on.
+
+One hazard of OpenVINO's Python bindings: they set up their numpy support lazily, on the first array that crosses
+them, behind a one-time guard that waits for the GIL while another thread can hold the GIL and wait for the guard.
+Seen once here as a hung `braid eval` (the dense and SPLADE query encoders' first batches, side by side: one thread
+in pybind11's ``gil_safe_call_once_and_store<npy_api>`` waiting for the GIL, the other in ``__cxa_guard_acquire``).
+:func:`compile_graph` therefore passes one array through the bindings, under a lock, before any model is used.
 """
 
 from __future__ import annotations
@@ -29,11 +35,25 @@ from braid.indexer.graph_inputs import graph_feeds
 # Paddings that are multiples of this many positions give identical vectors (see the module docstring).
 SEQUENCE_BLOCK = 16
 
+_BINDINGS_LOCK = threading.Lock()
+_bindings_ready = False
+
+
+def _set_up_numpy_bindings(openvino: Any) -> None:
+    """Make OpenVINO's bindings set up their numpy support now, in one thread (the race in the module docstring)."""
+    global _bindings_ready
+    with _BINDINGS_LOCK:
+        if not _bindings_ready:
+            # Both directions: an array into a tensor, and a tensor's memory viewed as an array (what infer does).
+            openvino.Tensor(np.zeros((1, SEQUENCE_BLOCK), dtype=np.int64)).data[:] = 0
+            _bindings_ready = True
+
 
 def compile_graph(graph: Path, threads: int) -> Any:
     """``graph`` compiled for the CPU with ``threads`` inference threads (the plugin's default precision)."""
     import openvino
 
+    _set_up_numpy_bindings(openvino)
     # No pinning of inference threads to cores: the hybrid encodes a query with MiniLM and SPLADE at once, beside
     # Lucene, and two models pinned to the same cores contend (hybrid p50 17.4-18.5 ms pinned, 13.4-15.2 unpinned,
     # 14.4 on ONNX Runtime, scifact on 2 cores).

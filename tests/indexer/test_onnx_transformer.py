@@ -3,6 +3,9 @@ rounding (OpenVINO) of eager float32, independent of the batch, int8 in folders 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -137,6 +140,41 @@ def test_openvino_is_the_default_within_bfloat16_rounding_of_float32_and_the_sam
     for matrix, eager in zip(tokens.encode_documents(TEXTS), eager_tokens.encode_documents(TEXTS), strict=True):
         assert matrix.shape == eager.shape
         assert np.all((matrix * eager).sum(axis=1) > 0.99)
+
+
+# In a fresh interpreter: OpenVINO's bindings set up numpy before any encoder runs, and the dense and SPLADE
+# encoders' first batches, side by side (the scene of the hang in openvino_transformer's docstring), both finish.
+FIRST_BATCHES_SIDE_BY_SIDE = """
+import sys, threading
+from braid.indexer import openvino_transformer
+from braid.indexer.dense_encoder import DenseEncoder
+from braid.indexer.splade_encoder import SpladeEncoder
+
+assert not openvino_transformer._bindings_ready, "set up before any graph was compiled"
+dense, splade = DenseEncoder(), SpladeEncoder()
+assert (dense.runtime, splade.runtime) == ("openvino", "openvino")
+assert openvino_transformer._bindings_ready, "no encoder set up the bindings when it compiled its graph"
+barrier = threading.Barrier(2)
+
+def first(encode):
+    barrier.wait()
+    encode(["vitamin D and respiratory infection"])
+
+threads = [threading.Thread(target=first, args=(f,), daemon=True) for f in (dense.encode, splade.encode_queries)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join(120)
+sys.exit(1 if any(thread.is_alive() for thread in threads) else 0)
+"""
+
+
+def test_openvino_bindings_are_ready_before_two_encoders_first_run_side_by_side(monkeypatch):
+    monkeypatch.delenv("BRAID_ENCODER_RUNTIME", raising=False)
+    result = subprocess.run(
+        [sys.executable, "-c", FIRST_BATCHES_SIDE_BY_SIDE], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_int8_unavailable_is_an_error_not_float32_vectors_in_int8_folders(monkeypatch):
