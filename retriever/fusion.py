@@ -129,14 +129,10 @@ def _affine(scores: np.ndarray, normalization: str, padding: int, unmatched: flo
     raise BraidError(f"fusion normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
 
 
-def normalize(scores: np.ndarray, normalization: str, padding: int = 0, unmatched: float = 0.0) -> np.ndarray:
-    """Normalize one list's scores; constant lists map to 1 (min-max) or 0 (z-score) rather than dividing by 0.
-
-    ``padding``: how many more documents, each scoring ``unmatched``, the list stands for (see :class:`ListShape`);
-    they enter the statistics (mean and deviation, or minimum and maximum), not the result.
-    """
+def normalize(scores: np.ndarray, normalization: str) -> np.ndarray:
+    """Normalize one list's scores; constant lists map to 1 (min-max) or 0 (z-score) rather than dividing by 0."""
     scores = scores.astype(np.float64)
-    shift, scale = _affine(scores, normalization, padding, unmatched)
+    shift, scale = _affine(scores, normalization, 0, 0.0)
     return (scores - shift) / scale
 
 
