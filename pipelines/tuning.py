@@ -56,11 +56,12 @@ def check_tuning(
     spec: PipelineSpec,
     splits: list[str],
     metric: str,
-    step: float,
+    step: float | None,
     methods: tuple[str, ...],
     normalizations: tuple[str, ...],
 ) -> list[tuple[float, ...]]:
-    """Validate a tuning request before anything runs or is built; returns the weight grid."""
+    """Validate a tuning request before anything runs or is built; returns the weight grid (none without a
+    ``step``: fitted weights, :mod:`braid.pipelines.weight_fit`)."""
     if metric not in TUNABLE_METRICS:
         raise BraidError(f"metric must be one of {', '.join(TUNABLE_METRICS)}, got {metric!r}")
     if "test" in splits:
@@ -73,7 +74,7 @@ def check_tuning(
     for normalization in normalizations:
         if normalization not in NORMALIZATIONS:
             raise BraidError(f"normalizations must be among {', '.join(NORMALIZATIONS)}, got {normalization!r}")
-    return simplex_grid(len(spec.retrievers), step)
+    return [] if step is None else simplex_grid(len(spec.retrievers), step)
 
 
 @dataclass

@@ -13,10 +13,13 @@ from braid.common.dataset_resolver import resolve_dataset
 from braid.common.errors import BraidError
 from braid.pipelines.loco import FAMILIES, format_loco, leave_one_out
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
-from braid.pipelines.spec import builtin_pipelines, save_pipeline
+from braid.pipelines.spec import TunedFusion, builtin_pipelines, save_pipeline
 from braid.pipelines.tuning import TUNABLE_METRICS, check_tuning, tune_fusion
+from braid.pipelines.weight_fit import FOLDS, PENALTIES, check_fit, fit_tuned
 from braid.retriever.fusion import METHODS, NORMALIZATIONS
 from braid.service.cli.common import add_data_args, pair_splits
+
+FITS = ("grid", "logistic")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +34,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="qrels split to tune on (default: train; never test); one for all datasets or one per --dataset",
     )
     tune.add_argument("--metric", default="ndcg@10", choices=TUNABLE_METRICS, help="metric to maximize")
+    tune.add_argument(
+        "--fit",
+        default="grid",
+        choices=FITS,
+        help="grid: search weights on the simplex (and RRF's k) for the best metric; logistic: fit weighted-fusion"
+        " weights by logistic regression on the candidates' relevance, penalty and normalization chosen by"
+        " cross-validating the metric over queries",
+    )
     tune.add_argument("--step", type=float, default=0.1, help="weight grid step on the simplex (default: 0.1)")
+    tune.add_argument(
+        "--penalties",
+        nargs="+",
+        type=float,
+        default=list(PENALTIES),
+        help="with --fit logistic: L2 penalties tried (on the mean log-loss)",
+    )
+    tune.add_argument("--folds", type=int, default=FOLDS, help="with --fit logistic: cross-validation folds")
     tune.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="fusion methods tried")
     tune.add_argument(
         "--normalizations", nargs="+", default=["minmax", "zscore"], choices=NORMALIZATIONS, help="for weighted"
@@ -75,32 +94,33 @@ def run(args: argparse.Namespace) -> int:
     spec = load_pipeline(args.pipeline)
     splits = pair_splits(args.dataset, args.split)
     # Refuse a bad request before resolving data or building any index.
-    check_tuning(spec, splits, args.metric, args.step, tuple(args.methods), tuple(args.normalizations))
+    logistic = args.fit == "logistic"
+    if logistic and "weighted" not in args.methods:
+        raise BraidError("--fit logistic fits a weighted fusion: --methods must include weighted")
+    if logistic:
+        check_fit(tuple(args.penalties), args.folds)
+    step = None if logistic else args.step
+    check_tuning(spec, splits, args.metric, step, tuple(args.methods), tuple(args.normalizations))
     datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
     targets = [
         (open_pipeline(spec, dataset, Path(args.index_dir), args.threads), dataset, split)
         for dataset, split in zip(datasets, splits, strict=True)
     ]
-    options = dict(
-        metric=args.metric,
-        step=args.step,
-        methods=tuple(args.methods),
-        normalizations=tuple(args.normalizations),
-        rrf_ks=tuple(args.rrf_k),
-        keep_self_hits=args.keep_self_hits,
-    )
+    common = dict(metric=args.metric, normalizations=tuple(args.normalizations), keep_self_hits=args.keep_self_hits)
+    if logistic:
+        search, options = fit_tuned, dict(common, penalties=tuple(args.penalties), folds=args.folds)
+    else:
+        search = tune_fusion
+        options = dict(common, step=args.step, methods=tuple(args.methods), rrf_ks=tuple(args.rrf_k))
     # Per dataset: one search per (dataset, split), each saved as that collection's own fusion.
     groups = [[target] for target in targets] if args.per_dataset else [targets]
     results = []  # (what it was tuned on, the best setting with its provenance, every trial)
     for group in groups:
-        tuned, trials = tune_fusion(group, **options)
+        tuned, trials = search(group, **options)
         spec = spec.with_fusion(tuned, group[0][1].name if args.per_dataset else None)
         results.append((" + ".join(f"{dataset.name}/{split}" for _, dataset, split in group), tuned, trials))
     where = "[per_dataset.<dataset>] fusion" if args.per_dataset else "[fusion]"
-    header = "\n".join(
-        f"{where} tuned by `braid tune` on {label} ({len(trials)} settings tried): {args.metric} {trials[0].value:.4f}."
-        for label, _, trials in results
-    )
+    header = "\n".join(describe(label, tuned, trials, args, where) for label, tuned, trials in results)
     save_pipeline(spec, output, header)
     if args.json:
         rows = [{"fusion": tuned.fusion.to_dict(), **(tuned.tuned or {})} for _, tuned, _ in results]
@@ -108,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for label, _, trials in results:
         print(f"{label}:")
-        print(f"{'method':<10} {'norm/k':>8}  {'weights':<40} {args.metric:>8}")
+        value = f"cv {args.metric}" if logistic else args.metric
+        print(f"{'method':<10} {'norm/k':>8}  {'weights':<40} {value:>8}")
         for trial in trials[:10]:
             f = trial.fusion
             setting = f.normalization if f.method == "weighted" else f"k={f.k:g}"
@@ -116,6 +137,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"{f.method:<10} {setting:>8}  {weights:<40} {trial.value:8.4f}")
     print(f"saved the best setting into {output} ({where})")
     return 0
+
+
+def describe(label: str, tuned: TunedFusion, trials: list, args: argparse.Namespace, where: str) -> str:
+    """The pipeline file's comment on where its fusion came from."""
+    if args.fit == "logistic":
+        return (
+            f"{where} fitted by `braid tune --fit logistic` on {label} ({len(trials)} penalties x normalizations,"
+            f" {args.folds}-fold cross-validated {args.metric} {trials[0].value:.4f}):"
+            f" {args.metric} {tuned.tuned['value']:.4f}."
+        )
+    return (
+        f"{where} tuned by `braid tune` on {label} ({len(trials)} settings tried): {args.metric} {trials[0].value:.4f}."
+    )
 
 
 def run_loco(args: argparse.Namespace) -> int:
@@ -126,6 +160,8 @@ def run_loco(args: argparse.Namespace) -> int:
         )
     if args.per_dataset:
         raise BraidError("--loco chooses one fusion for every collection: drop --per-dataset")
+    if args.fit != "grid":
+        raise BraidError("--loco compares the grid-searched fusion families: drop --fit")
     if len(set(args.dataset)) < 2:
         raise BraidError("--loco needs two or more different --dataset")
     if not 0 <= args.tolerance < 1:

@@ -68,6 +68,34 @@ def test_tune_saves_weights_into_the_pipeline_file(tiny_beir, tmp_path, hybrid_f
     assert "give --output FILE" in capsys.readouterr().err
 
 
+def test_tune_fit_logistic_saves_cross_validated_weights(tiny_beir, tmp_path, hybrid_file, capsys):
+    (tiny_beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\nq2\td4\t1\nq3\td3\t1\n")
+    args = ["tune", "--dataset", str(tiny_beir), "--index-dir", str(tmp_path / "idx"), "--pipeline", str(hybrid_file)]
+    assert main([*args, "--fit", "logistic", "--folds", "3", "--penalties", "0.01", "1", "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert best["fit"] == "logistic" and best["folds"] == 3 and best["penalty"] in (0.01, 1.0)
+    assert best["fusion"]["method"] == "weighted" and 0.0 <= best["cross_validated"] <= 1.0
+    tuned = load_pipeline(str(hybrid_file))
+    assert tuned.tuned == {key: value for key, value in best.items() if key != "fusion"}
+    assert sum(tuned.fusion.weights.values()) == pytest.approx(1, abs=1e-3)
+    assert hybrid_file.read_text().startswith("# [fusion] fitted by `braid tune --fit logistic` on tiny/train")
+    # The fitted pipeline, evaluated on the split it was fitted on, scores the value it records.
+    ev = ["eval", "--dataset", str(tiny_beir), "--index-dir", str(tmp_path / "idx"), "--output", str(tmp_path / "r")]
+    assert main([*ev, "--pipeline", str(hybrid_file), "--split", "train", "--json", "--latency-sample", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["ndcg@10"] == pytest.approx(best["value"], abs=1e-6)
+    for bad, message in (
+        (["--methods", "rrf"], "--methods must include weighted"),
+        (["--folds", "1"], "at least 2 folds"),
+        (["--penalties", "0"], "finite numbers > 0"),
+        ([], "at least 5 queries per tuning split; tiny/train has 3"),
+    ):
+        assert main([*args, "--fit", "logistic", *bad]) == 2
+        assert message in capsys.readouterr().err
+    loco = ["tune", "--loco", "--dataset", str(tiny_beir), "--dataset", "x", "--pipeline", str(hybrid_file)]
+    assert main([*loco, "--fit", "logistic"]) == 2
+    assert "drop --fit" in capsys.readouterr().err
+
+
 def test_tune_per_dataset_saves_the_collections_own_fusion(tiny_beir, tmp_path, hybrid_file, capsys):
     (tiny_beir / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\nq2\td4\t1\nq3\td3\t1\n")
     before = load_pipeline(str(hybrid_file))
