@@ -74,7 +74,8 @@ def format_table(results: Sequence[RunResult]) -> str:
 def _fusion_line(pipeline: str, fusion: dict) -> str:
     setting = f"k={fusion['k']:g}" if fusion["method"] == "rrf" else fusion["normalization"]
     weights = ", ".join(f"{name} {value:g}" for name, value in fusion["weights"].items()) or "equal weights"
-    where = f"tuned on {', '.join(fusion['tuned_on'])}" if fusion["tuned_on"] else "weights as written (not tuned)"
+    how = "fitted by logistic regression" if fusion.get("fit") == "logistic" else "tuned"
+    where = f"{how} on {', '.join(fusion['tuned_on'])}" if fusion["tuned_on"] else "weights as written (not tuned)"
     own = " (this collection's own)" if fusion["per_dataset"] else ""
     warning = "; IN-SAMPLE: this split was tuned on" if fusion["in_sample"] else ""
     return f"fusion of {pipeline}{own}: {fusion['method']} {setting} ({weights}), {where}{warning}"

@@ -133,7 +133,8 @@ def run_pipeline(
 
 def _fusion_used(pipeline: Pipeline, split: str) -> dict[str, Any] | None:
     """The fusion that ran, where its weights were tuned (``collection/split`` labels; empty when nobody tuned
-    them), and whether the split being scored was among those (an in-sample score, not an estimate)."""
+    them) and how (``fit``: ``grid`` search or ``logistic`` regression), and whether the split being scored was
+    among those (an in-sample score, not an estimate)."""
     fusion = pipeline.fusion
     if fusion is None:
         return None
@@ -146,6 +147,7 @@ def _fusion_used(pipeline: Pipeline, split: str) -> dict[str, Any] | None:
         **fusion.to_dict(),
         "per_dataset": own is not None,
         "tuned_on": tuned_on,
+        "fit": tuned.get("fit", "grid") if tuned_on else None,
         "in_sample": f"{pipeline.dataset}/{split}" in tuned_on,
     }
 

@@ -64,19 +64,22 @@ def candidate_rows(
     return rows
 
 
-def fit_logistic(features: np.ndarray, labels: np.ndarray, penalty: float) -> np.ndarray:
-    """Coefficients (no intercept) of the L2-penalized logistic regression: minimize the mean log-loss plus
-    ``penalty`` / 2 * |w|^2, the intercept unpenalized."""
+def fit_logistic(
+    features: np.ndarray, labels: np.ndarray, penalty: float, row_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Coefficients (no intercept) of the L2-penalized logistic regression: minimize the mean log-loss (weighted by
+    ``row_weights`` when given) plus ``penalty`` / 2 * |w|^2, the intercept unpenalized."""
     if features.size == 0 or labels.min(initial=1.0) == labels.max(initial=0.0):
         raise BraidError("fitting fusion weights needs judged relevant and non-relevant candidates in the lists")
     signs = 2.0 * labels - 1.0
-    count, width = features.shape
+    width = features.shape[1]
+    share = np.full(len(labels), 1.0 / len(labels)) if row_weights is None else row_weights / row_weights.sum()
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         margins = signs * (features @ theta[:width] + theta[width])
-        value = np.logaddexp(0.0, -margins).mean() + 0.5 * penalty * float(theta[:width] @ theta[:width])
+        value = share @ np.logaddexp(0.0, -margins) + 0.5 * penalty * float(theta[:width] @ theta[:width])
         # d/dm log(1 + e^-m) = -1 / (1 + e^m), computed without overflow.
-        slope = -signs * np.exp(-np.logaddexp(0.0, margins)) / count
+        slope = -signs * np.exp(-np.logaddexp(0.0, margins)) * share
         gradient = np.append(features.T @ slope + penalty * theta[:width], slope.sum())
         return float(value), gradient
 
@@ -106,6 +109,40 @@ def stacked(rows: dict[str, tuple[np.ndarray, np.ndarray]], qids: list[str]) -> 
     return np.vstack([rows[q][0] for q in qids]), np.concatenate([rows[q][1] for q in qids])
 
 
+def deal(cached: list[SplitLists], folds: int, seed: int = 0) -> list[list[list[str]]]:
+    """Per split, its queries in a seeded random order dealt into ``folds`` folds; fold f of a cross-validation
+    holds out every split's fold f."""
+    rng = np.random.default_rng(seed)
+    return [[list(part) for part in np.array_split(rng.permutation(sorted(d.queries)), folds)] for d in cached]
+
+
+def held_out_shares(
+    cached: list[SplitLists],
+    dealt: list[list[list[str]]],
+    fold: int,
+    fusion: FusionSpec,
+    names: list[str],
+    metric: str,
+    keep_self_hits: bool = False,
+) -> np.ndarray:
+    """Per split: ``metric`` of ``fusion`` on the split's held-out fold, times the fold's share of the split's
+    queries (summed over folds: the split's cross-validated value)."""
+    weights = tuple(fusion.weight_vector(names))
+    shares = np.zeros(len(cached))
+    for i, data in enumerate(cached):
+        held_out = subset(data, dealt[i][fold])
+        shares[i] = grid_values(held_out, [fusion], [weights], metric, keep_self_hits)[0, 0]
+        shares[i] *= len(held_out.queries) / len(data.queries)
+    return shares
+
+
+def fit_pooled(parts: list[tuple[np.ndarray, np.ndarray]], penalty: float) -> np.ndarray:
+    """One fit over several splits' (features, labels), each split weighing the same in the loss (as each weighs the
+    same in the tuning mean), however many candidates it has."""
+    row_weights = np.concatenate([np.full(len(y), 1.0 / len(y)) for _, y in parts])
+    return fit_logistic(np.vstack([x for x, _ in parts]), np.concatenate([y for _, y in parts]), penalty, row_weights)
+
+
 def fit_fusion(
     cached: list[SplitLists],
     names: list[str],
@@ -125,9 +162,7 @@ def fit_fusion(
                 f"{folds}-fold cross-validation needs at least {folds} queries per tuning split; {data.label} has"
                 f" {len(data.queries)}: lower --folds"
             )
-    # Each split's queries in a seeded random order, dealt into folds; fold f of the fit pools every split's fold f.
-    rng = np.random.default_rng(seed)
-    dealt = [np.array_split(rng.permutation(sorted(data.queries)), folds) for data in cached]
+    dealt = deal(cached, folds, seed)
     progress = tqdm(total=len(normalizations) * len(penalties) * (folds + 1), desc="fit", unit="fit", file=sys.stderr)
     trials = []
     for normalization in normalizations:
@@ -140,19 +175,12 @@ def fit_fusion(
                     stacked(r, [q for f, part in enumerate(d) if f != fold for q in part])
                     for r, d in zip(rows, dealt, strict=True)
                 ]
-                coefficients = fit_logistic(
-                    np.vstack([x for x, _ in train]), np.concatenate([y for _, y in train]), penalty
-                )
-                weights = tuple(as_weights(coefficients, names).values())
-                for i, data in enumerate(cached):
-                    held_out = subset(data, list(dealt[i][fold]))
-                    value = grid_values(held_out, [setting], [weights], metric, keep_self_hits)[0, 0]
-                    scores[i] += value * len(held_out.queries) / len(data.queries)
+                coefficients = fit_pooled(train, penalty)
+                fitted = replace(setting, weights=as_weights(coefficients, names))
+                scores += held_out_shares(cached, dealt, fold, fitted, names, metric, keep_self_hits)
                 progress.update()
             everything = [stacked(r, list(data.queries)) for r, data in zip(rows, cached, strict=True)]
-            coefficients = fit_logistic(
-                np.vstack([x for x, _ in everything]), np.concatenate([y for _, y in everything]), penalty
-            )
+            coefficients = fit_pooled(everything, penalty)
             progress.update()
             fusion = replace(setting, weights=as_weights(coefficients, names))
             trials.append((Trial(fusion, float(scores.mean())), penalty))

@@ -8,7 +8,7 @@ import pytest
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.pipelines.tuning import SplitLists, grid_values
-from braid.pipelines.weight_fit import as_weights, candidate_rows, fit_fusion, fit_logistic
+from braid.pipelines.weight_fit import as_weights, candidate_rows, fit_fusion, fit_logistic, fit_pooled
 from braid.retriever.fusion import ListShape
 from braid.retriever.hit import Hit
 
@@ -24,6 +24,20 @@ def test_fit_logistic_recovers_the_coefficients_that_generated_the_labels():
     assert np.abs(fit_logistic(features, labels, 10.0)).max() < 0.2
     with pytest.raises(BraidError, match="relevant and non-relevant"):
         fit_logistic(features, np.ones(40_000), 1e-3)
+
+
+def test_fit_pooled_weighs_each_split_the_same_however_many_candidates_it_has():
+    rng = np.random.default_rng(2)
+
+    def split(rows: int, slope: float) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.normal(size=(rows, 1))
+        return x, (rng.random(rows) < 1 / (1 + np.exp(-slope * x[:, 0]))).astype(np.float64)
+
+    # The feature predicts relevance on one split and its opposite, as strongly, on a ten times larger one.
+    small, large = split(4_000, 2.0), split(40_000, -2.0)
+    assert abs(fit_pooled([small, large], 1e-6)[0]) < 0.15
+    rows_pooled = fit_logistic(np.vstack([small[0], large[0]]), np.concatenate([small[1], large[1]]), 1e-6)
+    assert rows_pooled[0] < -1.0
 
 
 def test_as_weights_drops_negative_coefficients_and_sums_to_one():

@@ -82,7 +82,10 @@ def test_tune_fit_logistic_saves_cross_validated_weights(tiny_beir, tmp_path, hy
     # The fitted pipeline, evaluated on the split it was fitted on, scores the value it records.
     ev = ["eval", "--dataset", str(tiny_beir), "--index-dir", str(tmp_path / "idx"), "--output", str(tmp_path / "r")]
     assert main([*ev, "--pipeline", str(hybrid_file), "--split", "train", "--json", "--latency-sample", "0"]) == 0
-    assert json.loads(capsys.readouterr().out)["ndcg@10"] == pytest.approx(best["value"], abs=1e-6)
+    row = json.loads(capsys.readouterr().out)
+    assert row["ndcg@10"] == pytest.approx(best["value"], abs=1e-6) and row["fusion"]["fit"] == "logistic"
+    assert main([*ev, "--pipeline", str(hybrid_file), "--split", "train", "--latency-sample", "0"]) == 0
+    assert "fitted by logistic regression on tiny/train; IN-SAMPLE" in capsys.readouterr().out
     for bad, message in (
         (["--methods", "rrf"], "--methods must include weighted"),
         (["--folds", "1"], "at least 2 folds"),
@@ -114,7 +117,8 @@ def test_tune_per_dataset_saves_the_collections_own_fusion(tiny_beir, tmp_path, 
     row = json.loads(capsys.readouterr().out)
     assert row["ndcg@10"] == pytest.approx(best["value"], abs=1e-6)
     # It says which fusion ran, where it was tuned, and that this split was among its tuning data.
-    assert row["fusion"] == {**best["fusion"], "per_dataset": True, "tuned_on": ["tiny/dev"], "in_sample": True}
+    expected = {**best["fusion"], "per_dataset": True, "tuned_on": ["tiny/dev"], "fit": "grid", "in_sample": True}
+    assert row["fusion"] == expected
     assert main([*ev, "--pipeline", str(hybrid_file), "--split", "dev", "--latency-sample", "0"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("fusion of two-bm25"))
     assert "tuned on tiny/dev; IN-SAMPLE" in line and "(this collection's own)" in line
