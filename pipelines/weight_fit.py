@@ -10,9 +10,10 @@ learn the combination from relevance judgments; Bruch et al., TOIS 2023, the con
 log-loss is smooth in w, so the fit does not chase single queries; an L2 penalty lambda (on the mean loss, so one
 value means the same on 300 or 3,000 queries) is chosen with the normalization by k-fold cross-validation over
 queries, scored with the tuning metric itself. Tuned on several collections at once, each collection's candidates
-weigh the same in the loss, as each weighs the same in the grid search's mean. Negative coefficients are set to 0 (a retriever whose score does
-not predict relevance is dropped, as the grid could) and the rest scaled to sum to 1: the result is an ordinary
-``weighted`` fusion that the pipeline runs unchanged. The intercept only shifts every score and is not kept.
+weigh the same in the loss, as each weighs the same in the grid search's mean. Negative coefficients are set to 0
+(a retriever whose score does not predict relevance is dropped, as the grid could) and the rest scaled to sum to 1:
+the result is an ordinary ``weighted`` fusion that the pipeline runs unchanged. The intercept only shifts every
+score and is not kept.
 """
 
 from __future__ import annotations

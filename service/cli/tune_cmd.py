@@ -14,7 +14,7 @@ from braid.common.errors import BraidError
 from braid.pipelines.loco import FAMILIES, format_loco, leave_one_out
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
 from braid.pipelines.spec import TunedFusion, builtin_pipelines, save_pipeline
-from braid.pipelines.tuning import TUNABLE_METRICS, check_tuning, tune_fusion
+from braid.pipelines.tuning import TUNABLE_METRICS, Trial, check_tuning, tune_fusion
 from braid.pipelines.weight_fit import FOLDS, PENALTIES, check_fit, fit_tuned
 from braid.retriever.fusion import METHODS, NORMALIZATIONS
 from braid.service.cli.common import add_data_args, pair_splits
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(label: str, tuned: TunedFusion, trials: list, args: argparse.Namespace, where: str) -> str:
+def describe(label: str, tuned: TunedFusion, trials: list[Trial], args: argparse.Namespace, where: str) -> str:
     """The pipeline file's comment on where its fusion came from."""
     if args.fit == "logistic":
         return (
