@@ -20,6 +20,8 @@ from braid.retriever.fusion import METHODS, NORMALIZATIONS
 from braid.service.cli.common import add_data_args, pair_splits
 
 FITS = ("grid", "logistic")
+STEP = 0.1
+RRF_KS = (10.0, 30.0, 60.0, 100.0)  # the --rrf-k default
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " weights by logistic regression on the candidates' relevance, penalty and normalization chosen by"
         " cross-validating the metric over queries",
     )
-    tune.add_argument("--step", type=float, default=0.1, help="weight grid step on the simplex (default: 0.1)")
+    tune.add_argument("--step", type=float, help=f"weight grid step on the simplex (default: {STEP})")
     tune.add_argument(
         "--penalties",
         nargs="+",
@@ -55,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tune.add_argument(
         "--normalizations", nargs="+", default=["minmax", "zscore"], choices=NORMALIZATIONS, help="for weighted"
     )
-    tune.add_argument("--rrf-k", nargs="+", type=float, default=[10.0, 30.0, 60.0, 100.0], help="k values for RRF")
+    tune.add_argument("--rrf-k", nargs="+", type=float, help="k values for RRF (default: 10 30 60 100)")
     tune.add_argument("--output", help="write the tuned pipeline here (default: overwrite --pipeline's file)")
     tune.add_argument(
         "--per-dataset",
@@ -95,12 +97,16 @@ def run(args: argparse.Namespace) -> int:
     splits = pair_splits(args.dataset, args.split)
     # Refuse a bad request before resolving data or building any index.
     logistic = args.fit == "logistic"
-    if logistic and "weighted" not in args.methods:
-        raise BraidError("--fit logistic fits a weighted fusion: --methods must include weighted")
     if logistic:
+        if "weighted" not in args.methods:
+            raise BraidError("--fit logistic fits a weighted fusion: --methods must include weighted")
+        if args.step is not None or args.rrf_k is not None:
+            raise BraidError("--step and --rrf-k set the grid search; --fit logistic has none: drop them")
         check_fit(tuple(args.penalties), args.folds)
-    step = None if logistic else args.step
-    check_tuning(spec, splits, args.metric, step, tuple(args.methods), tuple(args.normalizations))
+    else:
+        args.step = STEP if args.step is None else args.step
+        args.rrf_k = list(RRF_KS) if args.rrf_k is None else args.rrf_k
+    check_tuning(spec, splits, args.metric, args.step, tuple(args.methods), tuple(args.normalizations))
     datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
     targets = [
         (open_pipeline(spec, dataset, Path(args.index_dir), args.threads), dataset, split)
@@ -170,6 +176,8 @@ def run_loco(args: argparse.Namespace) -> int:
     if output is not None and output.is_dir():
         raise BraidError(f"--output {output} is a directory; give a file path")
     spec = load_pipeline(args.pipeline)
+    args.step = STEP if args.step is None else args.step
+    args.rrf_k = list(RRF_KS) if args.rrf_k is None else args.rrf_k
     check_tuning(spec, [], args.metric, args.step, ("weighted", "rrf"), ("zscore", "minmax"))
     datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
     for dataset in datasets:

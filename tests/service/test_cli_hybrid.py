@@ -88,6 +88,7 @@ def test_tune_fit_logistic_saves_cross_validated_weights(tiny_beir, tmp_path, hy
     assert "fitted by logistic regression on tiny/train; IN-SAMPLE" in capsys.readouterr().out
     for bad, message in (
         (["--methods", "rrf"], "--methods must include weighted"),
+        (["--step", "0.05"], "--fit logistic has none: drop them"),
         (["--folds", "1"], "at least 2 folds"),
         (["--penalties", "0"], "finite numbers > 0"),
         ([], "at least 5 queries per tuning split; tiny/train has 3"),
