@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--loco", action="store_true", help="leave-one-collection-out over the --datasets")
     parser.add_argument("--split", default="train")
     parser.add_argument("--pipeline", default="hybrid-max")
-    parser.add_argument("--steps", nargs="+", type=float, default=[0.1])
+    parser.add_argument("--steps", nargs="*", type=float, default=[0.1], help="grid steps (none: the fit alone)")
     parser.add_argument("--folds", type=int, default=FOLDS)
     parser.add_argument("--metric", default="ndcg@10")
     parser.add_argument("--index-dir", default="indexes")
