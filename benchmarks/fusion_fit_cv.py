@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +30,17 @@ from braid.common.atomic_file import atomic_write_text
 from braid.common.dataset_resolver import resolve_dataset
 from braid.pipelines.loco import tuning_split
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
-from braid.pipelines.tuning import check_tuning, fusion_settings, grid_values, split_lists
+from braid.pipelines.tuning import (
+    RRF_KS,
+    WEIGHTED_NORMALIZATIONS,
+    check_tuning,
+    fusion_settings,
+    grid_trials,
+    grid_values,
+    split_lists,
+)
 from braid.pipelines.weight_fit import FOLDS, deal, fit_fusion, held_out_shares, subset
 from braid.retriever.fusion import METHODS
-
-NORMALIZATIONS = ("minmax", "zscore")
-RRF_KS = (10.0, 30.0, 60.0, 100.0)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,14 +60,17 @@ def main(argv: list[str] | None = None) -> dict:
     if args.loco:
         return loco(args)
     spec = load_pipeline(args.pipeline)
-    grids = {step: check_tuning(spec, [args.split], args.metric, step, METHODS, NORMALIZATIONS) for step in args.steps}
+    grids = {
+        step: check_tuning(spec, [args.split], args.metric, step, METHODS, WEIGHTED_NORMALIZATIONS)
+        for step in args.steps
+    }
     dataset = resolve_dataset(args.dataset[0], args.data_dir)
     pipeline = open_pipeline(spec, dataset, Path(args.index_dir))
     names = pipeline.retriever_names
     cached = [split_lists(pipeline, dataset, args.split)]
     dealt = deal(cached, args.folds)
     rows = []
-    settings = fusion_settings(METHODS, NORMALIZATIONS, RRF_KS)
+    settings = fusion_settings(METHODS, WEIGHTED_NORMALIZATIONS, RRF_KS)
     for step, grid in grids.items():
         value, chosen = np.zeros(len(cached)), []
         for fold in tqdm(range(args.folds), desc=f"grid {step:g}", unit="fold", file=sys.stderr):
@@ -71,13 +78,11 @@ def main(argv: list[str] | None = None) -> dict:
                 subset(data, [q for f, part in enumerate(parts) if f != fold for q in part])
                 for data, parts in zip(cached, dealt, strict=True)
             ]
-            totals = sum(grid_values(d, settings, grid, args.metric) for d in rest)
-            s, g = np.unravel_index(int(np.argmax(totals)), totals.shape)
-            fusion = replace(settings[s], weights=dict(zip(names, grid[g], strict=True)))
+            fusion = grid_trials(rest, names, settings, grid, args.metric)[0].fusion
             chosen.append(fusion.to_dict())
             value += held_out_shares(cached, dealt, fold, fusion, names, args.metric)
         rows.append({"method": f"grid step {step:g}", "cross_validated": float(value.mean()), "per_fold": chosen})
-    best, penalty = fit_fusion(cached, names, args.metric, NORMALIZATIONS, folds=args.folds)[0]
+    best, penalty = fit_fusion(cached, names, args.metric, WEIGHTED_NORMALIZATIONS, folds=args.folds)[0]
     rows.append(
         {"method": "logistic", "cross_validated": best.value, "penalty": penalty, "fitted": best.fusion.to_dict()}
     )
@@ -111,7 +116,7 @@ def loco(args: argparse.Namespace) -> dict:
     rows = []
     for i, (pipeline, dataset) in enumerate(zip(pipelines, datasets, strict=True)):
         others = [data for j, data in enumerate(tune) if j != i]
-        best, penalty = fit_fusion(others, names, args.metric, NORMALIZATIONS, folds=args.folds)[0]
+        best, penalty = fit_fusion(others, names, args.metric, WEIGHTED_NORMALIZATIONS, folds=args.folds)[0]
         test = tune[i] if tune[i].split == "test" else split_lists(pipeline, dataset, "test")
         value = grid_values(test, [best.fusion], [tuple(best.fusion.weight_vector(names))], args.metric)[0, 0]
         rows.append(

@@ -30,6 +30,10 @@ from braid.retriever.hit import Hit
 
 TUNABLE_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map")
 EVAL_DEPTH = 100  # every tunable metric but MAP is decided within the top 100; MAP is approximated there
+# What a search tries unless told otherwise (``braid tune``'s defaults, the benchmarks', the fitted weights').
+STEP = 0.1
+RRF_KS = (10.0, 30.0, 60.0, 100.0)
+WEIGHTED_NORMALIZATIONS = ("minmax", "zscore")
 
 
 @dataclass(frozen=True)
@@ -147,13 +151,34 @@ def grid_values(
     return values
 
 
+def grid_trials(
+    cached: list[SplitLists],
+    names: list[str],
+    settings: list[FusionSpec],
+    grid: list[tuple[float, ...]],
+    metric: str,
+    keep_self_hits: bool = False,
+    progress: tqdm | None = None,
+) -> list[Trial]:
+    """Every (setting, weight vector) valued by its mean ``metric`` over the cached splits, best first; among equal
+    values the earlier setting (weighted before RRF, coarser before finer) comes first."""
+    totals = sum(grid_values(data, settings, grid, metric, keep_self_hits, progress) for data in cached)
+    trials = [
+        Trial(replace(setting, weights=dict(zip(names, weights, strict=True))), totals[s, g] / len(cached))
+        for s, setting in enumerate(settings)
+        for g, weights in enumerate(grid)
+    ]
+    trials.sort(key=lambda trial: -trial.value)  # stable
+    return trials
+
+
 def tune_fusion(
     targets: list[tuple[Pipeline, Dataset, str]],
     metric: str = "ndcg@10",
-    step: float = 0.1,
+    step: float = STEP,
     methods: tuple[str, ...] = METHODS,
-    normalizations: tuple[str, ...] = ("minmax", "zscore"),
-    rrf_ks: tuple[float, ...] = (10.0, 30.0, 60.0, 100.0),
+    normalizations: tuple[str, ...] = WEIGHTED_NORMALIZATIONS,
+    rrf_ks: tuple[float, ...] = RRF_KS,
     keep_self_hits: bool = False,
 ) -> tuple[TunedFusion, list[Trial]]:
     """Best fusion by ``metric``, averaged over one or more (pipeline, dataset, split) targets that open the same
@@ -164,15 +189,8 @@ def tune_fusion(
     cached = [split_lists(target, dataset, split) for target, dataset, split in targets]
     settings = fusion_settings(methods, normalizations, rrf_ks)
     progress = tqdm(total=len(settings) * len(grid) * len(cached), desc="tune", unit="setting", file=sys.stderr)
-    totals = sum(grid_values(data, settings, grid, metric, keep_self_hits, progress) for data in cached)
+    trials = grid_trials(cached, names, settings, grid, metric, keep_self_hits, progress)
     progress.close()
-    trials = [
-        Trial(replace(setting, weights=dict(zip(names, weights, strict=True))), totals[s, g] / len(cached))
-        for s, setting in enumerate(settings)
-        for g, weights in enumerate(grid)
-    ]
-    # Stable sort: among equal scores the earlier setting (weighted before RRF, coarser before finer) wins.
-    trials.sort(key=lambda trial: -trial.value)
     best = trials[0]
     tuned = {
         "datasets": [data.label for data in cached],

@@ -29,7 +29,7 @@ from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
 from braid.pipelines.pipeline import Pipeline
 from braid.pipelines.spec import TunedFusion
-from braid.pipelines.tuning import SplitLists, Trial, check_tuning, grid_values, split_lists
+from braid.pipelines.tuning import WEIGHTED_NORMALIZATIONS, SplitLists, Trial, check_tuning, grid_values, split_lists
 from braid.retriever.fusion import FusionSpec, fusion_inputs
 
 PENALTIES = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
@@ -194,7 +194,7 @@ def fit_fusion(
 def fit_tuned(
     targets: list[tuple[Pipeline, Dataset, str]],
     metric: str = "ndcg@10",
-    normalizations: tuple[str, ...] = ("minmax", "zscore"),
+    normalizations: tuple[str, ...] = WEIGHTED_NORMALIZATIONS,
     penalties: tuple[float, ...] = PENALTIES,
     folds: int = FOLDS,
     keep_self_hits: bool = False,

@@ -14,14 +14,20 @@ from braid.common.errors import BraidError
 from braid.pipelines.loco import FAMILIES, format_loco, leave_one_out
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
 from braid.pipelines.spec import TunedFusion, builtin_pipelines, save_pipeline
-from braid.pipelines.tuning import TUNABLE_METRICS, Trial, check_tuning, tune_fusion
+from braid.pipelines.tuning import (
+    RRF_KS,
+    STEP,
+    TUNABLE_METRICS,
+    WEIGHTED_NORMALIZATIONS,
+    Trial,
+    check_tuning,
+    tune_fusion,
+)
 from braid.pipelines.weight_fit import FOLDS, PENALTIES, check_fit, fit_tuned
 from braid.retriever.fusion import METHODS, NORMALIZATIONS
 from braid.service.cli.common import add_data_args, pair_splits
 
 FITS = ("grid", "logistic")
-STEP = 0.1
-RRF_KS = (10.0, 30.0, 60.0, 100.0)  # the --rrf-k default
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,9 +61,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tune.add_argument("--folds", type=int, default=FOLDS, help="with --fit logistic: cross-validation folds")
     tune.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="fusion methods tried")
     tune.add_argument(
-        "--normalizations", nargs="+", default=["minmax", "zscore"], choices=NORMALIZATIONS, help="for weighted"
+        "--normalizations",
+        nargs="+",
+        default=list(WEIGHTED_NORMALIZATIONS),
+        choices=NORMALIZATIONS,
+        help="for weighted",
     )
-    tune.add_argument("--rrf-k", nargs="+", type=float, help="k values for RRF (default: 10 30 60 100)")
+    ks = " ".join(f"{k:g}" for k in RRF_KS)
+    tune.add_argument("--rrf-k", nargs="+", type=float, help=f"k values for RRF (default: {ks})")
     tune.add_argument("--output", help="write the tuned pipeline here (default: overwrite --pipeline's file)")
     tune.add_argument(
         "--per-dataset",
@@ -104,8 +115,7 @@ def run(args: argparse.Namespace) -> int:
             raise BraidError("--step and --rrf-k set the grid search; --fit logistic has none: drop them")
         check_fit(tuple(args.penalties), args.folds)
     else:
-        args.step = STEP if args.step is None else args.step
-        args.rrf_k = list(RRF_KS) if args.rrf_k is None else args.rrf_k
+        grid_defaults(args)
     check_tuning(spec, splits, args.metric, args.step, tuple(args.methods), tuple(args.normalizations))
     datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
     targets = [
@@ -145,6 +155,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def grid_defaults(args: argparse.Namespace) -> None:
+    """Fill in the grid's --step and --rrf-k where not given (left unset so that --fit logistic can refuse them)."""
+    args.step = STEP if args.step is None else args.step
+    args.rrf_k = list(RRF_KS) if args.rrf_k is None else args.rrf_k
+
+
 def describe(label: str, tuned: TunedFusion, trials: list[Trial], args: argparse.Namespace, where: str) -> str:
     """The pipeline file's comment on where its fusion came from."""
     if args.fit == "logistic":
@@ -176,8 +192,7 @@ def run_loco(args: argparse.Namespace) -> int:
     if output is not None and output.is_dir():
         raise BraidError(f"--output {output} is a directory; give a file path")
     spec = load_pipeline(args.pipeline)
-    args.step = STEP if args.step is None else args.step
-    args.rrf_k = list(RRF_KS) if args.rrf_k is None else args.rrf_k
+    grid_defaults(args)
     check_tuning(spec, [], args.metric, args.step, ("weighted", "rrf"), ("zscore", "minmax"))
     datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
     for dataset in datasets:
