@@ -40,6 +40,9 @@ from braid.retriever.fusion import FusionSpec
 
 TUNING_SPLITS = ("train", "dev")  # preferred in this order; a collection with neither is tuned on its judged queries
 NAIVE_RRF = FusionSpec("rrf", k=60.0)
+# The settings every family chooses among, in this order: among equal scores the earlier one wins.
+SEARCHED_METHODS = ("weighted", "rrf")
+SEARCHED_NORMALIZATIONS = ("zscore", "minmax")
 
 Choice = Callable[[FusionSpec, tuple[float, ...]], bool]
 
@@ -173,7 +176,7 @@ def leave_one_out(
     equal = tuple(round(1 / len(names), 10) for _ in names)
     if equal not in grid:
         grid.append(equal)  # equal weights (naive RRF's) even where the step cannot express 1/n
-    settings = fusion_settings(("weighted", "rrf"), ("zscore", "minmax"), rrf_ks)
+    settings = fusion_settings(SEARCHED_METHODS, SEARCHED_NORMALIZATIONS, rrf_ks)
     collections = []
     for target, dataset in targets:
         tune = split_lists(target, dataset, tuning_split(dataset))

@@ -11,7 +11,7 @@ from pathlib import Path
 from braid.common.atomic_file import atomic_write_text
 from braid.common.dataset_resolver import resolve_dataset
 from braid.common.errors import BraidError
-from braid.pipelines.loco import FAMILIES, format_loco, leave_one_out
+from braid.pipelines.loco import FAMILIES, SEARCHED_METHODS, SEARCHED_NORMALIZATIONS, format_loco, leave_one_out
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
 from braid.pipelines.spec import TunedFusion, builtin_pipelines, save_pipeline
 from braid.pipelines.tuning import (
@@ -193,7 +193,7 @@ def run_loco(args: argparse.Namespace) -> int:
         raise BraidError(f"--output {output} is a directory; give a file path")
     spec = load_pipeline(args.pipeline)
     grid_defaults(args)
-    check_tuning(spec, [], args.metric, args.step, ("weighted", "rrf"), ("zscore", "minmax"))
+    check_tuning(spec, [], args.metric, args.step, SEARCHED_METHODS, SEARCHED_NORMALIZATIONS)
     datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
     for dataset in datasets:
         if "test" not in dataset.splits:
