@@ -48,6 +48,12 @@ PRESETS = {
 }  # fmt: skip
 
 
+def speed_ratio(baseline_ms: float, measured_ms: float) -> float:
+    """baseline / measured to three significant figures: fixed decimals would print a real, very lopsided
+    ratio (a stalled run on a loaded CPU) as 0.0."""
+    return float(f"{baseline_ms / measured_ms:.3g}")
+
+
 def median_ms(function: Callable[[], object], repeats: int, device: str, setup: Callable[[], object] | None = None):
     """Median wall milliseconds of ``function`` (GPU work synchronized), after one warm-up call."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -127,10 +133,10 @@ def attention_rows(prompt, config, dtype, device: str, repeats: int, backends: l
         row[f"{name}_blocks_ms"] = median_ms(blocks, repeats, device)
     base = row["sdpa_causal_ms"]
     for key in [key for key in row if key != "sdpa_causal_ms"]:
-        row[key.replace("_ms", "_vs_sdpa")] = round(base / row[key], 2)
+        row[key.replace("_ms", "_vs_sdpa")] = speed_ratio(base, row[key])
     if "flex_block_mask_ms" in row:
         for name in (b for b in backends if b != "flex"):
-            row[f"{name}_vs_flex"] = round(row["flex_block_mask_ms"] / row[f"{name}_blocks_ms"], 2)
+            row[f"{name}_vs_flex"] = speed_ratio(row["flex_block_mask_ms"], row[f"{name}_blocks_ms"])
     return row
 
 
@@ -164,7 +170,7 @@ def model_rows(model, prompt, config, device: str, repeats: int, backend: str, e
     row["block_warm_ms"] = median_ms(lambda: warm(prompt, need_logits=True), repeats, device)
     row["cache_gb"] = round(cache.nbytes / 2**30, 2)
     for name in ("block_cold_ms", "block_early_exit_ms", "block_warm_ms"):
-        row[name.replace("_ms", "_speedup")] = round(row["dense_ms"] / row[name], 2)
+        row[name.replace("_ms", "_speedup")] = speed_ratio(row["dense_ms"], row[name])
     flops = {
         "dense": model_flops(config, total, total * (total + 1) // 2, layers, 1),
         "block_cold": model_flops(config, total, allowed_pairs, layers, 1),
@@ -255,7 +261,7 @@ def print_tables(report: dict) -> None:
     ratios = [key for key in report["attention"][0] if "_vs_" in key]
     print(f"{'docs':>6} {'tokens':>7} " + " ".join(f"{n:>18}" for n in names + ratios))
     for row in report["attention"]:
-        values = [f"{row[n]:>18.3f}" for n in names] + [f"{row[n]:>18.2f}" for n in ratios]
+        values = [f"{row[n]:>18.3f}" for n in names] + [f"{row[n]:>18.3g}" for n in ratios]
         print(f"{row['docs']:>6} {row['tokens']:>7} " + " ".join(values))
     if report["model"]:
         print(f"\nwhole model, ms (early exit after layer {report['early_exit_layer']} of {report['layers']}):")
