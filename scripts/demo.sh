@@ -23,10 +23,11 @@ dataset="${BRAID_DEMO_DATASET:-scifact}"
     "Vitamin D deficiency is associated with higher risk of infection"
 
 # Serve: free loopback ports, written to a ready file once both front ends listen.
-ready="$(mktemp -d)/ready.json"
+ready_dir="$(mktemp -d)"
+ready="$ready_dir/ready.json"
 "$braid" serve --dataset "$dataset" --pipelines hybrid bm25-first --grpc-port 0 --http-port 0 --ready-file "$ready" &
 server=$!
-trap 'kill "$server" 2>/dev/null || true' EXIT
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$ready_dir"' EXIT
 for _ in $(seq 600); do
     [[ -f "$ready" ]] && break
     kill -0 "$server" 2>/dev/null || { echo "braid serve exited early" >&2; exit 1; }
@@ -43,5 +44,6 @@ print(json.dumps(httpx.post(f"{sys.argv[1]}/v1/search", json=body, timeout=120).
 PY
 kill -TERM "$server"
 wait "$server"
-trap - EXIT
+# The server has exited: the trap no longer kills anything (its pid may be reused), it only removes the ready dir.
+trap 'rm -rf "$ready_dir"' EXIT
 echo "server stopped cleanly"
