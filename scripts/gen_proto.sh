@@ -11,6 +11,6 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$scratch/include/braid" "$scratch/out" "$out/proto/braid/v1"
 ln -s "$root/proto" "$scratch/include/braid/proto"
-"$root/.venv/bin/python" -m grpc_tools.protoc -I "$scratch/include" --python_out="$scratch/out" \
+"${BRAID_VENV:-$root/.venv}/bin/python" -m grpc_tools.protoc -I "$scratch/include" --python_out="$scratch/out" \
     --pyi_out="$scratch/out" --grpc_python_out="$scratch/out" braid/proto/braid/v1/braid.proto
 cp "$scratch/out/braid/proto/braid/v1/"braid_pb2*.py* "$out/proto/braid/v1/"

