@@ -25,4 +25,12 @@ class DeadlineExceeded(BraidError):
 
 class Unsupported(BraidError):
     """A well-formed request that this pipeline cannot carry out (no reranker; an index that takes no updates): a
-    service answers FAILED_PRECONDITION / 409."""
+    service answers FAILED_PRECONDITION / 400."""
+
+
+class UnknownDocuments(BraidError):
+    """A request names documents the index does not hold (a delete): a service answers NOT_FOUND / 404."""
+
+
+class DocumentsExist(BraidError):
+    """A request adds documents whose ids the index already holds: a service answers ALREADY_EXISTS / 409."""

@@ -7,28 +7,40 @@ from typing import Any
 
 from braid.common.errors import BraidError
 
+#: Ray binds every process of a local cluster to loopback only with "clusters" turned off.
+CLUSTERS_OFF = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+#: How an operator reaches a local cluster with Ray's own CLI (``ray status``, ``ray list actors``): at its GCS
+#: address (braid serve's ready record has it), with the token ``ray.init`` keeps in ~/.ray/auth_token.
+RAY_CLI_ENV = {"RAY_AUTH_MODE": "token", **CLUSTERS_OFF}
+
 
 def connect_ray(address: str, cpus: int | None = None) -> Any:
     """The ``ray`` module, connected to the cluster at ``address``, or to one started here for ``local``.
 
-    A local cluster listens on loopback only (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before ray is imported, and the
-    node's address 127.0.0.1), runs no dashboard, runs workers at normal priority, and keeps workers' logs out of
-    this process's output.
+    A local cluster listens on loopback only: every Ray process binds the node's address, 127.0.0.1, when Ray runs
+    with clusters turned off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), a setting Ray reads once, on its first import,
+    and hands to the processes it starts through the environment (so both are set here, whenever ray was imported).
+    Its dashboard, on 127.0.0.1 too, serves the state API that ``ray list`` reads; token authentication (Ray's
+    default) guards it. Workers run at normal priority, and their logs stay out of this process's output.
     """
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if address == "local":
+        os.environ.update(CLUSTERS_OFF)
     # Ray starts its workers at nice 15; serving replicas at that priority lose the CPU to the broker that waits
     # on them. Workers of a cluster started here run at normal priority.
     os.environ.setdefault("RAY_worker_niceness", "0")
     try:
         import ray
+        from ray._private import ray_constants
     except ImportError:
-        raise BraidError("--ray needs the ray package: pip install 'ray[serve]'") from None
+        raise BraidError("--ray needs the ray package: pip install 'ray[default]'") from None
     if ray.is_initialized():
         return ray
     if address == "local":
+        ray_constants.ENABLE_RAY_CLUSTER = False  # read at ray's first import, which may have come before this call
         ray.init(
             num_cpus=cpus or os.cpu_count() or 1,
-            include_dashboard=False,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
             _node_ip_address="127.0.0.1",
             log_to_driver=False,
             configure_logging=False,
@@ -39,3 +51,9 @@ def connect_ray(address: str, cpus: int | None = None) -> Any:
         except (ConnectionError, ValueError, RuntimeError) as error:
             raise BraidError(f"cannot connect to the Ray cluster at {address}: {error}") from None
     return ray
+
+
+def ray_cli_hint(ray: Any) -> str:
+    """The command line that points Ray's own CLI at the cluster ``ray`` is connected to."""
+    settings = " ".join(f"{name}={value}" for name, value in RAY_CLI_ENV.items())
+    return f"{settings} ray status --address {ray.get_runtime_context().gcs_address}"

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from braid.common.atomic_file import atomic_write_text
 from braid.common.dataset import Dataset
-from braid.common.errors import BraidError
+from braid.common.errors import BraidError, DocumentsExist, UnknownDocuments
 from braid.indexer.index_kind import IndexKind, Param, Staged, Updates
 from braid.indexer.manifest import MANIFEST_NAME, Manifest, file_checksums
 from braid.indexer.params import require_at_least
@@ -303,7 +303,7 @@ def stage_add(index_dir: Path, documents: Sequence[tuple[str, str]]) -> Staged:
     store = MultiVectorStore(index_dir, settled=True)
     present = sorted(set(ids) & set(store.doc_ids))
     if present:
-        raise BraidError(f"{len(present)} document id(s) already in the index, e.g. {present[:5]}; nothing added")
+        raise DocumentsExist(f"{len(present)} document id(s) already in the index, e.g. {present[:5]}; nothing added")
     encoded = encoder_for(params).encode_documents([text for _, text in documents]) if documents else []
     # Round through float16 as a build does (it pools the stored float16 tokens), so an added document is
     # stored exactly as a fresh build would store it.
@@ -326,7 +326,7 @@ def stage_delete(index_dir: Path, doc_ids: Sequence[str]) -> Staged:
     store = MultiVectorStore(index_dir, settled=True)
     unknown = sorted(set(doc_ids) - set(store.doc_ids))
     if unknown:
-        raise BraidError(f"{len(unknown)} unknown document id(s), e.g. {unknown[:5]}; nothing deleted")
+        raise UnknownDocuments(f"{len(unknown)} unknown document id(s), e.g. {unknown[:5]}; nothing deleted")
     gone = set(doc_ids)
     keep = [row for row, doc_id in enumerate(store.doc_ids) if doc_id not in gone]
     if not keep:

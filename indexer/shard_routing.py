@@ -12,7 +12,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
-from braid.common.errors import BraidError
+from braid.common.errors import BraidError, DocumentsExist, UnknownDocuments
 
 
 def home_shard(doc_id: str, count: int) -> int:
@@ -27,7 +27,7 @@ def route_additions(shard_ids: Sequence[set[str]], documents: Sequence[tuple[str
     """Documents to add, per shard (``shard_ids``: the ids each shard holds now)."""
     present = sorted(doc_id for doc_id, _ in documents if any(doc_id in ids for ids in shard_ids))
     if present:
-        raise BraidError(f"{len(present)} document id(s) already in the index, e.g. {present[:5]}; nothing added")
+        raise DocumentsExist(f"{len(present)} document id(s) already in the index, e.g. {present[:5]}; nothing added")
     routed: list[list[tuple[str, str]]] = [[] for _ in shard_ids]
     for doc_id, text in documents:
         routed[home_shard(doc_id, len(shard_ids))].append((doc_id, text))
@@ -45,5 +45,5 @@ def route_deletions(shard_ids: Sequence[set[str]], doc_ids: Sequence[str]) -> li
         else:
             unknown.append(doc_id)
     if unknown:
-        raise BraidError(f"{len(unknown)} unknown document id(s), e.g. {sorted(unknown)[:5]}; nothing deleted")
+        raise UnknownDocuments(f"{len(unknown)} unknown document id(s), e.g. {sorted(unknown)[:5]}; nothing deleted")
     return routed

@@ -40,7 +40,7 @@ from braid.pipelines.spec import (
     parse_retriever,
 )
 from braid.ranker.protocol import Reranker
-from braid.retriever.fusion import ListShape, fuse, fuse_with_first_stage, fused, ranked
+from braid.retriever.fusion import ListShape, check_weight_total, fuse, fuse_with_first_stage, fused, ranked
 from braid.retriever.hit import Hit
 from braid.retriever.kinds import RETRIEVER_KINDS
 from braid.retriever.protocol import Retriever, Scorer
@@ -197,9 +197,16 @@ class Pipeline:
 
     def check_options(self, options: SearchOptions) -> None:
         """Reject overrides this pipeline cannot apply, naming what it allows."""
-        # What this pipeline cannot do (weights without fusion, reranking without a reranker) is Unsupported, not a bad
-        # argument: the same request is fine on a pipeline that has the stage (the service answers FAILED_PRECONDITION).
+        # A bad value is a bad argument whatever the pipeline; what this pipeline cannot do (weights without fusion,
+        # reranking without a reranker) is Unsupported: the same request is fine on a pipeline that has the stage
+        # (the service answers FAILED_PRECONDITION).
+        depth = options.rerank_depth
+        if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 0):
+            raise BraidError(f"rerank_depth must be an integer >= 0 (0: no reranking), got {depth!r}")
         if options.weights:
+            for name, weight in options.weights.items():
+                if not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
+                    raise BraidError(f"weights[{name!r}] must be a finite number >= 0, got {weight!r}")
             if self.fusion is None:
                 raise Unsupported(f"pipeline {self.name!r} has a single retriever: it takes no fusion weights")
             unknown = sorted(set(options.weights) - set(self.retriever_names))
@@ -208,20 +215,16 @@ class Pipeline:
                     f"unknown retriever(s) {', '.join(map(repr, unknown))} in weights for pipeline {self.name!r} "
                     f"(allowed: {', '.join(self.retriever_names)})"
                 )
-            for name, weight in options.weights.items():
-                if not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
-                    raise BraidError(f"weight of {name!r} must be a finite number >= 0, got {weight!r}")
-        if options.rerank_depth:  # 0 asks for no reranking, which every pipeline does without a reranker
-            if self.reranker is None:
-                raise Unsupported(f"pipeline {self.name!r} has no reranker: rerank_depth does not apply")
-            depth = options.rerank_depth
-            if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= self.doc_count:
-                raise BraidError(f"rerank_depth must be between 0 and {self.doc_count}, got {depth!r}")
+            check_weight_total(self._fusion(options), self.retriever_names, f"this request's weights for {self.name!r}")
+        # 0 asks for no reranking, which every pipeline does without a reranker; a depth beyond the collection
+        # reranks all of it, as a k beyond it returns all of it.
+        if depth and self.reranker is None:
+            raise Unsupported(f"pipeline {self.name!r} has no reranker: rerank_depth does not apply")
 
     def _rerank_depth(self, options: SearchOptions) -> int:
         if self.reranker is None:
             return 0
-        return self.spec.rerank.depth if options.rerank_depth is None else options.rerank_depth
+        return self.spec.rerank.depth if options.rerank_depth is None else min(options.rerank_depth, self.doc_count)
 
     def _fusion(self, options: SearchOptions):
         if not options.weights:

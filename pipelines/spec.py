@@ -53,7 +53,7 @@ import tomli_w
 from braid.common.atomic_file import atomic_write_text
 from braid.common.errors import BraidError
 from braid.ranker.rerank_spec import RerankSpec
-from braid.retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec
+from braid.retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec, check_weight_total
 from braid.retriever.kinds import RETRIEVER_KINDS, RetrieverKind
 
 PIPELINE_KEYS = {"name", "description", "retrievers", "fusion", "per_dataset", "cascade", "rerank", "tuned"}
@@ -136,6 +136,7 @@ class PipelineSpec:
                     f"pipeline {self.name!r}: {where} weights must name each retriever once "
                     f"(retrievers: {', '.join(names)}; unknown: {unknown or 'none'}; missing: {missing or 'none'})"
                 )
+            check_weight_total(fusion, names, f"pipeline {self.name!r}: {where}")
 
     @property
     def depth(self) -> int:

@@ -71,6 +71,12 @@ class FusionSpec:
         return np.array([float(weights.get(name, 1.0)) for name in names], dtype=np.float64)
 
 
+def check_weight_total(spec: FusionSpec, names: Sequence[str], where: str) -> None:
+    """Refuse weights under which every document scores 0: the fused list would be the collection in id order."""
+    if not spec.weight_vector(names).sum() > 0:
+        raise BraidError(f"{where}: fusion weights sum to 0; give at least one of {', '.join(names)} a weight > 0")
+
+
 @dataclass(frozen=True)
 class ListShape:
     """One ranked list as the retriever was asked for it: ``depth`` hits, and ``unmatched``, the score it gives every

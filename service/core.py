@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class SearchQuery:
-    """One search, as both protocols carry it. ``k`` 0 means 10; ``pipeline`` "" means the default one."""
+    """One search, as both protocols carry it. ``k`` 0 means the default (10); ``pipeline`` "" the default one."""
 
     query: str
     k: int = 0
@@ -274,8 +274,7 @@ class SearchCore(CoreBase):
 
     def check_search(self, query: SearchQuery) -> tuple[PipelineSlot, int]:
         self.limits.check_query(query.query)
-        k = query.k or 10
-        self.limits.check_k(k)
+        k = self.limits.resolve_k(query.k)
         slot = self.registry.slot(query.pipeline)
         with slot.lease() as pipeline:
             pipeline.check_options(SearchOptions(query.weights or None, query.rerank_depth))
@@ -331,11 +330,12 @@ class SearchCore(CoreBase):
         if any(not doc_id or not doc_id.strip() for doc_id in ids):
             raise BraidError("every document needs a non-empty id")
         for doc in documents:
-            if len(doc.contents) > self.limits.max_document_chars:
-                raise BraidError(
-                    f"document {doc.id!r} has {len(doc.contents)} characters; at most "
-                    f"{self.limits.max_document_chars} are allowed"
-                )
+            for field_name, value in (("title", doc.title), ("text", doc.text)):
+                if len(value) > self.limits.max_document_chars:
+                    raise BraidError(
+                        f"document {doc.id!r}: its {field_name} has {len(value)} characters; at most "
+                        f"{self.limits.max_document_chars} are allowed"
+                    )
 
     def add_documents(
         self, pipeline: str, documents: Sequence[NewDocument], deadline: float | None = None, reload: bool = True
@@ -347,6 +347,9 @@ class SearchCore(CoreBase):
         write here runs to its end whatever the ``deadline`` (it is all or nothing); the caller is answered by then."""
         documents = _last_of_each_id(documents)
         self._check_documents(documents, self.limits.max_update_documents)
+        blank = [doc.id for doc in documents if not doc.contents.strip()]
+        if blank:  # nothing to index: every index kind would skip it
+            raise BraidError(f"{len(blank)} document(s) have neither title nor text, e.g. {blank[:5]}; nothing added")
         slot = self.registry.slot(pipeline)
         with slot.lease() as opened:
             count = opened.add_documents([(doc.id, doc.contents) for doc in documents])

@@ -1,12 +1,17 @@
 """The HTTP front end: a FastAPI app over the same core, with the same operations, errors and limits as gRPC.
 
 Every error answers braid's one error object, ``{"error": {"status": "INVALID_ARGUMENT", "message": ...}}``, with the
-HTTP status of :func:`braid.service.errors.status_of`; a request that does not match the schema (a field, a header, a
-body that is not JSON at all) answers 422, an unknown route 404 and a wrong method 405 in the same object. The OpenAPI
-schema at ``/openapi.json`` declares every header's type, every error status and every content type served
-(``/metrics`` is Prometheus text); interactive docs at ``/docs``.
+HTTP status of :func:`braid.service.errors.status_of`; a request that does not match the schema (a field of the wrong
+type or out of range, an unknown field, a header, a body that is not JSON at all) answers 400 INVALID_ARGUMENT, as
+the same value over gRPC does; an unknown route 404 and a wrong method 405, in the same object. Types are strict: a
+string is not an integer, 1 is not a boolean (FastAPI's lax mode would take ``"5"`` for 5). Errors below the
+application (request line or headers too long, a request cut off by shutdown) are answered in the same object by
+:mod:`braid.service.http_transport`. The OpenAPI schema at ``/openapi.json`` declares every header's type, every
+error status and every content type served (``/metrics`` is Prometheus text); interactive docs at ``/docs``.
+docs/api.md has the contract both protocols keep, field by field.
 """
 
+import asyncio
 import logging
 import math
 import time
@@ -14,16 +19,18 @@ from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from braid.common.errors import BraidError
 from braid.pipelines.pipeline import ExplainedHit
 from braid.service.core import CoreBase, NewDocument, SearchAnswer, SearchQuery, api_key_from
-from braid.service.errors import TooLarge, status_of
+from braid.service.errors import RETRY_AFTER_S, status_of
+from braid.service.http_transport import AnswerWhenCutOff, BodyLimit
 from braid.service.limits import ServiceLimits
 from braid.service.metrics import CONTENT_TYPE
 
@@ -37,25 +44,80 @@ NOT_BLANK = "[^\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u202
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON's types are the contract (docs/api.md); no string is read as a number, no number as a boolean.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def request_models(limits: ServiceLimits, pipelines: list[str], retrievers: list[str]) -> SimpleNamespace:
-    """Request bodies whose schema states the server's limits and pipeline names, so that the OpenAPI document
-    says what is accepted (a value beyond them answers 422 from the schema, never a surprise 400)."""
-    pipeline_name = Literal[tuple(["", *pipelines])]  # "" is the default pipeline
-    query_text = Annotated[str, Field(min_length=1, max_length=limits.max_query_chars, description="query text")]
+def _integral(value: Any) -> Any:
+    # JSON Schema's integer is a number without a fractional part, so 5.0 is the integer 5 (5.5, "5" and true are not).
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+
+
+def search_rules(pipelines: list[dict[str, Any]], default: str) -> list[dict[str, Any]]:
+    """One JSON Schema branch per served pipeline, of which a search body must match one: the fusion weights and
+    rerank depths that pipeline takes. So the OpenAPI document says which requests a pipeline refuses (weights
+    without fusion, weights summing to 0, reranking without a reranker); the core refuses them over both protocols.
+    """
+    branches = []
+    for info in pipelines:
+        name, retrievers = info["name"], info["retrievers"]
+        nothing = [{"type": "null"}]
+        if info["fusion"]:
+            configured = info["weights"] or {}
+            # The weights a request leaves out keep the pipeline's: they sum to 0 only if every retriever weighted
+            # now is given 0, and every other one given is 0 too.
+            weighted = [r for r in retrievers if configured.get(r, 1.0) > 0]
+            all_zero = {"required": weighted, "properties": {r: {"const": 0} for r in retrievers}}
+            weights = {"anyOf": [*nothing, {"type": "object", "propertyNames": {"enum": retrievers}, "not": all_zero}]}
+        else:
+            weights = {"anyOf": [*nothing, {"type": "object", "maxProperties": 0}]}
+        depth = {"anyOf": [*nothing, {"type": "integer", "minimum": 0} if info["rerank"] else {"const": 0}]}
+        branch: dict[str, Any] = {
+            "properties": {
+                "pipeline": {"enum": ["", name] if name == default else [name]},
+                "weights": weights,
+                "rerank_depth": depth,
+            }
+        }
+        if name != default:
+            branch["required"] = ["pipeline"]
+        branches.append(branch)
+    return branches
+
+
+def request_models(limits: ServiceLimits, pipelines: list[dict[str, Any]], default: str) -> SimpleNamespace:
+    """Request bodies whose schema states the server's limits and what each served pipeline takes (``pipelines``:
+    the core's :meth:`list_pipelines`), so that the OpenAPI document says what is accepted. A value beyond them
+    answers 400 INVALID_ARGUMENT, as over gRPC (an unknown pipeline 404 NOT_FOUND, an unsupported stage 400
+    FAILED_PRECONDITION)."""
+    names = [info["name"] for info in pipelines]
+    reranking = [info["name"] for info in pipelines if info["rerank"]]
+    retrievers = sorted({name for info in pipelines for name in info["retrievers"]})
+    # The served names are listed in the schema, but a name outside them is the core's NOT_FOUND, as over gRPC.
+    pipeline_name = Annotated[str, Field(json_schema_extra={"enum": ["", *names]})]  # "": the default pipeline
+    query_text = Annotated[
+        str, Field(min_length=1, max_length=limits.max_query_chars, pattern=NOT_BLANK, description="query text")
+    ]
     doc_id = Annotated[str, Field(min_length=1, max_length=512, pattern=NOT_BLANK)]
     retriever_name = Literal[tuple(retrievers)] if retrievers else str  # any served pipeline's retrievers
 
     class SearchBody(_Strict):
+        model_config = ConfigDict(json_schema_extra={"anyOf": search_rules(pipelines, default)})
+
         query: query_text
-        k: int = Field(10, ge=1, le=limits.max_k, description="number of hits")
+        k: Integer = Field(
+            limits.default_k, ge=0, le=limits.max_k, description=f"number of hits; 0: {limits.default_k}, as over gRPC"
+        )
         pipeline: pipeline_name = Field("", description="pipeline name; empty: the server's default")
         weights: dict[retriever_name, Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = Field(
             None, description="fusion weights for this request, by retriever name (of the pipeline asked)"
         )
-        rerank_depth: int | None = Field(None, ge=0, description="rerank depth for this request; 0 skips reranking")
+        rerank_depth: Integer | None = Field(
+            None, ge=0, description="rerank depth for this request; 0 skips reranking; beyond the collection: all of it"
+        )
         explain: bool = Field(False, description="include each hit's provenance")
 
     class BatchBody(_Strict):
@@ -69,10 +131,22 @@ def request_models(limits: ServiceLimits, pipelines: list[str], retrievers: list
     class RerankBody(_Strict):
         query: query_text
         documents: list[DocumentBody] = Field(min_length=1, max_length=limits.max_rerank_documents)
-        pipeline: pipeline_name = Field("", description="a pipeline with a reranker; empty: the first such")
+        pipeline: Annotated[str, Field(json_schema_extra={"enum": ["", *reranking]})] = Field(
+            "", description="a pipeline with a reranker; empty: the first such"
+        )
+
+    class NewDocumentBody(DocumentBody):
+        # A written document needs some text in its title or its text: there is nothing to index otherwise.
+        model_config = ConfigDict(
+            json_schema_extra={
+                "anyOf": [
+                    {"required": [field], "properties": {field: {"pattern": NOT_BLANK}}} for field in ("text", "title")
+                ]
+            }
+        )
 
     class AddBody(_Strict):
-        documents: list[DocumentBody] = Field(min_length=1, max_length=limits.max_update_documents)
+        documents: list[NewDocumentBody] = Field(min_length=1, max_length=limits.max_update_documents)
 
     class DeleteBody(_Strict):
         ids: list[doc_id] = Field(min_length=1, max_length=limits.max_update_documents)
@@ -80,9 +154,12 @@ def request_models(limits: ServiceLimits, pipelines: list[str], retrievers: list
     class ReloadBody(_Strict):
         pipeline: pipeline_name = Field("", description="pipeline to reload; empty: all")
 
-    served = Literal[tuple(pipelines)]
+    updatable = [info["name"] for info in pipelines if info["updatable"]]
+    writable = Annotated[str, PathParam(json_schema_extra={"enum": updatable}, description="an updatable pipeline")]
     return SimpleNamespace(
-        Pipeline=served,
+        Pipeline=writable,
+        reranks=bool(reranking),
+        updates=bool(updatable),
         **{cls.__name__: cls for cls in (SearchBody, BatchBody, RerankBody, AddBody, DeleteBody, ReloadBody)},
     )
 
@@ -188,72 +265,57 @@ def _documents(items: list[Any]) -> list[NewDocument]:
     return [NewDocument(doc.id, doc.text, doc.title) for doc in items]
 
 
-def _deadline(timeout_ms: float | None) -> float | None:
-    # The header's type and range are checked by the schema (a number > 0, finite): a bad one answers 422.
-    return None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+#: The deadline header, and its bounds: a shorter deadline (5e-324 ms) could only ever answer 504.
+TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+MIN_TIMEOUT_MS = 1.0
+MAX_TIMEOUT_MS = 3_600_000.0  # an hour; the server's own default is --timeout (30 s)
+# The headers are read by the runner, not declared as parameters: the OpenAPI document states the API key as security
+# schemes, and this header in each operation's description. Declared header parameters make schemathesis expect an
+# unknown header (any proxy adds some) to be refused.
+DEADLINE_NOTE = (
+    f"Optional header `{TIMEOUT_HEADER}`: this request's deadline in milliseconds, a finite number from "
+    f"{MIN_TIMEOUT_MS:g} to {MAX_TIMEOUT_MS:g} (else 400); once it passes the answer is 504 DEADLINE_EXCEEDED. "
+    "Without it: the server's --timeout."
+)
 
 
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``limit`` bytes (413) before they are read into memory."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
-            too_big = not declared.isdigit() or int(declared) > self.limit
-            if too_big:
-                status = 413 if declared.isdigit() else 400
-                problem = f"request body over {self.limit} bytes" if status == 413 else "invalid Content-Length"
-                response = JSONResponse(
-                    {"error": {"status": "INVALID_ARGUMENT", "message": problem}}, status_code=status
-                )
-                return await response(scope, receive, send)
-        seen = 0
-
-        async def limited() -> dict:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise TooLarge(f"request body over {self.limit} bytes")
-            return message
-
-        return await self.app(scope, limited, send)
+def _deadline(header: str | None) -> float | None:
+    """The ``time.monotonic()`` instant of a request's deadline header, or None without one."""
+    if header is None:
+        return None
+    try:
+        timeout_ms = float(header)
+    except ValueError:
+        timeout_ms = math.nan
+    if not MIN_TIMEOUT_MS <= timeout_ms <= MAX_TIMEOUT_MS:  # NaN fails both comparisons
+        raise BraidError(
+            f"header {TIMEOUT_HEADER} must be a number of milliseconds from {MIN_TIMEOUT_MS:g} to "
+            f"{MAX_TIMEOUT_MS:g}, got {header!r}"
+        )
+    return time.monotonic() + timeout_ms / 1000
 
 
-Key = Annotated[str | None, Header(description="Bearer <API key>")]
-ApiKey = Annotated[str | None, Header(alias="X-API-Key", description="the API key (alternative to Authorization)")]
-Timeout = Annotated[
-    float,  # not `float | None`: the schema then says "number", and a client never sends the string "null"
-    Header(
-        alias="X-Request-Timeout-Ms", gt=0, allow_inf_nan=False, description="deadline of this request, milliseconds"
-    ),
-]
-# 422: the request does not match this schema (FastAPI's own 422 body is replaced by braid's error object).
-ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 429, 503, 504)}
+# Every error status a route answers (docs/api.md says which input gets which); FastAPI's own 422 is not one of them.
+ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 413, 429, 503, 504)}
+WRITE_ERRORS = {**ERRORS, 409: {"model": ErrorBody}}  # ALREADY_EXISTS: an added id the index holds
 # The gRPC status name an HTTP-level refusal (no route, wrong method, unreadable body) reports, as grpc-gateway maps.
 HTTP_STATUS_NAMES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 405: "UNIMPLEMENTED",
                      429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}  # fmt: skip
 
 
-Runner = Callable[[str, bool, str | None, float | None, Callable], Awaitable[Any]]
+Runner = Callable[[str, bool, Request, Callable], Awaitable[Any]]
 
 
-def create_app(core: CoreBase) -> FastAPI:
-    """The HTTP API over ``core``."""
+def create_app(core: CoreBase, pipelines: list[dict[str, Any]]) -> FastAPI:
+    """The HTTP API over ``core``, whose served ``pipelines`` (``core.list_pipelines()``) its schema describes."""
     app = FastAPI(
         title="braid",
         version="1",
         description="Hybrid retrieval and ranking: the HTTP face of the braid.v1 gRPC API.",
     )
     app.add_middleware(BodyLimit, limit=core.limits.max_request_bytes)
-    bodies = request_models(core.limits, core.pipeline_names, core.retriever_names())
+    app.add_middleware(AnswerWhenCutOff)  # outermost: whatever is cut off, the answer is still braid's object
+    bodies = request_models(core.limits, pipelines, core.default_pipeline)
     state = {"draining": False}
     app.state.braid = state
     _error_handlers(app)
@@ -261,7 +323,42 @@ def create_app(core: CoreBase) -> FastAPI:
     _read_routes(app, core, bodies, run)
     _write_routes(app, core, bodies, run)
     _health_routes(app, core, state)
+    _openapi_document(app, core.auth.reads)
     return app
+
+
+#: The routes that write (Add, Delete, Reload): they need the API key; reads need it only under --auth-reads.
+WRITES = {"/v1/pipelines/{pipeline}/documents", "/v1/pipelines/{pipeline}/documents/delete", "/v1/reload"}
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "authorization: Bearer <API key>"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "the API key"},
+}
+
+
+def _openapi_document(app: FastAPI, auth_reads: bool) -> None:
+    """The OpenAPI document as braid answers: without the 422 responses FastAPI adds to every route (a request that
+    does not match the schema answers 400 INVALID_ARGUMENT, in braid's error object, declared in ``ERRORS``); the API
+    key as security schemes, required by the operations that need it; the deadline header in each description."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for path, operations in schema.get("paths", {}).items():
+                for method, operation in operations.items():
+                    operation.get("responses", {}).pop("422", None)
+                    if path in WRITES or (auth_reads and path.startswith("/v1/")):
+                        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+                    if method == "post":
+                        operation["description"] = DEADLINE_NOTE
+            components = schema.setdefault("components", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                components.get("schemas", {}).pop(name, None)
+            components["securitySchemes"] = SECURITY_SCHEMES
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _error_handlers(app: FastAPI) -> None:
@@ -270,7 +367,9 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BraidError)
     async def braid_error(request: Request, error: BraidError) -> JSONResponse:
         code, status = status_of(error)
-        return JSONResponse({"error": {"status": code.name, "message": str(error)}}, status_code=status)
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+        body = {"error": {"status": code.name, "message": str(error)}}
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -279,12 +378,15 @@ def _error_handlers(app: FastAPI) -> None:
             where = ".".join(str(part) for part in item.get("loc", ()))
             problems.append(f"{where}: {item.get('msg', 'invalid')}")
         message = "request does not match the schema: " + "; ".join(problems)
-        return JSONResponse({"error": {"status": "INVALID_ARGUMENT", "message": message}}, status_code=422)
+        return JSONResponse({"error": {"status": "INVALID_ARGUMENT", "message": message}}, status_code=400)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         status = HTTP_STATUS_NAMES.get(error.status_code, "INVALID_ARGUMENT" if error.status_code < 500 else "INTERNAL")
-        body = {"error": {"status": status, "message": str(error.detail)}}
+        message = str(error.detail)
+        if message == "There was an error parsing the body":  # FastAPI's words for a body that is not UTF-8 JSON
+            message = "request body is not JSON (or not UTF-8)"
+        body = {"error": {"status": status, "message": message}}
         return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(Exception)
@@ -295,14 +397,19 @@ def _error_handlers(app: FastAPI) -> None:
 
 
 def _runner(core: CoreBase) -> Runner:
-    """``run(method, write, key, timeout, work)``: authorize, run ``work(deadline)`` on the core, count it."""
+    """``run(method, write, request, work)``: authorize the request's key, take its deadline, run
+    ``work(deadline)`` on the core, count it."""
 
-    async def run(method: str, write: bool, key: str | None, timeout: float | None, work: Callable) -> Any:
+    async def run(method: str, write: bool, request: Request, work: Callable) -> Any:
         tick = time.perf_counter()
         status = 200
+        headers = request.headers
         try:
-            core.authorize(key, write)
-            return await core.call(work, _deadline(timeout))
+            core.authorize(api_key_from(headers.get("authorization"), headers.get("x-api-key")), write)
+            return await core.call(work, _deadline(headers.get(TIMEOUT_HEADER)))
+        except asyncio.CancelledError:  # the server stopped it (AnswerWhenCutOff answers it 503)
+            status = 503
+            raise
         except Exception as error:
             status = status_of(error)[1]
             raise
@@ -317,48 +424,37 @@ def _read_routes(app: FastAPI, core: CoreBase, bodies: SimpleNamespace, run: Run
     SearchBody, BatchBody, RerankBody = bodies.SearchBody, bodies.BatchBody, bodies.RerankBody
 
     @app.post("/v1/search", response_model=SearchResult, responses=ERRORS)
-    async def search(
-        body: SearchBody, authorization: Key = None, x_api_key: ApiKey = None, timeout: Timeout = None
-    ) -> dict:
+    async def search(body: SearchBody, request: Request) -> dict:
         query = _query(body)
-        answer = await run(
-            "Search", False, api_key_from(authorization, x_api_key), timeout, lambda d: core.search(query, d)
-        )
+        answer = await run("Search", False, request, lambda d: core.search(query, d))
         return _answer(answer, body.explain)
 
     @app.post("/v1/batch-search", response_model=BatchResult, responses=ERRORS)
-    async def batch_search(
-        body: BatchBody, authorization: Key = None, x_api_key: ApiKey = None, timeout: Timeout = None
-    ) -> dict:
+    async def batch_search(body: BatchBody, request: Request) -> dict:
         queries = [_query(item) for item in body.requests]
         answers = await run(
             "BatchSearch",
             False,
-            api_key_from(authorization, x_api_key),
-            timeout,
+            request,
             lambda d: core.batch_search(queries, d),
         )
         return {"responses": [_answer(a, q.explain) for a, q in zip(answers, queries, strict=True)]}
 
-    @app.post("/v1/rerank", response_model=SearchResult, responses=ERRORS)
-    async def rerank(
-        body: RerankBody, authorization: Key = None, x_api_key: ApiKey = None, timeout: Timeout = None
-    ) -> dict:
+    # A server with no reranking pipeline answers Rerank FAILED_PRECONDITION, as over gRPC; its schema omits the route.
+    @app.post("/v1/rerank", response_model=SearchResult, responses=ERRORS, include_in_schema=bodies.reranks)
+    async def rerank(body: RerankBody, request: Request) -> dict:
         documents = _documents(body.documents)
         answer = await run(
             "Rerank",
             False,
-            api_key_from(authorization, x_api_key),
-            timeout,
+            request,
             lambda d: core.rerank(body.query, documents, body.pipeline, d),
         )
         return _answer(answer, False)
 
     @app.get("/v1/pipelines", response_model=PipelineList, responses=ERRORS)
-    async def pipelines(authorization: Key = None, x_api_key: ApiKey = None) -> dict:
-        infos = await run(
-            "ListPipelines", False, api_key_from(authorization, x_api_key), None, lambda _: core.list_pipelines()
-        )
+    async def pipelines(request: Request) -> dict:
+        infos = await run("ListPipelines", False, request, lambda _: core.list_pipelines())
         return {"pipelines": infos, "default_pipeline": core.default_pipeline}
 
 
@@ -366,40 +462,41 @@ def _write_routes(app: FastAPI, core: CoreBase, bodies: SimpleNamespace, run: Ru
     Pipeline = bodies.Pipeline
     AddBody, DeleteBody, ReloadBody = bodies.AddBody, bodies.DeleteBody, bodies.ReloadBody
 
-    @app.post("/v1/pipelines/{name}/documents", response_model=UpdateResult, responses=ERRORS)
-    async def add(
-        name: Pipeline, body: AddBody, authorization: Key = None, x_api_key: ApiKey = None, timeout: Timeout = None
-    ) -> dict:
+    # Likewise the writes, on a server none of whose pipelines takes updates.
+    @app.post(
+        "/v1/pipelines/{pipeline}/documents",
+        response_model=UpdateResult,
+        responses=WRITE_ERRORS,
+        include_in_schema=bodies.updates,
+    )
+    async def add(pipeline: Pipeline, body: AddBody, request: Request) -> dict:
         documents = _documents(body.documents)
         count, generation = await run(
             "AddDocuments",
             True,
-            api_key_from(authorization, x_api_key),
-            timeout,
-            lambda deadline: core.add_documents(name, documents, deadline),
+            request,
+            lambda deadline: core.add_documents(pipeline, documents, deadline),
         )
         return {"doc_count": count, "generation": generation}
 
-    @app.post("/v1/pipelines/{name}/documents/delete", response_model=UpdateResult, responses=ERRORS)
-    async def delete(
-        name: Pipeline, body: DeleteBody, authorization: Key = None, x_api_key: ApiKey = None, timeout: Timeout = None
-    ) -> dict:
+    @app.post(
+        "/v1/pipelines/{pipeline}/documents/delete",
+        response_model=UpdateResult,
+        responses=ERRORS,
+        include_in_schema=bodies.updates,
+    )
+    async def delete(pipeline: Pipeline, body: DeleteBody, request: Request) -> dict:
         count, generation = await run(
             "DeleteDocuments",
             True,
-            api_key_from(authorization, x_api_key),
-            timeout,
-            lambda deadline: core.delete_documents(name, body.ids, deadline),
+            request,
+            lambda deadline: core.delete_documents(pipeline, body.ids, deadline),
         )
         return {"doc_count": count, "generation": generation}
 
     @app.post("/v1/reload", response_model=PipelineList, responses=ERRORS)
-    async def reload(
-        body: ReloadBody, authorization: Key = None, x_api_key: ApiKey = None, timeout: Timeout = None
-    ) -> dict:
-        infos = await run(
-            "Reload", True, api_key_from(authorization, x_api_key), timeout, lambda _: core.reload(body.pipeline)
-        )
+    async def reload(body: ReloadBody, request: Request) -> dict:
+        infos = await run("Reload", True, request, lambda _: core.reload(body.pipeline))
         return {"pipelines": infos, "default_pipeline": core.default_pipeline}
 
 
@@ -412,7 +509,7 @@ def _health_routes(app: FastAPI, core: CoreBase, state: dict[str, bool]) -> None
     async def readyz() -> Response:
         if state["draining"]:
             body = {"error": {"status": "UNAVAILABLE", "message": "shutting down"}}
-            return JSONResponse(body, status_code=503)
+            return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
         return JSONResponse({"status": "ready"})
 
     @app.get(

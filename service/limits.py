@@ -16,6 +16,7 @@ class ServiceLimits:
     ``default_timeout_s`` applies to requests that carry no deadline of their own.
     """
 
+    default_k: int = 10
     max_k: int = 1000
     max_query_chars: int = 2048
     max_batch: int = 64
@@ -33,9 +34,12 @@ class ServiceLimits:
             if value <= 0:
                 raise BraidError(f"service limit {item.name} must be > 0, got {value}")
 
-    def check_k(self, k: int) -> None:
-        if not 1 <= k <= self.max_k:
-            raise BraidError(f"k must be between 1 and {self.max_k}, got {k}")
+    def resolve_k(self, k: int) -> int:
+        """The number of hits a request asks for: ``k``, or ``default_k`` for 0 (proto3's unset integer, and the same
+        over HTTP), between 1 and ``max_k``."""
+        if not 0 <= k <= self.max_k:
+            raise BraidError(f"k must be between 1 and {self.max_k} (0 or absent: {self.default_k}), got {k}")
+        return k or self.default_k
 
     def check_query(self, query: str) -> None:
         if not query or not query.strip():

@@ -51,6 +51,7 @@ from braid.service.ray_serving import (
     ServeCall,
     ShardGeneration,
     keep_polling,
+    keep_replica_grpc_on_loopback,
     running_replicas,
     stage_key,
 )
@@ -75,6 +76,7 @@ class BrokerReplica:
     ) -> None:
         from ray import serve
 
+        keep_replica_grpc_on_loopback()
         self._serve, self._shard_apps = serve, list(shard_apps)
         self.running = [1] * len(self._shard_apps)  # optimistic until the first poll
         self._seen = [False] * len(self._shard_apps)  # whether each shard has had a running replica yet

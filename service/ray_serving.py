@@ -48,12 +48,42 @@ def stage_key(spec: RetrieverSpec, path: Path) -> StageKey:
     return (spec.kind, str(Path(path).resolve()), tuple(sorted(spec.search_params().items())))
 
 
+LOOPBACK = ("127.0.0.1", "::1")
+
+
+def keep_replica_grpc_on_loopback() -> None:
+    """On a node bound to loopback, make this replica's inter-deployment gRPC server listen there, not everywhere.
+
+    Ray Serve starts a gRPC server in every replica, for calls between deployments, on ``[::]:0``: every interface,
+    in plaintext, whatever address the node was started on. braid's local cluster (``braid serve --ray local``) binds
+    everything else to 127.0.0.1, so that its two servers are the only listeners a network reaches. The replica looks
+    the port helper up in ``ray.serve._private.replica`` when it starts that server, after the deployment's
+    constructor has run: called from the constructor, this rebinds ``[::]`` to the node's address. A Ray without that
+    helper is left as it is (``test_ray_serving`` lists every listening socket of the cluster and would fail).
+    """
+    import ray
+    from ray.serve._private import replica
+
+    node = ray.util.get_node_ip_address()
+    original = getattr(replica, "add_port_to_grpc_server", None)
+    if node not in LOOPBACK or original is None or getattr(original, "braid_loopback", False):
+        return
+
+    def add_port(server: Any, address: str) -> int:
+        host, _, port = address.rpartition(":")
+        return original(server, f"{node}:{port}" if host == "[::]" else address)
+
+    add_port.braid_loopback = True  # type: ignore[attr-defined]
+    replica.add_port_to_grpc_server = add_port
+
+
 class ShardReplica:
     """One replica of one serving shard: the retrievers over its slice of every index, opened once at start."""
 
     def __init__(self, index: int, count: int, stages: Sequence[StageKey], threads: int | None = None) -> None:
         from braid.retriever.kinds import RETRIEVER_KINDS
 
+        keep_replica_grpc_on_loopback()
         self.index, self.count = index, count
         self._retrievers = {
             key: RETRIEVER_KINDS[key[0]].open(Path(key[1]), dict(key[2]), threads) for key in map(_as_key, stages)

@@ -27,6 +27,7 @@ from braid.proto.braid.v1 import braid_pb2, braid_pb2_grpc
 from braid.service.core import CoreBase
 from braid.service.grpc_api import BraidServicer
 from braid.service.http_api import create_app
+from braid.service.http_transport import MAX_HEAD_BYTES, JsonErrorH11Protocol
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = braid_pb2.DESCRIPTOR.services_by_name["Braid"].full_name
@@ -115,12 +116,15 @@ class BraidServer:
             sock.close()
             raise BraidError(f"cannot listen for HTTP on {config.host}:{config.http_port}: {error}") from None
         self.http_port = sock.getsockname()[1]
-        self._app = create_app(self.core)
+        # A Ray broker's core answers through Ray handles, which may not block this event loop: off it, then.
+        self._app = create_app(self.core, await asyncio.to_thread(self.core.list_pipelines))
         uvicorn_config = uvicorn.Config(
             self._app,
             log_level="warning",
             lifespan="off",
             access_log=False,
+            http=JsonErrorH11Protocol,  # requests h11 cannot parse answer braid's JSON error, not plain text
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
             timeout_graceful_shutdown=int(config.grace_s),
             ssl_certfile=str(config.tls_cert) if config.tls else None,
             ssl_keyfile=str(config.tls_key) if config.tls else None,

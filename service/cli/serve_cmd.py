@@ -13,6 +13,7 @@ from pathlib import Path
 from braid.common.atomic_file import atomic_write_text
 from braid.common.dataset_resolver import resolve_dataset
 from braid.common.errors import BraidError
+from braid.common.ray_cluster import ray_cli_hint
 from braid.pipelines.pipeline import load_pipeline
 from braid.service.cli.common import add_data_args, positive_int
 
@@ -136,12 +137,14 @@ def run(args: argparse.Namespace) -> int:
         # Asked before the event loop starts: Ray Serve's blocking handle calls are refused inside one.
         replicas = shards.replica_pids() if shards is not None else None
         brokers = shards.broker_pids() if shards is not None else None
+        ray_cli = ray_cli_hint(shards.ray) if shards is not None else None
 
         def ready(started: BraidServer) -> None:
             addresses = {**started.addresses, "pipelines": core.pipeline_names, "pid": os.getpid()}
             if replicas is not None:
                 addresses["shard_replicas"] = replicas
                 addresses["broker_replicas"] = brokers
+                addresses["ray"] = ray_cli
             line = json.dumps(addresses)
             if args.ready_file is not None:
                 atomic_write_text(args.ready_file, line + "\n")

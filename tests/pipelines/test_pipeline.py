@@ -40,6 +40,7 @@ TWO = 'name = "x"\n[[retrievers]]\nname = "a"\nkind = "bm25"\n[[retrievers]]\nna
         (TWO + "[fusion]\nweights = { a = 1.0, c = 2.0 }\n", r"unknown: \['c'\]; missing: \['b'\]"),
         (TWO + '[fusion]\nweights = { a = 1.0, b = "x" }\n', "weights.b must be float"),
         (TWO + "[fusion]\nweights = { a = 1.0, b = -1 }\n", "weight of 'b' must be a finite number >= 0"),
+        (TWO + "[fusion]\nweights = { a = 0, b = 0.0 }\n", "fusion weights sum to 0; give at least one of a, b"),
         (
             'name = "x"\n[[retrievers]]\nkind = "bm25"\n[[retrievers]]\nkind = "bm25"\n[fusion]\n',
             r"retriever names must be unique; repeated: \['bm25'\]",

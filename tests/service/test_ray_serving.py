@@ -7,15 +7,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
+import ray  # before braid starts its local cluster: loopback binding must not depend on import order
 
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
+from braid.common.ray_cluster import RAY_CLI_ENV, ray_cli_hint
 from braid.indexer.build_config import parse_build_config
 from braid.indexer.build_job import BuildJob
 from braid.indexer.multivector_index import live_doc_ids
@@ -77,12 +82,45 @@ def post(server: ServerThread, route: str, body: dict) -> tuple[int, dict]:
         return error.code, json.loads(error.read() or b"{}")
 
 
+def listening_sockets(root: int) -> dict[str, set[str]]:
+    """Every address a process in ``root``'s tree listens on, by process name."""
+    import psutil
+
+    tree = psutil.Process(root)
+    found: dict[str, set[str]] = {}
+    for process in [tree, *tree.children(recursive=True)]:
+        try:
+            sockets = process.net_connections(kind="inet")
+            name = process.name()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for sock in sockets:
+            if sock.status == psutil.CONN_LISTEN:
+                found.setdefault(name, set()).add(f"{sock.laddr.ip}:{sock.laddr.port}")
+    return found
+
+
 def test_ray_shards_bind_loopback_and_answer_as_one_process(ray_served):
     dataset, shards, sharded, single, _ = ray_served
     assert sharded.http.startswith("http://127.0.0.1:")
-    import ray
-
     assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
+    # Every socket of this process tree (the API, GCS, raylet, agents, every replica) listens on loopback only.
+    listening = listening_sockets(os.getpid())
+    assert any(name.startswith("ray::ServeRepli") for name in listening), listening
+    loopback = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+    beyond = {name: {a for a in found if a.rpartition(":")[0] not in loopback} for name, found in listening.items()}
+    assert not any(beyond.values()), beyond
+    # Ray's own CLI reaches the cluster, as the README says (the ready record of braid serve --ray carries the line).
+    gcs = ray.get_runtime_context().gcs_address
+    assert ray_cli_hint(ray).endswith(f"ray status --address {gcs}")
+    environment = {**os.environ, **RAY_CLI_ENV}
+    ray_cli = Path(sys.executable).with_name("ray")
+    status = subprocess.run([ray_cli, "status", "--address", gcs], env=environment, capture_output=True, text=True)
+    assert status.returncode == 0 and "Resources" in status.stdout, status.stderr[-2000:]
+    actors = subprocess.run(
+        [ray_cli, "list", "actors", "--address", gcs], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert actors.returncode == 0 and "ServeReplica:braid-g1-shard-0" in actors.stdout, actors.stderr[-2000:]
     pids = shards.replica_pids()
     assert sorted(pids) == [0, 1] and all(len(found) == 2 for found in pids.values())
     brokers = shards.broker_pids()
@@ -109,7 +147,7 @@ def test_errors_raised_in_the_broker_answer_as_one_process(ray_served):
             with pytest.raises(urllib.error.HTTPError) as raised:
                 urllib.request.urlopen(request, timeout=30)
             answers.append((raised.value.code, json.loads(raised.value.read())))
-        assert answers[0] == answers[1] and answers[0][0] == 409, answers  # not a 500 wrapping Ray's error
+        assert answers[0] == answers[1] and answers[0][0] == 400, answers  # FAILED_PRECONDITION, not a 500
 
 
 def test_killing_a_replica_under_load_fails_no_request_with_two_replicas(ray_served):
@@ -207,7 +245,7 @@ def test_reload_and_updates_switch_every_shard_to_a_new_generation_or_none(ray_s
     assert not {pid for found in new_pids.values() for pid in found} & {p for found in old_pids.values() for p in found}
     # A refused update (an unknown id) changes no shard and deploys nothing.
     status, refused = post(sharded, "/v1/pipelines/multivector/documents/delete", {"ids": ["ray-new-0", "ghost"]})
-    assert status == 400 and "'ghost'" in refused["error"]["message"] and shards.generation == 2, refused
+    assert status == 404 and "'ghost'" in refused["error"]["message"] and shards.generation == 2, refused
     waited = time.monotonic()
     while set(old_apps) & set(shards.serve.status().applications) and time.monotonic() - waited < 30:
         time.sleep(0.5)

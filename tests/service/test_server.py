@@ -63,14 +63,15 @@ def test_batch_search_answers_in_request_order(server):
     body = post(
         server, "/v1/batch-search", {"requests": [{"query": "bird", "k": 1}, {"query": "a", "weights": {"bm25": 1}}]}
     )
-    assert body.status_code == 409 and "request 1: pipeline 'bm25' has a single" in body.json()["error"]["message"]
+    assert body.status_code == 400 and "request 1: pipeline 'bm25' has a single" in body.json()["error"]["message"]
+    assert body.json()["error"]["status"] == "FAILED_PRECONDITION"
 
 
 @pytest.mark.parametrize(
     ("request_fields", "message"),
     [
         ({"query": ""}, "empty query"),
-        ({"query": "cat", "k": 51}, "k must be between 1 and 50"),
+        ({"query": "cat", "k": 51}, "k must be between 1 and 50 (0 or absent: 10)"),
         ({"query": "cat", "k": -1}, "k must be between"),
         ({"query": "cat", "pipeline": "fused", "weights": {"splade": 1.0}}, "allowed: bm25, multivector"),
         ({"query": "cat", "pipeline": "fused", "weights": {"bm25": -1.0}}, "finite number >= 0"),
@@ -81,12 +82,10 @@ def test_invalid_fields_are_invalid_argument_with_a_message(server, request_fiel
     with BraidClient(server.grpc) as client:
         error = rpc_error(lambda: client.stub.Search(pb.SearchRequest(**request_fields), timeout=10))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.details()
-    # Over HTTP, what the OpenAPI schema states (lengths, k's range, weights >= 0) is refused by it (422); the rest
-    # (names of retrievers, what a pipeline supports) by the core, with the same message as over gRPC.
+    # Over HTTP, what the OpenAPI schema states (lengths, k's range, weights >= 0) is refused by it, the rest (names
+    # of retrievers, what a pipeline supports) by the core with the same message as over gRPC: 400 either way.
     response = post(server, "/v1/search", request_fields)
-    assert response.status_code in (400, 422)
-    if response.status_code == 400:
-        assert message in response.json()["error"]["message"]
+    assert response.status_code == 400 and response.json()["error"]["status"] == "INVALID_ARGUMENT"
 
 
 def test_what_a_pipeline_cannot_do_is_failed_precondition(server):
@@ -100,29 +99,29 @@ def test_what_a_pipeline_cannot_do_is_failed_precondition(server):
             error = rpc_error(lambda fields=fields: client.stub.Search(pb.SearchRequest(**fields), timeout=10))
             assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and message in error.details()
             response = post(server, "/v1/search", fields)
-            assert response.status_code == 409 and message in response.json()["error"]["message"]
+            assert response.status_code == 400 and message in response.json()["error"]["message"]
+            assert response.json()["error"]["status"] == "FAILED_PRECONDITION"
         # Depth 0 asks for no reranking: every pipeline can do that.
         assert [h.doc_id for h in client.stub.Search(pb.SearchRequest(query="cat", rerank_depth=0)).hits]
     # Over HTTP, weights may only name retrievers of the served pipelines (the schema lists them).
-    assert post(server, "/v1/search", {"query": "cat", "weights": {"nope": 1}}).status_code == 422
+    assert post(server, "/v1/search", {"query": "cat", "weights": {"nope": 1}}).status_code == 400
 
 
 def test_unknown_pipelines_and_bad_bodies_are_4xx(server):
     with BraidClient(server.grpc) as client:
         error = rpc_error(lambda: client.search("cat", pipeline="nope"))
     assert error.code() == grpc.StatusCode.NOT_FOUND and "served here: bm25, fused" in error.details()
-    # The HTTP schema enumerates the served pipelines, so an unknown name is a schema error naming them.
+    # The HTTP schema lists the served pipelines; an unknown name is NOT_FOUND naming them, as over gRPC.
     unknown = post(server, "/v1/search", {"query": "cat", "pipeline": "nope"})
-    assert unknown.status_code == 422 and "'bm25' or 'fused'" in unknown.text
-    assert post(server, "/v1/pipelines/nope/documents", {"documents": [{"id": "a", "text": "b"}]}).status_code == 422
-    assert post(server, "/v1/search", {"query": "cat", "colour": "red"}).status_code == 422
+    assert unknown.status_code == 404 and "served here: bm25, fused" in unknown.json()["error"]["message"]
+    documents = {"documents": [{"id": "a", "text": "b"}]}
+    assert post(server, "/v1/pipelines/nope/documents", documents, Authorization=f"Bearer {API_KEY}").status_code == 404
+    assert post(server, "/v1/search", {"query": "cat", "colour": "red"}).status_code == 400
     raw = httpx.post(f"{server.http}/v1/search", content=b"{not json", headers={"content-type": "application/json"})
-    assert raw.status_code == 422
-    big = httpx.post(f"{server.http}/v1/search", content=b"x" * (9 << 20), headers={"content-type": "application/json"})
-    assert big.status_code == 413
+    assert raw.status_code == 400 and raw.json()["error"]["status"] == "INVALID_ARGUMENT"
     slow = post(server, "/v1/search", {"query": "cat"}, **{"X-Request-Timeout-Ms": "soon"})
-    # The header is typed in the schema (a number > 0): anything else is a 422 in braid's error object.
-    assert slow.status_code == 422 and "X-Request-Timeout-Ms" in slow.json()["error"]["message"]
+    # The header is typed in the schema (a number >= 1): anything else is a 400 in braid's error object.
+    assert slow.status_code == 400 and "X-Request-Timeout-Ms" in slow.json()["error"]["message"]
 
 
 def test_writes_need_the_api_key_compared_exactly(server):
