@@ -83,9 +83,12 @@ def _run(command: list[str], cwd: Path, third_party: Path) -> dict[str, str]:
 
 def test_this_process_imports_third_party_packages(third_party, expected, monkeypatch):
     # pytest put the root on sys.path (rootdir insertion, python -m pytest): the case this guards.
-    assert REPO in {Path(entry or ".").resolve() for entry in sys.path}
-    # The fakes go last, behind the root (monkeypatch restores sys.path afterwards).
-    monkeypatch.setattr(sys, "path", [*sys.path, str(third_party)])
+    roots = [i for i, entry in enumerate(sys.path) if Path(entry or ".").resolve() == REPO]
+    assert roots
+    # The fakes go behind the root and before site-packages, where PYTHONPATH puts them in the subprocesses
+    # (monkeypatch restores sys.path afterwards).
+    behind = roots[0] + 1
+    monkeypatch.setattr(sys, "path", [*sys.path[:behind], str(third_party), *sys.path[behind:]])
     importlib.invalidate_caches()
     for name in LAYERS:
         spec = importlib.util.find_spec(name)

@@ -238,7 +238,7 @@ def test_add_and_delete_documents_swap_in_the_updated_index(service_data, tmp_pa
             assert added.doc_count == 5 and added.generation == 2
             assert client.search("zebra savanna", k=1).hits[0].doc_id == "d9"
             error = rpc_error(lambda: client.add_documents("multivector", [("d9", "again")]))
-            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "already in the index" in error.details()
+            assert error.code() == grpc.StatusCode.ALREADY_EXISTS and "already in the index" in error.details()
             deleted = client.delete_documents("multivector", ["d9"])
             assert deleted.doc_count == 4 and deleted.generation == 3
             assert "d9" not in [h.doc_id for h in client.search("zebra savanna", k=4).hits]
