@@ -6,8 +6,9 @@ type or out of range, an unknown field, a header, a body that is not JSON at all
 the same value over gRPC does; an unknown route 404 and a wrong method 405, in the same object. Types are strict: a
 string is not an integer, 1 is not a boolean (FastAPI's lax mode would take ``"5"`` for 5). Errors below the
 application (request line or headers too long, a request cut off by shutdown) are answered in the same object by
-:mod:`braid.service.http_transport`. The OpenAPI schema at ``/openapi.json`` declares every header's type, every
-error status and every content type served (``/metrics`` is Prometheus text); interactive docs at ``/docs``.
+:mod:`braid.service.http_transport`. The OpenAPI schema at ``/openapi.json`` declares what each served pipeline
+takes, the API key (security schemes), the deadline header (in each operation's description), every error status and
+every content type served (``/metrics`` is Prometheus text); interactive docs at ``/docs``.
 docs/api.md has the contract both protocols keep, field by field.
 """
 
@@ -29,8 +30,8 @@ from starlette.exceptions import HTTPException
 from braid.common.errors import BraidError
 from braid.pipelines.pipeline import ExplainedHit
 from braid.service.core import CoreBase, NewDocument, SearchAnswer, SearchQuery, api_key_from
-from braid.service.errors import RETRY_AFTER_S, status_of
-from braid.service.http_transport import AnswerWhenCutOff, BodyLimit
+from braid.service.errors import status_of
+from braid.service.http_transport import AnswerWhenCutOff, BodyLimit, error_object, retry_headers
 from braid.service.limits import ServiceLimits
 from braid.service.metrics import CONTENT_TYPE
 
@@ -61,10 +62,10 @@ def search_rules(pipelines: list[dict[str, Any]], default: str) -> list[dict[str
     rerank depths that pipeline takes. So the OpenAPI document says which requests a pipeline refuses (weights
     without fusion, weights summing to 0, reranking without a reranker); the core refuses them over both protocols.
     """
+    nothing = [{"type": "null"}]
     branches = []
     for info in pipelines:
         name, retrievers = info["name"], info["retrievers"]
-        nothing = [{"type": "null"}]
         if info["fusion"]:
             configured = info["weights"] or {}
             # The weights a request leaves out keep the pipeline's: they sum to 0 only if every retriever weighted
@@ -361,15 +362,19 @@ def _openapi_document(app: FastAPI, auth_reads: bool) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def error_response(http_status: int, status: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """braid's error object as an HTTP answer (Retry-After on 503)."""
+    headers = {**retry_headers(http_status), **(headers or {})}
+    return JSONResponse(error_object(status, message), status_code=http_status, headers=headers)
+
+
 def _error_handlers(app: FastAPI) -> None:
     """Every error in braid's one error object: the request's fault as its status, anything else as 500."""
 
     @app.exception_handler(BraidError)
     async def braid_error(request: Request, error: BraidError) -> JSONResponse:
         code, status = status_of(error)
-        headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-        body = {"error": {"status": code.name, "message": str(error)}}
-        return JSONResponse(body, status_code=status, headers=headers)
+        return error_response(status, code.name, str(error))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -378,7 +383,7 @@ def _error_handlers(app: FastAPI) -> None:
             where = ".".join(str(part) for part in item.get("loc", ()))
             problems.append(f"{where}: {item.get('msg', 'invalid')}")
         message = "request does not match the schema: " + "; ".join(problems)
-        return JSONResponse({"error": {"status": "INVALID_ARGUMENT", "message": message}}, status_code=400)
+        return error_response(400, "INVALID_ARGUMENT", message)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
@@ -386,14 +391,12 @@ def _error_handlers(app: FastAPI) -> None:
         message = str(error.detail)
         if message == "There was an error parsing the body":  # FastAPI's words for a body that is not UTF-8 JSON
             message = "request body is not JSON (or not UTF-8)"
-        body = {"error": {"status": status, "message": message}}
-        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+        return error_response(error.status_code, status, message, error.headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
         log.exception("HTTP %s %s failed", request.method, request.url.path)
-        body = {"error": {"status": "INTERNAL", "message": "internal error; the server log has the details"}}
-        return JSONResponse(body, status_code=500)
+        return error_response(500, "INTERNAL", "internal error; the server log has the details")
 
 
 def _runner(core: CoreBase) -> Runner:
@@ -508,8 +511,7 @@ def _health_routes(app: FastAPI, core: CoreBase, state: dict[str, bool]) -> None
     @app.get("/readyz", responses={503: {"model": ErrorBody}})
     async def readyz() -> Response:
         if state["draining"]:
-            body = {"error": {"status": "UNAVAILABLE", "message": "shutting down"}}
-            return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+            return error_response(503, "UNAVAILABLE", "shutting down")
         return JSONResponse({"status": "ready"})
 
     @app.get(

@@ -28,16 +28,25 @@ from braid.service.errors import RETRY_AFTER_S, TooLarge
 MAX_HEAD_BYTES = 16 * 1024
 
 
+def error_object(status: str, message: str) -> dict[str, Any]:
+    """braid's one error object: the gRPC status name and a message."""
+    return {"error": {"status": status, "message": message}}
+
+
+def retry_headers(http_status: int) -> dict[str, str]:
+    """The headers every answer with ``http_status`` carries: Retry-After on 503 (UNAVAILABLE is retryable)."""
+    return {"Retry-After": str(RETRY_AFTER_S)} if http_status == 503 else {}
+
+
 def error_body(status: str, message: str) -> bytes:
-    return json.dumps({"error": {"status": status, "message": message}}).encode()
+    return json.dumps(error_object(status, message)).encode()
 
 
-async def send_error(send: Callable, http_status: int, status: str, message: str, retry: bool = False) -> None:
+async def send_error(send: Callable, http_status: int, status: str, message: str) -> None:
     """Answer a whole response, braid's error object, through an ASGI ``send``."""
     body = error_body(status, message)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if retry:
-        headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
+    headers += [(name.lower().encode(), value.encode()) for name, value in retry_headers(http_status).items()]
     await send({"type": "http.response.start", "status": http_status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -97,7 +106,7 @@ class AnswerWhenCutOff:
             if started:
                 raise
             # The cancellation is the server's own (it is stopping): answering it ends the task as asked.
-            await send_error(send, 503, "UNAVAILABLE", "the server is shutting down; retry", retry=True)
+            await send_error(send, 503, "UNAVAILABLE", "the server is shutting down; retry")
 
 
 class JsonErrorH11Protocol(H11Protocol):
