@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Check the package as users get it from `pip install .` (into a scratch folder): exactly one top-level package,
-# braid, in site-packages; no top-level name that resolves into braid's files; the console command and `python -m braid` work,
-# from anywhere and from the checkout's root (where the benchmarks run); and the installed braid keeps the
+# braid, in site-packages; no top-level name that resolves into braid's files; the console command and
+# `python -m braid` work, from anywhere and from the checkout's root (where the benchmarks run); and the installed braid keeps the
 # import-linter contracts of pyproject.toml (checked there because only the installed package holds every layer
 # under braid/). The checks run with `python -S`, so the development environment's editable install is not used.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/venv_lib.sh"
 venv="${BRAID_VENV:-$root/.venv}"
 python="$venv/bin/python"
 scratch="$(mktemp -d)"
@@ -28,7 +29,7 @@ venv_site="$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["pureli
 # are namespace portions, which the import system ranks below any module or package installed under the same name:
 # so a fake third-party package of each name, placed after the root on sys.path, must be the one that imports.
 mkdir "$scratch/third-party"
-layers="common indexer retriever ranker kernels pipelines eval service proto"
+layers="$(layer_folders "$root")"
 for name in $layers; do mkdir "$scratch/third-party/$name" && touch "$scratch/third-party/$name/__init__.py"; done
 for cwd in "$scratch/empty" "$root"; do
     for fake in "" "$scratch/third-party"; do

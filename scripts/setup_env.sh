@@ -12,9 +12,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/venv_lib.sh"
 cd "$root"
 venv="$root/.venv"
+# shellcheck disable=SC2046 # one folder a word
 stamp_value="$( (cat pyproject.toml requirements/*.txt scripts/setup_env.sh scripts/venv_lib.sh
-    git ls-files --cached --others --exclude-standard -- braid common indexer retriever ranker kernels pipelines \
-        eval service proto 2>/dev/null || true) | sha256sum | cut -c1-16)"
+    git ls-files --cached --others --exclude-standard -- braid $(layer_folders "$root") 2>/dev/null || true) |
+    sha256sum | cut -c1-16)"
 stamp_file="$venv/.braid-env-stamp"
 if [[ -x "$venv/bin/python" && -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp_value" ]]; then
     exit 0

@@ -10,6 +10,14 @@ python_311() {
     echo "$python_bin"
 }
 
+# layer_folders ROOT: the checkout's top-level folders that install as braid's layers (pyproject.toml's package-dir,
+# braid/ itself left out), on one line.
+layer_folders() {
+    "$(python_311)" -c 'import sys, tomllib
+folders = tomllib.load(open(sys.argv[1], "rb"))["tool"]["setuptools"]["package-dir"].values()
+print(" ".join(folder for folder in folders if folder != "braid"))' "$1/pyproject.toml"
+}
+
 # new_venv VENV ROOT: create VENV (or reuse it) and install uv into it from ROOT/requirements/bootstrap.txt, pinned
 # and hash-checked; pip only bootstraps uv, which installs everything else. --isolated: a user's pip configuration
 # (extra indexes, find-links) has no say in what a hash-checked install fetches.

@@ -15,12 +15,18 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("common", "indexer", "retriever", "ranker", "kernels", "pipelines", "eval", "service", "proto")
+# The folders that install as braid's layers, as pyproject.toml maps them (braid/ itself left out).
+LAYERS = tuple(
+    folder
+    for folder in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()
+    if folder != "braid"
+)
 
 # Where each top-level name imports from, after transformers (which imports Hugging Face's kernels) and braid's own
 # layers (which must still import as braid.*) have been imported.
