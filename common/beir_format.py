@@ -55,10 +55,14 @@ def read_corpus(path: Path) -> Iterator[Document]:
         if doc_id in seen:
             raise DataFormatError(path, number, f"duplicate document id {doc_id!r}")
         seen.add(doc_id)
+        metadata = value.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise DataFormatError(path, number, f'"metadata" must be a JSON object, got {type(metadata).__name__}')
         yield Document(
             doc_id=doc_id,
             title=_string_field(path, number, value, "title"),
             text=_string_field(path, number, value, "text"),
+            metadata=metadata or None,
         )
 
 

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from braid.common.errors import BraidError
 
@@ -14,11 +15,13 @@ Qrels = dict[str, dict[str, int]]
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """One document of a collection; ``contents`` is what lexical indexes see (title, then text)."""
+    """One document of a collection; ``contents`` is what lexical indexes see (title, then text). ``metadata``: the
+    record's other fields (a user's own documents; None for benchmark collections)."""
 
     doc_id: str
     title: str
     text: str
+    metadata: dict[str, Any] | None = None
 
     @property
     def contents(self) -> str:
@@ -41,6 +44,9 @@ class Dataset:
     queries_reader: Callable[[], dict[str, str]]
     qrels_readers: dict[str, Callable[[], Qrels]]
     default_rel_threshold: int = 1
+    # A collection of passages cut from longer documents (:mod:`braid.common.passages`): hits are reported per
+    # document, each scoring as its best passage.
+    passages: bool = False
     _queries: dict[str, str] | None = field(default=None, repr=False)
     _qrels: dict[str, Qrels] = field(default_factory=dict, repr=False)
     _checksum: str | None = field(default=None, repr=False)
@@ -61,6 +67,11 @@ class Dataset:
         return self._queries
 
     def qrels(self, split: str) -> Qrels:
+        if not self.qrels_readers:
+            raise BraidError(
+                f"{self.name!r} holds documents only: evaluation needs queries and relevance judgments beside them "
+                "(queries.jsonl and qrels/<split>.tsv in its folder, BEIR layout)"
+            )
         if split not in self.qrels_readers:
             allowed = ", ".join(self.splits) or "none"
             raise BraidError(f"dataset {self.name!r} has no {split!r} split (available: {allowed})")

@@ -1,7 +1,8 @@
 """Turn what a user types after ``--dataset`` into a :class:`Dataset`.
 
 Resolution order: an existing path; a folder of that name under the data directory (``--data-dir``, else
-``$BRAID_DATA_DIR``, else ``./data``) or under braid's download cache; a public BEIR dataset, downloaded
+``$BRAID_DATA_DIR``, else ``./data``), under the collections directory (:func:`collections_dir`) or under braid's
+download cache; a public BEIR dataset, downloaded
 with its checksum verified. The folder's files decide the layout (BEIR or MS MARCO passage).
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from braid.common import beir_format, msmarco_format
 from braid.common.beir_download import BEIR_MD5, download_beir
 from braid.common.cache_dir import cache_root
+from braid.common.collection_info import read_collection_info
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
 
@@ -23,6 +25,14 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("BRAID_DATA_DIR") or "data")
 
 
+def collections_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Where ``braid collection create`` writes collections (``--collections-dir``, else
+    ``$BRAID_COLLECTIONS_DIR``, else ``./collections``); names resolve there after the data directory."""
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("BRAID_COLLECTIONS_DIR") or "collections")
+
+
 def cache_dir() -> Path:
     return cache_root() / "datasets"
 
@@ -30,18 +40,21 @@ def cache_dir() -> Path:
 def _beir_dataset(root: Path, name: str) -> Dataset:
     corpus = root / "corpus.jsonl"
     queries = root / "queries.jsonl"
-    if not queries.is_file():
-        raise BraidError(f"{root} has corpus.jsonl but no queries.jsonl")
+    # Documents alone are a collection to index and search; evaluation asks for queries and qrels when it runs.
     qrels_dir = root / "qrels"
     readers = {path.stem: (lambda p=path: beir_format.read_qrels(p)) for path in sorted(qrels_dir.glob("*.tsv"))}
+    if readers and not queries.is_file():
+        raise BraidError(f"{root} has qrels/ but no queries.jsonl for them")
+    info = read_collection_info(root)
     return Dataset(
         name=name,
         root=root,
         layout="beir",
         corpus_files=(corpus,),
         corpus_reader=lambda: beir_format.read_corpus(corpus),
-        queries_reader=lambda: beir_format.read_queries(queries),
+        queries_reader=lambda: beir_format.read_queries(queries) if queries.is_file() else {},
         qrels_readers=readers,
+        passages=bool(info and info.passages),
     )
 
 
@@ -108,11 +121,16 @@ def resolve_dataset(spec: str, data_dir_arg: str | os.PathLike | None = None, do
     if os.sep in spec or spec.startswith("."):
         raise BraidError(f"dataset folder {spec} does not exist")
     base = data_dir(data_dir_arg)
-    for root in (base / spec, cache_dir() / spec):
+    for root in (base / spec, collections_dir() / spec, cache_dir() / spec):
         if root.is_dir():
             return open_dataset_dir(root, spec)
     if download and spec in BEIR_MD5:
         return open_dataset_dir(download_beir(spec, cache_dir()), spec)
-    available = sorted(path.name for path in base.iterdir() if path.is_dir()) if base.is_dir() else []
-    hint = f"datasets in {base}: {', '.join(available)}" if available else f"no datasets under {base}"
+    hints = []
+    for root, what in ((base, "datasets"), (collections_dir(), "collections")):
+        found = (
+            sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+        )
+        hints.append(f"{what} in {root}: {', '.join(found)}" if found else f"no {what} under {root}")
+    hint = "; ".join(hints)
     raise BraidError(f"unknown dataset {spec!r} ({hint}; BEIR names download when online)")

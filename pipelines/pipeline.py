@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError, DeadlineExceeded, Unsupported
+from braid.common.passages import document_of
 from braid.indexer.index_kind import IndexKind
 from braid.indexer.index_store import build_index, find_index
 from braid.indexer.kinds import index_kind, settle_updates, updatable_kinds
@@ -79,15 +80,19 @@ class ExplainedHit:
     sources: dict[str, Source]
     fused_score: float | None = None
     stages: dict[str, float] = field(default_factory=dict)
+    passage: str | None = None  # in a collection of passages: the best passage of the document ``doc_id``
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        row = {
             "doc_id": self.doc_id,
             "score": self.score,
             "retrievers": {name: {"rank": s.rank, "score": s.score} for name, s in self.sources.items()},
             "fused_score": self.fused_score,
             "cascade": self.stages,
         }
+        if self.passage is not None:
+            row["passage"] = self.passage
+        return row
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,8 @@ class Pipeline:
         self.reranker = reranker
         self._texts = texts
         self.shards = 1  # serving shards its retrievers search (open_pipeline sets it)
+        # The indexes hold passages of longer documents: hits are documents, each at its best passage (MaxP).
+        self.passages = False
         # Independent first-stage retrievers run side by side; Lucene, faiss and torch release the GIL.
         self._pool = ThreadPoolExecutor(max_workers=len(stages)) if len(stages) > 1 else None
 
@@ -237,7 +244,9 @@ class Pipeline:
 
     def _fetch(self, k: int, options: SearchOptions = NO_OPTIONS) -> int:
         head = max((stage.spec.depth for stage in self.cascade), default=0)
-        return max(k, head, self._rerank_depth(options))
+        # Several passages of one document can rank together; fetching more leaves k documents after MaxP.
+        wanted = k * PASSAGE_FETCH if self.passages else k
+        return max(wanted, head, self._rerank_depth(options))
 
     def _stage_depth(self, stage: _Stage[Retriever], k: int, options: SearchOptions = NO_OPTIONS) -> int:
         # Fused lists always go to their configured depth: normalization statistics depend on it, and tuning
@@ -309,7 +318,7 @@ class Pipeline:
                 hits, "rerank", rerank_depth, lambda ids: self._rerank_scores(query, ids, first_stage, options.deadline)
             )
             timings["rerank"] = (time.perf_counter() - tick) * 1000
-        return hits[:k]
+        return per_document(hits)[:k] if self.passages else hits[:k]
 
     def _rerank_scores(
         self, query: str, doc_ids: list[str], first_stage: Sequence[float], deadline: float | None = None
@@ -362,12 +371,17 @@ class Pipeline:
         lists = self.first_stage_lists(queries, k)
         if not self.cascade and self.reranker is None:
             if self.fusion is None:
-                return lists[0]
+                return {qid: best_passages(hits)[:k] for qid, hits in lists[0].items()} if self.passages else lists[0]
             # No explanations to build: at a depth of 1000, ExplainedHit rows cost more than the retrieval itself.
             names, spec, shapes = self.retriever_names, self.fusion, self.list_shapes
-            return {
-                qid: fuse([per_query.get(qid, []) for per_query in lists], names, spec, k, shapes) for qid in queries
+            depth = k * PASSAGE_FETCH if self.passages else k
+            fused_lists = {
+                qid: fuse([per_query.get(qid, []) for per_query in lists], names, spec, depth, shapes)
+                for qid in queries
             }
+            if self.passages:
+                return {qid: best_passages(hits)[:k] for qid, hits in fused_lists.items()}
+            return fused_lists
         results = {}
         items = queries.items()
         if self.reranker is not None:  # an LLM per query: seconds each on a CPU
@@ -440,6 +454,34 @@ class Pipeline:
         for stage in self.stages:
             if isinstance(stage.retriever, ShardedRetriever):
                 stage.retriever.close()
+
+
+#: How many passages a search of a passage collection fetches per document it is asked for.
+PASSAGE_FETCH = 4
+
+
+def per_document(hits: Sequence[ExplainedHit]) -> list[ExplainedHit]:
+    """Each document once, at its best passage (the first in ranked order): MaxP (:mod:`braid.common.passages`)."""
+    seen: set[str] = set()
+    documents = []
+    for hit in hits:
+        doc_id = document_of(hit.doc_id)
+        if doc_id not in seen:
+            seen.add(doc_id)
+            documents.append(dataclasses.replace(hit, doc_id=doc_id, passage=hit.doc_id))
+    return documents
+
+
+def best_passages(hits: Sequence[Hit]) -> list[Hit]:
+    """:func:`per_document` for plain hits (batch runs, whose qrels judge documents)."""
+    seen: set[str] = set()
+    documents = []
+    for hit in hits:
+        doc_id = document_of(hit.doc_id)
+        if doc_id not in seen:
+            seen.add(doc_id)
+            documents.append(Hit(doc_id, hit.score))
+    return documents
 
 
 def rescore_head(
@@ -553,7 +595,9 @@ def open_pipeline(
 
         reranker = shared_ranker(spec.rerank)
         texts = _corpus_texts(dataset)
-    return Pipeline(spec, stages, cascade, doc_count, reranker, texts, dataset.name)
+    pipeline = Pipeline(spec, stages, cascade, doc_count, reranker, texts, dataset.name)
+    pipeline.passages = dataset.passages
+    return pipeline
 
 
 def _open_sharded(
@@ -593,6 +637,7 @@ def _open_sharded(
         texts = _corpus_texts(dataset)
     pipeline = Pipeline(spec, stages, [], doc_count, reranker, texts, dataset.name)
     pipeline.shards = shards
+    pipeline.passages = dataset.passages
     return pipeline
 
 

@@ -20,7 +20,9 @@ from braid.service.cli.common import add_data_args, positive_int
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     ev = subparsers.add_parser("eval", help="evaluate pipelines or run files on a dataset")
-    ev.add_argument("--dataset", required=True, help="dataset path or name")
+    ev.add_argument(
+        "--dataset", "--collection", dest="dataset", required=True, help="collection or dataset, by name or path"
+    )
     ev.add_argument("--pipeline", action="append", help="built-in pipeline name or TOML file (repeatable)")
     ev.add_argument("--run", action="append", help="score an existing TREC run file instead (repeatable)")
     ev.add_argument("--split", default="test", help="qrels split (default: test)")

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = index.add_subparsers(dest="index_command", required=True, metavar="{build,info,verify,add,delete}")
 
     build = actions.add_parser("build", help="build an index over a dataset's corpus, or run a build job (--config)")
-    build.add_argument("--dataset", help="dataset path or name")
+    build.add_argument("--dataset", "--collection", dest="dataset", help="collection or dataset, by name or path")
     build.add_argument("--config", type=Path, help="build.toml: a sharded, resumable job building several indexes")
     build.add_argument(
         "--ray", metavar="ADDRESS", help="with --config: encode shards as Ray tasks ('local' or a cluster)"

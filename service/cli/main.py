@@ -10,13 +10,14 @@ import argparse
 import sys
 
 from braid.common.errors import BraidError
-from braid.service.cli import eval_cmd, index_cmd, query_cmd, search_cmd, serve_cmd, train_cmd, tune_cmd
+from braid.service.cli import collection_cmd, eval_cmd, index_cmd, query_cmd, search_cmd, serve_cmd, train_cmd, tune_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="braid", description="braid: hybrid retrieval and ranking")
-    commands = "{index,search,eval,tune,train,serve,query}"
+    commands = "{collection,index,search,eval,tune,train,serve,query}"
     subparsers = parser.add_subparsers(dest="command", required=True, metavar=commands)
+    collection_cmd.register(subparsers)
     index_cmd.register(subparsers)
     search_cmd.register(subparsers)
     eval_cmd.register(subparsers)

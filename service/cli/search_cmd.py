@@ -26,7 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search = subparsers.add_parser("search", help="print the ranked hits for one query")
     search.add_argument("query", help="query text")
     source = search.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", help="dataset path or name (its pipeline indexes are built if missing)")
+    source.add_argument(
+        "--dataset",
+        "--collection",
+        dest="dataset",
+        help="collection or dataset, by name or path (indexes built if missing)",
+    )
     source.add_argument("--index", help="search this index folder directly")
     search.add_argument("--pipeline", default="bm25", help="built-in pipeline name or TOML file (default: bm25)")
     search.add_argument("--param", action="append", metavar="KEY=VALUE", help="search parameter with --index")
@@ -79,9 +84,16 @@ def run(args: argparse.Namespace) -> int:
         pipeline: Pipeline = open_pipeline(spec, dataset, Path(args.index_dir), args.threads)
         explained, _ = pipeline.search_explained(args.query, args.k)
         hits = [Hit(hit.doc_id, hit.score) for hit in explained]
-        text_of = _text_lookup(pipeline, dataset, {hit.doc_id for hit in hits})
+        # A passage collection's hits are documents; their text is that of the passage that matched.
+        shown = {hit.doc_id: hit.passage or hit.doc_id for hit in explained}
+        lookup = _text_lookup(pipeline, dataset, set(shown.values()))
+        text_of = lambda doc_id: lookup(shown[doc_id])  # noqa: E731
     if args.json:
         rows = [{"rank": i, "doc_id": h.doc_id, "score": h.score} for i, h in enumerate(hits, 1)]
+        if explained is not None:
+            for row, hit in zip(rows, explained, strict=True):
+                if hit.passage is not None:
+                    row["passage"] = hit.passage
         if args.explain and explained is not None:
             rows = [{**row, **hit.to_json()} for row, hit in zip(rows, explained, strict=True)]
         print(json.dumps(rows))

@@ -20,7 +20,9 @@ from braid.service.cli.common import add_data_args, positive_int
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="serve pipelines over gRPC and HTTP")
-    serve.add_argument("--dataset", required=True, help="dataset path or name whose indexes are served")
+    serve.add_argument(
+        "--dataset", "--collection", dest="dataset", required=True, help="collection or dataset (name or path) to serve"
+    )
     serve.add_argument(
         "--pipelines",
         nargs="+",

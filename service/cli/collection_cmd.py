@@ -1,0 +1,147 @@
+"""``braid collection``: a named collection from a user's own documents, with every index its pipelines need."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from braid.common.collection_info import PassageSettings, read_collection_info
+from braid.common.collection_writer import stage_collection
+from braid.common.dataset_resolver import collections_dir, open_dataset_dir
+from braid.common.document_source import FORMATS
+from braid.common.errors import BraidError
+from braid.pipelines.pipeline import load_pipeline, open_pipeline
+from braid.service.cli.common import add_data_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    collection = subparsers.add_parser("collection", help="collections of your own documents: create, list, info")
+    actions = collection.add_subparsers(dest="collection_command", required=True, metavar="{create,list,info}")
+
+    create = actions.add_parser(
+        "create", help="build a named collection, and its pipelines' indexes, from JSONL, CSV/TSV or a folder of files"
+    )
+    create.add_argument("name", help="collection name (letters, digits, '.', '_', '-')")
+    create.add_argument(
+        "--from", dest="source", required=True, type=Path, help="a .jsonl, .csv or .tsv file, or a folder of files"
+    )
+    create.add_argument("--format", choices=FORMATS, help="format of --from (default: from its suffix, or folder)")
+    create.add_argument(
+        "--pipeline",
+        action="append",
+        help="pipeline whose indexes to build (repeatable; default: hybrid); others build on first use",
+    )
+    create.add_argument(
+        "--passage-words", type=int, default=0, help="cut documents into passages of N words (default: 0, whole)"
+    )
+    create.add_argument(
+        "--passage-overlap", type=int, default=None, help="words each passage shares with the next (default: N/4)"
+    )
+    create.add_argument("--force", action="store_true", help="replace a collection of the same name")
+    add_collections_arg(create)
+    add_data_args(create)
+    create.set_defaults(handler=run_create)
+
+    listing = actions.add_parser("list", help="the collections under the collections folder")
+    add_collections_arg(listing)
+    listing.add_argument("--json", action="store_true", help="print as JSON")
+    listing.set_defaults(handler=run_list)
+
+    info = actions.add_parser("info", help="one collection: its source, documents and passages")
+    info.add_argument("name", help="collection name")
+    add_collections_arg(info)
+    info.add_argument("--json", action="store_true", help="print as JSON")
+    info.set_defaults(handler=run_info)
+
+
+def add_collections_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--collections-dir", help="where collections live (default: $BRAID_COLLECTIONS_DIR, else ./collections)"
+    )
+
+
+def _passages(args: argparse.Namespace) -> PassageSettings | None:
+    if args.passage_words < 0:
+        raise BraidError(f"--passage-words must be 0 (whole documents) or more, got {args.passage_words}")
+    if not args.passage_words:
+        if args.passage_overlap is not None:
+            raise BraidError("--passage-overlap needs --passage-words")
+        return None
+    overlap = args.passage_words // 4 if args.passage_overlap is None else args.passage_overlap
+    return PassageSettings(args.passage_words, overlap)
+
+
+def run_create(args: argparse.Namespace) -> int:
+    passages = _passages(args)
+    specs = [load_pipeline(name) for name in (args.pipeline or ["hybrid"])]  # bad names fail before any work
+    root = collections_dir(args.collections_dir)
+    if (root / args.name).exists() and not args.force:
+        raise BraidError(f"collection {args.name!r} already exists in {root}; pass --force to replace it")
+    staged = stage_collection(args.name, args.source, root, args.format, passages)
+    try:
+        dataset = open_dataset_dir(staged.path, args.name)
+        built = []
+        for spec in specs:
+            pipeline = open_pipeline(spec, dataset, Path(args.index_dir), args.threads, build_missing=True)
+            built.append((spec.name, pipeline.index_paths, pipeline.index_bytes()))
+            pipeline.close()
+        final = staged.publish(replace=args.force)
+    except BaseException:
+        staged.discard()
+        raise
+    info = staged.info
+    cut = f", {info.units} passages of {passages.words} words" if passages else ""
+    print(f"collection {info.name}: {info.documents} documents{cut} from {info.source} -> {final}")
+    for name, paths, size in built:
+        print(f"  pipeline {name}: {len(paths)} index(es), {size / 1e6:.1f} MB")
+    print(f'search it: braid search --collection {info.name} --pipeline {specs[0].name} "your query"', file=sys.stderr)
+    return 0
+
+
+def _infos(root: Path) -> list:
+    if not root.is_dir():
+        return []
+    found = [read_collection_info(path) for path in sorted(root.iterdir()) if path.is_dir()]
+    return [info for info in found if info is not None]
+
+
+def run_list(args: argparse.Namespace) -> int:
+    root = collections_dir(args.collections_dir)
+    infos = _infos(root)
+    if args.json:
+        print(json.dumps([info.to_json() for info in infos], indent=2))
+        return 0
+    if not infos:
+        print(f"no collections in {root}; create one with: braid collection create NAME --from FILE_OR_FOLDER")
+        return 0
+    print(f"{'name':<24} {'documents':>10} {'passages':>10}  source")
+    for info in infos:
+        passages = str(info.units) if info.passages else "-"
+        print(f"{info.name:<24} {info.documents:>10} {passages:>10}  {info.source}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    root = collections_dir(args.collections_dir)
+    info = read_collection_info(root / args.name)
+    if info is None:
+        names = ", ".join(found.name for found in _infos(root)) or "none"
+        raise BraidError(f"no collection {args.name!r} in {root} (collections: {names})")
+    if args.json:
+        print(json.dumps(info.to_json(), indent=2))
+        return 0
+    rows = [
+        ("name", info.name),
+        ("source", f"{info.source} ({info.format})"),
+        ("documents", str(info.documents)),
+        (
+            "passages",
+            f"{info.units} of {info.passages.words} words, overlap {info.passages.overlap}" if info.passages else "-",
+        ),
+        ("created", info.created_at),
+    ]
+    for name, value in rows:
+        print(f"{name:<10} {value}")
+    return 0
