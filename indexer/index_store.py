@@ -61,8 +61,10 @@ def build_index(
     output: Path | None = None,
     threads: int | None = None,
     force: bool = False,
+    quiet: bool = False,
 ) -> tuple[Path, Manifest, bool]:
-    """Build (or reuse) an index; returns its path, manifest and whether it was built now."""
+    """Build (or reuse) an index; returns its path, manifest and whether it was built now (``quiet``: no summary
+    line, for the small builds of a live collection's writes)."""
     spec = index_kind(kind)
     params = spec.validate(params)
     if output is None:
@@ -89,7 +91,9 @@ def build_index(
     for role, (dep_kind, dep_params) in (spec.requires(params) if spec.requires else {}).items():
         # Shared inputs (e.g. embeddings) live beside their consumers and are built once for all of them.
         dep_root = index_root if index_root is not None else output.parent
-        dependencies[role], _, _ = build_index(dataset, dep_kind, dep_params, index_root=dep_root, threads=threads)
+        dependencies[role], _, _ = build_index(
+            dataset, dep_kind, dep_params, index_root=dep_root, threads=threads, quiet=quiet
+        )
     with atomic_directory(output, overwrite=True) as scratch:
         count = spec.build(dataset, scratch, params, threads, **dependencies)
         manifest = Manifest(
@@ -102,5 +106,9 @@ def build_index(
             depends_on={role: os.path.relpath(path.resolve(), output.resolve()) for role, path in dependencies.items()},
         )
         manifest.write(scratch)
-    print(f"built {kind} index of {count} documents in {time.perf_counter() - started:.1f}s: {output}", file=sys.stderr)
+    if not quiet:
+        print(
+            f"built {kind} index of {count} documents in {time.perf_counter() - started:.1f}s: {output}",
+            file=sys.stderr,
+        )
     return output, manifest, True

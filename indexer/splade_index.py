@@ -55,7 +55,8 @@ def write_impact_index(vectors_dir: Path, out_dir: Path, threads: int | None = N
     args = ["-collection", "JsonVectorCollection", "-input", str(vectors_dir), "-index", str(out_dir)]
     # -optimize merges to one segment: impact queries have hundreds of terms, and each segment repeats the work.
     args += ["-generator", "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized", "-optimize"]
-    args += ["-threads", str(threads or os.cpu_count() or 1)]
+    # -quiet: Anserini logs dozens of INFO lines per build (and resets log4j to do so); progress is braid's.
+    args += ["-threads", str(threads or os.cpu_count() or 1), "-quiet"]
     with java_stdout_to_stderr():
         java_class("io.anserini.index.IndexCollection").main(args)
     write_docids(out_dir)

@@ -31,6 +31,7 @@ from braid.indexer.manifest import MANIFEST_NAME, Manifest
 from braid.indexer.serving_shards import check_shard, shard_roots
 from braid.indexer.shard_routing import route_additions, route_deletions
 from braid.indexer.update_transaction import Change, commit_changes
+from braid.pipelines.live_collection import LiveCollection, has_writes
 from braid.pipelines.spec import (
     PipelineSpec,
     RetrieverSpec,
@@ -153,7 +154,11 @@ class Pipeline:
         self.fusion = spec.fusion_for(dataset)
         self.stages = stages
         self.cascade = cascade
-        self.doc_count = doc_count
+        self._doc_count = doc_count
+        # A collection that takes writes (:mod:`braid.pipelines.live_collection`): its retrievers follow every write,
+        # and the document count is its live count. ``owns_live``: opened by this pipeline, closed with it.
+        self.live: LiveCollection | None = None
+        self.owns_live = False
         self.reranker = reranker
         self._texts = texts
         self.shards = 1  # serving shards its retrievers search (open_pipeline sets it)
@@ -174,7 +179,11 @@ class Pipeline:
     def retriever_names(self) -> list[str]:
         return [stage.spec.name for stage in self.stages]
 
-    @cached_property
+    @property
+    def doc_count(self) -> int:
+        return self.live.doc_count if self.live is not None else self._doc_count
+
+    @property
     def list_shapes(self) -> list[ListShape]:
         """What fusion knows of each retriever's list: the depth it is fetched to, and the score of the documents a
         sparse retriever does not match (a list shorter than its depth ran out of matches)."""
@@ -404,8 +413,9 @@ class Pipeline:
 
     @property
     def updatable(self) -> bool:
-        """Whether every index of the pipeline takes document updates in place."""
-        return all(kind.updates is not None for kind in self._index_kinds.values())
+        """Whether the pipeline takes document writes: over a live collection always, else where every index of
+        it takes document updates in place."""
+        return self.live is not None or all(kind.updates is not None for kind in self._index_kinds.values())
 
     def add_documents(self, documents: Sequence[tuple[str, str]]) -> int:
         """Add (id, text) documents to every index of the pipeline; returns the new document count.
@@ -454,6 +464,11 @@ class Pipeline:
         for stage in self.stages:
             if isinstance(stage.retriever, ShardedRetriever):
                 stage.retriever.close()
+        if self.live is not None:
+            for stage in [*self.stages, *self.cascade]:
+                self.live.forget(stage.retriever)
+            if self.owns_live:
+                self.live.close()
 
 
 #: How many passages a search of a passage collection fetches per document it is asked for.
@@ -549,8 +564,12 @@ def open_pipeline(
     build_missing: bool = True,
     shards: int = 1,
     open_shard: ShardOpener | None = None,
+    live: LiveCollection | None = None,
 ) -> Pipeline:
     """Find (or build) every index the pipeline needs and open its retrievers.
+
+    ``live``: the collection's write side (a server's); its retrievers then follow every write. Without one, a
+    collection that has logged writes is opened to search them as they are now (read only).
 
     ``shards`` > 1: the indexes are the serving shards a build job wrote under ``index_root``
     (:mod:`braid.indexer.serving_shards`); every retriever becomes a :class:`ShardedRetriever` over shards opened
@@ -558,6 +577,27 @@ def open_pipeline(
     """
     if shards > 1:
         return _open_sharded(spec, dataset, index_root, shards, open_shard or open_local_shard(threads))
+    owns_live = live is None and has_writes(dataset, index_root)
+    if owns_live:
+        live = LiveCollection(dataset, index_root, threads, writable=False)
+    try:
+        pipeline = _open_unsharded(spec, live.dataset if live else dataset, index_root, threads, build_missing, live)
+    except BaseException:
+        if owns_live and live is not None:
+            live.close()
+        raise
+    pipeline.owns_live = owns_live
+    return pipeline
+
+
+def _open_unsharded(
+    spec: PipelineSpec,
+    dataset: Dataset,
+    index_root: Path,
+    threads: int | None,
+    build_missing: bool,
+    live: LiveCollection | None,
+) -> Pipeline:
     opened: dict[tuple, Retriever] = {}
 
     def open_stage(stage_spec: RetrieverSpec, role: str) -> _Stage[Retriever]:
@@ -578,7 +618,10 @@ def open_pipeline(
         # A cascade scorer over the same index as a first-stage retriever shares its opened searcher.
         key = (stage_spec.kind, str(path), tuple(sorted(stage_spec.search_params().items())))
         if key not in opened:
-            opened[key] = info.open(path, stage_spec.search_params(), threads)
+            if live is not None:
+                opened[key] = live.retriever(info, Path(path), stage_spec.search_params())
+            else:
+                opened[key] = info.open(path, stage_spec.search_params(), threads)
         return _Stage(stage_spec, opened[key], Path(path))
 
     stages = [open_stage(item, "retriever") for item in spec.retrievers]
@@ -595,8 +638,11 @@ def open_pipeline(
 
         reranker = shared_ranker(spec.rerank)
         texts = _corpus_texts(dataset)
+    if live is not None:
+        texts = live.text  # written documents too
     pipeline = Pipeline(spec, stages, cascade, doc_count, reranker, texts, dataset.name)
     pipeline.passages = dataset.passages
+    pipeline.live = live
     return pipeline
 
 

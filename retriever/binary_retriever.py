@@ -21,7 +21,7 @@ from braid.indexer.binary_index import load_coder, load_codes
 from braid.indexer.embedding_index import EmbeddingStore, encoder_for
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
-from braid.retriever.protocol import Partial, Retriever
+from braid.retriever.protocol import NO_EXCLUSION, Partial, Retriever, excluded_rows
 from braid.retriever.ties import break_ties, id_ranks
 
 MODES = ("symmetric", "asymmetric", "hamming")
@@ -60,6 +60,7 @@ class BinaryRetriever(Retriever):
         self.width, self.scales = meta["width"], np.asarray(meta["scales"], dtype=np.float64)
         self._faiss = faiss.read_index_binary(str(self.index_dir / "faiss.index"))
         self._id_rank = id_ranks(self.store.doc_ids)
+        self._row_of = {doc_id: row for row, doc_id in enumerate(self.store.doc_ids)}
         if self.params["faiss"] == "ivf":
             self._faiss.nprobe = nprobe
         elif self.params["faiss"] == "hnsw":
@@ -78,26 +79,34 @@ class BinaryRetriever(Retriever):
     def encode_query(self, query: str) -> np.ndarray:
         return self.encoder.encode([query])[0]
 
-    def search_partial(self, query: np.ndarray, k: int, statistics: Any = None) -> Partial:
+    def search_partial(
+        self, query: np.ndarray, k: int, statistics: Any = None, exclude: frozenset[str] = NO_EXCLUSION
+    ) -> Partial:
         # Code scores and float rescoring scores both compare across shards; the merge redoes the head's choice.
-        rows, scores, head = self._ranked(query, k)
+        rows, scores, head = self._ranked(query, k, exclude)
         return Partial([self.store.doc_ids[row] for row in rows.tolist()], scores, head)
 
-    def _ranked(self, embedding: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _ranked(
+        self, embedding: np.ndarray, k: int, exclude: frozenset[str] = NO_EXCLUSION
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows and code scores of the top ``k`` by code score, and the float scores of the first ``rescore`` of
-        them (NaN past the rescored head)."""
+        them (NaN past the rescored head); ``exclude``d documents are left out of the candidates."""
         embedding = np.asarray(embedding, dtype=np.float32)
         if embedding.ndim != 1 or embedding.shape[0] != self.store.dimension:
             raise BraidError(
                 f"query embedding has shape {embedding.shape}; this index expects ({self.store.dimension},)"
             )
         query_codes, projection = self.coder.encode(embedding[None, :])
-        depth = min(max(k, self.candidates), len(self.codes))
-        if depth == 0:
+        gone = excluded_rows(exclude, self._row_of) if exclude else np.zeros(0, dtype=np.int64)
+        depth = min(max(k, self.candidates), len(self.codes) - len(gone))
+        if depth <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
         leading = query_codes[:, : self.params["candidate_planes"]]
-        _, rows = self._faiss.search(np.ascontiguousarray(leading.reshape(1, -1)), depth)
+        # Deeper by the excluded documents, which are then dropped: the candidates of an index without them.
+        _, rows = self._faiss.search(np.ascontiguousarray(leading.reshape(1, -1)), depth + len(gone))
         rows = rows[0][rows[0] >= 0]
+        if len(gone):
+            rows = rows[~np.isin(rows, gone)][:depth]
         candidate_codes = self.codes[rows]
         if self.mode == "symmetric":
             scores = symmetric_scores(query_codes[0], candidate_codes, self.scales, self.width)

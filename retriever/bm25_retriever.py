@@ -36,7 +36,7 @@ from braid.indexer.lucene_reader import open_reader, open_searcher, read_docids
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
 from braid.retriever.impact_search import TermDisjunction
-from braid.retriever.protocol import Partial, Retriever
+from braid.retriever.protocol import NO_EXCLUSION, Partial, Retriever
 from braid.retriever.ties import DocIds
 
 
@@ -69,6 +69,7 @@ class BM25Retriever(Retriever):
             self._documents = int(collection.docCount()) if collection is not None else 0
             self._length = int(collection.sumTotalTermFreq()) if collection is not None else 0
         self._global_searchers: dict[tuple[float, float], object] = {}
+        self._counts: dict[str, tuple[int, frozenset[str]]] = {}  # excluded documents' lengths and terms
 
     @property
     def num_docs(self) -> int:
@@ -88,18 +89,48 @@ class BM25Retriever(Retriever):
         with java_calls():
             return {term: int(self._reader.docFreq(self._Term("contents", term))) for term in terms}
 
-    def query_statistics(self, query: str, k: int = 0) -> dict:
-        """This shard's document count, total length (in terms) and document frequency of each query term."""
+    def query_statistics(self, query: str, k: int = 0, exclude: frozenset[str] = NO_EXCLUSION) -> dict:
+        """This shard's document count, total length (in terms) and document frequency of each query term, the
+        ``exclude``d documents subtracted: the statistics of an index without them (Lucene's own would count
+        deleted documents until a merge; a live collection's scores then equal a fresh build's)."""
         terms = self._terms(query)
-        return {"documents": self._documents, "length": self._length, "df": self._doc_freqs(terms)}
+        df = self._doc_freqs(terms)
+        documents, length = self._documents, self._length
+        for doc_id in exclude:
+            counted = self._counted(doc_id)
+            if counted is None:
+                continue
+            doc_length, doc_terms = counted
+            documents -= 1
+            length -= doc_length
+            for term in terms:
+                if term in doc_terms:
+                    df[term] -= 1
+        return {"documents": documents, "length": length, "df": df}
 
-    def search_partial(self, query: str, k: int, statistics: dict | None = None) -> Partial:
+    def _counted(self, doc_id: str) -> tuple[int, frozenset[str]] | None:
+        """A document's length and terms as the index counted them (its stored text, analyzed as indexed)."""
+        found = self._counts.get(doc_id)
+        if found is None and doc_id in self._lucene_ids:
+            text = self.document_text(doc_id) or ""
+            with java_calls():
+                tokens = self._analyze(self._analyzer, text)
+                analyzed = [tokens.get(i) for i in range(tokens.size())]
+            found = self._counts[doc_id] = (len(analyzed), frozenset(analyzed))
+        return found
+
+    def search_partial(
+        self, query: str, k: int, statistics: dict | None = None, exclude: frozenset[str] = NO_EXCLUSION
+    ) -> Partial:
         """The shard's top ``k`` (every hit tied at rank ``k`` included), scored with the collection's summed
-        ``statistics`` (module docstring); with None, with this index's own statistics."""
+        ``statistics`` (module docstring); with None, with this index's own statistics. ``exclude``d documents are
+        left out after a search that much deeper, so the list is the top ``k`` of the others."""
+        depth = k + len(exclude)
         if statistics is None:
             with java_calls():
                 lucene_query = self._generator.buildQuery("contents", self._analyzer, query)
-            return Partial(*self._doc_ids.top_k_raw(lambda depth: search_top(self._searcher, lucene_query, depth), k))
+            found = self._doc_ids.top_k_raw(lambda n: search_top(self._searcher, lucene_query, n), depth)
+            return Partial(*found).without(exclude)
         terms = self._terms(query)
         local = self._doc_freqs(terms)
         documents, length = int(statistics["documents"]), int(statistics["length"])
@@ -113,7 +144,9 @@ class BM25Retriever(Retriever):
             return Partial([], np.zeros(0, dtype=np.float32))
         searcher = self._searcher_for(self._length / self._documents, length / documents)
         lucene_query = self._disjunction.build(boosts)
-        return Partial(*self._doc_ids.top_k_raw(lambda depth: search_top(searcher, lucene_query, depth), k))
+        return Partial(*self._doc_ids.top_k_raw(lambda n: search_top(searcher, lucene_query, n), depth)).without(
+            exclude
+        )
 
     def _searcher_for(self, shard_avgdl: float, global_avgdl: float):
         """A searcher over this shard whose BM25 length normalization is the collection's (module docstring)."""

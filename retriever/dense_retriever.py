@@ -18,7 +18,7 @@ import numpy as np
 from braid.indexer.embedding_index import EmbeddingStore, encoder_for
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
-from braid.retriever.protocol import Partial, Retriever
+from braid.retriever.protocol import NO_EXCLUSION, Partial, Retriever
 from braid.retriever.ties import id_ranks
 
 
@@ -54,9 +54,12 @@ class DenseRetriever(Retriever):
     def encode_query(self, query: str) -> np.ndarray:
         return self.encoder.encode([query])[0]
 
-    def search_partial(self, query: np.ndarray, k: int, statistics: Any = None) -> Partial:
-        scores, rows = self._index.search(np.asarray(query, dtype=np.float32)[None, :], int(k))
-        return Partial.of_hits(self._hits(scores[0], rows[0]))
+    def search_partial(
+        self, query: np.ndarray, k: int, statistics: Any = None, exclude: frozenset[str] = NO_EXCLUSION
+    ) -> Partial:
+        depth = min(int(k) + len(exclude), len(self.store.doc_ids))
+        scores, rows = self._index.search(np.asarray(query, dtype=np.float32)[None, :], depth)
+        return Partial.of_hits(self._hits(scores[0], rows[0])).without(exclude)
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

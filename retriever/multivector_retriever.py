@@ -35,7 +35,7 @@ from braid.indexer.multivector_index import MultiVectorStore
 from braid.indexer.token_index import encoder_for
 from braid.retriever.fusion import ranked
 from braid.retriever.hit import Hit
-from braid.retriever.protocol import Partial, Retriever
+from braid.retriever.protocol import NO_EXCLUSION, Partial, Retriever, excluded_rows
 
 MODES = ("maxsim", "xtr")
 
@@ -123,8 +123,18 @@ class MultiVectorRetriever(Retriever):
     def _exact(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return maxsim(query, self._tokens, self.store.offsets, rows)
 
-    def _bound(self, centroid_scores: np.ndarray, probed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows reached by the probed lists and their centroid bound on MaxSim."""
+    def _alive(self, exclude: frozenset[str]) -> np.ndarray | None:
+        """Which rows a search may return: all (None) but the ``exclude``d documents."""
+        if not exclude:
+            return None
+        alive = np.ones(len(self.store), dtype=bool)
+        alive[excluded_rows(exclude, self._row)] = False
+        return alive
+
+    def _bound(
+        self, centroid_scores: np.ndarray, probed: np.ndarray, alive: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows reached by the probed lists (and ``alive``) and their centroid bound on MaxSim."""
         # A document with no token in a query token's probed centroids has its best match in an unprobed one,
         # whose centroid score is at most the lowest probed score: impute that (not 0, which buries documents
         # whose few tokens, as after pooling, missed one probed list) -- XTR's imputation, for the bound. Every
@@ -143,6 +153,8 @@ class MultiVectorRetriever(Retriever):
         np.maximum.at(bound.ravel(), query_token * documents + docs, list_score)
         reached = np.zeros(documents, dtype=bool)
         reached[docs] = True
+        if alive is not None:
+            reached &= alive
         rows = np.flatnonzero(reached)
         return rows, bound.sum(axis=0)[rows]
 
@@ -158,14 +170,16 @@ class MultiVectorRetriever(Retriever):
         exact = max(k, self.candidates)
         return exact, max(exact, self.prefilter)
 
-    def _maxsim(self, query: np.ndarray, centroid_scores: np.ndarray, probed: np.ndarray, k: int, cuts=None):
+    def _maxsim(
+        self, query: np.ndarray, centroid_scores: np.ndarray, probed: np.ndarray, k: int, cuts=None, alive=None
+    ):
         """Candidates by the centroid approximation, then exact MaxSim: (rows, scores).
 
         ``cuts``: a sharded search's collection-wide thresholds (:meth:`query_statistics`): every document whose
         bound, and then whose centroid interaction, reaches the collection's cut is a candidate, so the shards
         together score exactly the unsharded index's candidates.
         """
-        rows, bound = self._bound(centroid_scores, probed)
+        rows, bound = self._bound(centroid_scores, probed, alive)
         exact, keep = self._cuts(k)
         if cuts is not None:
             rows, bound = rows[bound >= cuts["bound_min"]], None
@@ -177,19 +191,19 @@ class MultiVectorRetriever(Retriever):
                 rows = rows[np.argsort(-self._approximate(centroid_scores, rows), kind="stable")[:exact]]
         return rows, (self._exact(query, rows) if rows.size else np.zeros(0, dtype=np.float32))
 
-    def query_statistics(self, query: np.ndarray, k: int) -> dict | None:
+    def query_statistics(self, query: np.ndarray, k: int, exclude: frozenset[str] = NO_EXCLUSION) -> dict | None:
         """This shard's candidate scores for the collection's cuts: its best bounds (as many as the unsharded
         index keeps) and, where a centroid-interaction stage follows, those documents' approximate scores."""
         if self.mode != "maxsim" or len(query) == 0:
             return None
         centroid_scores, probed = self._probe(query)
-        rows, bound = self._bound(centroid_scores, probed)
+        rows, bound = self._bound(centroid_scores, probed, self._alive(exclude))
         exact, keep = self._cuts(k)
         order = np.argsort(-bound, kind="stable")[:keep]
         approximate = self._approximate(centroid_scores, rows[order]) if keep > exact and order.size else None
         return {"bound": bound[order], "approximate": approximate, "exact": exact, "keep": keep}
 
-    def _xtr(self, query: np.ndarray, probed: np.ndarray):
+    def _xtr(self, query: np.ndarray, probed: np.ndarray, alive: np.ndarray | None = None):
         """Scores from retrieved tokens alone, missing similarities imputed: (rows, scores)."""
         best = np.empty((len(query), len(self.store)), dtype=np.float32)
         reached = np.zeros(len(self.store), dtype=bool)
@@ -206,17 +220,22 @@ class MultiVectorRetriever(Retriever):
             docs = self.store.token_doc[tokens]
             np.maximum.at(best[i], docs, similarities)
             reached[docs] = True
+        if alive is not None:
+            reached &= alive
         rows = np.flatnonzero(reached)
         return rows, best[:, rows].sum(axis=0)
 
-    def search_tokens(self, query: np.ndarray, k: int, cuts: dict | None = None) -> list[Hit]:
+    def search_tokens(
+        self, query: np.ndarray, k: int, cuts: dict | None = None, exclude: frozenset[str] = NO_EXCLUSION
+    ) -> list[Hit]:
         if len(query) == 0:
             return []
         centroid_scores, probed = self._probe(query)
+        alive = self._alive(exclude)
         if self.mode == "maxsim":
-            rows, scores = self._maxsim(query, centroid_scores, probed, k, cuts)
+            rows, scores = self._maxsim(query, centroid_scores, probed, k, cuts, alive)
         else:
-            rows, scores = self._xtr(query, probed)
+            rows, scores = self._xtr(query, probed, alive)
         ids = [self.store.doc_ids[row] for row in rows]
         return [Hit(ids[position], score) for position, score in ranked(ids, scores.astype(np.float64), k)]
 
@@ -226,8 +245,10 @@ class MultiVectorRetriever(Retriever):
     def encode_query(self, query: str) -> np.ndarray:
         return self.encoder.encode_queries([query])[0]
 
-    def search_partial(self, query: np.ndarray, k: int, statistics: Any = None) -> Partial:
-        return Partial.of_hits(self.search_tokens(query, k, statistics))
+    def search_partial(
+        self, query: np.ndarray, k: int, statistics: Any = None, exclude: frozenset[str] = NO_EXCLUSION
+    ) -> Partial:
+        return Partial.of_hits(self.search_tokens(query, k, statistics, exclude))
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

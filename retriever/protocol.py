@@ -31,6 +31,24 @@ class Partial:
         """A retriever's own top hits, whose scores compare across shards as they are."""
         return cls([hit.doc_id for hit in hits], np.array([hit.score for hit in hits], dtype=np.float64))
 
+    def without(self, exclude: frozenset[str]) -> Partial:
+        """The list with the ``exclude`` documents left out (fetched ``len(exclude)`` deeper, so none is missing)."""
+        if not exclude:
+            return self
+        keep = np.array([doc_id not in exclude for doc_id in self.ids], dtype=bool)
+        ids = [doc_id for doc_id, kept in zip(self.ids, keep.tolist(), strict=True) if kept]
+        return Partial(ids, np.asarray(self.scores)[keep], None if self.head is None else np.asarray(self.head)[keep])
+
+
+#: Documents a search leaves out (a live collection's deleted and replaced ones), applied inside each retriever
+#: before its top k and candidate cuts, so that the hits are those of an index without them.
+NO_EXCLUSION: frozenset[str] = frozenset()
+
+
+def excluded_rows(exclude: frozenset[str], row_of: Mapping[str, int]) -> np.ndarray:
+    """The internal rows of the ``exclude`` documents this index holds."""
+    return np.fromiter((row_of[doc_id] for doc_id in exclude if doc_id in row_of), dtype=np.int64)
+
 
 class Retriever(Protocol):
     """Ranked hits over one index: best first, ties broken by document id, at most ``k``.
@@ -47,10 +65,12 @@ class Retriever(Protocol):
         """The document's text as the index stored it, or None where the index keeps no text."""
         return None
 
-    def query_statistics(self, query: Any, k: int) -> Any:
+    def query_statistics(self, query: Any, k: int, exclude: frozenset[str] = NO_EXCLUSION) -> Any:
         """This index's share of what a sharded search of the top ``k`` for ``query`` (as :meth:`encode_query` gave
         it) must know of the whole collection, to combine over shards before the search round: BM25's document
-        frequencies and lengths, multi-vector's candidate scores. None where scores depend on the document alone."""
+        frequencies and lengths, multi-vector's candidate scores. None where scores depend on the document alone.
+        ``exclude``: documents left out of candidate scores (BM25's statistics keep counting them until a merge, as
+        Lucene's do)."""
         return None
 
     def encode_query(self, query: str) -> Any:
@@ -58,11 +78,14 @@ class Retriever(Protocol):
         search encodes it once, on one shard, and sends the result to all. By default the text itself."""
         return query
 
-    def search_partial(self, query: Any, k: int, statistics: Any = None) -> Partial:
+    def search_partial(
+        self, query: Any, k: int, statistics: Any = None, exclude: frozenset[str] = NO_EXCLUSION
+    ) -> Partial:
         """This index's top ``k`` as one shard of a document-partitioned collection, for ``query`` as
         :meth:`encode_query` gave it, scored with the collection's summed ``statistics`` where the retriever has
-        any. By default the hits of :meth:`search`, whose scores compare across shards as they are."""
-        return Partial.of_hits(self.search(query, k))
+        any, the ``exclude`` documents left out. By default the hits of :meth:`search`, whose scores compare across
+        shards as they are."""
+        return Partial.of_hits(self.search(query, k + len(exclude))).without(exclude)
 
 
 @runtime_checkable

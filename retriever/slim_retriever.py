@@ -24,7 +24,7 @@ from braid.indexer.splade_encoder import quantize
 from braid.indexer.splade_index import IMPACT_DIR
 from braid.retriever.hit import Hit
 from braid.retriever.impact_search import ImpactSearcher
-from braid.retriever.protocol import Partial, Retriever
+from braid.retriever.protocol import NO_EXCLUSION, Partial, Retriever
 from braid.retriever.ties import id_ranks
 
 
@@ -117,21 +117,32 @@ class SlimRetriever(Retriever):
     def encode_query(self, query: str) -> sp.csr_matrix:
         return self.query_matrix(query)
 
-    def query_statistics(self, query: sp.csr_matrix, k: int) -> dict:
+    def _first_stage(self, query: sp.csr_matrix, depth: int, exclude: frozenset[str]) -> Partial:
+        """First-stage candidates (every one tied at ``depth`` included), the ``exclude``d ones left out."""
+        found = self._impact.search_raw(self.first_stage_vector(query), depth + len(exclude))
+        return Partial(*found).without(exclude)
+
+    def query_statistics(self, query: sp.csr_matrix, k: int, exclude: frozenset[str] = NO_EXCLUSION) -> dict:
         """This shard's best first-stage scores, as many as the unsharded index refines: the broker finds the
         collection's cut-off among them (:func:`~braid.retriever.sharded_retriever.first_stage_cut`)."""
         depth = max(k, self.candidates)
-        _, scores = self._impact.search_raw(self.first_stage_vector(query), depth)
+        scores = np.asarray(self._first_stage(query, depth, exclude).scores)
         return {"scores": np.sort(scores)[::-1][:depth], "depth": depth}
 
-    def search_partial(self, query: sp.csr_matrix, k: int, statistics: Any = None) -> Partial:
+    def search_partial(
+        self, query: sp.csr_matrix, k: int, statistics: Any = None, exclude: frozenset[str] = NO_EXCLUSION
+    ) -> Partial:
+        depth = max(k, self.candidates)
         if statistics is None:
-            hits = self.search_matrix(query, k)
+            # This index's own first ``depth`` candidates, as search_matrix takes them, the excluded left out.
+            vector = self.first_stage_vector(query)
+            found = self._impact.search(vector, depth + len(exclude))
+            hits = self._refine(query, [hit.doc_id for hit in found if hit.doc_id not in exclude][:depth], k)
         else:
             # Refine exactly this shard's documents among the collection's first-stage candidates.
-            ids, scores = self._impact.search_raw(self.first_stage_vector(query), max(k, self.candidates))
-            keep = (scores >= statistics["min"]).tolist()
-            hits = self._refine(query, [doc_id for doc_id, kept in zip(ids, keep, strict=True) if kept], k)
+            first = self._first_stage(query, depth, exclude)
+            keep = (np.asarray(first.scores) >= statistics["min"]).tolist()
+            hits = self._refine(query, [doc_id for doc_id, kept in zip(first.ids, keep, strict=True) if kept], k)
         return Partial.of_hits(hits)
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:

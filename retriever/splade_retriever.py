@@ -13,7 +13,7 @@ from braid.indexer.splade_encoder import quantize
 from braid.indexer.splade_index import IMPACT_DIR, encoder_for
 from braid.retriever.hit import Hit
 from braid.retriever.impact_search import ImpactSearcher
-from braid.retriever.protocol import Partial, Retriever
+from braid.retriever.protocol import NO_EXCLUSION, Partial, Retriever
 
 
 class SpladeRetriever(Retriever):
@@ -39,9 +39,11 @@ class SpladeRetriever(Retriever):
     def encode_query(self, query: str) -> dict[str, int]:
         return self.query_vector(query)
 
-    def search_partial(self, query: Mapping[str, int], k: int, statistics: Any = None) -> Partial:
+    def search_partial(
+        self, query: Mapping[str, int], k: int, statistics: Any = None, exclude: frozenset[str] = NO_EXCLUSION
+    ) -> Partial:
         # Impact scores are dot products of stored weights: they compare across shards without statistics.
-        return Partial(*self._impact.search_raw(query, k))
+        return Partial(*self._impact.search_raw(query, k + len(exclude))).without(exclude)
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from braid.common.dataset import Dataset
+from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError, DeadlineExceeded
 from braid.indexer.manifest import Manifest
+from braid.pipelines.live_collection import LiveCollection
 from braid.pipelines.pipeline import ExplainedHit, Pipeline, PipelineSpec, SearchOptions, ShardOpener, open_pipeline
 from braid.service.admission import Admission
 from braid.service.errors import FailedPrecondition, PermissionDenied, Unauthenticated
@@ -61,6 +62,9 @@ class NewDocument:
     @property
     def contents(self) -> str:
         return f"{self.title} {self.text}".strip() if self.title else self.text
+
+    def as_document(self) -> Document:
+        return Document(self.id, self.title, self.text)
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,11 @@ class CoreBase:
     ) -> tuple[int, int]:
         raise NotImplementedError
 
+    def upsert_documents(
+        self, pipeline: str, documents: Sequence[NewDocument], deadline: float | None = None
+    ) -> tuple[int, int]:
+        raise NotImplementedError
+
     def delete_documents(self, pipeline: str, ids: Sequence[str], deadline: float | None = None) -> tuple[int, int]:
         raise NotImplementedError
 
@@ -237,6 +246,9 @@ class SearchCore(CoreBase):
         self.shards, self.open_shard = shards, open_shard
         super().__init__(limits, auth)
         self._batchers: dict[int, BatchingReranker] = {}
+        # The collection's write side, shared by every pipeline served: a write through any of them is seen by all.
+        # Sharded serving keeps the in-place shard updates (multivector) of braid.indexer.update_transaction.
+        self.live = LiveCollection(dataset, self.index_root, threads) if shards == 1 and open_shard is None else None
         self.registry = PipelineRegistry()
         for spec in specs:
             self.registry.add(spec, self._open(spec))
@@ -259,6 +271,7 @@ class SearchCore(CoreBase):
             build_missing=self.build_missing,
             shards=self.shards,
             open_shard=self.open_shard,
+            live=self.live,
         )
         if pipeline.reranker is not None:
             # One batcher per model instance, shared by every pipeline (and generation) that reranks with it.
@@ -337,29 +350,50 @@ class SearchCore(CoreBase):
                         f"{self.limits.max_document_chars} are allowed"
                     )
 
-    def add_documents(
-        self, pipeline: str, documents: Sequence[NewDocument], deadline: float | None = None, reload: bool = True
-    ) -> tuple[int, int]:
-        """Add documents to every index of a pipeline, then swap in the updated pipeline: (doc count, generation).
-
-        A batch naming one id twice keeps its last version, as an upsert does (Qdrant, Elasticsearch bulk).
-        ``reload=False`` only writes (a broker whose shards are served elsewhere: their owner swaps them in). A
-        write here runs to its end whatever the ``deadline`` (it is all or nothing); the caller is answered by then."""
+    def _check_writes(self, documents: Sequence[NewDocument]) -> list[NewDocument]:
         documents = _last_of_each_id(documents)
         self._check_documents(documents, self.limits.max_update_documents)
         blank = [doc.id for doc in documents if not doc.contents.strip()]
         if blank:  # nothing to index: every index kind would skip it
             raise BraidError(f"{len(blank)} document(s) have neither title nor text, e.g. {blank[:5]}; nothing added")
+        return documents
+
+    def add_documents(
+        self, pipeline: str, documents: Sequence[NewDocument], deadline: float | None = None, reload: bool = True
+    ) -> tuple[int, int]:
+        """Add new documents to the collection (an id it holds is refused: ALREADY_EXISTS): (doc count, generation).
+
+        Over a live collection the write is durable and searchable when this returns, for every pipeline served,
+        with no reload (:mod:`braid.pipelines.live_collection`). Sharded serving updates its shards' indexes in
+        place and swaps in the updated pipeline (``reload=False`` only writes: a broker whose shards are served
+        elsewhere). A batch naming one id twice keeps its last version. A write runs to its end whatever the
+        ``deadline`` (it is all or nothing); the caller is answered by then."""
+        documents = self._check_writes(documents)
         slot = self.registry.slot(pipeline)
+        if self.live is not None:
+            count = self.live.add([doc.as_document() for doc in documents])
+            return count, slot.generation.number
         with slot.lease() as opened:
             count = opened.add_documents([(doc.id, doc.contents) for doc in documents])
         return count, self._reload_slot(slot) if reload else slot.generation.number
+
+    def upsert_documents(
+        self, pipeline: str, documents: Sequence[NewDocument], deadline: float | None = None
+    ) -> tuple[int, int]:
+        """Add or replace documents by id (Qdrant's upsert, Elasticsearch's index): (doc count, generation)."""
+        documents = self._check_writes(documents)
+        slot = self.registry.slot(pipeline)
+        if self.live is None:
+            raise FailedPrecondition("upserts need a live collection; sharded serving takes AddDocuments only")
+        return self.live.upsert([doc.as_document() for doc in documents]), slot.generation.number
 
     def delete_documents(
         self, pipeline: str, ids: Sequence[str], deadline: float | None = None, reload: bool = True
     ) -> tuple[int, int]:
         self.limits.check_count("document ids", len(ids), self.limits.max_update_documents)
         slot = self.registry.slot(pipeline)
+        if self.live is not None:
+            return self.live.delete(list(ids)), slot.generation.number
         with slot.lease() as opened:
             count = opened.delete_documents(list(ids))
         return count, self._reload_slot(slot) if reload else slot.generation.number
@@ -440,6 +474,8 @@ class SearchCore(CoreBase):
         for batcher in self._batchers.values():
             batcher.close()
         self.registry.close()
+        if self.live is not None:
+            self.live.close()
 
 
 def _last_of_each_id(documents: Sequence[NewDocument]) -> list[NewDocument]:

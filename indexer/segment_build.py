@@ -1,0 +1,85 @@
+"""Small indexes over a batch of written documents: the segments a live collection adds beside its base index.
+
+A segment is an index of the base's own kind and parameters, built by the kind's own builder (what a fresh build
+of those documents would write), so a retriever opens it like any index and its scores compare with the base's
+exactly as a shard's do (:mod:`braid.retriever.sharded_retriever`). Kinds that learn from the corpus (the binary
+binarizer, the multi-vector centroids) code a segment with the base's trained parts, as a build job's shards do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from braid.common.dataset import Dataset, Document
+from braid.indexer.atomic_dir import atomic_directory
+from braid.indexer.index_store import build_index, index_path
+from braid.indexer.kinds import index_kind
+from braid.indexer.manifest import Manifest
+
+
+def memory_dataset(name: str, documents: Sequence[Document]) -> Dataset:
+    """A dataset over documents held in memory (a write batch), checksummed by their contents."""
+    digest = hashlib.sha256()
+    for document in documents:
+        digest.update(f"{document.doc_id}\0{document.title}\0{document.text}\n".encode())
+    dataset = Dataset(
+        name=name,
+        root=Path("."),
+        layout="memory",
+        corpus_files=(),
+        corpus_reader=lambda: iter(documents),
+        queries_reader=dict,
+        qrels_readers={},
+    )
+    dataset._checksum = digest.hexdigest()
+    return dataset
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No progress bars for the builds of a write (a server would print one per write and index)."""
+    saved = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = saved
+
+
+def build_segment(
+    kind: str, params: dict, documents: Sequence[Document], root: Path, base: Path, threads: int | None = None
+) -> Path:
+    """Index ``documents`` as a ``kind`` index under ``root`` (its dependencies beside it), trained parts taken from
+    the ``base`` index; returns the segment's folder."""
+    spec = index_kind(kind)
+    params = spec.validate(params)
+    dataset = memory_dataset("segment", documents)
+    if "trained" not in inspect.signature(spec.build).parameters:
+        return build_index(dataset, kind, params, index_root=root, threads=threads, quiet=True)[0]
+    dependencies = {
+        role: build_index(dataset, dep_kind, dep_params, index_root=root, threads=threads, quiet=True)[0]
+        for role, (dep_kind, dep_params) in (spec.requires(params) if spec.requires else {}).items()
+    }
+    output = index_path(dataset, kind, params, root)
+    started = time.perf_counter()
+    with atomic_directory(output, overwrite=True) as scratch:
+        count = spec.build(dataset, scratch, params, threads, trained=Path(base), **dependencies)
+        Manifest(
+            kind=kind,
+            params=params,
+            dataset=dataset.name,
+            doc_count=count,
+            corpus_checksum=dataset.corpus_checksum(),
+            build_seconds=round(time.perf_counter() - started, 3),
+            depends_on={role: os.path.relpath(path.resolve(), output.resolve()) for role, path in dependencies.items()},
+        ).write(scratch)
+    return output

@@ -1,0 +1,363 @@
+"""A collection that takes writes while it is searched: upserts and deletes on every index kind, durable and
+visible at once, without rebuilding or reopening the indexes a write did not add to.
+
+The design is Elasticsearch's (a translog, a refresh, a merge) over braid's own indexes:
+
+- **Durable.** A write batch is appended to the collection's write-ahead log and synced to disk before it is
+  acknowledged (:mod:`braid.indexer.write_log`); the log is the truth, and everything below is rebuilt from it
+  after a crash.
+- **All or nothing.** Before the log append, the batch is indexed as one small segment per index kind the open
+  pipelines use (:mod:`braid.indexer.segment_build`); a failure there (an encoder error, a full disk) discards
+  those segments and the log never hears of the batch. The append is the commit point.
+- **Visible at once.** After the append, every open retriever of the collection gets the new segment and the
+  ids the batch replaced or deleted as exclusions of the segments that held them, in one reference swap per
+  retriever (:class:`~braid.retriever.segmented_retriever.SegmentedRetriever`). No index is reopened: a write
+  costs encoding its documents and indexing them alone, whatever the collection's size.
+- **Merged.** More than :data:`MAX_SEGMENTS` write segments are merged into one (their live documents indexed
+  again); :meth:`LiveCollection.optimize` folds everything into a new base corpus, from which fresh indexes are
+  built: then rankings are exactly a fresh build's, Lucene's term statistics included.
+
+State lives in ``INDEX_ROOT/<collection>/_writes/``: ``wal.jsonl``, ``base.json`` (the corpus the log applies to:
+the collection's own until an optimize, then ``base-<seq>.jsonl`` here) and ``segments/``. One process writes a
+collection at a time (the server; ``braid collection upsert`` when none runs).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from braid.common.atomic_file import atomic_output, atomic_write_text
+from braid.common.beir_format import read_corpus
+from braid.common.dataset import Dataset, Document
+from braid.common.errors import BraidError, DocumentsExist, UnknownDocuments
+from braid.indexer.manifest import Manifest
+from braid.indexer.segment_build import build_segment, quiet_progress
+from braid.indexer.write_log import WriteLog
+from braid.retriever.kinds import RetrieverKind
+from braid.retriever.protocol import Retriever
+from braid.retriever.segmented_retriever import Segment, SegmentedRetriever
+
+STATE_DIR = "_writes"
+#: Write segments searched side by side before they are merged into one.
+MAX_SEGMENTS = 8
+
+
+@dataclass
+class _Opened:
+    """One retriever of an open pipeline over this collection: its kind, base index and search parameters."""
+
+    info: RetrieverKind
+    base: Path
+    search_params: dict[str, Any]
+    live: SegmentedRetriever
+    # segment folder -> that folder opened with this retriever's search parameters
+    opened: dict[Path, Retriever] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _WriteSegment:
+    seq: int  # the write (or merge, or replay) that made it
+    root: Path  # its index folders, one per index kind, built by segment_build
+    ids: frozenset[str]
+
+
+def state_dir(dataset: Dataset, index_root: Path) -> Path:
+    return Path(index_root) / dataset.name / STATE_DIR
+
+
+def has_writes(dataset: Dataset, index_root: Path) -> bool:
+    """Whether writes were ever logged for this collection under ``index_root`` (a search must then see them)."""
+    return (state_dir(dataset, index_root) / "base.json").is_file()
+
+
+class LiveCollection:
+    """The write side of one collection, shared by every pipeline opened over it (module docstring)."""
+
+    def __init__(self, dataset: Dataset, index_root: Path, threads: int | None = None, writable: bool = True) -> None:
+        """Open the collection's write state; ``writable``: as its one writer (a server, ``braid collection
+        upsert``), else to search what was written (``braid search`` while a server writes)."""
+        self.origin = dataset
+        self.index_root = Path(index_root)
+        self.threads = threads
+        self.writable = writable
+        self.state = state_dir(dataset, index_root)
+        self._lock_file = None
+        if writable:
+            self.state.mkdir(parents=True, exist_ok=True)
+            self._lock_file = (self.state / "LOCK").open("a")
+            try:
+                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock_file.close()
+                raise BraidError(
+                    f"collection {dataset.name!r} is open for writes by another process (a running server?): "
+                    "write through its API, or stop it first"
+                ) from None
+        base = self._read_base()
+        self.dataset = self._base_dataset(base)
+        self.log = WriteLog(self.state / "wal.jsonl", floor=int(base["seq"]), writable=writable)
+        self._lock = threading.RLock()
+        self._opened: list[_Opened] = []
+        self._base_ids = frozenset(document.doc_id for document in self.dataset.iter_corpus())
+        self._segments: list[_WriteSegment] = []
+        self._dead: list[set[str]] = [set()]  # per segment, the base first
+        self._owner: dict[str, int] = dict.fromkeys(self._base_ids, 0)
+        self._delta: dict[str, Document] = {}  # live documents written since the base, by id
+        self._base_texts: dict[str, str] | None = None
+        self._folders: dict[tuple[Path, Path], Path] = {}  # (base index, segment root) -> that kind's index there
+        self._retired: list[Path] = []  # merged-away segment roots, removed once no retriever reads them
+        self._replay()
+
+    # -- state on disk -----------------------------------------------------------------------------------------
+
+    def _read_base(self) -> dict[str, Any]:
+        path = self.state / "base.json"
+        origin = self.origin.corpus_checksum()
+        if not path.is_file():
+            return {"origin": origin, "seq": 0, "corpus": None}
+        base = json.loads(path.read_text(encoding="utf-8"))
+        if base["origin"] != origin:
+            raise BraidError(
+                f"the documents of {self.origin.name!r} changed on disk after writes were logged against them "
+                f"({self.state}); move that folder away to drop those writes, or restore the collection"
+            )
+        return base
+
+    def _base_dataset(self, base: Mapping[str, Any]) -> Dataset:
+        if not base.get("corpus"):
+            return self.origin
+        corpus = self.state / base["corpus"]
+        return replace(
+            self.origin,
+            corpus_files=(corpus,),
+            corpus_reader=lambda: read_corpus(corpus),
+            _checksum=None,
+        )
+
+    def _write_base(self, seq: int, corpus: str | None) -> None:
+        record = {"origin": self.origin.corpus_checksum(), "seq": seq, "corpus": corpus}
+        atomic_write_text(self.state / "base.json", json.dumps(record) + "\n")
+
+    def _replay(self) -> None:
+        """Rebuild the in-memory view of the logged writes: which base documents are gone, which are new."""
+        for record in self.log.records:
+            for doc_id in [*record.delete, *(document.doc_id for document in record.upsert)]:
+                self._delta.pop(doc_id, None)
+                if doc_id in self._base_ids:
+                    self._dead[0].add(doc_id)
+            self._delta.update((document.doc_id, document) for document in record.upsert)
+        self._owner = {doc_id: 0 for doc_id in self._base_ids if doc_id not in self._dead[0]}
+        segments = self.state / "segments"
+        if segments.is_dir():
+            # Segments of earlier runs are rebuilt from the log (the replay folder's indexes are named by their
+            # contents, so an unchanged log reopens them without a build).
+            for folder in segments.iterdir():
+                if folder.name != "replay":
+                    shutil.rmtree(folder, ignore_errors=True)
+        if self._delta:
+            # One segment over every live written document, not one per logged batch.
+            self._segments.append(_WriteSegment(self.log.last_seq, segments / "replay", frozenset(self._delta)))
+            self._dead.append(set())
+            self._owner.update(dict.fromkeys(self._delta, 1))
+
+    # -- reading ------------------------------------------------------------------------------------------------
+
+    @property
+    def doc_count(self) -> int:
+        return len(self._owner)
+
+    @property
+    def seq(self) -> int:
+        return self.log.last_seq
+
+    def __contains__(self, doc_id: str) -> bool:
+        return doc_id in self._owner
+
+    def text(self, doc_id: str) -> str | None:
+        """A live document's text (title, then text), as indexes saw it: for rerankers and display."""
+        if doc_id in self._delta:
+            return self._delta[doc_id].contents
+        if self._owner.get(doc_id) != 0:
+            return None
+        with self._lock:
+            if self._base_texts is None:
+                self._base_texts = {d.doc_id: d.contents for d in self.dataset.iter_corpus()}
+        return self._base_texts.get(doc_id)
+
+    def live_documents(self) -> Iterator[Document]:
+        """Every live document: the base's in its order, then the written ones in the order first written."""
+        for document in self.dataset.iter_corpus():
+            if self._owner.get(document.doc_id) == 0:
+                yield document
+        yield from self._delta.values()
+
+    # -- retrievers ---------------------------------------------------------------------------------------------
+
+    def retriever(self, info: RetrieverKind, base: Path, search_params: Mapping[str, Any]) -> SegmentedRetriever:
+        """A retriever of kind ``info`` over the base index ``base`` and every write segment, kept current."""
+        with self._lock:
+            base_retriever = info.open(Path(base), search_params, self.threads)
+            live = SegmentedRetriever(info.name, [Segment(base_retriever, self._base_ids)], search_params)
+            opened = _Opened(info, Path(base), dict(search_params), live)
+            self._publish(opened)
+            self._opened.append(opened)
+            return live
+
+    def forget(self, retriever: Retriever) -> None:
+        """Stop keeping ``retriever`` current (its pipeline was closed)."""
+        with self._lock:
+            self._opened = [opened for opened in self._opened if opened.live is not retriever]
+
+    def _build(self, base: Path, documents: Sequence[Document], root: Path) -> Path:
+        manifest = Manifest.read(base)
+        with quiet_progress():
+            return build_segment(manifest.kind, manifest.params, documents, root, base, self.threads)
+
+    def _folder(self, base: Path, position: int) -> Path | None:
+        """The index of ``base``'s kind over write segment ``position`` (1-based), built from its live documents
+        when this kind has none there yet (a pipeline opened after the write); None when none is live."""
+        segment = self._segments[position - 1]
+        key = (base, segment.root)
+        if key not in self._folders:
+            documents = [self._delta[i] for i in sorted(segment.ids) if self._owner.get(i) == position]
+            if not documents:
+                return None
+            self._folders[key] = self._build(base, documents, segment.root)
+        return self._folders[key]
+
+    def _publish(self, opened: _Opened) -> None:
+        segments = [Segment(opened.live.segments[0].retriever, self._base_ids, frozenset(self._dead[0]))]
+        for position, segment in enumerate(self._segments, start=1):
+            folder = self._folder(opened.base, position)
+            if folder is None:
+                continue
+            if folder not in opened.opened:
+                opened.opened[folder] = opened.info.open(folder, opened.search_params, self.threads)
+            segments.append(Segment(opened.opened[folder], segment.ids, frozenset(self._dead[position])))
+        kept = {id(segment.retriever) for segment in segments}
+        opened.opened = {folder: r for folder, r in opened.opened.items() if id(r) in kept}
+        opened.live.publish(segments)
+
+    # -- writing -----------------------------------------------------------------------------------------------
+
+    def upsert(self, documents: Sequence[Document]) -> int:
+        """Add or replace ``documents`` (the last of one id wins), durably and visibly; returns the live count."""
+        return self._write(list({document.doc_id: document for document in documents}.values()), [])
+
+    def add(self, documents: Sequence[Document]) -> int:
+        """Add new documents; an id the collection holds refuses the whole batch (ALREADY_EXISTS)."""
+        batch = list({document.doc_id: document for document in documents}.values())
+        with self._lock:
+            held = [document.doc_id for document in batch if document.doc_id in self._owner]
+            if held:
+                raise DocumentsExist(
+                    f"{len(held)} id(s) are in the collection already, e.g. {held[:5]}; nothing added (upsert "
+                    "replaces documents)"
+                )
+            return self._write(batch, [])
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        """Delete live documents by id (an unknown id refuses the whole batch); returns the live count."""
+        ids = list(dict.fromkeys(doc_ids))
+        with self._lock:
+            unknown = [doc_id for doc_id in ids if doc_id not in self._owner]
+            if unknown:
+                raise UnknownDocuments(
+                    f"{len(unknown)} id(s) are not in the collection, e.g. {unknown[:5]}; nothing deleted"
+                )
+            return self._write([], ids)
+
+    def _write(self, upsert: list[Document], delete: list[str]) -> int:
+        if not self.writable:
+            raise BraidError(f"collection {self.origin.name!r} was opened for searching only")
+        with self._lock:
+            seq = self.log.last_seq + 1
+            root = self.state / "segments" / f"{seq:012d}"
+            if upsert:
+                # Index the batch for every index kind in use before the log hears of it: a failure here leaves
+                # nothing behind (the segment folder goes) and the write is refused.
+                try:
+                    for base in dict.fromkeys(opened.base for opened in self._opened):
+                        self._folders[(base, root)] = self._build(base, upsert, root)
+                except BaseException:
+                    self._folders = {key: path for key, path in self._folders.items() if key[1] != root}
+                    shutil.rmtree(root, ignore_errors=True)
+                    raise
+            if not (self.state / "base.json").is_file():
+                self._write_base(self.log.floor, None)
+            self.log.append(upsert, delete)  # the commit point: durable from here
+            for doc_id in [*delete, *(document.doc_id for document in upsert)]:
+                owner = self._owner.pop(doc_id, None)
+                if owner is not None:
+                    self._dead[owner].add(doc_id)
+                self._delta.pop(doc_id, None)
+            if upsert:
+                self._segments.append(_WriteSegment(seq, root, frozenset(d.doc_id for d in upsert)))
+                self._dead.append(set())
+                for document in upsert:
+                    self._delta[document.doc_id] = document
+                    self._owner[document.doc_id] = len(self._segments)
+            if len(self._segments) > MAX_SEGMENTS:
+                self._merge()
+            for opened in self._opened:
+                self._publish(opened)
+            for retired in self._retired:  # no retriever reads them now (open files outlive their names)
+                shutil.rmtree(retired, ignore_errors=True)
+            self._retired.clear()
+            return self.doc_count
+
+    def _merge(self) -> None:
+        """Index the live documents of every write segment again, as one (Lucene's segment merge)."""
+        retired = [segment.root for segment in self._segments]
+        root = self.state / "segments" / f"{self.log.last_seq:012d}-merged"
+        documents = list(self._delta.values())
+        folders = {(base, root): self._build(base, documents, root) for base in {o.base for o in self._opened}}
+        self._segments = [_WriteSegment(self.log.last_seq, root, frozenset(self._delta))] if documents else []
+        self._dead = [self._dead[0], *([set()] if documents else [])]
+        self._owner.update(dict.fromkeys(self._delta, 1))
+        self._folders = {key: path for key, path in self._folders.items() if key[1] not in retired}
+        self._folders.update(folders)
+        self._retired.extend(retired)
+
+    # -- optimize -----------------------------------------------------------------------------------------------
+
+    def optimize(self, build: Callable[[Dataset], None]) -> Dataset:
+        """Fold every logged write into a new base corpus, have ``build(dataset)`` build its indexes, then drop the
+        log's folded records; returns the new base dataset (which the caller reopens its pipelines over). Writes
+        wait meanwhile; searches go on over the current state."""
+        if not self.writable:
+            raise BraidError(f"collection {self.origin.name!r} was opened for searching only")
+        with self._lock:
+            seq = self.log.last_seq
+            name = f"base-{seq:012d}.jsonl"
+            target = self.state / name
+            with atomic_output(target) as scratch, scratch.open("w", encoding="utf-8") as handle:
+                for document in self.live_documents():
+                    row = {"_id": document.doc_id, "title": document.title, "text": document.text}
+                    if document.metadata:
+                        row["metadata"] = document.metadata
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            dataset = replace(
+                self.origin, corpus_files=(target,), corpus_reader=lambda: read_corpus(target), _checksum=None
+            )
+            build(dataset)  # the new base's indexes, complete before anything switches to them
+            self._write_base(seq, name)  # the switch
+            self.log.keep_after(seq)
+            for old in self.state.glob("base-*.jsonl"):
+                if old.name != name:
+                    old.unlink(missing_ok=True)
+            shutil.rmtree(self.state / "segments", ignore_errors=True)
+            self.close()  # this view is of the old base: the caller opens the collection again
+            return dataset
+
+    def close(self) -> None:
+        self.log.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
