@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from braid.common.collection_info import PassageSettings
 from braid.common.errors import BraidError
 
 Qrels = dict[str, dict[str, int]]
@@ -46,7 +47,7 @@ class Dataset:
     default_rel_threshold: int = 1
     # A collection of passages cut from longer documents (:mod:`braid.common.passages`): hits are reported per
     # document, each scoring as its best passage.
-    passages: bool = False
+    passages: PassageSettings | None = None
     _queries: dict[str, str] | None = field(default=None, repr=False)
     _qrels: dict[str, Qrels] = field(default_factory=dict, repr=False)
     _checksum: str | None = field(default=None, repr=False)

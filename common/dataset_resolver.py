@@ -54,7 +54,7 @@ def _beir_dataset(root: Path, name: str) -> Dataset:
         corpus_reader=lambda: beir_format.read_corpus(corpus),
         queries_reader=lambda: beir_format.read_queries(queries) if queries.is_file() else {},
         qrels_readers=readers,
-        passages=bool(info and info.passages),
+        passages=info.passages if info else None,
     )
 
 

@@ -63,7 +63,7 @@ def check_qrels(dataset: Dataset, split: str, allow_unknown: bool = False) -> li
     qrels = dataset.qrels(split)
     queries = dataset.queries()
     doc_ids = {doc.doc_id for doc in dataset.iter_corpus()}
-    if dataset.passages:  # judgments name documents; the corpus holds their passages
+    if dataset.passages is not None:  # judgments name documents; the corpus holds their passages
         doc_ids = {document_of(doc_id) for doc_id in doc_ids}
     unknown_queries = sorted(qid for qid in qrels if qid not in queries)
     unknown_docs = sorted({doc for docs in qrels.values() for doc in docs if doc not in doc_ids})

@@ -74,18 +74,26 @@ def _parse(line: bytes) -> WriteRecord | None:
 class WriteLog:
     """An append-only log file; :meth:`append` returns once the record is on disk."""
 
-    def __init__(self, path: Path, floor: int = 0, writable: bool = True) -> None:
-        """Read the log; ``writable``: also cut a torn last line off and open it for appends (the one writer: a
-        reader leaves the file as it is, and ignores a last line still being written)."""
+    def __init__(self, path: Path, floor: int = 0) -> None:
+        """Read the log as a reader does: a last line that is torn (or still being written) is ignored, and the
+        file is left as it is. :meth:`reload`, by the one writer, cuts such a line off and opens the file to append."""
         self.path = Path(path)
-        self.writable = writable
+        self.writable = False
         # Records up to ``floor`` were folded into the collection's base; numbering goes on from there.
         self.floor = floor
         self.records: list[WriteRecord] = [record for record in self._recover() if record.seq > floor]
         self._handle = None
-        if writable:
+
+    def reload(self) -> bool:
+        """Read the file again (the writer's lock now held) and open it for appends: whether another writer had
+        appended records since it was read."""
+        before = self.last_seq
+        self.writable = True
+        self.records = [record for record in self._recover() if record.seq > self.floor]
+        if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = self.path.open("ab")
+        return self.last_seq != before
 
     @property
     def last_seq(self) -> int:
@@ -125,7 +133,7 @@ class WriteLog:
     def append(self, upsert: Sequence[Document] = (), delete: Sequence[str] = ()) -> WriteRecord:
         """Write one batch and sync it to disk: once this returns, the batch survives a crash."""
         if self._handle is None:
-            raise BraidError(f"{self.path} is open for reading only")
+            raise BraidError(f"{self.path} is not open for appends (WriteLog.reload opens it)")
         record = WriteRecord(self.last_seq + 1, tuple(upsert), tuple(delete))
         self._handle.write(_line(record))
         self._handle.flush()
@@ -137,7 +145,7 @@ class WriteLog:
         """Drop the records up to ``seq`` (folded into a new base by an optimize), in one atomic rewrite."""
         kept = [record for record in self.records if record.seq > seq]
         if self._handle is None:
-            raise BraidError(f"{self.path} is open for reading only")
+            raise BraidError(f"{self.path} is not open for appends (WriteLog.reload opens it)")
         self._handle.close()
         atomic_write_text(self.path, "".join(_line(record).decode("utf-8") for record in kept))
         self.records = kept

@@ -36,7 +36,8 @@ from typing import Any
 from braid.common.atomic_file import atomic_output, atomic_write_text
 from braid.common.beir_format import read_corpus
 from braid.common.dataset import Dataset, Document
-from braid.common.errors import BraidError, DocumentsExist, UnknownDocuments
+from braid.common.errors import BraidError, DocumentsExist, UnknownDocuments, Unsupported
+from braid.common.passages import document_of, split_document
 from braid.indexer.manifest import Manifest
 from braid.indexer.segment_build import build_segment, quiet_progress
 from braid.indexer.write_log import WriteLog
@@ -88,21 +89,10 @@ class LiveCollection:
         self.threads = threads
         self.writable = writable
         self.state = state_dir(dataset, index_root)
-        self._lock_file = None
-        if writable:
-            self.state.mkdir(parents=True, exist_ok=True)
-            self._lock_file = (self.state / "LOCK").open("a")
-            try:
-                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._lock_file.close()
-                raise BraidError(
-                    f"collection {dataset.name!r} is open for writes by another process (a running server?): "
-                    "write through its API, or stop it first"
-                ) from None
+        self._lock_file = None  # the writer's lock, taken at the first write (readers and idle servers need none)
         base = self._read_base()
         self.dataset = self._base_dataset(base)
-        self.log = WriteLog(self.state / "wal.jsonl", floor=int(base["seq"]), writable=writable)
+        self.log = WriteLog(self.state / "wal.jsonl", floor=int(base["seq"]))
         self._lock = threading.RLock()
         self._opened: list[_Opened] = []
         self._base_ids = frozenset(document.doc_id for document in self.dataset.iter_corpus())
@@ -248,36 +238,89 @@ class LiveCollection:
     # -- writing -----------------------------------------------------------------------------------------------
 
     def upsert(self, documents: Sequence[Document]) -> int:
-        """Add or replace ``documents`` (the last of one id wins), durably and visibly; returns the live count."""
-        return self._write(list({document.doc_id: document for document in documents}.values()), [])
+        """Add or replace ``documents`` (the last of one id wins), durably and visibly; returns the live count.
+
+        In a collection of passages, a document is cut as the collection was, and its earlier passages go."""
+        batch = list({document.doc_id: document for document in documents}.values())
+        settings = self.origin.passages
+        if settings is None:
+            return self._write(batch, [])
+        with self._lock:
+            replaced = self._passages_of({document.doc_id for document in batch})
+            passages = [passage for document in batch for passage in split_document(document, settings)]
+            fresh = {passage.doc_id for passage in passages}
+            return self._write(passages, [doc_id for doc_id in replaced if doc_id not in fresh])
+
+    def _passages_of(self, doc_ids: set[str]) -> list[str]:
+        """The live passages of documents ``doc_ids`` (in a collection of passages)."""
+        return [doc_id for doc_id in self._owner if document_of(doc_id) in doc_ids]
+
+    @property
+    def documents(self) -> int:
+        """Live documents: passages counted once per document in a collection of passages."""
+        if self.origin.passages is None:
+            return self.doc_count
+        return len({document_of(doc_id) for doc_id in self._owner})
 
     def add(self, documents: Sequence[Document]) -> int:
         """Add new documents; an id the collection holds refuses the whole batch (ALREADY_EXISTS)."""
         batch = list({document.doc_id: document for document in documents}.values())
         with self._lock:
-            held = [document.doc_id for document in batch if document.doc_id in self._owner]
+            if self.origin.passages is not None:
+                held = sorted(set(map(document_of, self._owner)) & {document.doc_id for document in batch})
+            else:
+                held = [document.doc_id for document in batch if document.doc_id in self._owner]
             if held:
                 raise DocumentsExist(
                     f"{len(held)} id(s) are in the collection already, e.g. {held[:5]}; nothing added (upsert "
                     "replaces documents)"
                 )
-            return self._write(batch, [])
+            return self.upsert(batch)
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Delete live documents by id (an unknown id refuses the whole batch); returns the live count."""
         ids = list(dict.fromkeys(doc_ids))
         with self._lock:
-            unknown = [doc_id for doc_id in ids if doc_id not in self._owner]
+            if self.origin.passages is not None:  # a document's id deletes its passages
+                held = {document_of(doc_id) for doc_id in self._owner}
+                unknown = [doc_id for doc_id in ids if doc_id not in held]
+                if not unknown:
+                    return self._write([], self._passages_of(set(ids)))
+            else:
+                unknown = [doc_id for doc_id in ids if doc_id not in self._owner]
             if unknown:
                 raise UnknownDocuments(
                     f"{len(unknown)} id(s) are not in the collection, e.g. {unknown[:5]}; nothing deleted"
                 )
             return self._write([], ids)
 
-    def _write(self, upsert: list[Document], delete: list[str]) -> int:
+    def _take_writer_lock(self) -> None:
+        """One writer per collection: a second process (or server) writing the same log would interleave it."""
         if not self.writable:
             raise BraidError(f"collection {self.origin.name!r} was opened for searching only")
+        if self._lock_file is not None:
+            return
+        self.state.mkdir(parents=True, exist_ok=True)
+        handle = (self.state / "LOCK").open("a")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise Unsupported(
+                f"collection {self.origin.name!r} is being written by another process or server (its lock: "
+                f"{self.state / 'LOCK'}); write through that one, or stop it first"
+            ) from None
+        self._lock_file = handle
+        # Anything logged by the previous writer since this view was read is this one's starting point.
+        if self.log.reload():
+            raise Unsupported(
+                f"collection {self.origin.name!r} was written by another process since it was opened here; "
+                "reopen it (reload) before writing"
+            )
+
+    def _write(self, upsert: list[Document], delete: list[str]) -> int:
         with self._lock:
+            self._take_writer_lock()
             seq = self.log.last_seq + 1
             root = self.state / "segments" / f"{seq:012d}"
             if upsert:
@@ -332,9 +375,8 @@ class LiveCollection:
         """Fold every logged write into a new base corpus, have ``build(dataset)`` build its indexes, then drop the
         log's folded records; returns the new base dataset (which the caller reopens its pipelines over). Writes
         wait meanwhile; searches go on over the current state."""
-        if not self.writable:
-            raise BraidError(f"collection {self.origin.name!r} was opened for searching only")
         with self._lock:
+            self._take_writer_lock()
             seq = self.log.last_seq
             name = f"base-{seq:012d}.jsonl"
             target = self.state / name

@@ -565,11 +565,13 @@ def open_pipeline(
     shards: int = 1,
     open_shard: ShardOpener | None = None,
     live: LiveCollection | None = None,
+    follow_writes: bool = True,
 ) -> Pipeline:
     """Find (or build) every index the pipeline needs and open its retrievers.
 
     ``live``: the collection's write side (a server's); its retrievers then follow every write. Without one, a
-    collection that has logged writes is opened to search them as they are now (read only).
+    collection that has logged writes is opened to search them as they are now (read only), unless
+    ``follow_writes`` is False (the indexes of ``dataset`` exactly as given: an optimize building a new base).
 
     ``shards`` > 1: the indexes are the serving shards a build job wrote under ``index_root``
     (:mod:`braid.indexer.serving_shards`); every retriever becomes a :class:`ShardedRetriever` over shards opened
@@ -577,7 +579,7 @@ def open_pipeline(
     """
     if shards > 1:
         return _open_sharded(spec, dataset, index_root, shards, open_shard or open_local_shard(threads))
-    owns_live = live is None and has_writes(dataset, index_root)
+    owns_live = live is None and follow_writes and has_writes(dataset, index_root)
     if owns_live:
         live = LiveCollection(dataset, index_root, threads, writable=False)
     try:
@@ -641,7 +643,7 @@ def _open_unsharded(
     if live is not None:
         texts = live.text  # written documents too
     pipeline = Pipeline(spec, stages, cascade, doc_count, reranker, texts, dataset.name)
-    pipeline.passages = dataset.passages
+    pipeline.passages = dataset.passages is not None
     pipeline.live = live
     return pipeline
 
@@ -683,7 +685,7 @@ def _open_sharded(
         texts = _corpus_texts(dataset)
     pipeline = Pipeline(spec, stages, [], doc_count, reranker, texts, dataset.name)
     pipeline.shards = shards
-    pipeline.passages = dataset.passages
+    pipeline.passages = dataset.passages is not None
     return pipeline
 
 

@@ -77,6 +77,13 @@ class BraidClient:
         docs = [pb.Document(id=doc_id, text=text) for doc_id, text in documents]
         return self._call(self.stub.AddDocuments, pb.AddDocumentsRequest(pipeline=pipeline, documents=docs), timeout)
 
+    def upsert_documents(
+        self, pipeline: str, documents: Iterable[tuple[str, str]], timeout: float | None = None
+    ) -> pb.UpdateResponse:
+        docs = [pb.Document(id=doc_id, text=text) for doc_id, text in documents]
+        request = pb.AddDocumentsRequest(pipeline=pipeline, documents=docs)
+        return self._call(self.stub.UpsertDocuments, request, timeout)
+
     def delete_documents(self, pipeline: str, ids: Iterable[str], timeout: float | None = None) -> pb.UpdateResponse:
         request = pb.DeleteDocumentsRequest(pipeline=pipeline, ids=list(ids))
         return self._call(self.stub.DeleteDocuments, request, timeout)

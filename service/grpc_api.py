@@ -42,7 +42,7 @@ def query_from(request: pb.SearchRequest) -> SearchQuery:
 
 
 def hit_message(rank: int, hit: ExplainedHit, explain: bool) -> pb.Hit:
-    message = pb.Hit(doc_id=hit.doc_id, score=hit.score, rank=rank)
+    message = pb.Hit(doc_id=hit.doc_id, score=hit.score, rank=rank, passage=hit.passage or "")
     if explain:
         explanation = message.explanation
         for name, source in hit.sources.items():
@@ -140,6 +140,15 @@ class BraidServicer(braid_pb2_grpc.BraidServicer):
             return self.core.add_documents(request.pipeline, documents, deadline)
 
         count, generation = await self._run("AddDocuments", context, True, add)
+        return pb.UpdateResponse(doc_count=count, generation=generation)
+
+    async def UpsertDocuments(self, request: pb.AddDocumentsRequest, context) -> pb.UpdateResponse:
+        documents = documents_from(request.documents)
+
+        def upsert(deadline: float) -> tuple[int, int]:
+            return self.core.upsert_documents(request.pipeline, documents, deadline)
+
+        count, generation = await self._run("UpsertDocuments", context, True, upsert)
         return pb.UpdateResponse(doc_count=count, generation=generation)
 
     async def DeleteDocuments(self, request: pb.DeleteDocumentsRequest, context) -> pb.UpdateResponse:

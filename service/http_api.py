@@ -181,6 +181,7 @@ class HitModel(BaseModel):
     doc_id: str
     score: float
     explanation: Explanation | None = None
+    passage: str | None = Field(None, description="in a collection of passages: the document's best (MaxP)")
 
 
 class SearchResult(BaseModel):
@@ -241,6 +242,8 @@ def _finite(value: float) -> float:
 
 def _hit(rank: int, hit: ExplainedHit, explain: bool) -> dict[str, Any]:
     row: dict[str, Any] = {"rank": rank, "doc_id": hit.doc_id, "score": _finite(hit.score)}
+    if hit.passage is not None:
+        row["passage"] = hit.passage
     if explain:
         row["explanation"] = {
             "retrievers": {name: {"rank": s.rank, "score": s.score} for name, s in hit.sources.items()},
@@ -328,7 +331,7 @@ def create_app(core: CoreBase, pipelines: list[dict[str, Any]]) -> FastAPI:
     return app
 
 
-#: The routes that write (Add, Delete, Reload): they need the API key; reads need it only under --auth-reads.
+#: The routes that write (Add, Upsert, Delete, Reload): they need the API key; reads need it only under --auth-reads.
 WRITES = {"/v1/pipelines/{pipeline}/documents", "/v1/pipelines/{pipeline}/documents/delete", "/v1/reload"}
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "authorization: Bearer <API key>"},
@@ -479,6 +482,22 @@ def _write_routes(app: FastAPI, core: CoreBase, bodies: SimpleNamespace, run: Ru
             True,
             request,
             lambda deadline: core.add_documents(pipeline, documents, deadline),
+        )
+        return {"doc_count": count, "generation": generation}
+
+    @app.put(
+        "/v1/pipelines/{pipeline}/documents",
+        response_model=UpdateResult,
+        responses=ERRORS,
+        include_in_schema=bodies.updates,
+    )
+    async def upsert(pipeline: Pipeline, body: AddBody, request: Request) -> dict:
+        documents = _documents(body.documents)
+        count, generation = await run(
+            "UpsertDocuments",
+            True,
+            request,
+            lambda deadline: core.upsert_documents(pipeline, documents, deadline),
         )
         return {"doc_count": count, "generation": generation}
 

@@ -263,6 +263,14 @@ class BrokerCore(CoreBase):
         a new generation, as a reload does: (doc count, generation)."""
         return self._write("add_documents", pipeline, list(documents), deadline)
 
+    def upsert_documents(
+        self, pipeline: str, documents: Sequence[NewDocument], deadline: float | None = None
+    ) -> tuple[int, int]:
+        raise FailedPrecondition(
+            "sharded serving on Ray takes AddDocuments and DeleteDocuments (multivector shards); upserts need the "
+            "live collection of braid serve without --ray"
+        )
+
     def delete_documents(self, pipeline: str, ids: Sequence[str], deadline: float | None = None) -> tuple[int, int]:
         return self._write("delete_documents", pipeline, list(ids), deadline)
 

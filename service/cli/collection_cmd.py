@@ -9,16 +9,21 @@ from pathlib import Path
 
 from braid.common.collection_info import PassageSettings, read_collection_info
 from braid.common.collection_writer import stage_collection
-from braid.common.dataset_resolver import collections_dir, open_dataset_dir
-from braid.common.document_source import FORMATS
+from braid.common.dataset_resolver import collections_dir, open_dataset_dir, resolve_dataset
+from braid.common.document_source import FORMATS, read_documents
 from braid.common.errors import BraidError
+from braid.pipelines.live_collection import LiveCollection
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
 from braid.service.cli.common import add_data_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    collection = subparsers.add_parser("collection", help="collections of your own documents: create, list, info")
-    actions = collection.add_subparsers(dest="collection_command", required=True, metavar="{create,list,info}")
+    collection = subparsers.add_parser(
+        "collection", help="collections of your own documents: create, list, info, upsert, delete, optimize"
+    )
+    actions = collection.add_subparsers(
+        dest="collection_command", required=True, metavar="{create,list,info,upsert,delete,optimize}"
+    )
 
     create = actions.add_parser(
         "create", help="build a named collection, and its pipelines' indexes, from JSONL, CSV/TSV or a folder of files"
@@ -54,6 +59,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_collections_arg(info)
     info.add_argument("--json", action="store_true", help="print as JSON")
     info.set_defaults(handler=run_info)
+
+    upsert = actions.add_parser(
+        "upsert", help="add or replace documents (by id) in a collection, durably; searches see them at once"
+    )
+    upsert.add_argument("name", help="collection (or dataset) name or path")
+    upsert.add_argument(
+        "--from", dest="source", required=True, type=Path, help="a .jsonl, .csv or .tsv file, or a folder"
+    )
+    upsert.add_argument("--format", choices=FORMATS, help="format of --from (default: from its suffix, or folder)")
+    add_data_args(upsert)
+    upsert.set_defaults(handler=run_upsert)
+
+    delete = actions.add_parser("delete", help="delete documents by id from a collection")
+    delete.add_argument("name", help="collection (or dataset) name or path")
+    delete.add_argument("ids", nargs="+", help="document ids")
+    add_data_args(delete)
+    delete.set_defaults(handler=run_delete)
+
+    optimize = actions.add_parser(
+        "optimize", help="fold every write into fresh indexes (Lucene's force-merge): rankings of a fresh build"
+    )
+    optimize.add_argument("name", help="collection (or dataset) name or path")
+    optimize.add_argument("--pipeline", action="append", help="pipeline whose indexes to build (default: hybrid)")
+    add_data_args(optimize)
+    optimize.set_defaults(handler=run_optimize)
 
 
 def add_collections_arg(parser: argparse.ArgumentParser) -> None:
@@ -144,4 +174,53 @@ def run_info(args: argparse.Namespace) -> int:
     ]
     for name, value in rows:
         print(f"{name:<10} {value}")
+    return 0
+
+
+def _live(args: argparse.Namespace) -> LiveCollection:
+    dataset = resolve_dataset(args.name, args.data_dir, download=False)
+    return LiveCollection(dataset, Path(args.index_dir), args.threads)
+
+
+def run_upsert(args: argparse.Namespace) -> int:
+    documents = list(read_documents(args.source, args.format))
+    if not documents:
+        raise BraidError(f"{args.source} holds no documents")
+    live = _live(args)
+    try:
+        live.upsert(documents)
+        count, seq = live.documents, live.seq
+    finally:
+        live.close()
+    print(f"upserted {len(documents)} document(s) into {args.name}: {count} documents (write {seq})")
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    live = _live(args)
+    try:
+        live.delete(args.ids)
+        count, seq = live.documents, live.seq
+    finally:
+        live.close()
+    print(f"deleted {len(set(args.ids))} document(s) from {args.name}: {count} documents (write {seq})")
+    return 0
+
+
+def run_optimize(args: argparse.Namespace) -> int:
+    specs = [load_pipeline(name) for name in (args.pipeline or ["hybrid"])]
+    live = _live(args)
+    seq, writes = live.seq, len(live.log.records)
+
+    def build(dataset) -> None:
+        for spec in specs:
+            opened = open_pipeline(spec, dataset, Path(args.index_dir), args.threads, follow_writes=False)
+            opened.close()
+
+    try:
+        dataset = live.optimize(build)
+    finally:
+        live.close()
+    count = sum(1 for _ in dataset.iter_corpus())
+    print(f"optimized {args.name}: {writes} write(s) up to {seq} folded into fresh indexes of {count} documents")
     return 0

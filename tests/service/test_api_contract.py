@@ -19,14 +19,15 @@ from braid.service.errors import HTTP_STATUS
 from tests.service.conftest import API_KEY, ServerThread, make_core
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
-# operation -> (HTTP method and route, request message, gRPC method)
+# operation (its gRPC method) -> (HTTP route, request message, HTTP method)
 OPERATIONS = {
-    "Search": ("/v1/search", pb.SearchRequest),
-    "BatchSearch": ("/v1/batch-search", pb.BatchSearchRequest),
-    "Rerank": ("/v1/rerank", pb.RerankRequest),
-    "AddDocuments": ("/v1/pipelines/{pipeline}/documents", pb.AddDocumentsRequest),
-    "DeleteDocuments": ("/v1/pipelines/{pipeline}/documents/delete", pb.DeleteDocumentsRequest),
-    "Reload": ("/v1/reload", pb.ReloadRequest),
+    "Search": ("/v1/search", pb.SearchRequest, "POST"),
+    "BatchSearch": ("/v1/batch-search", pb.BatchSearchRequest, "POST"),
+    "Rerank": ("/v1/rerank", pb.RerankRequest, "POST"),
+    "AddDocuments": ("/v1/pipelines/{pipeline}/documents", pb.AddDocumentsRequest, "POST"),
+    "UpsertDocuments": ("/v1/pipelines/{pipeline}/documents", pb.AddDocumentsRequest, "PUT"),
+    "DeleteDocuments": ("/v1/pipelines/{pipeline}/documents/delete", pb.DeleteDocumentsRequest, "POST"),
+    "Reload": ("/v1/reload", pb.ReloadRequest, "POST"),
 }
 
 
@@ -76,13 +77,13 @@ def stub(contract_server):
 
 
 def over_http(server: ServerThread, operation: str, body: dict) -> httpx.Response:
-    route = OPERATIONS[operation][0]
+    route, _, method = OPERATIONS[operation]
     if "{pipeline}" in route:
         body = dict(body)
         route = route.format(pipeline=body.pop("pipeline"))
     headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}"}
     # json.dumps writes NaN as JSON's (non-standard) NaN, as a client would send it.
-    return httpx.post(f"{server.http}{route}", content=json.dumps(body), headers=headers, timeout=60)
+    return httpx.request(method, f"{server.http}{route}", content=json.dumps(body), headers=headers, timeout=60)
 
 
 def over_grpc(stub, operation: str, body: dict):

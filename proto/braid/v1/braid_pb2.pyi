@@ -62,16 +62,18 @@ class Explanation(_message.Message):
     def __init__(self, retrievers: _Optional[_Mapping[str, RetrieverScore]] = ..., fused_score: _Optional[float] = ..., stages: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("doc_id", "score", "rank", "explanation")
+    __slots__ = ("doc_id", "score", "rank", "explanation", "passage")
     DOC_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    PASSAGE_FIELD_NUMBER: _ClassVar[int]
     doc_id: str
     score: float
     rank: int
     explanation: Explanation
-    def __init__(self, doc_id: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ...) -> None: ...
+    passage: str
+    def __init__(self, doc_id: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ..., passage: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("pipeline", "hits", "timings_ms")

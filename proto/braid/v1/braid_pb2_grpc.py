@@ -27,8 +27,8 @@ if _version_not_supported:
 
 class BraidStub:
     """Search, rerank, and the index operations. Reads (Search, BatchSearch, Rerank, ListPipelines) may require an
-    API key when the server is started with --auth-reads; writes (AddDocuments, DeleteDocuments, Reload) always
-    do. The key travels as metadata "authorization: Bearer <key>" (or "x-api-key: <key>").
+    API key when the server is started with --auth-reads; writes (AddDocuments, UpsertDocuments, DeleteDocuments,
+    Reload) always do. The key travels as metadata "authorization: Bearer <key>" (or "x-api-key: <key>").
     """
 
     def __init__(self, channel):
@@ -62,6 +62,11 @@ class BraidStub:
                 request_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.AddDocumentsRequest.SerializeToString,
                 response_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.FromString,
                 _registered_method=True)
+        self.UpsertDocuments = channel.unary_unary(
+                '/braid.v1.Braid/UpsertDocuments',
+                request_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.AddDocumentsRequest.SerializeToString,
+                response_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.FromString,
+                _registered_method=True)
         self.DeleteDocuments = channel.unary_unary(
                 '/braid.v1.Braid/DeleteDocuments',
                 request_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.DeleteDocumentsRequest.SerializeToString,
@@ -76,8 +81,8 @@ class BraidStub:
 
 class BraidServicer:
     """Search, rerank, and the index operations. Reads (Search, BatchSearch, Rerank, ListPipelines) may require an
-    API key when the server is started with --auth-reads; writes (AddDocuments, DeleteDocuments, Reload) always
-    do. The key travels as metadata "authorization: Bearer <key>" (or "x-api-key: <key>").
+    API key when the server is started with --auth-reads; writes (AddDocuments, UpsertDocuments, DeleteDocuments,
+    Reload) always do. The key travels as metadata "authorization: Bearer <key>" (or "x-api-key: <key>").
     """
 
     def Search(self, request, context):
@@ -106,8 +111,16 @@ class BraidServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddDocuments(self, request, context):
-        """Add or delete documents in every index of a pipeline; only index kinds that support updates accept it.
+        """Write documents to the collection the server serves (every pipeline sees them): durable, and searchable when
+        the call returns. AddDocuments refuses an id the collection holds (ALREADY_EXISTS); UpsertDocuments replaces
+        it; DeleteDocuments refuses an id it does not hold (NOT_FOUND). A batch is applied all or nothing.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertDocuments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -153,6 +166,11 @@ def add_BraidServicer_to_server(servicer, server):
                     request_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.AddDocumentsRequest.FromString,
                     response_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.SerializeToString,
             ),
+            'UpsertDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertDocuments,
+                    request_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.AddDocumentsRequest.FromString,
+                    response_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.SerializeToString,
+            ),
             'DeleteDocuments': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteDocuments,
                     request_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.DeleteDocumentsRequest.FromString,
@@ -173,8 +191,8 @@ def add_BraidServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Braid:
     """Search, rerank, and the index operations. Reads (Search, BatchSearch, Rerank, ListPipelines) may require an
-    API key when the server is started with --auth-reads; writes (AddDocuments, DeleteDocuments, Reload) always
-    do. The key travels as metadata "authorization: Bearer <key>" (or "x-api-key: <key>").
+    API key when the server is started with --auth-reads; writes (AddDocuments, UpsertDocuments, DeleteDocuments,
+    Reload) always do. The key travels as metadata "authorization: Bearer <key>" (or "x-api-key: <key>").
     """
 
     @staticmethod
@@ -300,6 +318,33 @@ class Braid:
             request,
             target,
             '/braid.v1.Braid/AddDocuments',
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.AddDocumentsRequest.SerializeToString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/braid.v1.Braid/UpsertDocuments',
             braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.AddDocumentsRequest.SerializeToString,
             braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.UpdateResponse.FromString,
             options,
