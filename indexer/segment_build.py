@@ -12,9 +12,12 @@ import contextlib
 import hashlib
 import inspect
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from tqdm import tqdm
 
 from braid.common.dataset import Dataset, Document
 from braid.indexer.atomic_dir import atomic_directory
@@ -41,18 +44,27 @@ def memory_dataset(name: str, documents: Sequence[Document]) -> Dataset:
     return dataset
 
 
+_quiet = threading.local()
+_original_init = tqdm.__init__
+
+
+def _init(self, *args, **kwargs) -> None:
+    if getattr(_quiet, "depth", 0):
+        kwargs["disable"] = True
+    _original_init(self, *args, **kwargs)
+
+
+tqdm.__init__ = _init  # progress bars off on a thread inside quiet_progress(), as they were everywhere else
+
+
 @contextlib.contextmanager
 def quiet_progress() -> Iterator[None]:
-    """No progress bars for the builds of a write (a server would print one per write and index)."""
-    saved = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
+    """No progress bars from the builds of a write on this thread (a server would print one per write and kind)."""
+    _quiet.depth = getattr(_quiet, "depth", 0) + 1
     try:
         yield
     finally:
-        if saved is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = saved
+        _quiet.depth -= 1
 
 
 def build_segment(

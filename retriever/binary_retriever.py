@@ -19,6 +19,7 @@ from braid.common.errors import BraidError
 from braid.indexer.binary_codes import asymmetric_scores, hamming_scores, symmetric_scores
 from braid.indexer.binary_index import load_coder, load_codes
 from braid.indexer.embedding_index import EmbeddingStore, encoder_for
+from braid.indexer.encoder_cache import cached_encoder
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
 from braid.retriever.protocol import NO_EXCLUSION, Partial, Retriever, excluded_rows
@@ -54,7 +55,7 @@ class BinaryRetriever(Retriever):
         self.params = manifest.params
         self.mode, self.candidates, self.rescore = mode, candidates, rescore
         self.store = EmbeddingStore(embeddings_dir)
-        self.encoder = encoder_for(embeddings.params)
+        self.encoder = cached_encoder(encoder_for, embeddings.params)  # one model per process
         self.coder = load_coder(self.index_dir, self.params, self.store.dimension)
         self.codes, meta = load_codes(self.index_dir)
         self.width, self.scales = meta["width"], np.asarray(meta["scales"], dtype=np.float64)

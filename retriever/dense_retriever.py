@@ -16,6 +16,7 @@ import faiss
 import numpy as np
 
 from braid.indexer.embedding_index import EmbeddingStore, encoder_for
+from braid.indexer.encoder_cache import cached_encoder
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
 from braid.retriever.protocol import NO_EXCLUSION, Partial, Retriever
@@ -25,7 +26,7 @@ from braid.retriever.ties import id_ranks
 class DenseRetriever(Retriever):
     def __init__(self, index_dir: Path, threads: int | None = None) -> None:
         manifest = Manifest.read(Path(index_dir))
-        self.encoder = encoder_for(manifest.params)
+        self.encoder = cached_encoder(encoder_for, manifest.params)  # one model per process
         self.store = EmbeddingStore(Path(index_dir))
         faiss.omp_set_num_threads(threads or os.cpu_count() or 1)
         self._index = faiss.IndexFlatIP(self.store.dimension)

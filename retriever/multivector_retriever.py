@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from braid.common.errors import BraidError
+from braid.indexer.encoder_cache import cached_encoder
 from braid.indexer.manifest import Manifest
 from braid.indexer.multivector_index import MultiVectorStore
 from braid.indexer.token_index import encoder_for
@@ -100,7 +101,7 @@ class MultiVectorRetriever(Retriever):
         self.index_dir = Path(index_dir)
         self.params = Manifest.read(self.index_dir).params
         self.store = MultiVectorStore(self.index_dir)
-        self.encoder = encoder_for(self.params)
+        self.encoder = cached_encoder(encoder_for, self.params)  # one model per process
         self.mode, self.candidates, self.token_k, self.prefilter = mode, candidates, token_k, prefilter
         self.nprobe = min(nprobe, len(self.store.centroids))
         self.threads = threads or os.cpu_count() or 1

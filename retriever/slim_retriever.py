@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from braid.common.errors import BraidError
+from braid.indexer.encoder_cache import cached_encoder
 from braid.indexer.manifest import Manifest
 from braid.indexer.slim_index import TOKEN_ARRAYS, TOKENS_DIR, encoder_for, pooled_terms
 from braid.indexer.splade_encoder import quantize
@@ -44,7 +45,7 @@ class SlimRetriever(Retriever):
         self.params = manifest.params
         self.candidates = candidates
         self.threads = threads or os.cpu_count() or 1
-        self.encoder = encoder_for(self.params)
+        self.encoder = cached_encoder(encoder_for, self.params)  # one model per process
         self._impact = ImpactSearcher(self.index_dir / IMPACT_DIR, manifest.doc_count)
         tokens = self.index_dir / TOKENS_DIR
         self._meta = json.loads((tokens / "meta.json").read_text(encoding="utf-8"))

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from braid.indexer.encoder_cache import cached_encoder
 from braid.indexer.manifest import Manifest
 from braid.indexer.splade_encoder import quantize
 from braid.indexer.splade_index import IMPACT_DIR, encoder_for
@@ -24,7 +25,7 @@ class SpladeRetriever(Retriever):
         manifest = Manifest.read(self.index_dir)
         self.params = manifest.params
         self.threads = threads or os.cpu_count() or 1
-        self.encoder = encoder_for(self.params)
+        self.encoder = cached_encoder(encoder_for, self.params)  # one model per process
         self._impact = ImpactSearcher(self.index_dir / IMPACT_DIR, manifest.doc_count)
 
     def query_vector(self, query: str) -> dict[str, int]:

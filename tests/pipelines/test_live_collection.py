@@ -1,0 +1,143 @@
+"""Live collections: after any sequence of upserts and deletes, every index kind ranks as a fresh build of the final
+documents does, the writes survive a reopen, and a failed write leaves nothing behind."""
+
+from __future__ import annotations
+
+import random
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from braid.common.dataset import Document
+from braid.common.dataset_resolver import open_dataset_dir
+from braid.common.errors import DocumentsExist, UnknownDocuments
+from braid.indexer.index_store import build_index
+from braid.indexer.manifest import Manifest
+from braid.indexer.segment_build import build_segment, memory_dataset
+from braid.pipelines import live_collection
+from braid.pipelines.live_collection import LiveCollection
+from braid.pipelines.pipeline import load_pipeline, open_pipeline
+from tests.conftest import write_sample
+
+
+@pytest.fixture(scope="module")
+def sample(shared_data, tmp_path_factory):
+    """80 scifact documents as the collection, 30 more to write, 12 queries."""
+    root = tmp_path_factory.mktemp("live")
+    _, queries = write_sample(shared_data / "scifact", root / "mini", n_docs=80, n_queries=12)
+    extra = list(islice(open_dataset_dir(shared_data / "scifact").iter_corpus(), 80, 110))
+    return root, extra, list(queries.values())
+
+
+def random_writes(live: LiveCollection, extra: list[Document], seed: int = 0) -> None:
+    """New documents, replacements and deletes, in batches, enough to merge segments once (MAX_SEGMENTS)."""
+    rng = random.Random(seed)
+    pool = list(extra)
+    for step in range(live_collection.MAX_SEGMENTS + 4):
+        ids = sorted(live._owner)
+        if step % 3 == 0 and pool:
+            live.upsert([pool.pop() for _ in range(min(len(pool), rng.randint(1, 4)))])
+        elif step % 3 == 1:
+            donors = rng.sample(extra, 2)
+            live.upsert([Document(i, "replaced", d.text) for i, d in zip(rng.sample(ids, 2), donors, strict=True)])
+        else:
+            live.delete(rng.sample(ids, 2))
+
+
+@pytest.mark.parametrize("kind", ["bm25", "splade", "dense", "binary", "multivector", "slim"])
+def test_every_kind_ranks_as_a_fresh_build_of_the_final_documents(sample, kind, tmp_path):
+    root, extra, queries = sample
+    dataset = open_dataset_dir(root / "mini")
+    index_root = tmp_path / "indexes"
+    live = LiveCollection(dataset, index_root)
+    pipeline = open_pipeline(load_pipeline(kind), dataset, index_root, live=live)
+    random_writes(live, extra)
+    final = list(live.live_documents())
+    assert len(final) == live.doc_count == pipeline.doc_count
+    stage = pipeline.stages[0]
+    manifest = Manifest.read(stage.path)
+    if kind in ("binary", "multivector"):
+        # Kinds that learn from the corpus code written documents with the base's binarizer or centroids: the
+        # fresh build to compare with uses those too.
+        path = build_segment(manifest.kind, manifest.params, final, tmp_path / "fresh", stage.path)
+    else:
+        fresh_dataset = memory_dataset("fresh", final)
+        path = build_index(fresh_dataset, manifest.kind, manifest.params, index_root=tmp_path / "fresh")[0]
+    fresh = stage.spec.kind_info.open(path, stage.spec.search_params(), None)
+    for query in queries:
+        live_hits = stage.retriever.search(query, 10)
+        fresh_hits = fresh.search(query, 10)
+        assert [h.doc_id for h in live_hits] == [h.doc_id for h in fresh_hits], query
+        assert [h.score for h in live_hits] == pytest.approx([h.score for h in fresh_hits], rel=1e-5, abs=1e-4)
+    pipeline.close()
+    live.close()
+
+
+def test_writes_survive_a_reopen_and_a_reader_sees_them(sample, tmp_path):
+    root, _, queries = sample
+    dataset = open_dataset_dir(root / "mini")
+    index_root = tmp_path / "indexes"
+    live = LiveCollection(dataset, index_root)
+    pipeline = open_pipeline(load_pipeline("bm25"), dataset, index_root, live=live)
+    live.upsert([Document("zz-new", "Zebra", "zebra stripes on the savanna grassland")])
+    assert pipeline.search("zebra savanna", 1)[0].doc_id == "zz-new"  # visible when the write returns
+    victim = pipeline.search(queries[0], 1)[0].doc_id
+    live.delete([victim])
+    with pytest.raises(UnknownDocuments, match="not in the collection"):
+        live.delete(["zz-new", "ghost"])  # all or nothing: zz-new stays
+    with pytest.raises(DocumentsExist, match="zz-new"):
+        live.add([Document("zz-new", "", "again")])
+    before = [h.doc_id for h in pipeline.search(queries[0], 10)]
+    pipeline.close()
+    live.close()
+    # A search opened afterwards (no server: read only) replays the log.
+    reopened = open_pipeline(load_pipeline("bm25"), dataset, index_root)
+    assert reopened.search("zebra savanna", 1)[0].doc_id == "zz-new"
+    assert [h.doc_id for h in reopened.search(queries[0], 10)] == before and victim not in before
+    assert reopened.doc_count == 80
+    reopened.close()
+
+
+def test_a_write_whose_indexing_fails_is_not_logged_or_seen(sample, tmp_path, monkeypatch):
+    root, _, _ = sample
+    dataset = open_dataset_dir(root / "mini")
+    index_root = tmp_path / "indexes"
+    live = LiveCollection(dataset, index_root)
+    pipeline = open_pipeline(load_pipeline("bm25"), dataset, index_root, live=live)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(live_collection, "build_segment", broken)
+    with pytest.raises(OSError, match="disk full"):
+        live.upsert([Document("zz-new", "", "zebra")])
+    assert live.log.records == [] and "zz-new" not in live and pipeline.doc_count == 80
+    assert not any(Path(live.state / "segments").glob("*/*"))
+    pipeline.close()
+    live.close()
+
+
+def test_optimize_folds_the_writes_into_fresh_indexes(sample, tmp_path):
+    root, extra, queries = sample
+    dataset = open_dataset_dir(root / "mini")
+    index_root = tmp_path / "indexes"
+    live = LiveCollection(dataset, index_root)
+    pipeline = open_pipeline(load_pipeline("bm25"), dataset, index_root, live=live)
+    random_writes(live, extra, seed=1)
+    expected = {query: [h.doc_id for h in pipeline.search(query, 10)] for query in queries}
+    count = live.doc_count
+    pipeline.close()
+
+    def build(base) -> None:
+        open_pipeline(load_pipeline("bm25"), base, index_root, follow_writes=False).close()
+
+    base = live.optimize(build)
+    assert sum(1 for _ in base.iter_corpus()) == count
+    reopened = LiveCollection(dataset, index_root)
+    assert reopened.log.records == [] and reopened.doc_count == count
+    optimized = open_pipeline(load_pipeline("bm25"), dataset, index_root, live=reopened)
+    assert all(len(stage.retriever.segments) == 1 for stage in optimized.stages)  # one fresh index, no segments
+    assert {query: [h.doc_id for h in optimized.search(query, 10)] for query in queries} == expected
+    optimized.close()
+    reopened.close()
