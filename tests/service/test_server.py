@@ -134,10 +134,8 @@ def test_writes_need_the_api_key_compared_exactly(server):
     reloaded = post(server, "/v1/reload", {"pipeline": "bm25"}, Authorization=f"Bearer {API_KEY}")
     assert reloaded.status_code == 200 and reloaded.json()["pipelines"][0]["name"] == "bm25"
     with BraidClient(server.grpc, api_key=API_KEY) as admin:
-        error = rpc_error(lambda: admin.add_documents("fused", [("d9", "cat")]))
-    assert (
-        error.code() == grpc.StatusCode.FAILED_PRECONDITION and "bm25 indexes, which take no updates" in error.details()
-    )
+        error = rpc_error(lambda: admin.add_documents("fused", [("d1", "cat")]))
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS and "in the collection already" in error.details()
 
 
 def test_health_reflection_pipelines_and_metrics(server):
@@ -227,7 +225,7 @@ def test_hot_reload_under_traffic_fails_no_request(server):
     assert server.core.registry.slot("fused").generation.number == before + 3
 
 
-def test_add_and_delete_documents_swap_in_the_updated_index(service_data, tmp_path):
+def test_writes_are_searchable_when_acknowledged_by_every_pipeline_and_survive_a_restart(service_data, tmp_path):
     dataset, index_root, fused = service_data
     copy = tmp_path / "indexes"
     shutil.copytree(index_root, copy)
@@ -235,17 +233,40 @@ def test_add_and_delete_documents_swap_in_the_updated_index(service_data, tmp_pa
     try:
         with BraidClient(running.grpc, api_key=API_KEY) as client:
             added = client.add_documents("multivector", [("d9", "a zebra grazing on the savanna")])
-            assert added.doc_count == 5 and added.generation == 2
+            assert added.doc_count == 5 and added.generation == 1  # no reload: the same generation serves it
+            # Written through one pipeline, searched by every one, at once.
             assert client.search("zebra savanna", k=1).hits[0].doc_id == "d9"
+            assert client.search("zebra savanna", k=1, pipeline="bm25").hits[0].doc_id == "d9"
             error = rpc_error(lambda: client.add_documents("multivector", [("d9", "again")]))
-            assert error.code() == grpc.StatusCode.ALREADY_EXISTS and "already in the index" in error.details()
-            deleted = client.delete_documents("multivector", ["d9"])
-            assert deleted.doc_count == 4 and deleted.generation == 3
-            assert "d9" not in [h.doc_id for h in client.search("zebra savanna", k=4).hits]
-            error = rpc_error(lambda: client.delete_documents("bm25", ["d1"]))
-            assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert error.code() == grpc.StatusCode.ALREADY_EXISTS and "in the collection already" in error.details()
+            replaced = client.upsert_documents("bm25", [("d9", "a giraffe browsing acacia trees"), ("d1", "zebra")])
+            assert replaced.doc_count == 5
+            assert client.search("giraffe acacia", k=1, pipeline="bm25").hits[0].doc_id == "d9"
+            assert [h.doc_id for h in client.search("zebra", k=5, pipeline="bm25").hits] == ["d1"]
+            deleted = client.delete_documents("bm25", ["d9"])
+            assert deleted.doc_count == 4
+            assert "d9" not in [h.doc_id for h in client.search("giraffe acacia", k=4, pipeline="multivector").hits]
+            error = rpc_error(lambda: client.delete_documents("bm25", ["d9", "d2"]))
+            assert error.code() == grpc.StatusCode.NOT_FOUND and "d9" in error.details()
+        upsert = httpx.put(
+            f"{running.http}/v1/pipelines/bm25/documents",
+            json={"documents": [{"id": "h1", "title": "Okapi", "text": "an okapi in the forest"}]},
+            headers={"authorization": f"Bearer {API_KEY}"},
+        )
+        assert upsert.status_code == 200 and upsert.json() == {"doc_count": 5, "generation": 1}
+        assert post(running, "/v1/search", {"query": "okapi forest", "k": 1}).json()["hits"][0]["doc_id"] == "h1"
     finally:
         running.stop()
+    # A new server over the same folders: every acknowledged write is there.
+    restarted = ServerThread(make_core((dataset, copy, fused), ("bm25",)))
+    try:
+        with BraidClient(restarted.grpc) as client:
+            assert [h.doc_id for h in client.search("zebra", k=5).hits] == ["d1"]
+            assert client.search("okapi forest", k=1).hits[0].doc_id == "h1"
+            assert "d9" not in [h.doc_id for h in client.search("giraffe acacia", k=5).hits]
+            assert client.list_pipelines().pipelines[0].doc_count == 5
+    finally:
+        restarted.stop()
 
 
 def test_shutdown_drains_in_flight_requests_and_refuses_new_ones(service_data):
