@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -25,6 +25,7 @@ from tqdm import tqdm
 from braid.common.collection_info import COLLECTION_FILE, CollectionInfo, PassageSettings
 from braid.common.document_source import detect_format, read_documents
 from braid.common.errors import BraidError
+from braid.common.metadata_schema import check_document
 from braid.common.passages import split_document
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -62,9 +63,16 @@ class StagedCollection:
 
 
 def stage_collection(
-    name: str, source: Path, data_root: Path, fmt: str | None = None, passages: PassageSettings | None = None
+    name: str,
+    source: Path,
+    data_root: Path,
+    fmt: str | None = None,
+    passages: PassageSettings | None = None,
+    fields: dict[str, str] | None = None,
 ) -> StagedCollection:
-    """Read ``source`` and write the collection beside ``data_root / name`` (not yet at its name)."""
+    """Read ``source`` and write the collection beside ``data_root / name`` (not yet at its name); ``fields``: the
+    typed metadata fields searches may filter on, every document's values checked against them."""
+    fields = dict(fields or {})
     final = Path(data_root) / check_name(name)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = final.with_name(f".{final.name}.staging")
@@ -78,6 +86,8 @@ def stage_collection(
             tqdm(desc=f"read {resolved.name}", unit="doc", file=sys.stderr) as bar,
         ):
             for document in read_documents(resolved, fmt):
+                metadata = check_document(fields, document.metadata, f"{source}: document {document.doc_id!r}")
+                document = replace(document, metadata=metadata)
                 pieces = split_document(document, passages) if passages else [document]
                 for piece in pieces:
                     row = {"_id": piece.doc_id, "title": piece.title, "text": piece.text}
@@ -99,6 +109,7 @@ def stage_collection(
             passages=passages,
             units=units,
             created_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            fields=fields,
         )
         (staging / COLLECTION_FILE).write_text(json.dumps(info.to_json(), indent=2) + "\n", encoding="utf-8")
     except BaseException:

@@ -48,6 +48,8 @@ class Dataset:
     # A collection of passages cut from longer documents (:mod:`braid.common.passages`): hits are reported per
     # document, each scoring as its best passage.
     passages: PassageSettings | None = None
+    # Typed metadata fields a search may filter on (declared at creation: :mod:`braid.common.metadata_schema`).
+    fields: dict[str, str] = field(default_factory=dict)
     _queries: dict[str, str] | None = field(default=None, repr=False)
     _qrels: dict[str, Qrels] = field(default_factory=dict, repr=False)
     _checksum: str | None = field(default=None, repr=False)

@@ -55,6 +55,7 @@ def _beir_dataset(root: Path, name: str) -> Dataset:
         queries_reader=lambda: beir_format.read_queries(queries) if queries.is_file() else {},
         qrels_readers=readers,
         passages=info.passages if info else None,
+        fields=dict(info.fields) if info else {},
     )
 
 

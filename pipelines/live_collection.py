@@ -37,6 +37,7 @@ from braid.common.atomic_file import atomic_output, atomic_write_text
 from braid.common.beir_format import read_corpus
 from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError, DocumentsExist, UnknownDocuments, Unsupported
+from braid.common.metadata_schema import check_document, parse_filter
 from braid.common.passages import document_of, split_document
 from braid.indexer.manifest import Manifest
 from braid.indexer.segment_build import build_segment, quiet_progress
@@ -95,7 +96,18 @@ class LiveCollection:
         self.log = WriteLog(self.state / "wal.jsonl", floor=int(base["seq"]))
         self._lock = threading.RLock()
         self._opened: list[_Opened] = []
-        self._base_ids = frozenset(document.doc_id for document in self.dataset.iter_corpus())
+        self.fields = dict(dataset.fields)
+        # Declared metadata of the live base documents (what filters read); the written ones carry their own.
+        self._base_metadata: dict[str, dict[str, Any]] = {}
+        base_ids = []
+        for document in self.dataset.iter_corpus():
+            base_ids.append(document.doc_id)
+            if self.fields and document.metadata:
+                kept = {name: document.metadata[name] for name in self.fields if name in document.metadata}
+                if kept:
+                    self._base_metadata[document.doc_id] = kept
+        self._base_ids = frozenset(base_ids)
+        self._filters: dict[tuple[str, int], frozenset[str]] = {}  # (filter JSON, write seq) -> ids it hides
         self._segments: list[_WriteSegment] = []
         self._dead: list[set[str]] = [set()]  # per segment, the base first
         self._owner: dict[str, int] = dict.fromkeys(self._base_ids, 0)
@@ -176,10 +188,33 @@ class LiveCollection:
             return self._delta[doc_id].contents
         if self._owner.get(doc_id) != 0:
             return None
-        with self._lock:
-            if self._base_texts is None:
-                self._base_texts = {d.doc_id: d.contents for d in self.dataset.iter_corpus()}
-        return self._base_texts.get(doc_id)
+        texts = self._base_texts
+        if texts is None:  # read once; not under the write lock, which a write holds while it indexes
+            texts = self._base_texts = {d.doc_id: d.contents for d in self.dataset.iter_corpus()}
+        return texts.get(doc_id)
+
+    def metadata(self, doc_id: str) -> Mapping[str, Any] | None:
+        if doc_id in self._delta:
+            return self._delta[doc_id].metadata
+        return self._base_metadata.get(doc_id)
+
+    def hidden(self, spec: Any) -> frozenset[str]:
+        """The live documents a filter (:mod:`braid.common.metadata_schema`) does not match: what a filtered search
+        leaves out, inside each retriever. An invalid filter is an error naming what is wrong."""
+        if not self.fields:
+            raise BraidError(
+                f"collection {self.origin.name!r} declares no metadata fields to filter on; declare them at creation: "
+                "braid collection create NAME --from FILE --field NAME:TYPE"
+            )
+        key = (json.dumps(spec, sort_keys=True), self.log.last_seq)
+        found = self._filters.get(key)
+        if found is None:
+            matches = parse_filter(spec, self.fields)
+            found = frozenset(doc_id for doc_id in list(self._owner) if not matches(self.metadata(doc_id)))
+            if len(self._filters) >= 64:  # a small cache: dashboards repeat a few filters
+                self._filters.clear()
+            self._filters[key] = found
+        return found
 
     def live_documents(self) -> Iterator[Document]:
         """Every live document: the base's in its order, then the written ones in the order first written."""
@@ -319,6 +354,10 @@ class LiveCollection:
             )
 
     def _write(self, upsert: list[Document], delete: list[str]) -> int:
+        upsert = [
+            replace(document, metadata=check_document(self.fields, document.metadata, f"document {document.doc_id!r}"))
+            for document in upsert
+        ]
         with self._lock:
             self._take_writer_lock()
             seq = self.log.last_seq + 1

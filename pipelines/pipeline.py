@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -108,6 +108,9 @@ class SearchOptions:
     weights: Mapping[str, float] | None = None
     rerank_depth: int | None = None
     deadline: float | None = None
+    # A metadata filter (braid.common.metadata_schema): only matching documents are returned, each retriever
+    # leaving the others out inside its search.
+    filter: Mapping[str, Any] | None = None
 
     def check_deadline(self, stage: str) -> None:
         if self.deadline is not None and time.monotonic() >= self.deadline:
@@ -236,6 +239,18 @@ class Pipeline:
         # reranks all of it, as a k beyond it returns all of it.
         if depth and self.reranker is None:
             raise Unsupported(f"pipeline {self.name!r} has no reranker: rerank_depth does not apply")
+        self._hidden(options)  # an invalid filter fails here, before any search runs
+
+    def _hidden(self, options: SearchOptions) -> frozenset[str]:
+        """The live documents ``options.filter`` leaves out (none without a filter)."""
+        if options.filter is None:
+            return frozenset()
+        if self.live is None:
+            raise BraidError(
+                f"{self.dataset!r} declares no metadata fields to filter on; declare them at creation: "
+                "braid collection create NAME --from FILE --field NAME:TYPE"
+            )
+        return self.live.hidden(options.filter)
 
     def _rerank_depth(self, options: SearchOptions) -> int:
         if self.reranker is None:
@@ -272,9 +287,14 @@ class Pipeline:
     ) -> list[list[Hit]]:
         options.check_deadline("retrieval")
 
+        hidden = self._hidden(options)
+
         def run(stage: _Stage[Retriever]) -> tuple[list[Hit], float]:
             tick = time.perf_counter()
-            hits = stage.retriever.search(query, self._stage_depth(stage, k, options))
+            depth = self._stage_depth(stage, k, options)
+            # A filter goes to the live view's segmented retrievers, the only ones a filter can reach.
+            search = partial(stage.retriever.search, hidden=hidden) if hidden else stage.retriever.search
+            hits = search(query, depth)
             return hits, (time.perf_counter() - tick) * 1000
 
         results = self._each_stage(run)
@@ -579,7 +599,8 @@ def open_pipeline(
     """
     if shards > 1:
         return _open_sharded(spec, dataset, index_root, shards, open_shard or open_local_shard(threads))
-    owns_live = live is None and follow_writes and has_writes(dataset, index_root)
+    # A collection with writes logged, or with metadata fields to filter on, is searched through its live view.
+    owns_live = live is None and follow_writes and (has_writes(dataset, index_root) or bool(dataset.fields))
     if owns_live:
         live = LiveCollection(dataset, index_root, threads, writable=False)
     try:

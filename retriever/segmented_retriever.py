@@ -27,6 +27,10 @@ from braid.retriever.hit import Hit
 from braid.retriever.protocol import NO_EXCLUSION, Retriever
 from braid.retriever.sharded_retriever import MERGES, STATISTICS, UNENCODED, merge_scored
 
+#: Kinds whose statistics describe the collection scored against (document frequencies, lengths), which deleted
+#: documents leave and filtered-out ones do not.
+LENGTH_STATISTICS = frozenset({"bm25"})
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -62,17 +66,28 @@ class SegmentedRetriever(Retriever):
     def doc_count(self) -> int:
         return sum(len(segment.ids) - len(segment.dead) for segment in self.segments)
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
+    def search(self, query: str, k: int = 10, hidden: frozenset[str] = NO_EXCLUSION) -> list[Hit]:
+        """The top ``k`` live documents; ``hidden``: live documents a filter leaves out, inside each segment's
+        search (before its top k and candidate cuts), so that k hits come back whenever k documents match."""
         segments = self.segments
-        if len(segments) == 1 and not segments[0].dead:
+        if len(segments) == 1 and not segments[0].dead and not hidden:
             return segments[0].retriever.search(query, k)  # no writes yet: the base index as it is
         k = int(k)
         encoded = query if self.kind in UNENCODED else segments[0].retriever.encode_query(query)
+        excluded = [segment.dead | (hidden & segment.ids) if hidden else segment.dead for segment in segments]
         statistics = None
         if self.kind in STATISTICS:
-            parts = [segment.retriever.query_statistics(encoded, k, segment.dead) for segment in segments]
+            # A filter narrows what is returned, not the collection BM25 scores against (as in Lucene and
+            # Elasticsearch); candidate cuts (multi-vector, SLIM) are taken among the documents that may be returned.
+            parts = [
+                segment.retriever.query_statistics(encoded, k, segment.dead if self.kind in LENGTH_STATISTICS else out)
+                for segment, out in zip(segments, excluded, strict=True)
+            ]
             statistics = STATISTICS[self.kind](parts)
-        partials = [segment.retriever.search_partial(encoded, k, statistics, segment.dead) for segment in segments]
+        partials = [
+            segment.retriever.search_partial(encoded, k, statistics, out)
+            for segment, out in zip(segments, excluded, strict=True)
+        ]
         merge = MERGES.get(self.kind)
         return merge(partials, k, self.params) if merge else merge_scored(partials, k)
 

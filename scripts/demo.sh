@@ -14,6 +14,15 @@ if [[ -z "${BRAID_DATA_DIR:-}" && -d "$root/../shared/data" ]]; then
 fi
 braid="$root/.venv/bin/braid"
 dataset="${BRAID_DEMO_DATASET:-scifact}"
+
+# Your own documents first: a collection from the notes that ship with braid, searched, written, searched again.
+"$braid" collection create notes --sample --pipeline hybrid --force
+"$braid" search --collection notes --pipeline hybrid --explain -k 3 "how do engines make new documents searchable quickly"
+update="$(mktemp --suffix=.jsonl)"
+echo '{"id": "segments", "title": "Segment merges", "text": "New documents land in small segments searched at once; merges fold them together."}' > "$update"
+"$braid" collection upsert notes --from "$update"
+rm -f "$update"
+"$braid" search --collection notes --pipeline hybrid -k 3 "how do engines make new documents searchable quickly"
 "$braid" index build --dataset "$dataset" --kind bm25
 "$braid" eval --dataset "$dataset" --pipeline hybrid --pipeline bm25 --pipeline dense --pipeline splade \
     --pipeline hybrid-rrf --output results

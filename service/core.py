@@ -44,6 +44,7 @@ class SearchQuery:
     weights: Mapping[str, float] | None = None
     rerank_depth: int | None = None
     explain: bool = False
+    filter: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -58,13 +59,14 @@ class NewDocument:
     id: str
     text: str
     title: str = ""
+    metadata: dict[str, Any] | None = None
 
     @property
     def contents(self) -> str:
         return f"{self.title} {self.text}".strip() if self.title else self.text
 
     def as_document(self) -> Document:
-        return Document(self.id, self.title, self.text)
+        return Document(self.id, self.title, self.text, self.metadata)
 
 
 @dataclass(frozen=True)
@@ -290,12 +292,12 @@ class SearchCore(CoreBase):
         k = self.limits.resolve_k(query.k)
         slot = self.registry.slot(query.pipeline)
         with slot.lease() as pipeline:
-            pipeline.check_options(SearchOptions(query.weights or None, query.rerank_depth))
+            pipeline.check_options(SearchOptions(query.weights or None, query.rerank_depth, filter=query.filter))
         return slot, k
 
     def search(self, query: SearchQuery, deadline: float | None = None) -> SearchAnswer:
         slot, k = self.check_search(query)
-        options = SearchOptions(query.weights or None, query.rerank_depth, deadline)
+        options = SearchOptions(query.weights or None, query.rerank_depth, deadline, query.filter)
         with slot.lease() as pipeline:
             # Like Pyserini and Qdrant, a k beyond the collection returns every document rather than failing.
             hits, timings = pipeline.search_explained(query.query, min(k, pipeline.doc_count), options)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from braid.pipelines.pipeline import ExplainedHit
 from braid.proto.braid.v1 import braid_pb2 as pb
@@ -38,6 +39,7 @@ def query_from(request: pb.SearchRequest) -> SearchQuery:
         weights=dict(request.weights) or None,
         rerank_depth=request.rerank_depth if request.HasField("rerank_depth") else None,
         explain=request.explain,
+        filter=json_format.MessageToDict(request.filter) if request.HasField("filter") else None,
     )
 
 
@@ -73,7 +75,9 @@ def pipeline_message(info: dict[str, Any]) -> pb.PipelineInfo:
 
 
 def documents_from(documents: Any) -> list[NewDocument]:
-    return [NewDocument(doc.id, doc.text, doc.title) for doc in documents]
+    return [
+        NewDocument(doc.id, doc.text, doc.title, json_format.MessageToDict(doc.metadata) or None) for doc in documents
+    ]
 
 
 class BraidServicer(braid_pb2_grpc.BraidServicer):

@@ -120,6 +120,9 @@ def request_models(limits: ServiceLimits, pipelines: list[dict[str, Any]], defau
             None, ge=0, description="rerank depth for this request; 0 skips reranking; beyond the collection: all of it"
         )
         explain: bool = Field(False, description="include each hit's provenance")
+        filter: dict[str, Any] | None = Field(
+            None, description='metadata filter, e.g. {"field": "year", "gte": 2020} (docs/collections.md)'
+        )
 
     class BatchBody(_Strict):
         requests: list[SearchBody] = Field(min_length=1, max_length=limits.max_batch)
@@ -137,6 +140,7 @@ def request_models(limits: ServiceLimits, pipelines: list[dict[str, Any]], defau
         )
 
     class NewDocumentBody(DocumentBody):
+        metadata: dict[str, Any] | None = Field(None, description="field values; declared fields are typed")
         # A written document needs some text in its title or its text: there is nothing to index otherwise.
         model_config = ConfigDict(
             json_schema_extra={
@@ -262,11 +266,11 @@ def _answer(answer: SearchAnswer, explain: bool) -> dict[str, Any]:
 
 
 def _query(body: Any) -> SearchQuery:
-    return SearchQuery(body.query, body.k, body.pipeline, body.weights, body.rerank_depth, body.explain)
+    return SearchQuery(body.query, body.k, body.pipeline, body.weights, body.rerank_depth, body.explain, body.filter)
 
 
 def _documents(items: list[Any]) -> list[NewDocument]:
-    return [NewDocument(doc.id, doc.text, doc.title) for doc in items]
+    return [NewDocument(doc.id, doc.text, doc.title, getattr(doc, "metadata", None)) for doc in items]
 
 
 #: The deadline header, and its bounds: a shorter deadline (5e-324 ms) could only ever answer 504.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+from importlib import resources
 from pathlib import Path
 
 from braid.common.collection_info import PassageSettings, read_collection_info
@@ -12,9 +14,13 @@ from braid.common.collection_writer import stage_collection
 from braid.common.dataset_resolver import collections_dir, open_dataset_dir, resolve_dataset
 from braid.common.document_source import FORMATS, read_documents
 from braid.common.errors import BraidError
-from braid.pipelines.live_collection import LiveCollection
+from braid.common.metadata_schema import FIELD_TYPES, parse_fields
+from braid.pipelines.live_collection import LiveCollection, state_dir
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
 from braid.service.cli.common import add_data_args
+
+#: Short notes on retrieval that ship with braid (package data): a collection to try every command on (``--sample``).
+SAMPLE = Path(str(resources.files("braid") / "samples" / "ir-notes.jsonl"))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,8 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "create", help="build a named collection, and its pipelines' indexes, from JSONL, CSV/TSV or a folder of files"
     )
     create.add_argument("name", help="collection name (letters, digits, '.', '_', '-')")
-    create.add_argument(
-        "--from", dest="source", required=True, type=Path, help="a .jsonl, .csv or .tsv file, or a folder of files"
+    source = create.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from", dest="source", type=Path, help="a .jsonl, .csv or .tsv file, or a folder of files")
+    source.add_argument(
+        "--sample", action="store_true", help=f"the {SAMPLE.name} documents that ship with braid (to try it out)"
     )
     create.add_argument("--format", choices=FORMATS, help="format of --from (default: from its suffix, or folder)")
     create.add_argument(
@@ -43,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     create.add_argument(
         "--passage-overlap", type=int, default=None, help="words each passage shares with the next (default: N/4)"
+    )
+    create.add_argument(
+        "--field",
+        action="append",
+        metavar="NAME:TYPE",
+        help=f"a metadata field searches may filter on (repeatable; types: {', '.join(FIELD_TYPES)})",
     )
     create.add_argument("--force", action="store_true", help="replace a collection of the same name")
     add_collections_arg(create)
@@ -105,11 +119,12 @@ def _passages(args: argparse.Namespace) -> PassageSettings | None:
 
 def run_create(args: argparse.Namespace) -> int:
     passages = _passages(args)
+    fields = parse_fields(args.field or [])
     specs = [load_pipeline(name) for name in (args.pipeline or ["hybrid"])]  # bad names fail before any work
     root = collections_dir(args.collections_dir)
     if (root / args.name).exists() and not args.force:
         raise BraidError(f"collection {args.name!r} already exists in {root}; pass --force to replace it")
-    staged = stage_collection(args.name, args.source, root, args.format, passages)
+    staged = stage_collection(args.name, SAMPLE if args.sample else args.source, root, args.format, passages, fields)
     try:
         dataset = open_dataset_dir(staged.path, args.name)
         built = []
@@ -121,6 +136,8 @@ def run_create(args: argparse.Namespace) -> int:
     except BaseException:
         staged.discard()
         raise
+    # Writes logged against a collection of this name before are not this one's.
+    shutil.rmtree(state_dir(dataset, Path(args.index_dir)), ignore_errors=True)
     info = staged.info
     cut = f", {info.units} passages of {passages.words} words" if passages else ""
     print(f"collection {info.name}: {info.documents} documents{cut} from {info.source} -> {final}")
@@ -170,6 +187,7 @@ def run_info(args: argparse.Namespace) -> int:
             "passages",
             f"{info.units} of {info.passages.words} words, overlap {info.passages.overlap}" if info.passages else "-",
         ),
+        ("fields", ", ".join(f"{name} ({kind})" for name, kind in info.fields.items()) or "-"),
         ("created", info.created_at),
     ]
     for name, value in rows:

@@ -13,6 +13,7 @@ from braid.indexer.manifest import Manifest
 from braid.pipelines.pipeline import (
     ExplainedHit,
     Pipeline,
+    SearchOptions,
     check_query,
     load_pipeline,
     open_index_retriever,
@@ -41,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument(
         "--explain", action="store_true", help="show each retriever's rank and score and each cascade stage's score"
     )
+    search.add_argument(
+        "--filter",
+        metavar="JSON",
+        help='metadata filter, e.g. \'{"field": "year", "gte": 2020}\' (fields declared at collection creation)',
+    )
     search.add_argument("--json", action="store_true", help="print hits as JSON")
     add_data_args(search)
     search.set_defaults(handler=run)
@@ -51,6 +57,15 @@ def _text_lookup(pipeline: Pipeline, dataset, doc_ids: set[str]):
     missing = {doc_id for doc_id in doc_ids if pipeline.document_text(doc_id) is None}
     corpus = {doc.doc_id: doc.contents for doc in dataset.iter_corpus() if doc.doc_id in missing} if missing else {}
     return lambda doc_id: corpus.get(doc_id) or pipeline.document_text(doc_id)
+
+
+def _filter(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BraidError(f"--filter is not JSON ({error.msg} at column {error.colno})") from None
 
 
 def _explanation(hit: ExplainedHit) -> str:
@@ -68,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     check_query(args.query)
     explained: list[ExplainedHit] | None = None
     if args.index:
+        if args.filter:
+            raise BraidError("--filter needs a collection (--collection); an index folder keeps no metadata")
         if args.explain:
             raise BraidError("--explain needs a pipeline (--dataset); a single index has nothing to explain")
         retriever = open_index_retriever(Path(args.index), parse_params(args.param), args.threads)
@@ -82,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         spec = load_pipeline(args.pipeline)
         dataset = resolve_dataset(args.dataset, args.data_dir)
         pipeline: Pipeline = open_pipeline(spec, dataset, Path(args.index_dir), args.threads)
-        explained, _ = pipeline.search_explained(args.query, args.k)
+        explained, _ = pipeline.search_explained(args.query, args.k, SearchOptions(filter=_filter(args.filter)))
         hits = [Hit(hit.doc_id, hit.score) for hit in explained]
         # A passage collection's hits are documents; their text is that of the passage that matched.
         shown = {hit.doc_id: hit.passage or hit.doc_id for hit in explained}

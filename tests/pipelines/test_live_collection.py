@@ -3,21 +3,24 @@ documents does, the writes survive a reopen, and a failed write leaves nothing b
 
 from __future__ import annotations
 
+import json
 import random
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
 import pytest
 
+from braid.common.collection_writer import stage_collection
 from braid.common.dataset import Document
 from braid.common.dataset_resolver import open_dataset_dir
-from braid.common.errors import DocumentsExist, UnknownDocuments
+from braid.common.errors import BraidError, DocumentsExist, UnknownDocuments
 from braid.indexer.index_store import build_index
 from braid.indexer.manifest import Manifest
 from braid.indexer.segment_build import build_segment, memory_dataset
 from braid.pipelines import live_collection
 from braid.pipelines.live_collection import LiveCollection
-from braid.pipelines.pipeline import load_pipeline, open_pipeline
+from braid.pipelines.pipeline import SearchOptions, load_pipeline, open_pipeline
 from tests.conftest import write_sample
 
 
@@ -141,3 +144,75 @@ def test_optimize_folds_the_writes_into_fresh_indexes(sample, tmp_path):
     assert {query: [h.doc_id for h in optimized.search(query, 10)] for query in queries} == expected
     optimized.close()
     reopened.close()
+
+
+@pytest.fixture(scope="module")
+def tagged(sample, tmp_path_factory):
+    """The sample as a collection with typed metadata: ``bucket`` (integer, 0..19) and ``parity`` (keyword)."""
+    root, extra, queries = sample
+    folder = tmp_path_factory.mktemp("tagged")
+    source = folder / "docs.jsonl"
+    rows = [
+        {"id": d.doc_id, "title": d.title, "text": d.text, "bucket": i % 20, "parity": ("even", "odd")[i % 2]}
+        for i, d in enumerate(open_dataset_dir(root / "mini").iter_corpus())
+    ]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    staged = stage_collection(
+        "tagged", source, folder / "collections", fields={"bucket": "integer", "parity": "keyword"}
+    )
+    return staged.publish(), extra, queries
+
+
+FILTERS = [
+    {"field": "parity", "eq": "even"},  # half the collection
+    {"field": "bucket", "lt": 2},  # a tenth
+    {"and": [{"field": "bucket", "eq": 3}, {"not": {"field": "parity", "eq": "even"}}]},  # 4 documents
+]
+
+
+def filtered_ranking(retriever, depth: int, hidden: frozenset[str], query: str, k: int) -> list:
+    return [hit for hit in retriever.search(query, depth) if hit.doc_id not in hidden][:k]
+
+
+@pytest.mark.parametrize("kind", ["bm25", "splade", "dense", "binary", "multivector", "slim"])
+def test_filters_apply_inside_every_kind_and_return_what_matches(tagged, kind, tmp_path):
+    folder, extra, queries = tagged
+    dataset = open_dataset_dir(folder)
+    index_root = tmp_path / "indexes"
+    live = LiveCollection(dataset, index_root)
+    pipeline = open_pipeline(load_pipeline(kind), dataset, index_root, live=live)
+    # Writes with metadata: new documents in bucket 3 (odd), and two documents moved out of it.
+    live.upsert([Document(d.doc_id, d.title, d.text, {"bucket": 3, "parity": "odd"}) for d in extra[:3]])
+    moved = [doc_id for doc_id in sorted(live._owner) if (live.metadata(doc_id) or {}).get("bucket") == 3][:2]
+    live.upsert([Document(doc_id, "moved", "moved out of bucket three", {"bucket": 19}) for doc_id in moved])
+    stage = pipeline.stages[0]
+    manifest = Manifest.read(stage.path)
+    for number, spec in enumerate(FILTERS):
+        hidden = live.hidden(spec)
+        matching = [d for d in live.live_documents() if d.doc_id not in hidden]
+        if kind == "bm25":
+            # A filter narrows the hits, not the collection BM25 scores against: the reference is the whole ranking,
+            # filtered.
+            reference = partial(filtered_ranking, stage.retriever, live.doc_count, hidden)
+        else:
+            root = tmp_path / f"subset-{number}"
+            if kind in ("binary", "multivector"):
+                path = build_segment(manifest.kind, manifest.params, matching, root, stage.path)
+            else:
+                subset_dataset = memory_dataset("subset", matching)
+                path = build_index(subset_dataset, manifest.kind, manifest.params, index_root=root)[0]
+            reference = stage.spec.kind_info.open(path, stage.spec.search_params(), None).search
+        for query in queries:
+            found = stage.retriever.search(query, 10, hidden=hidden)
+            expected = reference(query, 10)
+            assert [h.doc_id for h in found] == [h.doc_id for h in expected], (spec, query)
+            assert [h.score for h in found] == pytest.approx([h.score for h in expected], rel=1e-5, abs=1e-4)
+            assert not {h.doc_id for h in found} & hidden
+        if kind in ("dense", "binary", "multivector"):  # every document scores: k hits whenever k match
+            assert len(stage.retriever.search(queries[0], 10, hidden=hidden)) == min(10, len(matching))
+    explained, _ = pipeline.search_explained(queries[0], 5, SearchOptions(filter=FILTERS[0]))
+    assert explained and all(h.doc_id not in live.hidden(FILTERS[0]) for h in explained)
+    with pytest.raises(BraidError, match="unknown field 'colour'"):
+        pipeline.search_explained(queries[0], 5, SearchOptions(filter={"field": "colour", "eq": "red"}))
+    pipeline.close()
+    live.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -285,3 +286,56 @@ def test_shutdown_drains_in_flight_requests_and_refuses_new_ones(service_data):
     assert in_flight.result(10) == "finished"
     stopping.join(20)
     assert not stopping.is_alive()
+
+
+def test_filters_and_metadata_over_both_protocols(tmp_path):
+    from braid.common.collection_writer import stage_collection
+    from braid.common.dataset_resolver import open_dataset_dir
+    from braid.pipelines.pipeline import load_pipeline
+    from braid.service.core import AuthConfig, SearchCore
+
+    source = tmp_path / "docs.jsonl"
+    rows = [{"id": f"n{i}", "text": f"cat number {i}", "lang": ("en", "de")[i % 2], "year": 2000 + i} for i in range(6)]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    folder = stage_collection("notes", source, tmp_path / "c", fields={"lang": "keyword", "year": "integer"}).publish()
+    core = SearchCore(open_dataset_dir(folder), [load_pipeline("bm25")], tmp_path / "idx", auth=AuthConfig(API_KEY),
+                      build_missing=True)  # fmt: skip
+    running = ServerThread(core)
+    try:
+        recent = {"field": "year", "gte": 2003}
+        with BraidClient(running.grpc, api_key=API_KEY) as client:
+            request = pb.SearchRequest(query="cat", k=10)
+            request.filter.update({"and": [recent, {"field": "lang", "eq": "de"}]})
+            assert sorted(h.doc_id for h in client.stub.Search(request).hits) == ["n3", "n5"]
+            document = pb.Document(id="n9", text="cat late")
+            document.metadata.update({"lang": "de", "year": 2024})
+            client.stub.UpsertDocuments(
+                pb.AddDocumentsRequest(pipeline="bm25", documents=[document]),
+                metadata=[("authorization", f"Bearer {API_KEY}")],
+            )
+            assert sorted(h.doc_id for h in client.stub.Search(request).hits) == ["n3", "n5", "n9"]
+            wrong = pb.Document(id="n10", text="cat")
+            wrong.metadata.update({"year": "soon"})
+            error = rpc_error(
+                lambda: client.stub.UpsertDocuments(
+                    pb.AddDocumentsRequest(pipeline="bm25", documents=[wrong]),
+                    metadata=[("authorization", f"Bearer {API_KEY}")],
+                )
+            )
+            assert (
+                error.code() == grpc.StatusCode.INVALID_ARGUMENT
+                and "field 'year' is declared integer" in error.details()
+            )
+        body = {"query": "cat", "k": 10, "filter": {"and": [recent, {"field": "lang", "eq": "de"}]}}
+        assert sorted(h["doc_id"] for h in post(running, "/v1/search", body).json()["hits"]) == ["n3", "n5", "n9"]
+        put = httpx.put(
+            f"{running.http}/v1/pipelines/bm25/documents",
+            json={"documents": [{"id": "n3", "text": "cat moved", "metadata": {"lang": "en", "year": 2003}}]},
+            headers={"authorization": f"Bearer {API_KEY}"},
+        )
+        assert put.status_code == 200
+        assert sorted(h["doc_id"] for h in post(running, "/v1/search", body).json()["hits"]) == ["n5", "n9"]
+        bad = post(running, "/v1/search", {"query": "cat", "filter": {"field": "year", "gt": "x"}})
+        assert bad.status_code == 400 and "'x' is not of its type, integer" in bad.json()["error"]["message"]
+    finally:
+        running.stop()

@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -7,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "k", "pipeline", "weights", "rerank_depth", "explain")
+    __slots__ = ("query", "k", "pipeline", "weights", "rerank_depth", "explain", "filter")
     class WeightsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -21,13 +22,15 @@ class SearchRequest(_message.Message):
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     RERANK_DEPTH_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     query: str
     k: int
     pipeline: str
     weights: _containers.ScalarMap[str, float]
     rerank_depth: int
     explain: bool
-    def __init__(self, query: _Optional[str] = ..., k: _Optional[int] = ..., pipeline: _Optional[str] = ..., weights: _Optional[_Mapping[str, float]] = ..., rerank_depth: _Optional[int] = ..., explain: _Optional[bool] = ...) -> None: ...
+    filter: _struct_pb2.Struct
+    def __init__(self, query: _Optional[str] = ..., k: _Optional[int] = ..., pipeline: _Optional[str] = ..., weights: _Optional[_Mapping[str, float]] = ..., rerank_depth: _Optional[int] = ..., explain: _Optional[bool] = ..., filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class RetrieverScore(_message.Message):
     __slots__ = ("rank", "score")
@@ -105,14 +108,16 @@ class BatchSearchResponse(_message.Message):
     def __init__(self, responses: _Optional[_Iterable[_Union[SearchResponse, _Mapping]]] = ...) -> None: ...
 
 class Document(_message.Message):
-    __slots__ = ("id", "text", "title")
+    __slots__ = ("id", "text", "title", "metadata")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     title: str
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., title: _Optional[str] = ...) -> None: ...
+    metadata: _struct_pb2.Struct
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., title: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class RerankRequest(_message.Message):
     __slots__ = ("query", "documents", "pipeline")
