@@ -7,7 +7,9 @@ For each collection size (the first N documents of ``--dataset``; 0 = all of it)
 2. single-document upserts, one after another (``--singles`` of them), while the search client runs: write
    p50/p99 and documents/s, search p50/p99 during the writes, and whether each written document is found by the
    next search for its own text (visible when acknowledged);
-3. batches of ``--batch-size`` upserts (``--batches`` of them), the same.
+3. batches of ``--batch-size`` upserts (``--batches`` of them), the same;
+4. searches filtered on metadata selecting 50%, 5% and 0.1% of the collection, beside unfiltered ones: p50/p99
+   and the hits returned (k = 10 whenever 10 documents match).
 
 Beside it, in this process: the time to encode one document with the pipeline's neural encoders (MiniLM and
 SPLADE-tiny), the floor of an upsert's cost: a write should cost little more, whatever the collection's size.
@@ -31,6 +33,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.service_process import start_server, stop_server
+from braid.common.collection_writer import stage_collection
 from braid.common.dataset_resolver import resolve_dataset
 
 
@@ -74,18 +77,54 @@ class Searcher(threading.Thread):
 
 
 def sample_collection(dataset, size: int, folder: Path) -> tuple[Path, list[dict]]:
-    """The first ``size`` documents as a collection folder, and the next documents (to write) as JSON rows."""
-    root = folder / f"{dataset.name}-{size or 'all'}"
-    root.mkdir(parents=True)
+    """The first ``size`` documents as a collection with an integer field ``bucket`` (position mod 1000, what the
+    filters select on), and the next documents (to write) as JSON rows."""
     documents = list(dataset.iter_corpus())
     kept = documents[:size] if size else documents
-    with (root / "corpus.jsonl").open("w", encoding="utf-8") as handle:
-        for doc in kept:
-            handle.write(json.dumps({"_id": doc.doc_id, "title": doc.title, "text": doc.text}) + "\n")
+    source = folder / f"{dataset.name}-{size or 'all'}.jsonl"
+    with source.open("w", encoding="utf-8") as handle:
+        for position, doc in enumerate(kept):
+            row = {"id": doc.doc_id, "title": doc.title, "text": doc.text, "bucket": position % 1000}
+            handle.write(json.dumps(row) + "\n")
+    name = f"{dataset.name}-{size or 'all'}"
+    root = stage_collection(name, source, folder / "collections", fields={"bucket": "integer"}).publish()
     # Documents to write: the rest of the collection, else copies of its documents under new ids.
     pool = documents[len(kept) :] or documents
-    rows = [{"id": f"live-{i}-{doc.doc_id}", "title": doc.title, "text": doc.text} for i, doc in enumerate(pool)]
+    rows = [
+        {"id": f"live-{i}-{doc.doc_id}", "title": doc.title, "text": doc.text, "metadata": {"bucket": i % 1000}}
+        for i, doc in enumerate(pool)
+    ]
     return root, rows
+
+
+#: Filters by the share of the collection they select, over ``bucket`` (position mod 1000).
+FILTERS = {
+    "none": None,
+    "50%": {"field": "bucket", "lt": 500},
+    "5%": {"field": "bucket", "lt": 50},
+    "0.1%": {"field": "bucket", "eq": 7},
+}
+
+
+def filter_phase(address: str, pipeline: str, queries: list[str], count: int) -> dict:
+    """Sequential searches of the first ``count`` queries under each filter: p50/p99 and hits returned."""
+    results = {}
+    with httpx.Client(timeout=120) as client:
+        for label, spec in FILTERS.items():
+            latencies, hits = [], []
+            for query in queries[:count]:
+                body = {"query": query, "pipeline": pipeline, "k": 10, **({"filter": spec} if spec else {})}
+                tick = time.perf_counter()
+                response = client.post(f"{address}/v1/search", json=body)
+                latencies.append((time.perf_counter() - tick) * 1000)
+                response.raise_for_status()
+                hits.append(len(response.json()["hits"]))
+            results[label] = {
+                "p50_ms": round(percentile(latencies, 0.5), 1),
+                "p99_ms": round(percentile(latencies, 0.99), 1),
+                "mean_hits": round(statistics.mean(hits), 2),
+            }
+    return results
 
 
 def write_phase(address: str, key: str, pipeline: str, batches: list[list[dict]], searcher: Searcher) -> dict:
@@ -149,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--search-seconds", type=float, default=10.0)
+    parser.add_argument("--filter-queries", type=int, default=100, help="queries per filter selectivity")
     parser.add_argument("--index-dir", type=Path, help="where the samples' indexes go (default: a temporary folder)")
     parser.add_argument("--log", type=Path, default=Path("results/live_writes.log"))
     parser.add_argument("--output", type=Path)
@@ -184,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             searcher.stop.set()
             searcher.join(60)
+            entry["filtered_search"] = filter_phase(address, args.pipeline, queries, args.filter_queries)
             entry["search_errors"] = searcher.errors
             entry["exit_code"] = stop_server(process)
             report["sizes"].append(entry)

@@ -329,28 +329,37 @@ class LiveCollection:
                 )
             return self._write([], ids)
 
-    def _take_writer_lock(self) -> None:
-        """One writer per collection: a second process (or server) writing the same log would interleave it."""
-        if not self.writable:
-            raise BraidError(f"collection {self.origin.name!r} was opened for searching only")
+    def try_writer_lock(self) -> bool:
+        """Take the collection's writer lock now if it is free (a server at start, so that ``braid collection
+        upsert`` is refused while it runs); whether it is held. Writes take it anyway, or fail naming the holder."""
         if self._lock_file is not None:
-            return
+            return True
+        if not self.writable:
+            return False
         self.state.mkdir(parents=True, exist_ok=True)
         handle = (self.state / "LOCK").open("a")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise Unsupported(
-                f"collection {self.origin.name!r} is being written by another process or server (its lock: "
-                f"{self.state / 'LOCK'}); write through that one, or stop it first"
-            ) from None
+            return False
         self._lock_file = handle
-        # Anything logged by the previous writer since this view was read is this one's starting point.
+        # Anything logged by the previous writer since this view was read must be in it before this one writes.
         if self.log.reload():
             raise Unsupported(
                 f"collection {self.origin.name!r} was written by another process since it was opened here; "
-                "reopen it (reload) before writing"
+                "reopen it (restart the server) before writing"
+            )
+        return True
+
+    def _take_writer_lock(self) -> None:
+        """One writer per collection: a second process (or server) writing the same log would interleave it."""
+        if not self.writable:
+            raise BraidError(f"collection {self.origin.name!r} was opened for searching only")
+        if not self.try_writer_lock():
+            raise Unsupported(
+                f"collection {self.origin.name!r} is being written by another process or server (its lock: "
+                f"{self.state / 'LOCK'}); write through that one, or stop it first"
             )
 
     def _write(self, upsert: list[Document], delete: list[str]) -> int:

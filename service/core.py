@@ -251,6 +251,8 @@ class SearchCore(CoreBase):
         # The collection's write side, shared by every pipeline served: a write through any of them is seen by all.
         # Sharded serving keeps the in-place shard updates (multivector) of braid.indexer.update_transaction.
         self.live = LiveCollection(dataset, self.index_root, threads) if shards == 1 and open_shard is None else None
+        if self.live is not None:
+            self.live.try_writer_lock()  # while this server runs, it is the collection's writer
         self.registry = PipelineRegistry()
         for spec in specs:
             self.registry.add(spec, self._open(spec))

@@ -84,3 +84,20 @@ def test_bad_sources_and_names_are_exit_2_with_nothing_written(folders, tmp_path
     assert "passage overlap must be between 0 and 4" in capsys.readouterr().err
     assert main(["collection", "info", "nope"]) == 2
     assert "no collection 'nope'" in capsys.readouterr().err
+
+
+def test_a_running_server_is_the_collections_one_writer(folders, capsys, tmp_path):
+    from braid.common.dataset_resolver import resolve_dataset
+    from braid.pipelines.pipeline import load_pipeline
+    from braid.service.core import SearchCore
+
+    source, index_args = folders
+    assert main(["collection", "create", "mine", "--from", str(source), "--pipeline", "bm25", *index_args]) == 0
+    capsys.readouterr()
+    core = SearchCore(resolve_dataset("mine"), [load_pipeline("bm25")], tmp_path / "indexes")
+    try:
+        assert main(["collection", "delete", "mine", "faiss", *index_args]) == 2
+        assert "being written by another process or server" in capsys.readouterr().err
+    finally:
+        core.close()
+    assert main(["collection", "delete", "mine", "faiss", *index_args]) == 0
