@@ -24,6 +24,7 @@ import itertools
 import json
 import platform
 import secrets
+import shutil
 import statistics
 import tempfile
 import threading
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         index_dir = args.index_dir or Path(scratch) / "indexes"
         for size in args.sizes:
             root, rows = sample_collection(dataset, size, Path(scratch))
+            shutil.rmtree(index_dir / root.name / "_writes", ignore_errors=True)  # an earlier run's writes
             key = secrets.token_hex(16)
             serve = ["--dataset", str(root), "--index-dir", str(index_dir), "--pipelines", args.pipeline,
                      "--build-missing"]  # fmt: skip

@@ -8,12 +8,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-_CACHE: dict[tuple[str, str], Any] = {}
+_CACHE: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
 
 
-def cached_encoder(factory: Callable[[dict], Any], params: dict) -> Any:
-    key = (f"{factory.__module__}.{factory.__qualname__}", json.dumps(params, sort_keys=True))
+def cached_encoder(factory: Callable[[dict], Any], params: dict, role: str = "build") -> Any:
+    """The process's encoder for ``params``; ``role`` keeps query encoders (retrievers: ``"query"``) apart from
+    the encoders that index documents, so that a query never waits behind a write's batch in one model's queue."""
+    key = (f"{factory.__module__}.{factory.__qualname__}", json.dumps(params, sort_keys=True), role)
     with _LOCK:
         if key not in _CACHE:
             _CACHE[key] = factory(params)

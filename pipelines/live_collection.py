@@ -13,9 +13,11 @@ The design is Elasticsearch's (a translog, a refresh, a merge) over braid's own 
   ids the batch replaced or deleted as exclusions of the segments that held them, in one reference swap per
   retriever (:class:`~braid.retriever.segmented_retriever.SegmentedRetriever`). No index is reopened: a write
   costs encoding its documents and indexing them alone, whatever the collection's size.
-- **Merged.** More than :data:`MAX_SEGMENTS` write segments are merged into one (their live documents indexed
-  again); :meth:`LiveCollection.optimize` folds everything into a new base corpus, from which fresh indexes are
-  built: then rankings are exactly a fresh build's, Lucene's term statistics included.
+- **Merged.** Write segments merge as Lucene's log merge policy merges: every :data:`MERGE_FACTOR` segments of
+  one level (a write's segment is level 0) become one segment of the next level, their live documents indexed
+  again. A document is indexed again once per level (log of the writes), and at most ``MERGE_FACTOR - 1``
+  segments of each level are searched. :meth:`LiveCollection.optimize` folds everything into a new base corpus,
+  from which fresh indexes are built.
 
 State lives in ``INDEX_ROOT/<collection>/_writes/``: ``wal.jsonl``, ``base.json`` (the corpus the log applies to:
 the collection's own until an optimize, then ``base-<seq>.jsonl`` here) and ``segments/``. One process writes a
@@ -47,8 +49,10 @@ from braid.retriever.protocol import Retriever
 from braid.retriever.segmented_retriever import Segment, SegmentedRetriever
 
 STATE_DIR = "_writes"
-#: Write segments searched side by side before they are merged into one.
-MAX_SEGMENTS = 8
+#: Segments of one level merged into one of the next (Lucene's mergeFactor).
+MERGE_FACTOR = 4
+#: The level of the segment a restart builds over every written document: above any merge's, never merged again.
+REPLAY_LEVEL = 1 << 16
 
 
 @dataclass
@@ -68,6 +72,7 @@ class _WriteSegment:
     seq: int  # the write (or merge, or replay) that made it
     root: Path  # its index folders, one per index kind, built by segment_build
     ids: frozenset[str]
+    level: int = 0  # 0: one write's; L + 1: a merge of MERGE_FACTOR segments of level L
 
 
 def state_dir(dataset: Dataset, index_root: Path) -> Path:
@@ -165,7 +170,8 @@ class LiveCollection:
                     shutil.rmtree(folder, ignore_errors=True)
         if self._delta:
             # One segment over every live written document, not one per logged batch.
-            self._segments.append(_WriteSegment(self.log.last_seq, segments / "replay", frozenset(self._delta)))
+            replayed = _WriteSegment(self.log.last_seq, segments / "replay", frozenset(self._delta), REPLAY_LEVEL)
+            self._segments.append(replayed)
             self._dead.append(set())
             self._owner.update(dict.fromkeys(self._delta, 1))
 
@@ -395,8 +401,7 @@ class LiveCollection:
                 for document in upsert:
                     self._delta[document.doc_id] = document
                     self._owner[document.doc_id] = len(self._segments)
-            if len(self._segments) > MAX_SEGMENTS:
-                self._merge()
+            self._merge()
             for opened in self._opened:
                 self._publish(opened)
             for retired in self._retired:  # no retriever reads them now (open files outlive their names)
@@ -405,17 +410,32 @@ class LiveCollection:
             return self.doc_count
 
     def _merge(self) -> None:
-        """Index the live documents of every write segment again, as one (Lucene's segment merge)."""
-        retired = [segment.root for segment in self._segments]
-        root = self.state / "segments" / f"{self.log.last_seq:012d}-merged"
-        documents = list(self._delta.values())
-        folders = {(base, root): self._build(base, documents, root) for base in {o.base for o in self._opened}}
-        self._segments = [_WriteSegment(self.log.last_seq, root, frozenset(self._delta))] if documents else []
-        self._dead = [self._dead[0], *([set()] if documents else [])]
-        self._owner.update(dict.fromkeys(self._delta, 1))
-        self._folders = {key: path for key, path in self._folders.items() if key[1] not in retired}
-        self._folders.update(folders)
-        self._retired.extend(retired)
+        """While the last :data:`MERGE_FACTOR` write segments share a level, index their live documents again as one
+        segment of the next level (module docstring): a base-``MERGE_FACTOR`` counter of segments."""
+        while len(self._segments) >= MERGE_FACTOR:
+            tail = self._segments[-MERGE_FACTOR:]
+            level = tail[0].level
+            if level == REPLAY_LEVEL or any(segment.level != level for segment in tail):
+                return
+            first = len(self._segments) - MERGE_FACTOR + 1  # the position of the tail's first segment
+            # Live in the tail (an id in two of its segments is live in the later one: once).
+            live = (doc_id for segment in tail for doc_id in sorted(segment.ids) if self._owner.get(doc_id, 0) >= first)
+            ids = list(dict.fromkeys(live))
+            root = self.state / "segments" / f"{self.log.last_seq:012d}-L{level + 1}"
+            documents = [self._delta[doc_id] for doc_id in ids]
+            if documents:
+                for base in dict.fromkeys(opened.base for opened in self._opened):
+                    self._folders[(base, root)] = self._build(base, documents, root)
+            retired = [segment.root for segment in tail]
+            self._segments[-MERGE_FACTOR:] = (
+                [_WriteSegment(self.log.last_seq, root, frozenset(ids), level + 1)] if documents else []
+            )
+            self._dead[first:] = [set()] if documents else []
+            self._owner.update(dict.fromkeys(ids, first))
+            self._folders = {key: path for key, path in self._folders.items() if key[1] not in retired}
+            self._retired.extend(retired)
+            if not documents:
+                return  # everything in the tail was replaced or deleted since: nothing merged to cascade
 
     # -- optimize -----------------------------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ class BinaryRetriever(Retriever):
         self.params = manifest.params
         self.mode, self.candidates, self.rescore = mode, candidates, rescore
         self.store = EmbeddingStore(embeddings_dir)
-        self.encoder = cached_encoder(encoder_for, embeddings.params)  # one model per process
+        self.encoder = cached_encoder(encoder_for, embeddings.params, role="query")  # one per process
         self.coder = load_coder(self.index_dir, self.params, self.store.dimension)
         self.codes, meta = load_codes(self.index_dir)
         self.width, self.scales = meta["width"], np.asarray(meta["scales"], dtype=np.float64)

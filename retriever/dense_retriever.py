@@ -26,7 +26,7 @@ from braid.retriever.ties import id_ranks
 class DenseRetriever(Retriever):
     def __init__(self, index_dir: Path, threads: int | None = None) -> None:
         manifest = Manifest.read(Path(index_dir))
-        self.encoder = cached_encoder(encoder_for, manifest.params)  # one model per process
+        self.encoder = cached_encoder(encoder_for, manifest.params, role="query")  # one per process
         self.store = EmbeddingStore(Path(index_dir))
         faiss.omp_set_num_threads(threads or os.cpu_count() or 1)
         self._index = faiss.IndexFlatIP(self.store.dimension)

@@ -101,7 +101,7 @@ class MultiVectorRetriever(Retriever):
         self.index_dir = Path(index_dir)
         self.params = Manifest.read(self.index_dir).params
         self.store = MultiVectorStore(self.index_dir)
-        self.encoder = cached_encoder(encoder_for, self.params)  # one model per process
+        self.encoder = cached_encoder(encoder_for, self.params, role="query")  # one per process
         self.mode, self.candidates, self.token_k, self.prefilter = mode, candidates, token_k, prefilter
         self.nprobe = min(nprobe, len(self.store.centroids))
         self.threads = threads or os.cpu_count() or 1

@@ -45,7 +45,7 @@ class SlimRetriever(Retriever):
         self.params = manifest.params
         self.candidates = candidates
         self.threads = threads or os.cpu_count() or 1
-        self.encoder = cached_encoder(encoder_for, self.params)  # one model per process
+        self.encoder = cached_encoder(encoder_for, self.params, role="query")  # one per process
         self._impact = ImpactSearcher(self.index_dir / IMPACT_DIR, manifest.doc_count)
         tokens = self.index_dir / TOKENS_DIR
         self._meta = json.loads((tokens / "meta.json").read_text(encoding="utf-8"))

@@ -25,7 +25,7 @@ class SpladeRetriever(Retriever):
         manifest = Manifest.read(self.index_dir)
         self.params = manifest.params
         self.threads = threads or os.cpu_count() or 1
-        self.encoder = cached_encoder(encoder_for, self.params)  # one model per process
+        self.encoder = cached_encoder(encoder_for, self.params, role="query")  # one per process
         self._impact = ImpactSearcher(self.index_dir / IMPACT_DIR, manifest.doc_count)
 
     def query_vector(self, query: str) -> dict[str, int]:

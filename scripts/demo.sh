@@ -16,8 +16,9 @@ braid="$root/.venv/bin/braid"
 dataset="${BRAID_DEMO_DATASET:-scifact}"
 
 # Your own documents first: a collection from the notes that ship with braid, searched, written, searched again.
-"$braid" collection create notes --sample --pipeline hybrid --force
+"$braid" collection create notes --sample --field year:integer --pipeline hybrid --force
 "$braid" search --collection notes --pipeline hybrid --explain -k 3 "how do engines make new documents searchable quickly"
+"$braid" search --collection notes --pipeline hybrid -k 3 --filter '{"field": "year", "gte": 2020}' "fast vector search"
 update="$(mktemp --suffix=.jsonl)"
 echo '{"id": "segments", "title": "Segment merges", "text": "New documents land in small segments searched at once; merges fold them together."}' > "$update"
 "$braid" collection upsert notes --from "$update"

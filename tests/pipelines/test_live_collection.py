@@ -34,10 +34,10 @@ def sample(shared_data, tmp_path_factory):
 
 
 def random_writes(live: LiveCollection, extra: list[Document], seed: int = 0) -> None:
-    """New documents, replacements and deletes, in batches, enough to merge segments once (MAX_SEGMENTS)."""
+    """New documents, replacements and deletes, in batches, enough to merge segments into two levels."""
     rng = random.Random(seed)
     pool = list(extra)
-    for step in range(live_collection.MAX_SEGMENTS + 4):
+    for step in range(live_collection.MERGE_FACTOR**2 + 6):
         ids = sorted(live._owner)
         if step % 3 == 0 and pool:
             live.upsert([pool.pop() for _ in range(min(len(pool), rng.randint(1, 4)))])
@@ -56,6 +56,7 @@ def test_every_kind_ranks_as_a_fresh_build_of_the_final_documents(sample, kind, 
     live = LiveCollection(dataset, index_root)
     pipeline = open_pipeline(load_pipeline(kind), dataset, index_root, live=live)
     random_writes(live, extra)
+    assert max(segment.level for segment in live._segments) >= 1  # merges ran (MERGE_FACTOR per level)
     final = list(live.live_documents())
     assert len(final) == live.doc_count == pipeline.doc_count
     stage = pipeline.stages[0]
