@@ -464,6 +464,7 @@ class SearchCore(CoreBase):
             "rerank": spec.rerank is not None,
             "updatable": pipeline.updatable,
             "doc_count": pipeline.doc_count,
+            "fields": dict(pipeline.live.fields) if pipeline.live is not None else {},
             "indexes": indexes,
             "generation": generation.number,
         }

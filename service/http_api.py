@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
@@ -104,6 +105,16 @@ def request_models(limits: ServiceLimits, pipelines: list[dict[str, Any]], defau
     ]
     doc_id = Annotated[str, Field(min_length=1, max_length=512, pattern=NOT_BLANK)]
     retriever_name = Literal[tuple(retrievers)] if retrievers else str  # any served pipeline's retrievers
+    # A filter names the collection's declared fields; where it declares none, the schema admits no filter at all
+    # (schema-valid requests are accepted: a filter there could only be refused).
+    fields = dict(pipelines[0].get("fields") or {}) if pipelines else {}
+    filter_type: Any = (dict[str, Any] | None) if fields else None
+    filter_note = (
+        'metadata filter, e.g. {"field": "year", "gte": 2020}, over the declared fields: '
+        + ", ".join(f"{name} ({kind})" for name, kind in fields.items())
+        if fields
+        else "this collection declares no metadata fields: no filter"
+    )
 
     class SearchBody(_Strict):
         model_config = ConfigDict(json_schema_extra={"anyOf": search_rules(pipelines, default)})
@@ -120,9 +131,7 @@ def request_models(limits: ServiceLimits, pipelines: list[dict[str, Any]], defau
             None, ge=0, description="rerank depth for this request; 0 skips reranking; beyond the collection: all of it"
         )
         explain: bool = Field(False, description="include each hit's provenance")
-        filter: dict[str, Any] | None = Field(
-            None, description='metadata filter, e.g. {"field": "year", "gte": 2020} (docs/collections.md)'
-        )
+        filter: filter_type = Field(None, description=filter_note)
 
     class BatchBody(_Strict):
         requests: list[SearchBody] = Field(min_length=1, max_length=limits.max_batch)
@@ -218,6 +227,7 @@ class PipelineModel(BaseModel):
     doc_count: int
     indexes: list[IndexModel]
     generation: int
+    fields: dict[str, str] = Field(default_factory=dict, description="typed metadata fields filters may name")
 
 
 class PipelineList(BaseModel):
@@ -398,12 +408,25 @@ def _error_handlers(app: FastAPI) -> None:
         message = str(error.detail)
         if message == "There was an error parsing the body":  # FastAPI's words for a body that is not UTF-8 JSON
             message = "request body is not JSON (or not UTF-8)"
-        return error_response(error.status_code, status, message, error.headers)
+        headers = error.headers
+        if error.status_code == 405:
+            # Starlette names the methods of the first route matching the path; a path with a route per method
+            # (POST adds, PUT upserts) allows them all.
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        return error_response(error.status_code, status, message, headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
         log.exception("HTTP %s %s failed", request.method, request.url.path)
         return error_response(500, "INTERNAL", "internal error; the server log has the details")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
+            methods |= route.methods
+    return sorted(methods)
 
 
 def _runner(core: CoreBase) -> Runner:

@@ -17,14 +17,9 @@ import pytest
 
 from tests.service.conftest import API_KEY, ServerThread, make_core
 
-# Two servers: one whose pipelines take no updates (bm25, and fused over bm25 and multivector: the schema then has no
-# write routes), and one whose every pipeline takes updates (multivector), where the generated requests add and
-# delete documents. Not the two kinds side by side: schemathesis' stateful phase infers links from the pipeline list
-# to the write routes for every name in it, and a write to a pipeline that takes none is FAILED_PRECONDITION (400),
-# though the route's schema lists only the updatable pipelines. Not fused beside multivector either: fused reads the
-# same multivector index, which the writes change under it (both left to the live-collections work, where every
-# index kind takes updates).
-SERVERS = {"read-only": ("bm25", "fused"), "writable": ("multivector",)}
+# Two servers over private copies of the indexes, both taking writes (a live collection): bm25 with fused (bm25 and
+# multivector, RRF), and multivector alone; the generated requests add, upsert and delete documents on both.
+SERVERS = {"bm25-fused": ("bm25", "fused"), "multivector": ("multivector",)}
 
 
 @pytest.fixture(params=sorted(SERVERS))

@@ -167,7 +167,7 @@ class IndexInfo(_message.Message):
     def __init__(self, path: _Optional[str] = ..., kind: _Optional[str] = ..., doc_count: _Optional[int] = ..., bytes: _Optional[int] = ..., created_at: _Optional[str] = ..., braid_version: _Optional[str] = ...) -> None: ...
 
 class PipelineInfo(_message.Message):
-    __slots__ = ("name", "description", "retrievers", "fusion", "weights", "rerank", "updatable", "doc_count", "indexes", "generation")
+    __slots__ = ("name", "description", "retrievers", "fusion", "weights", "rerank", "updatable", "doc_count", "indexes", "generation", "fields")
     class WeightsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +175,13 @@ class PipelineInfo(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     RETRIEVERS_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +192,7 @@ class PipelineInfo(_message.Message):
     DOC_COUNT_FIELD_NUMBER: _ClassVar[int]
     INDEXES_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     retrievers: _containers.RepeatedScalarFieldContainer[str]
@@ -195,7 +203,8 @@ class PipelineInfo(_message.Message):
     doc_count: int
     indexes: _containers.RepeatedCompositeFieldContainer[IndexInfo]
     generation: int
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., retrievers: _Optional[_Iterable[str]] = ..., fusion: _Optional[str] = ..., weights: _Optional[_Mapping[str, float]] = ..., rerank: _Optional[bool] = ..., updatable: _Optional[bool] = ..., doc_count: _Optional[int] = ..., indexes: _Optional[_Iterable[_Union[IndexInfo, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
+    fields: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., retrievers: _Optional[_Iterable[str]] = ..., fusion: _Optional[str] = ..., weights: _Optional[_Mapping[str, float]] = ..., rerank: _Optional[bool] = ..., updatable: _Optional[bool] = ..., doc_count: _Optional[int] = ..., indexes: _Optional[_Iterable[_Union[IndexInfo, _Mapping]]] = ..., generation: _Optional[int] = ..., fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListPipelinesResponse(_message.Message):
     __slots__ = ("pipelines", "default_pipeline")
