@@ -20,7 +20,7 @@ from tqdm import tqdm
 from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
 from braid.indexer.index_kind import IndexKind, Param, Shards
-from braid.indexer.lucene_jvm import lucene
+from braid.indexer.lucene_jvm import java_calls, lucene
 from braid.indexer.lucene_reader import write_docids
 from braid.indexer.params import require_choice
 
@@ -54,14 +54,20 @@ def write_lucene_index(
     args = ["-index", str(out_dir), "-storePositions", "-storeDocvectors", "-storeRaw", "-stemmer", params["stemmer"]]
     if params["keep_stopwords"]:
         args.append("-keepStopwords")
-    indexer = lucene().LuceneIndexer(args=args, threads=threads or os.cpu_count() or 1)
+    classes = lucene()
+    # Every call into the indexer runs under java_calls: a live collection indexes writes beside searches.
+    with java_calls():
+        indexer = classes.LuceneIndexer(args=args, threads=threads or os.cpu_count() or 1)
     count = 0
     with tqdm(desc=f"index {desc}", unit="doc", file=sys.stderr) as bar:
         for batch in _batches(documents, 2000):
-            indexer.add_batch_raw([json.dumps({"id": doc.doc_id, "contents": doc.contents}) for doc in batch])
+            rows = [json.dumps({"id": doc.doc_id, "contents": doc.contents}) for doc in batch]
+            with java_calls():
+                indexer.add_batch_raw(rows)
             count += len(batch)
             bar.update(len(batch))
-    indexer.close()
+    with java_calls():
+        indexer.close()
     write_docids(out_dir)
     return count
 

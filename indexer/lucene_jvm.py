@@ -16,9 +16,10 @@ Two more concern every search, and are handled here too:
   in the method object that every instance of the class shares (kivy/pyjnius#563, #287), so two threads calling
   ``search`` on two IndexSearchers (the BM25 and SPLADE retrievers of one hybrid query), or ``add`` on two query
   builders, can each run the call on the other's object and return the other query's hits. Measured: 2-3 of 300
-  scifact SPLADE queries answered wrongly per batch with two search threads. Every query-time call into Lucene
-  objects runs inside :func:`java_calls`, one thread at a time (pyjnius releases the GIL inside Java, so this is
-  the only thing keeping them apart; the Java work itself takes about a millisecond).
+  scifact SPLADE queries answered wrongly per batch with two search threads. Every call into Lucene objects runs
+  inside :func:`java_calls`, one thread at a time (pyjnius releases the GIL inside Java, so this is the only thing
+  keeping them apart; the Java work of a query takes about a millisecond): query-time calls, and, since a live
+  collection indexes writes while it is searched, the calls that build a segment and open a reader on it.
 - Reading hits through pyjnius wraps every ``ScoreDoc`` and crosses JNI twice per hit: 30 ms for a top 1000.
   :func:`search_top` serializes the ``TopDocs`` with Jackson (in Anserini's jar) in one call instead.
 """
@@ -39,7 +40,7 @@ import numpy as np
 
 _lock = threading.Lock()
 _classes: SimpleNamespace | None = None
-_calls = threading.Lock()
+_calls = threading.RLock()  # reentrant: opening a searcher happens inside query-time blocks too
 _json_writer = None
 
 # Lucene's mmap directory calls sun.misc.Unsafe; Java 24+ warns on stderr at every start unless allowed.

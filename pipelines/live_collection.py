@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +49,8 @@ from braid.indexer.write_log import WriteLog
 from braid.retriever.kinds import RetrieverKind
 from braid.retriever.protocol import Retriever
 from braid.retriever.segmented_retriever import Segment, SegmentedRetriever
+
+log = logging.getLogger(__name__)
 
 STATE_DIR = "_writes"
 #: Segments of one level merged into one of the next (Lucene's mergeFactor).
@@ -119,7 +123,11 @@ class LiveCollection:
         self._delta: dict[str, Document] = {}  # live documents written since the base, by id
         self._base_texts: dict[str, str] | None = None
         self._folders: dict[tuple[Path, Path], Path] = {}  # (base index, segment root) -> that kind's index there
-        self._retired: list[Path] = []  # merged-away segment roots, removed once no retriever reads them
+        self._merger: threading.Thread | None = None
+        self._merge_wanted = threading.Event()
+        self._merge_running = False
+        self._merges = 0
+        self._closed = False
         self._replay()
 
     # -- state on disk -----------------------------------------------------------------------------------------
@@ -401,41 +409,83 @@ class LiveCollection:
                 for document in upsert:
                     self._delta[document.doc_id] = document
                     self._owner[document.doc_id] = len(self._segments)
-            self._merge()
             for opened in self._opened:
                 self._publish(opened)
-            for retired in self._retired:  # no retriever reads them now (open files outlive their names)
-                shutil.rmtree(retired, ignore_errors=True)
-            self._retired.clear()
+            self._wake_merger()
             return self.doc_count
 
-    def _merge(self) -> None:
-        """While the last :data:`MERGE_FACTOR` write segments share a level, index their live documents again as one
-        segment of the next level (module docstring): a base-``MERGE_FACTOR`` counter of segments."""
-        while len(self._segments) >= MERGE_FACTOR:
+    # -- merging (in the background: a write never waits for one) ----------------------------------------------
+
+    def _wake_merger(self) -> None:
+        if self._merger is None:
+            self._merger = threading.Thread(target=self._merge_loop, name=f"merge-{self.origin.name}", daemon=True)
+            self._merger.start()
+        self._merge_wanted.set()
+
+    def wait_merges(self, timeout: float = 600) -> None:
+        """Block until no merge is due or running (tests, benchmarks, optimize)."""
+        deadline = time.monotonic() + timeout
+        while self._merge_wanted.is_set() or self._merge_running:
+            if time.monotonic() > deadline:
+                raise TimeoutError("segment merges still running")
+            time.sleep(0.01)
+
+    def _merge_loop(self) -> None:
+        while not self._closed:
+            if not self._merge_wanted.wait(1.0) or self._closed:
+                continue
+            with self._lock:
+                self._merge_running = True
+                self._merge_wanted.clear()
+            try:
+                while not self._closed and self._merge_once():
+                    pass
+            except Exception:  # a merge only re-indexes what the log holds: the segments stay as they were
+                log.exception("merging the write segments of %s failed", self.origin.name)
+            finally:
+                self._merge_running = False
+
+    def _merge_once(self) -> bool:
+        """While the last :data:`MERGE_FACTOR` write segments share a level, index their live documents again as
+        one segment of the next level (module docstring): a base-``MERGE_FACTOR`` counter. The documents are
+        indexed outside the lock (writes go on, appending segments after these); the swap happens under it."""
+        with self._lock:
+            if len(self._segments) < MERGE_FACTOR:
+                return False
             tail = self._segments[-MERGE_FACTOR:]
             level = tail[0].level
             if level == REPLAY_LEVEL or any(segment.level != level for segment in tail):
-                return
-            first = len(self._segments) - MERGE_FACTOR + 1  # the position of the tail's first segment
-            # Live in the tail (an id in two of its segments is live in the later one: once).
-            live = (doc_id for segment in tail for doc_id in sorted(segment.ids) if self._owner.get(doc_id, 0) >= first)
-            ids = list(dict.fromkeys(live))
-            root = self.state / "segments" / f"{self.log.last_seq:012d}-L{level + 1}"
+                return False
+            first = len(self._segments) - MERGE_FACTOR + 1  # the tail's first position (the base is 0)
+            last = len(self._segments)
+            live = (doc_id for segment in tail for doc_id in sorted(segment.ids) if first <= self._owner.get(doc_id, 0))
+            ids = list(dict.fromkeys(live))  # an id in two of the tail's segments is live in the later one
             documents = [self._delta[doc_id] for doc_id in ids]
-            if documents:
-                for base in dict.fromkeys(opened.base for opened in self._opened):
-                    self._folders[(base, root)] = self._build(base, documents, root)
-            retired = [segment.root for segment in tail]
-            self._segments[-MERGE_FACTOR:] = (
-                [_WriteSegment(self.log.last_seq, root, frozenset(ids), level + 1)] if documents else []
-            )
-            self._dead[first:] = [set()] if documents else []
-            self._owner.update(dict.fromkeys(ids, first))
+            bases = list(dict.fromkeys(opened.base for opened in self._opened))
+            self._merges += 1
+            root = self.state / "segments" / f"merge-{self._merges:06d}-L{level + 1}"
+        folders = {(base, root): self._build(base, documents, root) for base in bases} if documents else {}
+        with self._lock:
+            # Writes since the plan appended segments after ``last`` (positions first..last are as planned: only this
+            # thread merges) and may have replaced or deleted some of these documents: those are dead here.
+            still = {doc_id for doc_id in ids if first <= self._owner.get(doc_id, -1) <= last}
+            shift = MERGE_FACTOR - 1 if documents else MERGE_FACTOR
+            merged = [_WriteSegment(self.log.last_seq, root, frozenset(ids), level + 1)] if documents else []
+            retired = [segment.root for segment in self._segments[first - 1 : last]]
+            self._segments[first - 1 : last] = merged
+            self._dead[first : last + 1] = [set(ids) - still] if documents else []
+            for doc_id, owner in self._owner.items():
+                if first <= owner <= last:
+                    self._owner[doc_id] = first
+                elif owner > last:
+                    self._owner[doc_id] = owner - shift
             self._folders = {key: path for key, path in self._folders.items() if key[1] not in retired}
-            self._retired.extend(retired)
-            if not documents:
-                return  # everything in the tail was replaced or deleted since: nothing merged to cascade
+            self._folders.update(folders)
+            for opened in self._opened:
+                self._publish(opened)
+        for old in retired:  # no retriever reads them now (open files outlive their names)
+            shutil.rmtree(old, ignore_errors=True)
+        return True
 
     # -- optimize -----------------------------------------------------------------------------------------------
 
@@ -443,6 +493,7 @@ class LiveCollection:
         """Fold every logged write into a new base corpus, have ``build(dataset)`` build its indexes, then drop the
         log's folded records; returns the new base dataset (which the caller reopens its pipelines over). Writes
         wait meanwhile; searches go on over the current state."""
+        self.wait_merges()
         with self._lock:
             self._take_writer_lock()
             seq = self.log.last_seq
@@ -464,10 +515,14 @@ class LiveCollection:
                 if old.name != name:
                     old.unlink(missing_ok=True)
             shutil.rmtree(self.state / "segments", ignore_errors=True)
-            self.close()  # this view is of the old base: the caller opens the collection again
-            return dataset
+        self.close()  # this view is of the old base: the caller opens the collection again
+        return dataset
 
     def close(self) -> None:
+        self._closed = True
+        if self._merger is not None:
+            self._merge_wanted.set()
+            self._merger.join(600)
         self.log.close()
         if self._lock_file is not None:
             self._lock_file.close()

@@ -56,6 +56,7 @@ def test_every_kind_ranks_as_a_fresh_build_of_the_final_documents(sample, kind, 
     live = LiveCollection(dataset, index_root)
     pipeline = open_pipeline(load_pipeline(kind), dataset, index_root, live=live)
     random_writes(live, extra)
+    live.wait_merges()
     assert max(segment.level for segment in live._segments) >= 1  # merges ran (MERGE_FACTOR per level)
     final = list(live.live_documents())
     assert len(final) == live.doc_count == pipeline.doc_count
