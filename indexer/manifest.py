@@ -8,6 +8,7 @@ checksum, and rebuilds otherwise.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,10 @@ PENDING_NAME = "UPDATE-PENDING.json"
 FORMAT_VERSION = 2  # 2: splade/slim keep their Lucene index in impact/
 
 
+@functools.cache
 def braid_version() -> str:
+    # Cached: importlib.metadata parses the installed package's metadata on every call (16 ms of a live
+    # collection's single-document write, whose segments each carry a manifest).
     try:
         return metadata.version("braid")
     except metadata.PackageNotFoundError:

@@ -19,7 +19,9 @@ from braid.service.cli.common import add_data_args, parse_params, positive_int
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     index = subparsers.add_parser("index", help="build and inspect indexes")
-    actions = index.add_subparsers(dest="index_command", required=True, metavar="{build,info,verify,add,delete}")
+    actions = index.add_subparsers(
+        dest="index_command", required=True, metavar="{build,info,verify,add,delete,optimize}"
+    )
 
     build = actions.add_parser("build", help="build an index over a dataset's corpus, or run a build job (--config)")
     build.add_argument("--dataset", "--collection", dest="dataset", help="collection or dataset, by name or path")
@@ -56,6 +58,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     delete.add_argument("index", help="index folder")
     delete.add_argument("ids", nargs="+", help="document ids")
     delete.set_defaults(handler=run_delete)
+
+    optimize = actions.add_parser(
+        "optimize",
+        help="fold a collection's writes into fresh indexes (Lucene's force-merge): braid collection optimize",
+    )
+    optimize.add_argument("name", metavar="COLLECTION", help="collection (or dataset) name or path")
+    optimize.add_argument("--pipeline", action="append", help="pipeline whose indexes to build (default: hybrid)")
+    add_data_args(optimize)
+    optimize.set_defaults(handler=run_optimize)
+
+
+def run_optimize(args: argparse.Namespace) -> int:
+    from braid.service.cli.collection_cmd import run_optimize as optimize_collection
+
+    return optimize_collection(args)
 
 
 def run_build(args: argparse.Namespace) -> int:

@@ -49,7 +49,7 @@ def test_create_search_upsert_delete_optimize(folders, capsys):
     assert main(["collection", "delete", "mine", "new", *index_args]) == 0
     assert "3 documents (write 2)" in capsys.readouterr().out
     before = search(capsys, index_args, "search")
-    assert main(["collection", "optimize", "mine", "--pipeline", "bm25", *index_args]) == 0
+    assert main(["index", "optimize", "mine", "--pipeline", "bm25", *index_args]) == 0
     assert "2 write(s) up to 2 folded into fresh indexes of 3 documents" in capsys.readouterr().out
     assert search(capsys, index_args, "search") == before
 
