@@ -194,7 +194,7 @@ class HitModel(BaseModel):
     doc_id: str
     score: float
     explanation: Explanation | None = None
-    passage: str | None = Field(None, description="in a collection of passages: the document's best (MaxP)")
+    passage: str = Field("", description="in a collection of passages: the document's best (MaxP); else empty")
 
 
 class SearchResult(BaseModel):
@@ -256,8 +256,7 @@ def _finite(value: float) -> float:
 
 def _hit(rank: int, hit: ExplainedHit, explain: bool) -> dict[str, Any]:
     row: dict[str, Any] = {"rank": rank, "doc_id": hit.doc_id, "score": _finite(hit.score)}
-    if hit.passage is not None:
-        row["passage"] = hit.passage
+    row["passage"] = hit.passage or ""  # as over gRPC: the zero value for whole documents
     if explain:
         row["explanation"] = {
             "retrievers": {name: {"rank": s.rank, "score": s.score} for name, s in hit.sources.items()},
