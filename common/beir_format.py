@@ -11,21 +11,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from braid.common.dataset import Document, Qrels
-from braid.common.errors import DataFormatError
+from braid.common.errors import BraidError, DataFormatError
 
 
-def _json_objects(path: Path) -> Iterator[tuple[int, dict]]:
+def json_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of every non-blank line of a JSON-lines file; a line that is not a JSON object, or a
+    file that is not UTF-8, is an error naming where."""
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataFormatError(path, number, f"invalid JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(value, dict):
-                raise DataFormatError(path, number, f"expected a JSON object, got {type(value).__name__}")
-            yield number, value
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataFormatError(path, number, f"invalid JSON ({error.msg} at column {error.colno})") from None
+                if not isinstance(value, dict):
+                    raise DataFormatError(path, number, f"expected a JSON object, got {type(value).__name__}")
+                yield number, value
+        except UnicodeDecodeError as error:
+            raise BraidError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
 def _string_id(path: Path, number: int, value: dict) -> str:
@@ -50,7 +55,7 @@ def _string_field(path: Path, number: int, value: dict, name: str) -> str:
 def read_corpus(path: Path) -> Iterator[Document]:
     """Stream documents from a BEIR corpus.jsonl; duplicate ids are an error."""
     seen: set[str] = set()
-    for number, value in _json_objects(path):
+    for number, value in json_objects(path):
         doc_id = _string_id(path, number, value)
         if doc_id in seen:
             raise DataFormatError(path, number, f"duplicate document id {doc_id!r}")
@@ -68,7 +73,7 @@ def read_corpus(path: Path) -> Iterator[Document]:
 
 def read_queries(path: Path) -> dict[str, str]:
     queries: dict[str, str] = {}
-    for number, value in _json_objects(path):
+    for number, value in json_objects(path):
         qid = _string_id(path, number, value)
         if qid in queries:
             raise DataFormatError(path, number, f"duplicate query id {qid!r}")

@@ -40,7 +40,6 @@ class CollectionInfo:
     passages: PassageSettings | None = None
     units: int = 0  # what the indexes hold: passages when cut, else the documents
     created_at: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
     fields: dict[str, str] = field(default_factory=dict)  # typed metadata fields (common.metadata_schema)
 
     def to_json(self) -> dict[str, Any]:

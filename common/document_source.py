@@ -14,13 +14,13 @@ Anything malformed stops the read with a :class:`~braid.common.errors.DataFormat
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from braid.common.beir_format import json_objects
 from braid.common.dataset import Document
 from braid.common.errors import BraidError, DataFormatError
 
@@ -92,20 +92,8 @@ def _metadata_value(value: Any, path: Path, line: int, name: str) -> Any:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Document]]:
-    with path.open(encoding="utf-8") as handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataFormatError(path, number, f"invalid JSON ({error.msg} at column {error.colno})") from None
-                if not isinstance(record, dict):
-                    raise DataFormatError(path, number, f"expected a JSON object, got {type(record).__name__}")
-                yield f"{path}:{number}", _record_document(record, path, number)
-        except UnicodeDecodeError as error:
-            raise BraidError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    for number, record in json_objects(path):
+        yield f"{path}:{number}", _record_document(record, path, number)
 
 
 def _record_document(record: dict, path: Path, number: int) -> Document:

@@ -62,9 +62,11 @@ def build_index(
     threads: int | None = None,
     force: bool = False,
     quiet: bool = False,
+    trained: Path | None = None,
 ) -> tuple[Path, Manifest, bool]:
     """Build (or reuse) an index; returns its path, manifest and whether it was built now (``quiet``: no summary
-    line, for the small builds of a live collection's writes)."""
+    line, for the small builds of a live collection's writes; ``trained``: an index of the whole collection whose
+    trained parts, a binarizer or centroids, this one reuses, passed to kinds whose builder takes them)."""
     spec = index_kind(kind)
     params = spec.validate(params)
     if output is None:
@@ -95,7 +97,8 @@ def build_index(
             dataset, dep_kind, dep_params, index_root=dep_root, threads=threads, quiet=quiet
         )
     with atomic_directory(output, overwrite=True) as scratch:
-        count = spec.build(dataset, scratch, params, threads, **dependencies)
+        extra = {"trained": Path(trained)} if trained is not None else {}
+        count = spec.build(dataset, scratch, params, threads, **dependencies, **extra)
         manifest = Manifest(
             kind=kind,
             params=params,

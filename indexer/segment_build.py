@@ -11,19 +11,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
-import os
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
 from braid.common.dataset import Dataset, Document
-from braid.indexer.atomic_dir import atomic_directory
-from braid.indexer.index_store import build_index, index_path
+from braid.indexer.index_store import build_index
 from braid.indexer.kinds import index_kind
-from braid.indexer.manifest import Manifest
 
 
 def memory_dataset(name: str, documents: Sequence[Document]) -> Dataset:
@@ -72,26 +68,16 @@ def build_segment(
 ) -> Path:
     """Index ``documents`` as a ``kind`` index under ``root`` (its dependencies beside it), trained parts taken from
     the ``base`` index; returns the segment's folder."""
-    spec = index_kind(kind)
-    params = spec.validate(params)
+    # Kinds that learn from the corpus (binary, multivector) take the base's binarizer or centroids.
+    takes_trained = "trained" in inspect.signature(index_kind(kind).build).parameters
     dataset = memory_dataset("segment", documents)
-    if "trained" not in inspect.signature(spec.build).parameters:
-        return build_index(dataset, kind, params, index_root=root, threads=threads, quiet=True)[0]
-    dependencies = {
-        role: build_index(dataset, dep_kind, dep_params, index_root=root, threads=threads, quiet=True)[0]
-        for role, (dep_kind, dep_params) in (spec.requires(params) if spec.requires else {}).items()
-    }
-    output = index_path(dataset, kind, params, root)
-    started = time.perf_counter()
-    with atomic_directory(output, overwrite=True) as scratch:
-        count = spec.build(dataset, scratch, params, threads, trained=Path(base), **dependencies)
-        Manifest(
-            kind=kind,
-            params=params,
-            dataset=dataset.name,
-            doc_count=count,
-            corpus_checksum=dataset.corpus_checksum(),
-            build_seconds=round(time.perf_counter() - started, 3),
-            depends_on={role: os.path.relpath(path.resolve(), output.resolve()) for role, path in dependencies.items()},
-        ).write(scratch)
-    return output
+    built = build_index(
+        dataset,
+        kind,
+        params,
+        index_root=root,
+        threads=threads,
+        quiet=True,
+        trained=Path(base) if takes_trained else None,
+    )
+    return built[0]

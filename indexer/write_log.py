@@ -14,7 +14,7 @@ import json
 import os
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ class WriteRecord:
     seq: int
     upsert: tuple[Document, ...] = ()
     delete: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def payload(self) -> dict[str, Any]:
         return {

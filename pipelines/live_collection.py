@@ -95,7 +95,6 @@ class LiveCollection:
         """Open the collection's write state; ``writable``: as its one writer (a server, ``braid collection
         upsert``), else to search what was written (``braid search`` while a server writes)."""
         self.origin = dataset
-        self.index_root = Path(index_root)
         self.threads = threads
         self.writable = writable
         self.state = state_dir(dataset, index_root)

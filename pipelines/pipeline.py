@@ -11,7 +11,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property, partial
@@ -122,6 +122,7 @@ NO_OPTIONS = SearchOptions()
 
 R = TypeVar("R", bound=Retriever)
 T = TypeVar("T")
+H = TypeVar("H", Hit, ExplainedHit)
 
 
 @dataclass
@@ -495,28 +496,24 @@ class Pipeline:
 PASSAGE_FETCH = 4
 
 
-def per_document(hits: Sequence[ExplainedHit]) -> list[ExplainedHit]:
-    """Each document once, at its best passage (the first in ranked order): MaxP (:mod:`braid.common.passages`)."""
+def _first_per_document(hits: Sequence[H]) -> Iterator[tuple[str, H]]:
+    """Each document's first hit in ranked order, with the document's id: its best passage (MaxP)."""
     seen: set[str] = set()
-    documents = []
     for hit in hits:
         doc_id = document_of(hit.doc_id)
         if doc_id not in seen:
             seen.add(doc_id)
-            documents.append(dataclasses.replace(hit, doc_id=doc_id, passage=hit.doc_id))
-    return documents
+            yield doc_id, hit
+
+
+def per_document(hits: Sequence[ExplainedHit]) -> list[ExplainedHit]:
+    """Each document once, at its best passage, naming it: MaxP (:mod:`braid.common.passages`)."""
+    return [dataclasses.replace(hit, doc_id=doc_id, passage=hit.doc_id) for doc_id, hit in _first_per_document(hits)]
 
 
 def best_passages(hits: Sequence[Hit]) -> list[Hit]:
     """:func:`per_document` for plain hits (batch runs, whose qrels judge documents)."""
-    seen: set[str] = set()
-    documents = []
-    for hit in hits:
-        doc_id = document_of(hit.doc_id)
-        if doc_id not in seen:
-            seen.add(doc_id)
-            documents.append(Hit(doc_id, hit.score))
-    return documents
+    return [Hit(doc_id, hit.score) for doc_id, hit in _first_per_document(hits)]
 
 
 def rescore_head(

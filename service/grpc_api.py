@@ -137,32 +137,30 @@ class BraidServicer(braid_pb2_grpc.BraidServicer):
             pipelines=[pipeline_message(info) for info in infos], default_pipeline=self.core.default_pipeline
         )
 
+    async def _update(self, method: str, context, work: Callable[[float], tuple[int, int]]) -> pb.UpdateResponse:
+        """A write, run as ``method`` (a key needed): its (doc count, generation) as the response."""
+        count, generation = await self._run(method, context, True, work)
+        return pb.UpdateResponse(doc_count=count, generation=generation)
+
     async def AddDocuments(self, request: pb.AddDocumentsRequest, context) -> pb.UpdateResponse:
         documents = documents_from(request.documents)
-
-        def add(deadline: float) -> tuple[int, int]:
-            return self.core.add_documents(request.pipeline, documents, deadline)
-
-        count, generation = await self._run("AddDocuments", context, True, add)
-        return pb.UpdateResponse(doc_count=count, generation=generation)
+        return await self._update(
+            "AddDocuments", context, lambda deadline: self.core.add_documents(request.pipeline, documents, deadline)
+        )
 
     async def UpsertDocuments(self, request: pb.AddDocumentsRequest, context) -> pb.UpdateResponse:
         documents = documents_from(request.documents)
-
-        def upsert(deadline: float) -> tuple[int, int]:
-            return self.core.upsert_documents(request.pipeline, documents, deadline)
-
-        count, generation = await self._run("UpsertDocuments", context, True, upsert)
-        return pb.UpdateResponse(doc_count=count, generation=generation)
+        return await self._update(
+            "UpsertDocuments",
+            context,
+            lambda deadline: self.core.upsert_documents(request.pipeline, documents, deadline),
+        )
 
     async def DeleteDocuments(self, request: pb.DeleteDocumentsRequest, context) -> pb.UpdateResponse:
         ids = list(request.ids)
-
-        def delete(deadline: float) -> tuple[int, int]:
-            return self.core.delete_documents(request.pipeline, ids, deadline)
-
-        count, generation = await self._run("DeleteDocuments", context, True, delete)
-        return pb.UpdateResponse(doc_count=count, generation=generation)
+        return await self._update(
+            "DeleteDocuments", context, lambda deadline: self.core.delete_documents(request.pipeline, ids, deadline)
+        )
 
     async def Reload(self, request: pb.ReloadRequest, context) -> pb.ReloadResponse:
         infos = await self._run("Reload", context, True, lambda _: self.core.reload(request.pipeline))

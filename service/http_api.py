@@ -494,6 +494,11 @@ def _write_routes(app: FastAPI, core: CoreBase, bodies: SimpleNamespace, run: Ru
     Pipeline = bodies.Pipeline
     AddBody, DeleteBody, ReloadBody = bodies.AddBody, bodies.DeleteBody, bodies.ReloadBody
 
+    async def update(method: str, request: Request, work: Callable[[float], tuple[int, int]]) -> dict:
+        """A write, run as ``method`` (a key needed): its (doc count, generation) as the response body."""
+        count, generation = await run(method, True, request, work)
+        return {"doc_count": count, "generation": generation}
+
     # Likewise the writes, on a server none of whose pipelines takes updates.
     @app.post(
         "/v1/pipelines/{pipeline}/documents",
@@ -503,13 +508,7 @@ def _write_routes(app: FastAPI, core: CoreBase, bodies: SimpleNamespace, run: Ru
     )
     async def add(pipeline: Pipeline, body: AddBody, request: Request) -> dict:
         documents = _documents(body.documents)
-        count, generation = await run(
-            "AddDocuments",
-            True,
-            request,
-            lambda deadline: core.add_documents(pipeline, documents, deadline),
-        )
-        return {"doc_count": count, "generation": generation}
+        return await update("AddDocuments", request, lambda deadline: core.add_documents(pipeline, documents, deadline))
 
     @app.put(
         "/v1/pipelines/{pipeline}/documents",
@@ -519,13 +518,9 @@ def _write_routes(app: FastAPI, core: CoreBase, bodies: SimpleNamespace, run: Ru
     )
     async def upsert(pipeline: Pipeline, body: AddBody, request: Request) -> dict:
         documents = _documents(body.documents)
-        count, generation = await run(
-            "UpsertDocuments",
-            True,
-            request,
-            lambda deadline: core.upsert_documents(pipeline, documents, deadline),
+        return await update(
+            "UpsertDocuments", request, lambda deadline: core.upsert_documents(pipeline, documents, deadline)
         )
-        return {"doc_count": count, "generation": generation}
 
     @app.post(
         "/v1/pipelines/{pipeline}/documents/delete",
@@ -534,13 +529,9 @@ def _write_routes(app: FastAPI, core: CoreBase, bodies: SimpleNamespace, run: Ru
         include_in_schema=bodies.updates,
     )
     async def delete(pipeline: Pipeline, body: DeleteBody, request: Request) -> dict:
-        count, generation = await run(
-            "DeleteDocuments",
-            True,
-            request,
-            lambda deadline: core.delete_documents(pipeline, body.ids, deadline),
+        return await update(
+            "DeleteDocuments", request, lambda deadline: core.delete_documents(pipeline, body.ids, deadline)
         )
-        return {"doc_count": count, "generation": generation}
 
     @app.post("/v1/reload", response_model=PipelineList, responses=ERRORS)
     async def reload(body: ReloadBody, request: Request) -> dict:

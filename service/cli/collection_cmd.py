@@ -6,6 +6,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -200,27 +201,27 @@ def _live(args: argparse.Namespace) -> LiveCollection:
     return LiveCollection(dataset, Path(args.index_dir), args.threads)
 
 
+def _write(args: argparse.Namespace, write: Callable[[LiveCollection], object]) -> tuple[int, int]:
+    """Apply ``write`` to the collection as its writer: (live documents, the write's sequence number)."""
+    live = _live(args)
+    try:
+        write(live)
+        return live.documents, live.seq
+    finally:
+        live.close()
+
+
 def run_upsert(args: argparse.Namespace) -> int:
     documents = list(read_documents(args.source, args.format))
     if not documents:
         raise BraidError(f"{args.source} holds no documents")
-    live = _live(args)
-    try:
-        live.upsert(documents)
-        count, seq = live.documents, live.seq
-    finally:
-        live.close()
+    count, seq = _write(args, lambda live: live.upsert(documents))
     print(f"upserted {len(documents)} document(s) into {args.name}: {count} documents (write {seq})")
     return 0
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    live = _live(args)
-    try:
-        live.delete(args.ids)
-        count, seq = live.documents, live.seq
-    finally:
-        live.close()
+    count, seq = _write(args, lambda live: live.delete(args.ids))
     print(f"deleted {len(set(args.ids))} document(s) from {args.name}: {count} documents (write {seq})")
     return 0
 

@@ -33,6 +33,14 @@ def sample(shared_data, tmp_path_factory):
     return root, extra, list(queries.values())
 
 
+def open_live(folder: Path, tmp_path: Path, kind: str):
+    """The collection at ``folder`` opened for writes, its indexes under ``tmp_path``, and a pipeline over it."""
+    dataset = open_dataset_dir(folder)
+    index_root = tmp_path / "indexes"
+    live = LiveCollection(dataset, index_root)
+    return dataset, index_root, live, open_pipeline(load_pipeline(kind), dataset, index_root, live=live)
+
+
 def random_writes(live: LiveCollection, extra: list[Document], seed: int = 0) -> None:
     """New documents, replacements and deletes, in batches, enough to merge segments into two levels."""
     rng = random.Random(seed)
@@ -51,10 +59,7 @@ def random_writes(live: LiveCollection, extra: list[Document], seed: int = 0) ->
 @pytest.mark.parametrize("kind", ["bm25", "splade", "dense", "binary", "multivector", "slim"])
 def test_every_kind_ranks_as_a_fresh_build_of_the_final_documents(sample, kind, tmp_path):
     root, extra, queries = sample
-    dataset = open_dataset_dir(root / "mini")
-    index_root = tmp_path / "indexes"
-    live = LiveCollection(dataset, index_root)
-    pipeline = open_pipeline(load_pipeline(kind), dataset, index_root, live=live)
+    _, _, live, pipeline = open_live(root / "mini", tmp_path, kind)
     random_writes(live, extra)
     live.wait_merges()
     assert max(segment.level for segment in live._segments) >= 1  # merges ran (MERGE_FACTOR per level)
@@ -81,10 +86,7 @@ def test_every_kind_ranks_as_a_fresh_build_of_the_final_documents(sample, kind, 
 
 def test_writes_survive_a_reopen_and_a_reader_sees_them(sample, tmp_path):
     root, _, queries = sample
-    dataset = open_dataset_dir(root / "mini")
-    index_root = tmp_path / "indexes"
-    live = LiveCollection(dataset, index_root)
-    pipeline = open_pipeline(load_pipeline("bm25"), dataset, index_root, live=live)
+    dataset, index_root, live, pipeline = open_live(root / "mini", tmp_path, "bm25")
     live.upsert([Document("zz-new", "Zebra", "zebra stripes on the savanna grassland")])
     assert pipeline.search("zebra savanna", 1)[0].doc_id == "zz-new"  # visible when the write returns
     victim = pipeline.search(queries[0], 1)[0].doc_id
@@ -106,10 +108,7 @@ def test_writes_survive_a_reopen_and_a_reader_sees_them(sample, tmp_path):
 
 def test_a_write_whose_indexing_fails_is_not_logged_or_seen(sample, tmp_path, monkeypatch):
     root, _, _ = sample
-    dataset = open_dataset_dir(root / "mini")
-    index_root = tmp_path / "indexes"
-    live = LiveCollection(dataset, index_root)
-    pipeline = open_pipeline(load_pipeline("bm25"), dataset, index_root, live=live)
+    _, _, live, pipeline = open_live(root / "mini", tmp_path, "bm25")
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
@@ -125,10 +124,7 @@ def test_a_write_whose_indexing_fails_is_not_logged_or_seen(sample, tmp_path, mo
 
 def test_optimize_folds_the_writes_into_fresh_indexes(sample, tmp_path):
     root, extra, queries = sample
-    dataset = open_dataset_dir(root / "mini")
-    index_root = tmp_path / "indexes"
-    live = LiveCollection(dataset, index_root)
-    pipeline = open_pipeline(load_pipeline("bm25"), dataset, index_root, live=live)
+    dataset, index_root, live, pipeline = open_live(root / "mini", tmp_path, "bm25")
     random_writes(live, extra, seed=1)
     expected = {query: [h.doc_id for h in pipeline.search(query, 10)] for query in queries}
     count = live.doc_count
@@ -179,10 +175,7 @@ def filtered_ranking(retriever, depth: int, hidden: frozenset[str], query: str, 
 @pytest.mark.parametrize("kind", ["bm25", "splade", "dense", "binary", "multivector", "slim"])
 def test_filters_apply_inside_every_kind_and_return_what_matches(tagged, kind, tmp_path):
     folder, extra, queries = tagged
-    dataset = open_dataset_dir(folder)
-    index_root = tmp_path / "indexes"
-    live = LiveCollection(dataset, index_root)
-    pipeline = open_pipeline(load_pipeline(kind), dataset, index_root, live=live)
+    _, _, live, pipeline = open_live(folder, tmp_path, kind)
     # Writes with metadata: new documents in bucket 3 (odd), and two documents moved out of it.
     live.upsert([Document(d.doc_id, d.title, d.text, {"bucket": 3, "parity": "odd"}) for d in extra[:3]])
     moved = [doc_id for doc_id in sorted(live._owner) if (live.metadata(doc_id) or {}).get("bucket") == 3][:2]
