@@ -44,8 +44,9 @@ def _fsync_tree(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(final: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a scratch folder; on normal exit it replaces ``final``; on error it is deleted."""
+def atomic_directory(final: Path, overwrite: bool = False, durable: bool = True) -> Iterator[Path]:
+    """Yield a scratch folder; on normal exit it replaces ``final``; on error it is deleted. ``durable``: its files
+    are synced to disk before the rename (False for folders rebuilt from a log after a crash anyway)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final)
@@ -56,7 +57,8 @@ def atomic_directory(final: Path, overwrite: bool = False) -> Iterator[Path]:
     scratch.mkdir()
     try:
         yield scratch
-        _fsync_tree(scratch)
+        if durable:
+            _fsync_tree(scratch)
         if final.exists():
             # Move the old index aside first so that the final path is never half old, half new.
             retired = final.parent / f".{final.name}.tmp-old-{os.getpid()}"

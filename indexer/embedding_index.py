@@ -21,6 +21,7 @@ from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
 from braid.indexer.dense_encoder import DEFAULT_MODEL, DenseEncoder
 from braid.indexer.encoder_cache import cached_encoder
+from braid.indexer.encoding_memo import memo_encode
 from braid.indexer.index_kind import IndexKind, Param, Shards
 from braid.indexer.params import require_at_least
 
@@ -46,6 +47,7 @@ def encoder_for(params: dict) -> DenseEncoder:
 def write_embeddings(documents: Iterable[Document], out_dir: Path, params: dict, desc: str | None) -> int:
     """Encode ``documents`` into ``out_dir`` in the embeddings layout (a build, or one shard of a build job)."""
     encoder = cached_encoder(encoder_for, params)
+    name = "embeddings:" + json.dumps(params, sort_keys=True)
     count = 0
     documents = iter(documents)
     with (
@@ -54,7 +56,8 @@ def write_embeddings(documents: Iterable[Document], out_dir: Path, params: dict,
         tqdm(desc=desc, unit="doc", file=sys.stderr, disable=desc is None) as bar,
     ):
         while batch := list(islice(documents, 512)):
-            matrix.write(encoder.encode([doc.contents for doc in batch]).astype(np.float16).tobytes())
+            vectors = memo_encode(name, encoder.encode, [doc.contents for doc in batch])
+            matrix.write(np.asarray(vectors).astype(np.float16).tobytes())
             doc_ids.writelines(doc.doc_id + "\n" for doc in batch)
             count += len(batch)
             bar.update(len(batch))

@@ -63,10 +63,12 @@ def build_index(
     force: bool = False,
     quiet: bool = False,
     trained: Path | None = None,
+    durable: bool = True,
 ) -> tuple[Path, Manifest, bool]:
     """Build (or reuse) an index; returns its path, manifest and whether it was built now (``quiet``: no summary
     line, for the small builds of a live collection's writes; ``trained``: an index of the whole collection whose
-    trained parts, a binarizer or centroids, this one reuses, passed to kinds whose builder takes them)."""
+    trained parts, a binarizer or centroids, this one reuses, passed to kinds whose builder takes them; ``durable``
+    False: not synced to disk, for indexes a crash recovery rebuilds from a write-ahead log)."""
     spec = index_kind(kind)
     params = spec.validate(params)
     if output is None:
@@ -94,9 +96,9 @@ def build_index(
         # Shared inputs (e.g. embeddings) live beside their consumers and are built once for all of them.
         dep_root = index_root if index_root is not None else output.parent
         dependencies[role], _, _ = build_index(
-            dataset, dep_kind, dep_params, index_root=dep_root, threads=threads, quiet=quiet
+            dataset, dep_kind, dep_params, index_root=dep_root, threads=threads, quiet=quiet, durable=durable
         )
-    with atomic_directory(output, overwrite=True) as scratch:
+    with atomic_directory(output, overwrite=True, durable=durable) as scratch:
         extra = {"trained": Path(trained)} if trained is not None else {}
         count = spec.build(dataset, scratch, params, threads, **dependencies, **extra)
         manifest = Manifest(

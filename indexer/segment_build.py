@@ -64,10 +64,17 @@ def quiet_progress() -> Iterator[None]:
 
 
 def build_segment(
-    kind: str, params: dict, documents: Sequence[Document], root: Path, base: Path, threads: int | None = None
+    kind: str,
+    params: dict,
+    documents: Sequence[Document],
+    root: Path,
+    base: Path,
+    threads: int | None = None,
+    durable: bool = True,
 ) -> Path:
     """Index ``documents`` as a ``kind`` index under ``root`` (its dependencies beside it), trained parts taken from
-    the ``base`` index; returns the segment's folder."""
+    the ``base`` index; returns the segment's folder. ``durable`` False: not synced to disk (a segment that a
+    restart rebuilds from the write-ahead log)."""
     # Kinds that learn from the corpus (binary, multivector) take the base's binarizer or centroids.
     takes_trained = "trained" in inspect.signature(index_kind(kind).build).parameters
     dataset = memory_dataset("segment", documents)
@@ -79,5 +86,6 @@ def build_segment(
         threads=threads,
         quiet=True,
         trained=Path(base) if takes_trained else None,
+        durable=durable,
     )
     return built[0]

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
 from braid.indexer.encoder_cache import cached_encoder
+from braid.indexer.encoding_memo import memo_encode
 from braid.indexer.index_kind import IndexKind, Param, Shards
 from braid.indexer.params import require_at_least
 from braid.indexer.slim_encoder import SlimEncoder
@@ -69,6 +70,7 @@ def write_slim(documents: Iterable[Document], out_dir: Path, params: dict, desc:
     """Encode ``documents``: max-pooled vectors for the impact index in ``out_dir/_vectors`` and the token-level
     CSR arrays in ``out_dir/slim_tokens`` (a build, or one shard of a build job)."""
     encoder = cached_encoder(encoder_for, params)
+    name = "slim:" + json.dumps(params, sort_keys=True)
     tokens_dir = out_dir / TOKENS_DIR
     tokens_dir.mkdir()
     vectors_dir = out_dir / VECTORS_DIR
@@ -85,7 +87,8 @@ def write_slim(documents: Iterable[Document], out_dir: Path, params: dict, desc:
             tqdm(desc=desc, unit="doc", file=sys.stderr, disable=desc is None) as bar,
         ):
             while batch := list(islice(documents, 64)):
-                matrices = encoder.encode([doc.contents for doc in batch], params["doc_max_length"])
+                texts = [doc.contents for doc in batch]
+                matrices = memo_encode(name, lambda texts: encoder.encode(texts, params["doc_max_length"]), texts)
                 for doc, matrix in zip(batch, matrices, strict=True):
                     pooled = quantize(pooled_terms(matrix, encoder.vocab, "max"), params["scale"])
                     vectors.write(json.dumps({"id": doc.doc_id, "contents": "", "vector": pooled}) + "\n")

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from tqdm import tqdm
 from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
 from braid.indexer.encoder_cache import cached_encoder
+from braid.indexer.encoding_memo import memo_encode
 from braid.indexer.index_kind import IndexKind, Param, Shards
 from braid.indexer.lucene_jvm import java_calls, java_class, java_stdout_to_stderr
 from braid.indexer.lucene_reader import write_docids
@@ -63,22 +64,29 @@ def write_impact_index(vectors_dir: Path, out_dir: Path, threads: int | None = N
     write_docids(out_dir)
 
 
+def impact_vectors(documents: Iterable[Document], params: dict) -> Iterator[tuple[Document, dict[str, int]]]:
+    """Each document with its quantized SPLADE vector (the impacts an index stores), encoded in batches."""
+    encoder = cached_encoder(encoder_for, params)
+    name = "splade:" + json.dumps(params, sort_keys=True)
+    documents = iter(documents)
+    while batch := list(islice(documents, 256)):
+        texts = [doc.contents for doc in batch]
+        weights = memo_encode(name, lambda texts: encoder.encode_documents(texts, progress=False), texts)
+        for doc, vector in zip(batch, weights, strict=True):
+            yield doc, quantize(vector, params["scale"])
+
+
 def write_vectors(documents: Iterable[Document], vectors_dir: Path, params: dict, desc: str | None) -> int:
     """Encode ``documents`` as quantized SPLADE vectors in ``vectors_dir/vectors.jsonl`` (Anserini's JSON vectors)."""
-    encoder = cached_encoder(encoder_for, params)
     count = 0
-    documents = iter(documents)
     with (
         (vectors_dir / "vectors.jsonl").open("w", encoding="utf-8") as handle,
         tqdm(desc=desc, unit="doc", file=sys.stderr, disable=desc is None) as bar,
     ):
-        while batch := list(islice(documents, 256)):
-            weights = encoder.encode_documents([doc.contents for doc in batch], progress=False)
-            for doc, vector in zip(batch, weights, strict=True):
-                impacts = quantize(vector, params["scale"])
-                handle.write(json.dumps({"id": doc.doc_id, "contents": "", "vector": impacts}) + "\n")
-            count += len(batch)
-            bar.update(len(batch))
+        for doc, impacts in impact_vectors(documents, params):
+            handle.write(json.dumps({"id": doc.doc_id, "contents": "", "vector": impacts}) + "\n")
+            count += 1
+            bar.update(1)
     return count
 
 

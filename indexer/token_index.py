@@ -21,6 +21,7 @@ from tqdm import tqdm
 from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
 from braid.indexer.encoder_cache import cached_encoder
+from braid.indexer.encoding_memo import memo_encode
 from braid.indexer.index_kind import IndexKind, Param, Shards
 from braid.indexer.params import require_at_least
 from braid.indexer.token_encoder import DEFAULT_MODEL, TokenEncoder
@@ -52,6 +53,7 @@ def has_tokens(text: str) -> bool:
 def write_tokens(documents: Iterable[Document], out_dir: Path, params: dict, desc: str | None) -> int:
     """Encode ``documents`` into ``out_dir`` in the tokens layout (a build, or one shard of a build job)."""
     encoder = cached_encoder(encoder_for, params)
+    name = "tokens:" + json.dumps(params, sort_keys=True)
     offsets, skipped, count = [0], [], 0
     documents = iter(documents)
     with (
@@ -62,7 +64,8 @@ def write_tokens(documents: Iterable[Document], out_dir: Path, params: dict, des
         while batch := list(islice(documents, 256)):
             kept = [doc for doc in batch if has_tokens(doc.contents)]
             skipped += [doc.doc_id for doc in batch if not has_tokens(doc.contents)]
-            for doc, tokens in zip(kept, encoder.encode_documents([doc.contents for doc in kept]), strict=True):
+            encoded = memo_encode(name, encoder.encode_documents, [doc.contents for doc in kept])
+            for doc, tokens in zip(kept, encoded, strict=True):
                 matrix.write(tokens.astype(np.float16).tobytes())
                 offsets.append(offsets[-1] + len(tokens))
                 doc_ids.write(doc.doc_id + "\n")

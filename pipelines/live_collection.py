@@ -12,12 +12,15 @@ The design is Elasticsearch's (a translog, a refresh, a merge) over braid's own 
 - **Visible at once.** After the append, every open retriever of the collection gets the new segment and the
   ids the batch replaced or deleted as exclusions of the segments that held them, in one reference swap per
   retriever (:class:`~braid.retriever.segmented_retriever.SegmentedRetriever`). No index is reopened: a write
-  costs encoding its documents and indexing them alone, whatever the collection's size.
+  costs encoding its documents and indexing them alone, whatever the collection's size. A small write's BM25 and
+  SPLADE parts stay in memory (:mod:`braid.retriever.memory_segment`, scored with Lucene's arithmetic): a Lucene
+  index built and opened per write had cost as much as encoding the document.
 - **Merged.** Write segments merge as Lucene's log merge policy merges: every :data:`MERGE_FACTOR` segments of
-  one level (a write's segment is level 0) become one segment of the next level, their live documents indexed
-  again. A document is indexed again once per level (log of the writes), and at most ``MERGE_FACTOR - 1``
-  segments of each level are searched. :meth:`LiveCollection.optimize` folds everything into a new base corpus,
-  from which fresh indexes are built.
+  one level (a write's segment is level 0) become one segment of the next level, on disk, their live documents
+  indexed again from the encodings their writes computed (:mod:`braid.indexer.encoding_memo`: a merge costs
+  index structures, not model passes). A document is indexed again once per level (log of the writes), and at
+  most ``MERGE_FACTOR - 1`` segments of each level are searched. :meth:`LiveCollection.optimize` folds everything
+  into a new base corpus, from which fresh indexes are built.
 
 State lives in ``INDEX_ROOT/<collection>/_writes/``: ``wal.jsonl``, ``base.json`` (the corpus the log applies to:
 the collection's own until an optimize, then ``base-<seq>.jsonl`` here) and ``segments/``. One process writes a
@@ -43,10 +46,14 @@ from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError, DocumentsExist, UnknownDocuments, Unsupported
 from braid.common.metadata_schema import check_document, parse_filter
 from braid.common.passages import document_of, split_document
+from braid.indexer.encoding_memo import EncodingMemo, remembering
 from braid.indexer.manifest import Manifest
 from braid.indexer.segment_build import build_segment, quiet_progress
+from braid.indexer.splade_index import impact_vectors
 from braid.indexer.write_log import WriteLog
+from braid.retriever.bm25_retriever import BM25Retriever
 from braid.retriever.kinds import RetrieverKind
+from braid.retriever.memory_segment import MemoryBM25Segment, MemoryImpactSegment
 from braid.retriever.protocol import Retriever
 from braid.retriever.segmented_retriever import Segment, SegmentedRetriever
 
@@ -57,6 +64,27 @@ STATE_DIR = "_writes"
 MERGE_FACTOR = 4
 #: The level of the segment a restart builds over every written document: above any merge's, never merged again.
 REPLAY_LEVEL = 1 << 16
+#: A write of at most this many documents is a segment in memory for the Lucene kinds it has one of
+#: (:mod:`braid.retriever.memory_segment`): no Lucene index built per write; the next merge writes one.
+MEMORY_SEGMENT_DOCS = 256
+MEMORY_KINDS = frozenset({"bm25", "splade"})
+
+
+@dataclass(eq=False)
+class _InMemory:
+    """One index kind's part of a write segment kept in memory: the ids and what the kind scores them by (BM25:
+    the texts, analyzed when a retriever opens it; SPLADE: the quantized impacts)."""
+
+    kind: str
+    doc_ids: list[str]
+    payload: list[Any]
+
+    def open(self, base: Retriever) -> Any:
+        if self.kind == "bm25":
+            if not isinstance(base, BM25Retriever):
+                raise BraidError(f"a bm25 write segment needs a BM25 base index, not {type(base).__name__}")
+            return MemoryBM25Segment(base, self.doc_ids, self.payload)
+        return MemoryImpactSegment(self.doc_ids, self.payload)
 
 
 @dataclass
@@ -68,7 +96,7 @@ class _Opened:
     search_params: dict[str, Any]
     live: SegmentedRetriever
     # segment folder -> that folder opened with this retriever's search parameters
-    opened: dict[Path, Retriever] = field(default_factory=dict)
+    opened: dict[Path | _InMemory, Retriever] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,11 +149,14 @@ class LiveCollection:
         self._owner: dict[str, int] = dict.fromkeys(self._base_ids, 0)
         self._delta: dict[str, Document] = {}  # live documents written since the base, by id
         self._base_texts: dict[str, str] | None = None
-        self._folders: dict[tuple[Path, Path], Path] = {}  # (base index, segment root) -> that kind's index there
+        # (base index, segment root) -> that kind's index there: a folder, or a part in memory
+        self._folders: dict[tuple[Path, Path], Path | _InMemory] = {}
         self._merger: threading.Thread | None = None
         self._merge_wanted = threading.Event()
         self._merge_running = False
         self._merges = 0
+        # What the writes encoded, for the merges that index those documents again (encoded once, not per level).
+        self._memo = EncodingMemo()
         self._closed = False
         self._replay()
 
@@ -253,12 +284,20 @@ class LiveCollection:
         with self._lock:
             self._opened = [opened for opened in self._opened if opened.live is not retriever]
 
-    def _build(self, base: Path, documents: Sequence[Document], root: Path) -> Path:
+    def _build(self, base: Path, documents: Sequence[Document], root: Path, level: int) -> Path | _InMemory:
+        """The index of ``base``'s kind over ``documents`` for a segment of ``level`` under ``root``."""
         manifest = Manifest.read(base)
-        with quiet_progress():
-            return build_segment(manifest.kind, manifest.params, documents, root, base, self.threads)
+        with quiet_progress(), remembering(self._memo):
+            if level == 0 and manifest.kind in MEMORY_KINDS and len(documents) <= MEMORY_SEGMENT_DOCS:
+                ids = [document.doc_id for document in documents]
+                if manifest.kind == "bm25":
+                    return _InMemory("bm25", ids, [document.contents for document in documents])
+                return _InMemory("splade", ids, [impacts for _, impacts in impact_vectors(documents, manifest.params)])
+            # Only the replay segment outlives a restart (reopened when the log is unchanged): it alone is synced.
+            durable = level == REPLAY_LEVEL
+            return build_segment(manifest.kind, manifest.params, documents, root, base, self.threads, durable)
 
-    def _folder(self, base: Path, position: int) -> Path | None:
+    def _folder(self, base: Path, position: int) -> Path | _InMemory | None:
         """The index of ``base``'s kind over write segment ``position`` (1-based), built from its live documents
         when this kind has none there yet (a pipeline opened after the write); None when none is live."""
         segment = self._segments[position - 1]
@@ -267,8 +306,15 @@ class LiveCollection:
             documents = [self._delta[i] for i in sorted(segment.ids) if self._owner.get(i) == position]
             if not documents:
                 return None
-            self._folders[key] = self._build(base, documents, segment.root)
+            self._folders[key] = self._build(base, documents, segment.root, segment.level)
         return self._folders[key]
+
+    def _open(self, opened: _Opened, part: Path | _InMemory) -> Retriever:
+        """A segment's index of ``opened``'s kind, opened with its search parameters (a part in memory over its base
+        retriever, whose analyzer and parameters it shares)."""
+        if isinstance(part, _InMemory):
+            return part.open(opened.live.segments[0].retriever)
+        return opened.info.open(part, opened.search_params, self.threads)
 
     def _publish(self, opened: _Opened) -> None:
         segments = [Segment(opened.live.segments[0].retriever, self._base_ids, frozenset(self._dead[0]))]
@@ -277,7 +323,7 @@ class LiveCollection:
             if folder is None:
                 continue
             if folder not in opened.opened:
-                opened.opened[folder] = opened.info.open(folder, opened.search_params, self.threads)
+                opened.opened[folder] = self._open(opened, folder)
             segments.append(Segment(opened.opened[folder], segment.ids, frozenset(self._dead[position])))
         kept = {id(segment.retriever) for segment in segments}
         opened.opened = {folder: r for folder, r in opened.opened.items() if id(r) in kept}
@@ -385,13 +431,20 @@ class LiveCollection:
             seq = self.log.last_seq + 1
             root = self.state / "segments" / f"{seq:012d}"
             if upsert:
-                # Index the batch for every index kind in use before the log hears of it: a failure here leaves
-                # nothing behind (the segment folder goes) and the write is refused.
+                # Index the batch for every index kind in use, and open it for every retriever, before the log hears
+                # of it: a failure here leaves nothing behind (the segment folder goes) and the write is refused.
+                built: list[Path | _InMemory] = []
                 try:
                     for base in dict.fromkeys(opened.base for opened in self._opened):
-                        self._folders[(base, root)] = self._build(base, upsert, root)
+                        built.append(self._build(base, upsert, root, 0))
+                        self._folders[(base, root)] = built[-1]
+                    for opened in self._opened:
+                        part = self._folders[(opened.base, root)]
+                        opened.opened[part] = self._open(opened, part)
                 except BaseException:
                     self._folders = {key: path for key, path in self._folders.items() if key[1] != root}
+                    for opened in self._opened:
+                        opened.opened = {key: value for key, value in opened.opened.items() if key not in built}
                     shutil.rmtree(root, ignore_errors=True)
                     raise
             if not (self.state / "base.json").is_file():
@@ -463,7 +516,7 @@ class LiveCollection:
             bases = list(dict.fromkeys(opened.base for opened in self._opened))
             self._merges += 1
             root = self.state / "segments" / f"merge-{self._merges:06d}-L{level + 1}"
-        folders = {(base, root): self._build(base, documents, root) for base in bases} if documents else {}
+        folders = {(base, root): self._build(base, documents, root, level + 1) for base in bases} if documents else {}
         with self._lock:
             # Writes since the plan appended segments after ``last`` (positions first..last are as planned: only this
             # thread merges) and may have replaced or deleted some of these documents: those are dead here.

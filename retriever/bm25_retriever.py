@@ -80,10 +80,15 @@ class BM25Retriever(Retriever):
             lucene_query = self._generator.buildQuery("contents", self._analyzer, query)
         return self._doc_ids.top_k(lambda depth: search_top(self._searcher, lucene_query, depth), int(k))
 
-    def _terms(self, query: str) -> Counter[str]:
+    def analyze(self, text: str) -> list[str]:
+        """``text``'s terms as this index analyzed its documents (stemmed, stopwords as built), in order."""
         with java_calls():
-            tokens = self._analyze(self._analyzer, query)
-            return Counter(tokens.get(i) for i in range(tokens.size()))
+            listed = self._analyze(self._analyzer, text).toString()  # one JNI call, not one per term
+        # "[a, b, c]": analyzed terms hold no whitespace, so ", " only ever separates them.
+        return listed[1:-1].split(", ") if len(listed) > 2 else []
+
+    def _terms(self, query: str) -> Counter[str]:
+        return Counter(self.analyze(query))
 
     def _doc_freqs(self, terms: Counter[str]) -> dict[str, int]:
         with java_calls():
@@ -112,10 +117,7 @@ class BM25Retriever(Retriever):
         """A document's length and terms as the index counted them (its stored text, analyzed as indexed)."""
         found = self._counts.get(doc_id)
         if found is None and doc_id in self._lucene_ids:
-            text = self.document_text(doc_id) or ""
-            with java_calls():
-                tokens = self._analyze(self._analyzer, text)
-                analyzed = [tokens.get(i) for i in range(tokens.size())]
+            analyzed = self.analyze(self.document_text(doc_id) or "")
             found = self._counts[doc_id] = (len(analyzed), frozenset(analyzed))
         return found
 
@@ -139,7 +141,7 @@ class BM25Retriever(Retriever):
             shard_df, global_df = local[term], int(statistics["df"].get(term, 0))
             if shard_df == 0 or global_df == 0:
                 continue  # no posting here to score
-            boosts[term] = count * _idf(global_df, documents) / _idf(shard_df, self._documents)
+            boosts[term] = count * lucene_idf(global_df, documents) / lucene_idf(shard_df, self._documents)
         if not boosts or self._documents == 0:
             return Partial([], np.zeros(0, dtype=np.float32))
         searcher = self._searcher_for(self._length / self._documents, length / documents)
@@ -179,6 +181,6 @@ class BM25Retriever(Retriever):
             return raw
 
 
-def _idf(doc_freq: int, documents: int) -> float:
+def lucene_idf(doc_freq: int, documents: int) -> float:
     """Lucene's BM25 idf, ln(1 + (N - df + 0.5) / (df + 0.5)), as it computes it (float32)."""
     return float(np.float32(math.log(1 + (documents - doc_freq + 0.5) / (doc_freq + 0.5))))

@@ -63,6 +63,10 @@ def test_every_kind_ranks_as_a_fresh_build_of_the_final_documents(sample, kind, 
     random_writes(live, extra)
     live.wait_merges()
     assert max(segment.level for segment in live._segments) >= 1  # merges ran (MERGE_FACTOR per level)
+    if kind in ("splade", "bm25"):
+        assert any(level == 0 for level in (segment.level for segment in live._segments))  # in memory
+    if kind != "bm25":  # merges indexed documents again from their writes' encodings, none encoded twice
+        assert live._memo.misses == len({d.contents for record in live.log.records for d in record.upsert})
     final = list(live.live_documents())
     assert len(final) == live.doc_count == pipeline.doc_count
     stage = pipeline.stages[0]
@@ -106,14 +110,16 @@ def test_writes_survive_a_reopen_and_a_reader_sees_them(sample, tmp_path):
     reopened.close()
 
 
-def test_a_write_whose_indexing_fails_is_not_logged_or_seen(sample, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["bm25", "dense"])  # a write segment in memory, and one on disk
+def test_a_write_whose_indexing_fails_is_not_logged_or_seen(sample, kind, tmp_path, monkeypatch):
     root, _, _ = sample
-    _, _, live, pipeline = open_live(root / "mini", tmp_path, "bm25")
+    _, _, live, pipeline = open_live(root / "mini", tmp_path, kind)
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(live_collection, "build_segment", broken)
+    monkeypatch.setattr(live_collection, "MemoryBM25Segment", broken)
     with pytest.raises(OSError, match="disk full"):
         live.upsert([Document("zz-new", "", "zebra")])
     assert live.log.records == [] and "zz-new" not in live and pipeline.doc_count == 80
