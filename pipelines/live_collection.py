@@ -148,7 +148,7 @@ class LiveCollection:
         self._dead: list[set[str]] = [set()]  # per segment, the base first
         self._owner: dict[str, int] = dict.fromkeys(self._base_ids, 0)
         self._delta: dict[str, Document] = {}  # live documents written since the base, by id
-        self._base_texts: dict[str, str] | None = None
+        self._base_documents: dict[str, Document] | None = None
         # (base index, segment root) -> that kind's index there: a folder, or a part in memory
         self._folders: dict[tuple[Path, Path], Path | _InMemory] = {}
         self._merger: threading.Thread | None = None
@@ -228,14 +228,39 @@ class LiveCollection:
 
     def text(self, doc_id: str) -> str | None:
         """A live document's text (title, then text), as indexes saw it: for rerankers and display."""
+        document = self.document(doc_id)
+        return None if document is None else document.contents
+
+    def document(self, doc_id: str) -> Document | None:
+        """A live document as written (title, text, every metadata field), or None."""
         if doc_id in self._delta:
-            return self._delta[doc_id].contents
+            return self._delta[doc_id]
         if self._owner.get(doc_id) != 0:
             return None
-        texts = self._base_texts
-        if texts is None:  # read once; not under the write lock, which a write holds while it indexes
-            texts = self._base_texts = {d.doc_id: d.contents for d in self.dataset.iter_corpus()}
-        return texts.get(doc_id)
+        documents = self._base_documents
+        if documents is None:  # read once; not under the write lock, which a write holds while it indexes
+            documents = self._base_documents = {d.doc_id: d for d in self.dataset.iter_corpus()}
+        return documents.get(doc_id)
+
+    def status(self, recent: int = 10) -> dict[str, Any]:
+        """What a console shows of the collection: live documents, writes logged since its base, when the last
+        was, the write segments searched beside the base, and the ``recent`` last writes (newest first)."""
+        records = self.log.records
+        last = ""
+        if records:
+            stamp = (self.state / "wal.jsonl").stat().st_mtime
+            last = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+        return {
+            "name": self.origin.name,
+            "documents": self.documents,
+            "writes": len(records),
+            "last_write_at": last,
+            "segments": len(self._segments),
+            "recent_writes": [
+                {"seq": record.seq, "upserted": len(record.upsert), "deleted": len(record.delete)}
+                for record in reversed(records[-recent:])
+            ],
+        }
 
     def metadata(self, doc_id: str) -> Mapping[str, Any] | None:
         if doc_id in self._delta:

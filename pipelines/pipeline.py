@@ -66,10 +66,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Source:
-    """One retriever's view of a hit: its 1-based rank and raw score, or None where it did not retrieve it."""
+    """One retriever's view of a hit: its 1-based rank and raw score, or None where it did not retrieve it, and its
+    term of the fused score (weight x RRF term or normalized score; the terms sum to the fused score)."""
 
     rank: int | None
     score: float | None
+    contribution: float | None = None
 
 
 @dataclass
@@ -320,15 +322,19 @@ class Pipeline:
                 for rank, hit in enumerate(lists[0][:fetch], 1)
             ]
         else:
-            inputs, top = fused(lists, self.retriever_names, self._fusion(options), fetch, self.list_shapes)
+            fusion = self._fusion(options)
+            inputs, top = fused(lists, self.retriever_names, fusion, fetch, self.list_shapes)
             rows = [row for row, _ in top]
             # Whole rows to Python at once: per-cell numpy indexing cost more than the fusion itself.
             ranks, scores = inputs.ranks[rows].tolist(), inputs.scores[rows].tolist()
+            terms = (inputs.values[rows] * fusion.weight_vector(self.retriever_names)).tolist()
             hits = []
-            for (row, score), row_ranks, row_scores in zip(top, ranks, scores, strict=True):
+            for (row, score), row_ranks, row_scores, row_terms in zip(top, ranks, scores, terms, strict=True):
                 sources = {
-                    name: Source(rank or None, None if math.isnan(raw) else raw)
-                    for name, rank, raw in zip(self.retriever_names, row_ranks, row_scores, strict=True)
+                    name: Source(rank or None, None if math.isnan(raw) else raw, term)
+                    for name, rank, raw, term in zip(
+                        self.retriever_names, row_ranks, row_scores, row_terms, strict=True
+                    )
                 }
                 hits.append(ExplainedHit(inputs.doc_ids[row], score, sources, fused_score=score))
             timings["fusion"] = (time.perf_counter() - tick) * 1000

@@ -14,6 +14,8 @@ cd "$root"
 if [[ -z "${BRAID_DATA_DIR:-}" && -d "$root/../shared/data" ]]; then
     export BRAID_DATA_DIR="$root/../shared/data"
 fi
+# A real browser for the console tests (tests/service/test_console.py).
+bash "$root/scripts/browser_env.sh"
 "$venv/bin/ruff" check .
 # The installed package: one top-level name (braid), no name that resolves into braid's files, and the
 # import-linter layer contracts of pyproject.toml.

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from braid.common.dataset import Dataset, Document
-from braid.common.errors import BraidError, DeadlineExceeded
+from braid.common.errors import BraidError, DeadlineExceeded, UnknownDocuments
 from braid.indexer.manifest import Manifest
 from braid.pipelines.live_collection import LiveCollection
 from braid.pipelines.pipeline import ExplainedHit, Pipeline, PipelineSpec, SearchOptions, ShardOpener, open_pipeline
@@ -194,6 +194,13 @@ class CoreBase:
 
     def list_pipelines(self) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    def collection_status(self) -> dict[str, Any]:
+        """The served collection: name, live documents, writes since its base (``LiveCollection.status``)."""
+        return {"name": "", "documents": 0, "writes": 0, "last_write_at": "", "segments": 0, "recent_writes": []}
+
+    def get_documents(self, pipeline: str, ids: Sequence[str], deadline: float | None = None) -> list[NewDocument]:
+        raise FailedPrecondition("GetDocuments is answered by a server holding its collection (not a Ray broker)")
 
     def add_documents(
         self, pipeline: str, documents: Sequence[NewDocument], deadline: float | None = None
@@ -471,6 +478,36 @@ class SearchCore(CoreBase):
 
     def list_pipelines(self) -> list[dict[str, Any]]:
         return [self.pipeline_info(slot) for slot in self.registry.slots()]
+
+    def collection_status(self) -> dict[str, Any]:
+        if self.live is not None:
+            return self.live.status()
+        slot = self.registry.slot("")
+        documents = slot.generation.pipeline.doc_count
+        return {**super().collection_status(), "name": self.dataset.name, "documents": documents}
+
+    def get_documents(self, pipeline: str, ids: Sequence[str], deadline: float | None = None) -> list[NewDocument]:
+        """The documents ``ids`` as written (one per distinct id, in the order asked); an id the collection does not
+        hold refuses the call (NOT_FOUND, naming it), as DeleteDocuments does."""
+        self.limits.check_count("document ids", len(ids), self.limits.max_update_documents)
+        slot = self.registry.slot(pipeline)
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, NewDocument] = {}
+        if self.live is not None:
+            for doc_id in wanted:
+                document = self.live.document(doc_id)
+                if document is not None:
+                    found[doc_id] = NewDocument(doc_id, document.text, document.title, document.metadata or None)
+        else:  # sharded serving: the text the indexes keep
+            with slot.lease() as opened:
+                for doc_id in wanted:
+                    text = opened.document_text(doc_id)
+                    if text is not None:
+                        found[doc_id] = NewDocument(doc_id, text, "", None)
+        unknown = [doc_id for doc_id in wanted if doc_id not in found]
+        if unknown:
+            raise UnknownDocuments(f"{len(unknown)} id(s) are not in the collection, e.g. {unknown[:5]}")
+        return [found[doc_id] for doc_id in wanted]
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 

@@ -53,6 +53,8 @@ def hit_message(rank: int, hit: ExplainedHit, explain: bool) -> pb.Hit:
                 entry.rank = source.rank
             if source.score is not None:
                 entry.score = source.score
+            if source.contribution is not None:
+                entry.contribution = source.contribution
         if hit.fused_score is not None:
             explanation.fused_score = hit.fused_score
         explanation.stages.update(hit.stages)
@@ -72,6 +74,18 @@ def pipeline_message(info: dict[str, Any]) -> pb.PipelineInfo:
         **{key: value for key, value in info.items() if key != "indexes"},
         indexes=[pb.IndexInfo(**index) for index in info["indexes"]],
     )
+
+
+def document_message(document: NewDocument) -> pb.Document:
+    message = pb.Document(id=document.id, text=document.text, title=document.title)
+    if document.metadata:
+        message.metadata.update(document.metadata)
+    return message
+
+
+def collection_message(status: dict[str, Any]) -> pb.CollectionStatus:
+    writes = [pb.WriteSummary(**write) for write in status["recent_writes"]]
+    return pb.CollectionStatus(**{**status, "recent_writes": writes})
 
 
 def documents_from(documents: Any) -> list[NewDocument]:
@@ -132,10 +146,21 @@ class BraidServicer(braid_pb2_grpc.BraidServicer):
         return answer_message(answer, False, pb.RerankResponse)
 
     async def ListPipelines(self, request: pb.ListPipelinesRequest, context) -> pb.ListPipelinesResponse:
-        infos = await self._run("ListPipelines", context, False, lambda _: self.core.list_pipelines())
-        return pb.ListPipelinesResponse(
-            pipelines=[pipeline_message(info) for info in infos], default_pipeline=self.core.default_pipeline
+        infos, status = await self._run(
+            "ListPipelines", context, False, lambda _: (self.core.list_pipelines(), self.core.collection_status())
         )
+        return pb.ListPipelinesResponse(
+            pipelines=[pipeline_message(info) for info in infos],
+            default_pipeline=self.core.default_pipeline,
+            collection=collection_message(status),
+        )
+
+    async def GetDocuments(self, request: pb.GetDocumentsRequest, context) -> pb.GetDocumentsResponse:
+        ids = list(request.ids)
+        documents = await self._run(
+            "GetDocuments", context, False, lambda deadline: self.core.get_documents(request.pipeline, ids, deadline)
+        )
+        return pb.GetDocumentsResponse(documents=[document_message(document) for document in documents])
 
     async def _update(self, method: str, context, work: Callable[[float], tuple[int, int]]) -> pb.UpdateResponse:
         """A write, run as ``method`` (a key needed): its (doc count, generation) as the response."""

@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 
 from braid.common.errors import BraidError
 from braid.pipelines.pipeline import ExplainedHit
+from braid.service.console_routes import add_console
 from braid.service.core import CoreBase, NewDocument, SearchAnswer, SearchQuery, api_key_from
 from braid.service.errors import status_of
 from braid.service.http_transport import AnswerWhenCutOff, BodyLimit, error_object, retry_headers
@@ -168,19 +169,27 @@ def request_models(limits: ServiceLimits, pipelines: list[dict[str, Any]], defau
     class ReloadBody(_Strict):
         pipeline: pipeline_name = Field("", description="pipeline to reload; empty: all")
 
+    class GetDocumentsBody(_Strict):
+        pipeline: pipeline_name = Field("", description="a served pipeline (all share the collection); empty: default")
+        ids: list[doc_id] = Field(min_length=1, max_length=limits.max_update_documents)
+
     updatable = [info["name"] for info in pipelines if info["updatable"]]
     writable = Annotated[str, PathParam(json_schema_extra={"enum": updatable}, description="an updatable pipeline")]
     return SimpleNamespace(
         Pipeline=writable,
         reranks=bool(reranking),
         updates=bool(updatable),
-        **{cls.__name__: cls for cls in (SearchBody, BatchBody, RerankBody, AddBody, DeleteBody, ReloadBody)},
+        **{
+            cls.__name__: cls
+            for cls in (SearchBody, BatchBody, RerankBody, AddBody, DeleteBody, ReloadBody, GetDocumentsBody)
+        },
     )
 
 
 class RetrieverScore(BaseModel):
     rank: int | None
     score: float | None
+    contribution: float | None = Field(None, description="this retriever's term of the fused score; they sum to it")
 
 
 class Explanation(BaseModel):
@@ -230,9 +239,36 @@ class PipelineModel(BaseModel):
     fields: dict[str, str] = Field(default_factory=dict, description="typed metadata fields filters may name")
 
 
+class WriteSummaryModel(BaseModel):
+    seq: int
+    upserted: int
+    deleted: int
+
+
+class CollectionModel(BaseModel):
+    name: str
+    documents: int
+    writes: int = Field(description="write batches logged since the base indexes were built")
+    last_write_at: str = Field(description="UTC, ISO 8601; empty when no write was logged")
+    segments: int = Field(description="write segments searched beside the base indexes")
+    recent_writes: list[WriteSummaryModel] = Field(description="the last writes, newest first (at most 10)")
+
+
 class PipelineList(BaseModel):
     pipelines: list[PipelineModel]
     default_pipeline: str
+    collection: CollectionModel | None = Field(None, description="the served collection (ListPipelines only)")
+
+
+class DocumentModel(BaseModel):
+    id: str
+    title: str
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentModel]
 
 
 class UpdateResult(BaseModel):
@@ -259,7 +295,10 @@ def _hit(rank: int, hit: ExplainedHit, explain: bool) -> dict[str, Any]:
     row["passage"] = hit.passage or ""  # as over gRPC: the zero value for whole documents
     if explain:
         row["explanation"] = {
-            "retrievers": {name: {"rank": s.rank, "score": s.score} for name, s in hit.sources.items()},
+            "retrievers": {
+                name: {"rank": s.rank, "score": s.score, "contribution": s.contribution}
+                for name, s in hit.sources.items()
+            },
             "fused_score": hit.fused_score,
             "stages": hit.stages,
         }
@@ -323,8 +362,9 @@ HTTP_STATUS_NAMES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT
 Runner = Callable[[str, bool, Request, Callable], Awaitable[Any]]
 
 
-def create_app(core: CoreBase, pipelines: list[dict[str, Any]]) -> FastAPI:
-    """The HTTP API over ``core``, whose served ``pipelines`` (``core.list_pipelines()``) its schema describes."""
+def create_app(core: CoreBase, pipelines: list[dict[str, Any]], console: bool = True) -> FastAPI:
+    """The HTTP API over ``core``, whose served ``pipelines`` (``core.list_pipelines()``) its schema describes;
+    ``console``: the web console at ``/`` (:mod:`braid.service.console_routes`)."""
     app = FastAPI(
         title="braid",
         version="1",
@@ -340,6 +380,8 @@ def create_app(core: CoreBase, pipelines: list[dict[str, Any]]) -> FastAPI:
     _read_routes(app, core, bodies, run)
     _write_routes(app, core, bodies, run)
     _health_routes(app, core, state)
+    if console:
+        add_console(app)
     _openapi_document(app, core.auth.reads)
     return app
 
@@ -454,6 +496,7 @@ def _runner(core: CoreBase) -> Runner:
 
 def _read_routes(app: FastAPI, core: CoreBase, bodies: SimpleNamespace, run: Runner) -> None:
     SearchBody, BatchBody, RerankBody = bodies.SearchBody, bodies.BatchBody, bodies.RerankBody
+    GetDocumentsBody = bodies.GetDocumentsBody
 
     @app.post("/v1/search", response_model=SearchResult, responses=ERRORS)
     async def search(body: SearchBody, request: Request) -> dict:
@@ -486,8 +529,21 @@ def _read_routes(app: FastAPI, core: CoreBase, bodies: SimpleNamespace, run: Run
 
     @app.get("/v1/pipelines", response_model=PipelineList, responses=ERRORS)
     async def pipelines(request: Request) -> dict:
-        infos = await run("ListPipelines", False, request, lambda _: core.list_pipelines())
-        return {"pipelines": infos, "default_pipeline": core.default_pipeline}
+        infos, status = await run(
+            "ListPipelines", False, request, lambda _: (core.list_pipelines(), core.collection_status())
+        )
+        return {"pipelines": infos, "default_pipeline": core.default_pipeline, "collection": status}
+
+    @app.post("/v1/documents/get", response_model=DocumentList, responses=ERRORS)
+    async def get_documents(body: GetDocumentsBody, request: Request) -> dict:
+        found = await run(
+            "GetDocuments", False, request, lambda deadline: core.get_documents(body.pipeline, body.ids, deadline)
+        )
+        return {
+            "documents": [
+                {"id": doc.id, "title": doc.title, "text": doc.text, "metadata": doc.metadata or {}} for doc in found
+            ]
+        }
 
 
 def _write_routes(app: FastAPI, core: CoreBase, bodies: SimpleNamespace, run: Runner) -> None:

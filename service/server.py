@@ -43,6 +43,7 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     grace_s: float = 30.0
+    console: bool = True  # the web console at / on the HTTP port
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "http_port"):
@@ -117,7 +118,7 @@ class BraidServer:
             raise BraidError(f"cannot listen for HTTP on {config.host}:{config.http_port}: {error}") from None
         self.http_port = sock.getsockname()[1]
         # A Ray broker's core answers through Ray handles, which may not block this event loop: off it, then.
-        self._app = create_app(self.core, await asyncio.to_thread(self.core.list_pipelines))
+        self._app = create_app(self.core, await asyncio.to_thread(self.core.list_pipelines), config.console)
         uvicorn_config = uvicorn.Config(
             self._app,
             log_level="warning",

@@ -2,12 +2,19 @@
 
 User errors (:class:`BraidError`: bad input, missing data or index) print one line and exit with code 2, as
 argparse does for bad arguments; a traceback means a bug in braid.
+
+Quiet by default: braid's own progress bars and one summary line per step reach the console; the libraries'
+model-loading bars, advisory warnings and INFO logs (Hugging Face, Lucene, Ray) do not, unless ``--verbose``
+(anywhere on the command line).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+import warnings
 
 from braid.common.errors import BraidError
 from braid.service.cli import collection_cmd, eval_cmd, index_cmd, query_cmd, search_cmd, serve_cmd, train_cmd, tune_cmd
@@ -15,6 +22,9 @@ from braid.service.cli import collection_cmd, eval_cmd, index_cmd, query_cmd, se
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="braid", description="braid: hybrid retrieval and ranking")
+    parser.add_argument(
+        "--verbose", action="store_true", help="also the libraries' logs, warnings and model-loading bars"
+    )
     commands = "{collection,index,search,eval,tune,train,serve,query}"
     subparsers = parser.add_subparsers(dest="command", required=True, metavar=commands)
     collection_cmd.register(subparsers)
@@ -28,9 +38,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Libraries whose INFO logs are about their own workings (model loading, JVM, Ray), not the user's job.
+NOISY_LOGGERS = ("transformers", "sentence_transformers", "huggingface_hub", "jnius", "ray", "openvino", "faiss")
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Keep library chatter off the console unless ``verbose`` (module docstring). Set before those libraries are
+    imported: Hugging Face reads its progress-bar switch at import."""
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # "Loading weights" bars, one per model load
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # Deprecation and advisory warnings raised inside libraries are for their developers; braid's own still show.
+    for category in (DeprecationWarning, FutureWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("default", module="braid")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv
+    quiet_libraries(verbose)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # --verbose is the top-level parser's, but users put it after the command too.
+    args = parser.parse_args(["--verbose", *(a for a in argv if a != "--verbose")] if verbose else argv)
     try:
         return int(args.handler(args) or 0)
     except BraidError as error:

@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback)")
     serve.add_argument("--grpc-port", type=int, default=50051, help="gRPC port; 0 picks a free one (default: 50051)")
     serve.add_argument("--http-port", type=int, default=8080, help="HTTP port; 0 picks a free one (default: 8080)")
+    serve.add_argument("--no-console", action="store_true", help="leave out the web console served at / over HTTP")
     serve.add_argument(
         "--api-key-file",
         type=Path,
@@ -92,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
     from braid.service.server import BraidServer, ServerConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = ServerConfig(args.host, args.grpc_port, args.http_port, args.tls_cert, args.tls_key, args.grace)
+    config = ServerConfig(
+        args.host, args.grpc_port, args.http_port, args.tls_cert, args.tls_key, args.grace, not args.no_console
+    )
     if args.timeout <= 0 or args.rerank_wait_ms < 0 or args.grace < 0:
         raise BraidError("--timeout must be > 0, --rerank-wait-ms and --grace >= 0")
     limits = ServiceLimits(

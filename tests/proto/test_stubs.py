@@ -27,6 +27,6 @@ def test_api_is_package_braid_v1():
     service = braid_pb2.DESCRIPTOR.services_by_name["Braid"]
     assert service.full_name == "braid.v1.Braid"
     assert {m.name for m in service.methods} == {
-        "Search", "BatchSearch", "Rerank", "ListPipelines", "AddDocuments", "UpsertDocuments", "DeleteDocuments",
-        "Reload",
+        "Search", "BatchSearch", "Rerank", "ListPipelines", "GetDocuments", "AddDocuments", "UpsertDocuments",
+        "DeleteDocuments", "Reload",
     }  # fmt: skip

@@ -28,6 +28,7 @@ OPERATIONS = {
     "UpsertDocuments": ("/v1/pipelines/{pipeline}/documents", pb.AddDocumentsRequest, "PUT"),
     "DeleteDocuments": ("/v1/pipelines/{pipeline}/documents/delete", pb.DeleteDocumentsRequest, "POST"),
     "Reload": ("/v1/reload", pb.ReloadRequest, "POST"),
+    "GetDocuments": ("/v1/documents/get", pb.GetDocumentsRequest, "POST"),
 }
 
 

@@ -268,3 +268,15 @@ def test_multivector_build_search_eval_add_delete(tiny_beir, tmp_path, capsys):
     assert main(["index", "delete", index_dir, "d1"]) == 2
     out = str(tmp_path / "results")
     assert main(["eval", *common, "--pipeline", "multivector", "--output", out, "--latency-sample", "2"]) == 0
+
+
+def test_library_chatter_stays_off_the_console_unless_verbose(tiny_beir, tmp_path):
+    """A SPLADE build loads two models through Hugging Face and runs Lucene: braid's bar and summary line show,
+    the libraries' model-loading bars and INFO logs do not; --verbose (after the command too) lets them through."""
+    build = ("index", "build", "--dataset", str(tiny_beir), "--kind", "splade", "--index-dir")
+    quiet, verbose = braid_all((*build, str(tmp_path / "a")), (*build, str(tmp_path / "b"), "--verbose"))
+    assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr + verbose.stderr
+    assert "encode splade" in quiet.stderr and "built splade index" in quiet.stderr
+    for noise in ("Loading weights", " INFO ", "INFO:", "Warning", "warn("):
+        assert noise not in quiet.stderr, noise
+    assert "Loading weights" in verbose.stderr

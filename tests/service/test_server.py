@@ -339,3 +339,47 @@ def test_filters_and_metadata_over_both_protocols(tmp_path):
         assert bad.status_code == 400 and "'x' is not of its type, integer" in bad.json()["error"]["message"]
     finally:
         running.stop()
+
+
+def test_documents_collection_status_and_contributions_agree_over_both_protocols(service_data, tmp_path):
+    dataset, index_root, fused = service_data
+    copy = tmp_path / "tiny"
+    shutil.copytree(dataset, copy)  # its own collection: the write below must not reach the shared one
+    running = ServerThread(make_core((copy, index_root.parent / "own-indexes", fused), ("bm25", "fused")))
+    try:
+        with BraidClient(running.grpc, api_key=API_KEY) as client:
+            found = client.stub.GetDocuments(pb.GetDocumentsRequest(ids=["d2", "d1", "d2"])).documents
+            assert [(d.id, d.title, d.text) for d in found] == [("d2", "cat", "cat fish"), ("d1", "", "cat dog")]
+            over_http = post(running, "/v1/documents/get", {"ids": ["d2", "d1", "d2"]}).json()["documents"]
+            assert [(d["id"], d["title"], d["text"], d["metadata"]) for d in over_http] == [
+                ("d2", "cat", "cat fish", {}),
+                ("d1", "", "cat dog", {}),
+            ]
+            error = rpc_error(lambda: client.stub.GetDocuments(pb.GetDocumentsRequest(ids=["d1", "ghost"])))
+            assert error.code() == grpc.StatusCode.NOT_FOUND and "ghost" in error.details()
+
+            document = pb.Document(id="d9", title="new", text="cat")
+            document.metadata.update({"source": "test"})
+            client.stub.UpsertDocuments(
+                pb.AddDocumentsRequest(pipeline="bm25", documents=[document]),
+                metadata=[("authorization", f"Bearer {API_KEY}")],
+            )
+            status = client.stub.ListPipelines(pb.ListPipelinesRequest()).collection
+            assert (status.name, status.documents, status.writes, status.segments) == ("tiny", 5, 1, 1)
+            assert [(w.seq, w.upserted, w.deleted) for w in status.recent_writes] == [(1, 1, 0)]
+            assert status.last_write_at.endswith("Z")
+            http_status = httpx.get(f"{running.http}/v1/pipelines", timeout=30).json()["collection"]
+            assert http_status["recent_writes"] == [{"seq": 1, "upserted": 1, "deleted": 0}]
+            assert http_status["last_write_at"] == status.last_write_at and http_status["documents"] == 5
+            written = client.stub.GetDocuments(pb.GetDocumentsRequest(ids=["d9"])).documents[0]
+            assert written.title == "new" and dict(written.metadata) == {"source": "test"}
+
+            hits = client.stub.Search(pb.SearchRequest(query="cat fish", pipeline="fused", explain=True)).hits
+            body = {"query": "cat fish", "pipeline": "fused", "explain": True}
+            http_hits = post(running, "/v1/search", body).json()["hits"]
+            for hit, http_hit in zip(hits, http_hits, strict=True):
+                terms = {name: source.contribution for name, source in hit.explanation.retrievers.items()}
+                http_terms = {n: s["contribution"] for n, s in http_hit["explanation"]["retrievers"].items()}
+                assert terms == http_terms and sum(terms.values()) == pytest.approx(hit.explanation.fused_score)
+    finally:
+        running.stop()

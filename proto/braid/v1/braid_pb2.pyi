@@ -33,12 +33,14 @@ class SearchRequest(_message.Message):
     def __init__(self, query: _Optional[str] = ..., k: _Optional[int] = ..., pipeline: _Optional[str] = ..., weights: _Optional[_Mapping[str, float]] = ..., rerank_depth: _Optional[int] = ..., explain: _Optional[bool] = ..., filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class RetrieverScore(_message.Message):
-    __slots__ = ("rank", "score")
+    __slots__ = ("rank", "score", "contribution")
     RANK_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     rank: int
     score: float
-    def __init__(self, rank: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
+    contribution: float
+    def __init__(self, rank: _Optional[int] = ..., score: _Optional[float] = ..., contribution: _Optional[float] = ...) -> None: ...
 
 class Explanation(_message.Message):
     __slots__ = ("retrievers", "fused_score", "stages")
@@ -206,13 +208,55 @@ class PipelineInfo(_message.Message):
     fields: _containers.ScalarMap[str, str]
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., retrievers: _Optional[_Iterable[str]] = ..., fusion: _Optional[str] = ..., weights: _Optional[_Mapping[str, float]] = ..., rerank: _Optional[bool] = ..., updatable: _Optional[bool] = ..., doc_count: _Optional[int] = ..., indexes: _Optional[_Iterable[_Union[IndexInfo, _Mapping]]] = ..., generation: _Optional[int] = ..., fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
+class WriteSummary(_message.Message):
+    __slots__ = ("seq", "upserted", "deleted")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    upserted: int
+    deleted: int
+    def __init__(self, seq: _Optional[int] = ..., upserted: _Optional[int] = ..., deleted: _Optional[int] = ...) -> None: ...
+
+class CollectionStatus(_message.Message):
+    __slots__ = ("name", "documents", "writes", "last_write_at", "segments", "recent_writes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    WRITES_FIELD_NUMBER: _ClassVar[int]
+    LAST_WRITE_AT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_WRITES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    documents: int
+    writes: int
+    last_write_at: str
+    segments: int
+    recent_writes: _containers.RepeatedCompositeFieldContainer[WriteSummary]
+    def __init__(self, name: _Optional[str] = ..., documents: _Optional[int] = ..., writes: _Optional[int] = ..., last_write_at: _Optional[str] = ..., segments: _Optional[int] = ..., recent_writes: _Optional[_Iterable[_Union[WriteSummary, _Mapping]]] = ...) -> None: ...
+
 class ListPipelinesResponse(_message.Message):
-    __slots__ = ("pipelines", "default_pipeline")
+    __slots__ = ("pipelines", "default_pipeline", "collection")
     PIPELINES_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
     pipelines: _containers.RepeatedCompositeFieldContainer[PipelineInfo]
     default_pipeline: str
-    def __init__(self, pipelines: _Optional[_Iterable[_Union[PipelineInfo, _Mapping]]] = ..., default_pipeline: _Optional[str] = ...) -> None: ...
+    collection: CollectionStatus
+    def __init__(self, pipelines: _Optional[_Iterable[_Union[PipelineInfo, _Mapping]]] = ..., default_pipeline: _Optional[str] = ..., collection: _Optional[_Union[CollectionStatus, _Mapping]] = ...) -> None: ...
+
+class GetDocumentsRequest(_message.Message):
+    __slots__ = ("pipeline", "ids")
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    pipeline: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pipeline: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetDocumentsResponse(_message.Message):
+    __slots__ = ("documents",)
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    def __init__(self, documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ...) -> None: ...
 
 class AddDocumentsRequest(_message.Message):
     __slots__ = ("pipeline", "documents")

@@ -26,9 +26,9 @@ if _version_not_supported:
 
 
 class BraidStub:
-    """Search, rerank, and the index operations. Reads (Search, BatchSearch, Rerank, ListPipelines) may require an
-    API key when the server is started with --auth-reads; writes (AddDocuments, UpsertDocuments, DeleteDocuments,
-    Reload) always do. The key travels as metadata "authorization: Bearer <key>" (or "x-api-key: <key>").
+    """Search, rerank, and the index operations. Reads (Search, BatchSearch, Rerank, ListPipelines, GetDocuments) may
+    require an API key when the server is started with --auth-reads; writes (AddDocuments, UpsertDocuments,
+    DeleteDocuments, Reload) always do. The key travels as metadata "authorization: Bearer <key>" (or "x-api-key: <key>").
     """
 
     def __init__(self, channel):
@@ -57,6 +57,11 @@ class BraidStub:
                 request_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesRequest.SerializeToString,
                 response_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesResponse.FromString,
                 _registered_method=True)
+        self.GetDocuments = channel.unary_unary(
+                '/braid.v1.Braid/GetDocuments',
+                request_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.GetDocumentsRequest.SerializeToString,
+                response_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.GetDocumentsResponse.FromString,
+                _registered_method=True)
         self.AddDocuments = channel.unary_unary(
                 '/braid.v1.Braid/AddDocuments',
                 request_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.AddDocumentsRequest.SerializeToString,
@@ -80,9 +85,9 @@ class BraidStub:
 
 
 class BraidServicer:
-    """Search, rerank, and the index operations. Reads (Search, BatchSearch, Rerank, ListPipelines) may require an
-    API key when the server is started with --auth-reads; writes (AddDocuments, UpsertDocuments, DeleteDocuments,
-    Reload) always do. The key travels as metadata "authorization: Bearer <key>" (or "x-api-key: <key>").
+    """Search, rerank, and the index operations. Reads (Search, BatchSearch, Rerank, ListPipelines, GetDocuments) may
+    require an API key when the server is started with --auth-reads; writes (AddDocuments, UpsertDocuments,
+    DeleteDocuments, Reload) always do. The key travels as metadata "authorization: Bearer <key>" (or "x-api-key: <key>").
     """
 
     def Search(self, request, context):
@@ -106,6 +111,13 @@ class BraidServicer:
 
     def ListPipelines(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDocuments(self, request, context):
+        """Documents of the collection by id, as written (title, text, metadata); an unknown id is NOT_FOUND, naming it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -161,6 +173,11 @@ def add_BraidServicer_to_server(servicer, server):
                     request_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesRequest.FromString,
                     response_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesResponse.SerializeToString,
             ),
+            'GetDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDocuments,
+                    request_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.GetDocumentsRequest.FromString,
+                    response_serializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.GetDocumentsResponse.SerializeToString,
+            ),
             'AddDocuments': grpc.unary_unary_rpc_method_handler(
                     servicer.AddDocuments,
                     request_deserializer=braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.AddDocumentsRequest.FromString,
@@ -190,9 +207,9 @@ def add_BraidServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Braid:
-    """Search, rerank, and the index operations. Reads (Search, BatchSearch, Rerank, ListPipelines) may require an
-    API key when the server is started with --auth-reads; writes (AddDocuments, UpsertDocuments, DeleteDocuments,
-    Reload) always do. The key travels as metadata "authorization: Bearer <key>" (or "x-api-key: <key>").
+    """Search, rerank, and the index operations. Reads (Search, BatchSearch, Rerank, ListPipelines, GetDocuments) may
+    require an API key when the server is started with --auth-reads; writes (AddDocuments, UpsertDocuments,
+    DeleteDocuments, Reload) always do. The key travels as metadata "authorization: Bearer <key>" (or "x-api-key: <key>").
     """
 
     @staticmethod
@@ -293,6 +310,33 @@ class Braid:
             '/braid.v1.Braid/ListPipelines',
             braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesRequest.SerializeToString,
             braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.ListPipelinesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/braid.v1.Braid/GetDocuments',
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.GetDocumentsRequest.SerializeToString,
+            braid_dot_proto_dot_braid_dot_v1_dot_braid__pb2.GetDocumentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
