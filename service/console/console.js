@@ -220,7 +220,11 @@ async function runSearch() {
   const pipeline = $("search-pipeline").value;
   const body = searchBody(query, pipeline, Number($("search-k").value) || 10, $("search-rerank").checked, $("search-filter").value);
   const answer = await api("/v1/search", body);
-  const docs = await documentsOf(answer.pipeline, answer.hits);
+  // Hits show without their text where documents cannot be fetched (a Ray broker keeps none): say so, go on.
+  const docs = await documentsOf(answer.pipeline, answer.hits).catch((error) => {
+    showError(`titles and snippets unavailable: ${error.message}`);
+    return {};
+  });
   const terms = queryTerms(query);
   const scale = contributionScale(answer.hits);
   $("search-hits").replaceChildren(...answer.hits.map((hit) => hitNode(hit, docs[hit.doc_id], terms, scale)));
@@ -259,7 +263,7 @@ async function runCompare() {
   const k = Number($("compare-k").value) || 10;
   const [a, b] = [$("compare-a-pipeline").value, $("compare-b-pipeline").value];
   const [left, right] = await Promise.all([api("/v1/search", { query, pipeline: a, k }), api("/v1/search", { query, pipeline: b, k })]);
-  const docs = await documentsOf(left.pipeline, [...left.hits, ...right.hits]);
+  const docs = await documentsOf(left.pipeline, [...left.hits, ...right.hits]).catch(() => ({}));
   $("compare-a-title").textContent = `A: ${left.pipeline}`;
   $("compare-b-title").textContent = `B: ${right.pipeline} (change against A)`;
   $("compare-a").replaceChildren(...compareColumn(left.hits, right.hits, docs, right.pipeline));
