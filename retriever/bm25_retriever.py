@@ -35,7 +35,7 @@ from braid.indexer.lucene_jvm import java_calls, java_class, search_top
 from braid.indexer.lucene_reader import open_reader, open_searcher, read_docids
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
-from braid.retriever.impact_search import TermDisjunction
+from braid.retriever.impact_search import TermDisjunction, excluding
 from braid.retriever.protocol import NO_EXCLUSION, Partial, Retriever
 from braid.retriever.ties import DocIds
 
@@ -127,12 +127,12 @@ class BM25Retriever(Retriever):
         """The shard's top ``k`` (every hit tied at rank ``k`` included), scored with the collection's summed
         ``statistics`` (module docstring); with None, with this index's own statistics. ``exclude``d documents are
         left out after a search that much deeper, so the list is the top ``k`` of the others."""
-        depth = k + len(exclude)
         if statistics is None:
             with java_calls():
                 lucene_query = self._generator.buildQuery("contents", self._analyzer, query)
+            lucene_query, depth, leftover = excluding(lucene_query, k, exclude)
             found = self._doc_ids.top_k_raw(lambda n: search_top(self._searcher, lucene_query, n), depth)
-            return Partial(*found).without(exclude)
+            return Partial(*found).without(leftover)
         terms = self._terms(query)
         local = self._doc_freqs(terms)
         documents, length = int(statistics["documents"]), int(statistics["length"])
@@ -145,9 +145,9 @@ class BM25Retriever(Retriever):
         if not boosts or self._documents == 0:
             return Partial([], np.zeros(0, dtype=np.float32))
         searcher = self._searcher_for(self._length / self._documents, length / documents)
-        lucene_query = self._disjunction.build(boosts)
+        lucene_query, depth, leftover = excluding(self._disjunction.build(boosts), k, exclude)
         return Partial(*self._doc_ids.top_k_raw(lambda n: search_top(searcher, lucene_query, n), depth)).without(
-            exclude
+            leftover
         )
 
     def _searcher_for(self, shard_avgdl: float, global_avgdl: float):

@@ -19,7 +19,7 @@ from braid.indexer.embedding_index import EmbeddingStore, encoder_for
 from braid.indexer.encoder_cache import cached_encoder
 from braid.indexer.manifest import Manifest
 from braid.retriever.hit import Hit
-from braid.retriever.protocol import NO_EXCLUSION, Partial, Retriever
+from braid.retriever.protocol import NO_EXCLUSION, Partial, Retriever, excluded_rows
 from braid.retriever.ties import id_ranks
 
 
@@ -58,9 +58,22 @@ class DenseRetriever(Retriever):
     def search_partial(
         self, query: np.ndarray, k: int, statistics: Any = None, exclude: frozenset[str] = NO_EXCLUSION
     ) -> Partial:
-        depth = min(int(k) + len(exclude), len(self.store.doc_ids))
-        scores, rows = self._index.search(np.asarray(query, dtype=np.float32)[None, :], depth)
-        return Partial.of_hits(self._hits(scores[0], rows[0])).without(exclude)
+        vector = np.asarray(query, dtype=np.float32)[None, :]
+        count = len(self.store.doc_ids)
+        if not exclude:
+            scores, rows = self._index.search(vector, min(int(k), count))
+            return Partial.of_hits(self._hits(scores[0], rows[0]))
+        # The excluded documents are left out inside faiss's scan (an ID selector over a bitmap of the rows that may
+        # be returned), so the search stays k deep however many a filter leaves out.
+        allowed = np.ones(count, dtype=bool)
+        allowed[excluded_rows(exclude, self._row)] = False
+        bitmap = np.packbits(allowed, bitorder="little")
+        selector = faiss.IDSelectorBitmap(count, faiss.swig_ptr(bitmap))
+        depth = min(int(k), int(allowed.sum()))
+        if depth == 0:
+            return Partial([], np.zeros(0, dtype=np.float64))
+        scores, rows = self._index.search(vector, depth, params=faiss.SearchParameters(sel=selector))
+        return Partial.of_hits(self._hits(scores[0], rows[0]))
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

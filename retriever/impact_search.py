@@ -8,6 +8,8 @@ most ``min_idf`` (0 by default), silently removing terms that occur in every doc
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -48,6 +50,47 @@ class TermDisjunction:
             return builder.build()
 
 
+#: Up to this many documents left out of a Lucene search are fetched past and dropped; more are excluded by the query.
+SMALL_EXCLUSION = 256
+_not_ids: OrderedDict[frozenset[str], object] = OrderedDict()  # id set -> its TermInSetQuery, most recent last
+_not_ids_lock = threading.Lock()
+
+
+def excluding(query, k: int, exclude: frozenset[str]) -> tuple[object, int, frozenset[str]]:
+    """``query`` with the ``exclude``d documents left out inside Lucene: (the query to run, the depth to fetch for
+    a top ``k``, the ids still to drop from its hits).
+
+    A few documents (a collection's deleted ones) are fetched past: the search goes ``len(exclude)`` deeper and drops
+    them. Many (a selective metadata filter leaves most of the collection out) would make the search as deep as the
+    collection, so the query becomes ``query AND NOT id IN exclude`` (Lucene's ReqExclScorer: scores are the query's
+    own) and fetches ``k``. The id set's TermInSetQuery costs one JNI call per id to build (~25 us), so the last few
+    are kept: a filter repeats across queries, and the BM25 and SPLADE searches of one segment share it; Lucene's
+    query cache then keeps its bitset.
+    """
+    if len(exclude) <= SMALL_EXCLUSION:
+        return query, k + len(exclude), exclude
+    with _not_ids_lock:
+        ids = _not_ids.get(exclude)
+        if ids is not None:
+            _not_ids.move_to_end(exclude)
+    with java_calls():
+        if ids is None:
+            refs = java_class("java.util.ArrayList")()
+            bytes_ref = java_class("org.apache.lucene.util.BytesRef")
+            for doc_id in exclude:
+                refs.add(bytes_ref(doc_id.encode()))
+            ids = java_class("org.apache.lucene.search.TermInSetQuery")("id", refs)
+            with _not_ids_lock:
+                _not_ids[exclude] = ids
+                while len(_not_ids) > 8:
+                    _not_ids.popitem(last=False)
+        occur = java_class("org.apache.lucene.search.BooleanClause$Occur")
+        builder = java_class("org.apache.lucene.search.BooleanQuery$Builder")()
+        builder.add(query, occur.MUST)
+        builder.add(ids, occur.MUST_NOT)
+        return builder.build(), k, frozenset()
+
+
 class ImpactSearcher:
     def __init__(self, index_dir: Path, doc_count: int) -> None:
         self._doc_ids = DocIds(read_docids(index_dir, doc_count))
@@ -62,7 +105,14 @@ class ImpactSearcher:
         query = self._disjunction.build(vector)
         return self._doc_ids.top_k(lambda depth: search_top(self._searcher, query, depth), int(k))
 
-    def search_raw(self, vector: Mapping[str, float], k: int) -> tuple[list[str], np.ndarray]:
-        """Ids and raw scores of the hits that can be in the top ``k`` (see :meth:`DocIds.top_k_raw`)."""
-        query = self._disjunction.build(vector)
-        return self._doc_ids.top_k_raw(lambda depth: search_top(self._searcher, query, depth), int(k))
+    def search_raw(
+        self, vector: Mapping[str, float], k: int, exclude: frozenset[str] = frozenset()
+    ) -> tuple[list[str], np.ndarray]:
+        """Ids and raw scores of the hits that can be in the top ``k`` (see :meth:`DocIds.top_k_raw`), the
+        ``exclude``d documents left out (:func:`excluding`)."""
+        query, depth, leftover = excluding(self._disjunction.build(vector), int(k), exclude)
+        ids, scores = self._doc_ids.top_k_raw(lambda n: search_top(self._searcher, query, n), depth)
+        if leftover:
+            keep = np.array([doc_id not in leftover for doc_id in ids], dtype=bool)
+            ids, scores = [doc_id for doc_id, kept in zip(ids, keep.tolist(), strict=True) if kept], scores[keep]
+        return ids, scores

@@ -21,6 +21,7 @@ from braid.indexer.segment_build import build_segment, memory_dataset
 from braid.pipelines import live_collection
 from braid.pipelines.live_collection import LiveCollection
 from braid.pipelines.pipeline import SearchOptions, load_pipeline, open_pipeline
+from braid.retriever import impact_search
 from tests.conftest import write_sample
 
 
@@ -178,8 +179,15 @@ def filtered_ranking(retriever, depth: int, hidden: frozenset[str], query: str, 
     return [hit for hit in retriever.search(query, depth) if hit.doc_id not in hidden][:k]
 
 
-@pytest.mark.parametrize("kind", ["bm25", "splade", "dense", "binary", "multivector", "slim"])
-def test_filters_apply_inside_every_kind_and_return_what_matches(tagged, kind, tmp_path):
+@pytest.mark.parametrize(
+    ("kind", "small"),
+    # bm25 and splade twice: leaving out the excluded documents after a deeper search, and inside Lucene's query
+    # (`excluding` does that past SMALL_EXCLUSION documents; 0 here sends every filter there).
+    [("bm25", 256), ("bm25", 0), ("splade", 256), ("splade", 0)]
+    + [(kind, 0) for kind in ("dense", "binary", "multivector", "slim")],
+)
+def test_filters_apply_inside_every_kind_and_return_what_matches(tagged, kind, small, tmp_path, monkeypatch):
+    monkeypatch.setattr(impact_search, "SMALL_EXCLUSION", small)
     folder, extra, queries = tagged
     _, _, live, pipeline = open_live(folder, tmp_path, kind)
     # Writes with metadata: new documents in bucket 3 (odd), and two documents moved out of it.
