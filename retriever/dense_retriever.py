@@ -32,6 +32,7 @@ class DenseRetriever(Retriever):
         self._index = faiss.IndexFlatIP(self.store.dimension)
         self._index.add(np.asarray(self.store.matrix, dtype=np.float32))
         self._row = {doc_id: row for row, doc_id in enumerate(self.store.doc_ids)}
+        self._bitmaps: dict[frozenset[str], tuple[np.ndarray, int]] = {}  # exclusion -> (allowed rows' bitmap, count)
 
     @cached_property
     def _id_rank(self) -> np.ndarray:
@@ -65,15 +66,25 @@ class DenseRetriever(Retriever):
             return Partial.of_hits(self._hits(scores[0], rows[0]))
         # The excluded documents are left out inside faiss's scan (an ID selector over a bitmap of the rows that may
         # be returned), so the search stays k deep however many a filter leaves out.
-        allowed = np.ones(count, dtype=bool)
-        allowed[excluded_rows(exclude, self._row)] = False
-        bitmap = np.packbits(allowed, bitorder="little")
+        bitmap, allowed = self._bitmap(exclude)
         selector = faiss.IDSelectorBitmap(count, faiss.swig_ptr(bitmap))
-        depth = min(int(k), int(allowed.sum()))
+        depth = min(int(k), allowed)
         if depth == 0:
             return Partial([], np.zeros(0, dtype=np.float64))
         scores, rows = self._index.search(vector, depth, params=faiss.SearchParameters(sel=selector))
         return Partial.of_hits(self._hits(scores[0], rows[0]))
+
+    def _bitmap(self, exclude: frozenset[str]) -> tuple[np.ndarray, int]:
+        """The rows that may be returned, as faiss's bitmap, and their count; the last few kept (a filter repeats)."""
+        found = self._bitmaps.get(exclude)
+        if found is None:
+            allowed = np.ones(len(self.store.doc_ids), dtype=bool)
+            allowed[excluded_rows(exclude, self._row)] = False
+            found = (np.packbits(allowed, bitorder="little"), int(allowed.sum()))
+            if len(self._bitmaps) >= 8:
+                self._bitmaps.clear()
+            self._bitmaps[exclude] = found
+        return found
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)

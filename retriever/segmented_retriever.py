@@ -53,10 +53,27 @@ class SegmentedRetriever(Retriever):
         self.kind = kind
         self.params = dict(params or {})
         self.segments: tuple[Segment, ...] = tuple(segments)
+        # (filter's hidden set, segments) -> what each segment leaves out under it: the same set objects query after
+        # query, so that retrievers' caches keyed by them (Lucene's NOT-id clause, faiss's bitmap) hit at once.
+        self._excluded: dict[tuple[int, int], tuple[frozenset[str], tuple[Segment, ...], list[frozenset[str]]]] = {}
 
     def publish(self, segments: Sequence[Segment]) -> None:
         """Serve ``segments`` from the next search on (one reference swap)."""
         self.segments = tuple(segments)
+
+    def _excluded_by(self, segments: tuple[Segment, ...], hidden: frozenset[str]) -> list[frozenset[str]]:
+        """Each segment's documents left out of a search: its dead ones, and the live ones a filter hides."""
+        if not hidden:
+            return [segment.dead for segment in segments]
+        key = (id(hidden), id(segments))
+        found = self._excluded.get(key)
+        if found is not None and found[0] is hidden and found[1] is segments:  # ids of live objects only
+            return found[2]
+        excluded = [segment.dead | (hidden & segment.ids) for segment in segments]
+        if len(self._excluded) >= 16:
+            self._excluded.clear()
+        self._excluded[key] = (hidden, segments, excluded)
+        return excluded
 
     @property
     def base(self) -> Retriever:
@@ -74,7 +91,7 @@ class SegmentedRetriever(Retriever):
             return segments[0].retriever.search(query, k)  # no writes yet: the base index as it is
         k = int(k)
         encoded = query if self.kind in UNENCODED else segments[0].retriever.encode_query(query)
-        excluded = [segment.dead | (hidden & segment.ids) if hidden else segment.dead for segment in segments]
+        excluded = self._excluded_by(segments, hidden)
         statistics = None
         if self.kind in STATISTICS:
             # A filter narrows what is returned, not the collection BM25 scores against (as in Lucene and
