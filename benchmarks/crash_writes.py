@@ -7,7 +7,7 @@ tokens: an acknowledged batch must be wholly there (its upserts found, its delet
 (in flight at the kill) wholly there or wholly absent, never half. Repeated ``--kills`` times on one collection.
 Usage:
 
-    python -m benchmarks.crash_writes --dataset scifact --pipelines bm25 --kills 20 --output results/crash.json
+    python -m benchmarks.crash_writes --dataset scifact --pipelines hybrid bm25 --kills 20 --output results/crash.json
 """
 
 from __future__ import annotations
@@ -116,12 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--index-dir", default="indexes")
-    parser.add_argument("--pipelines", nargs="+", default=["bm25"])
+    parser.add_argument(
+        "--pipelines", nargs="+", default=["bm25"], help="served; must include bm25 (writes and checks go through it)"
+    )
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seconds", type=float, nargs=2, default=(0.5, 3.0), help="random time to the kill")
     parser.add_argument("--log", type=Path, default=Path("results/crash_writes.log"))
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
+    if "bm25" not in args.pipelines:  # every pipeline sees the writes; bm25 finds a batch's token exactly
+        parser.error("--pipelines must include bm25, e.g. --pipelines hybrid bm25")
     report = run(args.dataset, args.index_dir, args.pipelines, args.kills, tuple(args.seconds), args.log)
     print(json.dumps(report.__dict__, indent=1))
     if args.output:
