@@ -151,7 +151,11 @@ def run(
         process, ready = start_server(serve, key, log)
         report.restart_seconds.append(round(time.monotonic() - started, 2))
         address = ready["http"]
-        check(address, batches, report)  # everything before this restart
+        try:
+            check(address, batches, report)  # everything before this restart
+        except BaseException:  # a failed check must not leave a server holding the collection's writer lock
+            process.kill()
+            raise
         stop = threading.Event()
         threads = [threading.Thread(target=writer, args=(address, key, batches, counter, lock, stop)) for _ in range(2)]
         for thread in threads:
@@ -164,8 +168,10 @@ def run(
         for thread in threads:
             thread.join(60)
     process, ready = start_server(serve, key, log)
-    check(ready["http"], batches, report)
-    stop_server(process)
+    try:
+        check(ready["http"], batches, report)
+    finally:
+        stop_server(process)
     report.batches = len(batches)
     report.acknowledged = sum(batch.acknowledged for batch in batches)
     report.in_flight = report.batches - report.acknowledged
