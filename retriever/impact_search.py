@@ -13,11 +13,10 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
 from braid.indexer.lucene_jvm import java_calls, java_class, search_top
 from braid.indexer.lucene_reader import open_reader, open_searcher, read_docids
 from braid.retriever.hit import Hit
+from braid.retriever.protocol import Partial
 from braid.retriever.ties import DocIds
 
 
@@ -105,14 +104,10 @@ class ImpactSearcher:
         query = self._disjunction.build(vector)
         return self._doc_ids.top_k(lambda depth: search_top(self._searcher, query, depth), int(k))
 
-    def search_raw(
-        self, vector: Mapping[str, float], k: int, exclude: frozenset[str] = frozenset()
-    ) -> tuple[list[str], np.ndarray]:
+    def search_raw(self, vector: Mapping[str, float], k: int, exclude: frozenset[str] = frozenset()) -> Partial:
         """Ids and raw scores of the hits that can be in the top ``k`` (see :meth:`DocIds.top_k_raw`), the
         ``exclude``d documents left out (:func:`excluding`)."""
         query, depth, leftover = excluding(self._disjunction.build(vector), int(k), exclude)
-        ids, scores = self._doc_ids.top_k_raw(lambda n: search_top(self._searcher, query, n), depth)
-        if leftover:
-            keep = np.array([doc_id not in leftover for doc_id in ids], dtype=bool)
-            ids, scores = [doc_id for doc_id, kept in zip(ids, keep.tolist(), strict=True) if kept], scores[keep]
-        return ids, scores
+        return Partial(*self._doc_ids.top_k_raw(lambda n: search_top(self._searcher, query, n), depth)).without(
+            leftover
+        )

@@ -82,10 +82,8 @@ class _Postings:
 
 def _ranked(doc_ids: np.ndarray, scores: np.ndarray, matched: np.ndarray, exclude: frozenset[str]) -> Partial:
     rows = np.flatnonzero(matched)
-    if exclude:
-        rows = np.array([row for row in rows.tolist() if doc_ids[row] not in exclude], dtype=np.int64)
     rows = rows[np.argsort(-scores[rows], kind="stable")]
-    return Partial(doc_ids[rows].tolist(), scores[rows])
+    return Partial(doc_ids[rows].tolist(), scores[rows]).without(exclude)
 
 
 class MemoryBM25Segment:

@@ -120,8 +120,7 @@ class SlimRetriever(Retriever):
 
     def _first_stage(self, query: sp.csr_matrix, depth: int, exclude: frozenset[str]) -> Partial:
         """First-stage candidates (every one tied at ``depth`` included), the ``exclude``d ones left out."""
-        found = self._impact.search_raw(self.first_stage_vector(query), depth + len(exclude))
-        return Partial(*found).without(exclude)
+        return self._impact.search_raw(self.first_stage_vector(query), depth, exclude)
 
     def query_statistics(self, query: sp.csr_matrix, k: int, exclude: frozenset[str] = NO_EXCLUSION) -> dict:
         """This shard's best first-stage scores, as many as the unsharded index refines: the broker finds the

@@ -44,7 +44,7 @@ class SpladeRetriever(Retriever):
         self, query: Mapping[str, int], k: int, statistics: Any = None, exclude: frozenset[str] = NO_EXCLUSION
     ) -> Partial:
         # Impact scores are dot products of stored weights: they compare across shards without statistics.
-        return Partial(*self._impact.search_raw(query, k, exclude))
+        return self._impact.search_raw(query, k, exclude)
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         qids = list(queries)
