@@ -18,13 +18,16 @@ import numpy as np
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
 from braid.indexer.binary_codes import RecurrentCoder, SignCoder
+from braid.indexer.embedding_index import EMBEDDINGS_NAME, EmbeddingStore
 from braid.indexer.embedding_index import PARAMS as EMBEDDING_PARAMS
-from braid.indexer.embedding_index import EmbeddingStore
 from braid.indexer.index_kind import IndexKind, Param
+from braid.indexer.matrix_file import gather_rows, read_blocks
 from braid.indexer.params import require_at_least, require_choice
 from braid.indexer.recurrent_binarizer import load_binarizer, save_binarizer, train_binarizer
 
 METHODS = ("recurrent", "sign")
+# Embeddings the binarizer trains on at most (100 MB of 384-dimensional float32 vectors; 20 epochs over them).
+TRAINING_LIMIT = 1 << 16
 FAISS_INDEXES = ("flat", "ivf", "hnsw")
 # The embeddings this index codes are built with the same model and length (their own parameters).
 PARAMS = {
@@ -81,7 +84,7 @@ def build_binary_index(
     shard of it), so that codes compare across shards."""
     params = validate_params(params)
     store = EmbeddingStore(embeddings)
-    vectors = np.asarray(store.matrix, dtype=np.float32)
+    matrix = embeddings / EMBEDDINGS_NAME
     if params["method"] == "sign":
         coder = SignCoder(store.dimension)
     else:
@@ -89,16 +92,32 @@ def build_binary_index(
             model = load_binarizer(trained)
         else:
             width = params["width"] or store.dimension
-            model = train_binarizer(vectors, width, params["bits"], epochs=params["epochs"], seed=params["seed"])
+            sample = training_sample(matrix, store.dimension, len(store.doc_ids), params["seed"])
+            model = train_binarizer(sample, width, params["bits"], epochs=params["epochs"], seed=params["seed"])
+            del sample
         save_binarizer(model, out_dir)
         coder = RecurrentCoder(model)
-    codes, _ = coder.encode(vectors)
+    # The float vectors are read and coded a block at a time; the codes (planes x width / 8 bytes a document) are
+    # what the faiss index holds in memory anyway.
+    blocks = [coder.encode(rows.astype(np.float32))[0] for _, rows in read_blocks(matrix, np.float16, store.dimension)]
+    codes = np.concatenate(blocks) if blocks else np.zeros((0, 1, coder.width // 8), dtype=np.uint8)
+    del blocks
     codes.tofile(out_dir / "codes.u8")
     candidates = make_faiss_index(codes[:, : params["candidate_planes"]], params)
     faiss.write_index_binary(candidates, str(out_dir / "faiss.index"))
     meta = {"documents": len(codes), "planes": codes.shape[1], "width": coder.width, "scales": coder.scales.tolist()}
     (out_dir / "binary.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
     return len(codes)
+
+
+def training_sample(matrix: Path, dimension: int, documents: int, seed: int) -> np.ndarray:
+    """The embeddings the binarizer trains on: all of them up to :data:`TRAINING_LIMIT`, else that many drawn at
+    random (seeded), so a build's memory and training time stop growing with the collection."""
+    if documents <= TRAINING_LIMIT:
+        vectors = np.fromfile(matrix, dtype=np.float16, count=documents * dimension)
+        return vectors.reshape(-1, dimension).astype(np.float32)
+    rows = np.random.default_rng(seed).choice(documents, size=TRAINING_LIMIT, replace=False)
+    return gather_rows(matrix, np.float16, dimension, np.sort(rows)).astype(np.float32)
 
 
 def make_faiss_index(codes: np.ndarray, params: dict):

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
 from pathlib import Path
 
 from tqdm import tqdm
@@ -20,11 +20,12 @@ from tqdm import tqdm
 from braid.common.dataset import Dataset, Document
 from braid.common.errors import BraidError
 from braid.indexer.index_kind import IndexKind, Param, Shards
-from braid.indexer.lucene_jvm import java_calls, lucene
+from braid.indexer.lucene_jvm import index_collection
 from braid.indexer.lucene_reader import write_docids
 from braid.indexer.params import require_choice
 
 STEMMERS = ("porter", "krovetz", "none")
+DOCS_STAGING = "staging-docs"  # the documents as IndexCollection reads them, inside the index folder while it builds
 PARAMS = {
     "stemmer": Param("porter", "Lucene stemmer: porter, krovetz or none"),
     "keep_stopwords": Param(False, "index stopwords instead of dropping them"),
@@ -40,35 +41,36 @@ def validate_params(params: dict) -> dict:
     return KIND.validate(params)
 
 
-def _batches(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
 def write_lucene_index(
     documents: Iterable[Document], out_dir: Path, params: dict, threads: int | None = None, desc: str = "bm25"
 ) -> int:
-    """Index ``documents`` into ``out_dir`` (which must be empty) and return how many were indexed."""
+    """Index ``documents`` into ``out_dir`` (which must be empty) and return how many were indexed.
+
+    The documents are staged as one JSON-lines file inside ``out_dir`` and indexed by Anserini's IndexCollection (how
+    Pyserini builds its BEIR "flat" indexes), which flushes Lucene segments from a bounded buffer; one file is read
+    by one thread, so documents get Lucene numbers in the order given."""
     params = validate_params(params)
-    args = ["-index", str(out_dir), "-storePositions", "-storeDocvectors", "-storeRaw", "-stemmer", params["stemmer"]]
+    staging = out_dir / DOCS_STAGING
+    staging.mkdir()
+    count = 0
+    with (
+        (staging / "docs.jsonl").open("w", encoding="utf-8") as handle,
+        tqdm(desc=f"index {desc}", unit="doc", file=sys.stderr) as bar,
+    ):
+        for doc in documents:
+            handle.write(json.dumps({"id": doc.doc_id, "contents": doc.contents}) + "\n")
+            count += 1
+            bar.update(1)
+    args = ["-collection", "JsonCollection", "-input", str(staging), "-index", str(out_dir)]
+    args += ["-generator", "DefaultLuceneDocumentGenerator", "-storePositions", "-storeDocvectors", "-storeRaw"]
+    args += ["-stemmer", params["stemmer"], "-threads", str(threads or os.cpu_count() or 1), "-quiet"]
     if params["keep_stopwords"]:
         args.append("-keepStopwords")
-    classes = lucene()
-    # Every call into the indexer runs under java_calls: a live collection indexes writes beside searches.
-    with java_calls():
-        indexer = classes.LuceneIndexer(args=args, threads=threads or os.cpu_count() or 1)
-    count = 0
-    with tqdm(desc=f"index {desc}", unit="doc", file=sys.stderr) as bar:
-        for batch in _batches(documents, 2000):
-            rows = [json.dumps({"id": doc.doc_id, "contents": doc.contents}) for doc in batch]
-            with java_calls():
-                indexer.add_batch_raw(rows)
-            count += len(batch)
-            bar.update(len(batch))
-    with java_calls():
-        indexer.close()
-    write_docids(out_dir)
+    if count:
+        index_collection(args)
+    shutil.rmtree(staging)
+    if count:
+        write_docids(out_dir)
     return count
 
 

@@ -3,6 +3,7 @@ by a reused Ray worker) load their model once instead of once per shard."""
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from collections.abc import Callable
@@ -20,3 +21,14 @@ def cached_encoder(factory: Callable[[dict], Any], params: dict, role: str = "bu
         if key not in _CACHE:
             _CACHE[key] = factory(params)
         return _CACHE[key]
+
+
+def release_encoders(role: str) -> int:
+    """Forget the process's encoders of ``role`` (their memory goes when nothing else holds them); returns how many."""
+    with _LOCK:
+        keys = [key for key in _CACHE if key[2] == role]
+        for key in keys:
+            del _CACHE[key]
+    if keys:
+        gc.collect()  # models hold reference cycles; their memory goes back now, not at some later collection
+    return len(keys)

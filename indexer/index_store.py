@@ -11,11 +11,15 @@ import json
 import os
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
+from braid.common.peak_memory import PeakMemory
 from braid.indexer.atomic_dir import atomic_directory
+from braid.indexer.build_memory import check_memory_budget
+from braid.indexer.encoder_cache import release_encoders
 from braid.indexer.kinds import index_kind
 from braid.indexer.manifest import MANIFEST_NAME, Manifest
 from braid.indexer.onnx_transformer import encoder_runtime, quantized
@@ -98,9 +102,14 @@ def build_index(
         dependencies[role], _, _ = build_index(
             dataset, dep_kind, dep_params, index_root=dep_root, threads=threads, quiet=quiet, durable=durable
         )
+    if not quiet:
+        check_memory_budget(dataset, kind, params, tokens_index=dependencies.get("tokens"))
     with atomic_directory(output, overwrite=True, durable=durable) as scratch:
         extra = {"trained": Path(trained)} if trained is not None else {}
-        count = spec.build(dataset, scratch, params, threads, **dependencies, **extra)
+        # A live collection's small builds run beside other builds and searches: only a build that has the process
+        # to itself measures its peak (the measurement resets the process's high-water mark).
+        with nullcontext() if quiet else PeakMemory() as peak:
+            count = spec.build(dataset, scratch, params, threads, **dependencies, **extra)
         manifest = Manifest(
             kind=kind,
             params=params,
@@ -109,11 +118,16 @@ def build_index(
             corpus_checksum=dataset.corpus_checksum(),
             build_seconds=round(time.perf_counter() - started, 3),
             depends_on={role: os.path.relpath(path.resolve(), output.resolve()) for role, path in dependencies.items()},
+            build={"peak_rss_bytes": peak.bytes} if peak is not None else {},
         )
         manifest.write(scratch)
     if not quiet:
+        # The encoders a build loaded are not kept: what serves queries loads its own (cached_encoder's roles), and
+        # a process that builds several indexes (braid eval) would otherwise hold every build model at once.
+        release_encoders("build")
         print(
-            f"built {kind} index of {count} documents in {time.perf_counter() - started:.1f}s: {output}",
+            f"built {kind} index of {count} documents in {time.perf_counter() - started:.1f}s, "
+            f"peak RSS {peak.bytes / 2**30:.2f} GB: {output}",
             file=sys.stderr,
         )
     return output, manifest, True

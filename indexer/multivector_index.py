@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -43,6 +43,7 @@ from braid.common.dataset import Dataset
 from braid.common.errors import BraidError, DocumentsExist, UnknownDocuments
 from braid.indexer.index_kind import IndexKind, Param, Staged, Updates
 from braid.indexer.manifest import MANIFEST_NAME, Manifest, file_checksums
+from braid.indexer.matrix_file import gather_rows, read_blocks
 from braid.indexer.params import require_at_least
 from braid.indexer.token_index import PARAMS as TOKEN_PARAMS
 from braid.indexer.token_index import TOKENS_NAME, TokenStore, encoder_for, has_tokens
@@ -58,6 +59,15 @@ PARAMS = {
 }
 META_NAME = "multivector.json"
 POOL_FACTORS = (1, 2, 3, 4)
+# faiss's own bound on k-means training points per centroid (it samples the rest away).
+MAX_POINTS_PER_CENTROID = 64
+# Tokens up to which the training sample is faiss's own (its permutation of every token, 4 bytes each: 64 MB).
+PERMUTATION_LIMIT = 1 << 24
+# Training points at most past that (400 MB of 384-dimensional float32 vectors).
+SAMPLE_LIMIT = 1 << 18
+# Tokens per nearest-centroid search (as many per read of the pooled-token scratch file).
+ASSIGN_CHUNK = 65536
+POOLED_SCRATCH = "_pooled.f32"  # pooled float32 tokens, inside the build folder while it builds
 
 
 def _check(merged: dict) -> None:
@@ -74,16 +84,24 @@ def requires(params: dict) -> dict[str, tuple[str, dict]]:
     return {"tokens": ("tokens", {name: params[name] for name in TOKEN_PARAMS})}
 
 
-def pool_documents(documents: Iterable[np.ndarray], params: dict, total: int | None = None) -> list[np.ndarray]:
-    """Pool each document's tokens (pool factor 1 only re-normalizes), as float32 arrays."""
+def document_pooler(params: dict) -> Callable[[np.ndarray], np.ndarray]:
+    """A function pooling one document's tokens (pool factor 1 only re-normalizes) into a float32 array."""
     from sentence_transformers.multi_vector_encoder.modules.token_pooling import HierarchicalTokenPooling
 
     pooling = HierarchicalTokenPooling(float(params["pool_factor"]), num_protected_tokens=params["protected_tokens"])
-    pooled = []
-    for tokens in tqdm(documents, total=total, desc=f"pool x{params['pool_factor']}", unit="doc", file=sys.stderr):
+
+    def pool(tokens: np.ndarray) -> np.ndarray:
         tensor = torch.from_numpy(np.asarray(tokens, dtype=np.float32))
-        pooled.append(pooling.pool([tensor])[0].numpy() if params["pool_factor"] > 1 else _normalize(tensor))
-    return pooled
+        return pooling.pool([tensor])[0].numpy() if params["pool_factor"] > 1 else _normalize(tensor)
+
+    return pool
+
+
+def pool_documents(documents: Iterable[np.ndarray], params: dict, total: int | None = None) -> list[np.ndarray]:
+    """Pool each document's tokens (pool factor 1 only re-normalizes), as float32 arrays."""
+    pool = document_pooler(params)
+    bar = tqdm(documents, total=total, desc=f"pool x{params['pool_factor']}", unit="doc", file=sys.stderr)
+    return [pool(tokens) for tokens in bar]
 
 
 def _normalize(tensor: torch.Tensor) -> np.ndarray:
@@ -105,13 +123,29 @@ def train_centroids(tokens: np.ndarray, count: int, seed: int) -> np.ndarray:
     return np.asarray(kmeans.centroids, dtype=np.float32)
 
 
+def sample_rows(total: int, count: int, seed: int) -> np.ndarray:
+    """The rows k-means trains on when ``total`` tokens go to ``count`` centroids: the rows faiss itself would
+    draw (a permutation from its generator seeded as :func:`train_centroids` seeds it, the first ``count`` x 64)
+    while that permutation is small, so that a build from a file trains exactly the centroids of a build from
+    memory; past :data:`PERMUTATION_LIMIT` tokens, :data:`SAMPLE_LIMIT` rows drawn without replacement."""
+    wanted = count * MAX_POINTS_PER_CENTROID
+    if total <= wanted:
+        return np.arange(total, dtype=np.int64)
+    if total <= PERMUTATION_LIMIT:
+        permutation = np.empty(total, dtype=np.int32)
+        faiss.rand_perm(faiss.swig_ptr(permutation), total, seed + 1)
+        return permutation[:wanted].astype(np.int64)
+    generator = np.random.default_rng(seed)
+    return generator.choice(total, size=min(wanted, SAMPLE_LIMIT), replace=False).astype(np.int64)
+
+
 def assign(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """Nearest centroid (inner product) of every token, in chunks so float32 copies stay small."""
     index = faiss.IndexFlatIP(centroids.shape[1])
     index.add(centroids)
     out = np.empty(len(tokens), dtype=np.int32)
-    for start in range(0, len(tokens), 65536):
-        chunk = np.asarray(tokens[start : start + 65536], dtype=np.float32)
+    for start in range(0, len(tokens), ASSIGN_CHUNK):
+        chunk = np.asarray(tokens[start : start + ASSIGN_CHUNK], dtype=np.float32)
         out[start : start + len(chunk)] = index.search(chunk, 1)[1][:, 0]
     return out
 
@@ -132,14 +166,12 @@ def write_generation(
     offsets.tofile(folder / "doc_offsets.i64")
     (folder / "doc_ids.txt").write_text("".join(f"{doc_id}\n" for doc_id in doc_ids), encoding="utf-8")
     np.asarray(assignments, dtype=np.int32).tofile(folder / "token_centroid.i32")
+    _write_meta(folder, len(documents), centroids, int(offsets[-1]))
+
+
+def _write_meta(folder: Path, documents: int, centroids: np.ndarray, tokens: int) -> None:
     np.asarray(centroids, dtype=np.float32).tofile(folder / "centroids.f32")
-    dimension = int(centroids.shape[1])
-    meta = {
-        "documents": len(documents),
-        "dimension": dimension,
-        "tokens": int(offsets[-1]),
-        "centroids": len(centroids),
-    }
+    meta = {"documents": documents, "dimension": int(centroids.shape[1]), "tokens": tokens, "centroids": len(centroids)}
     (folder / META_NAME).write_text(json.dumps(meta) + "\n", encoding="utf-8")
 
 
@@ -153,21 +185,48 @@ def build_multivector_index(
     trained: Path | None = None,
 ) -> int:
     """Pool, cluster and write the tokens; ``trained``: a multivector index of the whole collection whose centroids
-    this one (a shard of it) uses, so that candidate generation and bounds match the unsharded index's."""
+    this one (a shard of it) uses, so that candidate generation and bounds match the unsharded index's.
+
+    Streams: each document is pooled as it is read and written at once (float16 to the index, float32 to a scratch
+    file in the build folder); k-means trains on a sample gathered from the scratch file and the tokens are then
+    assigned to centroids a chunk at a time. Memory holds one chunk and the sample, never the collection's tokens."""
     params = validate_params(params)
     store = TokenStore(tokens)
-    documents = pool_documents((store.document(row) for row in range(len(store))), params, total=len(store))
-    flat = np.concatenate(documents) if documents else np.zeros((0, store.dimension), dtype=np.float32)
-    if len(flat) == 0:
+    folder = out_dir / "gen-000000"
+    folder.mkdir(parents=True)
+    scratch = out_dir / POOLED_SCRATCH
+    pool = document_pooler(params)
+    offsets = np.zeros(len(store) + 1, dtype=np.int64)
+    bar = tqdm(total=len(store), desc=f"pool x{params['pool_factor']}", unit="doc", file=sys.stderr)
+    with scratch.open("wb") as pooled_out, (folder / TOKENS_NAME).open("wb") as tokens_out, bar:
+        for row, document in enumerate(store.read_documents()):
+            pooled = pool(document)
+            pooled_out.write(np.ascontiguousarray(pooled, dtype=np.float32).tobytes())
+            tokens_out.write(pooled.astype(np.float16).tobytes())
+            offsets[row + 1] = offsets[row] + len(pooled)
+            bar.update(1)
+    total = int(offsets[-1])
+    if total == 0:
         raise BraidError(f"dataset {dataset.name!r} has no tokens to index")
     if trained is not None:
         centroids = np.fromfile(current_generation(trained) / "centroids.f32", dtype=np.float32)
         centroids = centroids.reshape(-1, store.dimension)
     else:
-        centroids = train_centroids(flat, centroid_count(len(flat), params["centroids"]), params["seed"])
-    write_generation(out_dir / "gen-000000", store.doc_ids, documents, centroids, assign(flat, centroids))
+        count = centroid_count(total, params["centroids"])
+        sample = gather_rows(scratch, np.float32, store.dimension, sample_rows(total, count, params["seed"]))
+        centroids = train_centroids(sample, count, params["seed"])
+        del sample
+    index = faiss.IndexFlatIP(store.dimension)
+    index.add(centroids)
+    with (folder / "token_centroid.i32").open("wb") as assignments:
+        for _, block in read_blocks(scratch, np.float32, store.dimension, ASSIGN_CHUNK):
+            assignments.write(index.search(block, 1)[1][:, 0].astype(np.int32).tobytes())
+    scratch.unlink()
+    offsets.tofile(folder / "doc_offsets.i64")
+    (folder / "doc_ids.txt").write_text("".join(f"{doc_id}\n" for doc_id in store.doc_ids), encoding="utf-8")
+    _write_meta(folder, len(store), centroids, total)
     (out_dir / "CURRENT").write_text("gen-000000\n", encoding="utf-8")
-    return len(documents)
+    return len(store)
 
 
 def current_generation(index_dir: Path) -> Path:

@@ -35,6 +35,7 @@ from braid.common.atomic_file import atomic_output
 from braid.common.cache_dir import cache_root
 from braid.common.errors import BraidError
 from braid.indexer.graph_inputs import graph_feeds
+from braid.indexer.graph_rows import rows_per_call, run_in_rows
 from braid.indexer.openvino_transformer import OpenVinoTransformer, compile_graph
 
 RUNTIMES = ("openvino", "onnx", "onnx-int8", "torch")
@@ -78,7 +79,8 @@ class OnnxTransformer(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> dict:
         feeds = graph_feeds(self.input_names, input_ids, attention_mask, kwargs)
-        (output,) = self.session.run([self.output_name], feeds)
+        rows = rows_per_call(self.config, self.output_name, input_ids.shape[1])
+        output = run_in_rows(lambda part: self.session.run([self.output_name], part)[0], feeds, rows)
         return {self.output_name: torch.from_numpy(output)}
 
 

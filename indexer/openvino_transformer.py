@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from braid.indexer.graph_inputs import graph_feeds
+from braid.indexer.graph_rows import rows_per_call, run_in_rows
 
 # Paddings that are multiples of this many positions give identical vectors (see the module docstring).
 SEQUENCE_BLOCK = 16
@@ -88,8 +89,11 @@ class OpenVinoTransformer(torch.nn.Module):
         if padded > length:
             # Zeros are masked out: pad id, mask 0, segment 0.
             feeds = {name: np.pad(values, ((0, 0), (0, padded - length))) for name, values in feeds.items()}
-        # infer copies its outputs out of the request's buffers (share_outputs=False), so no copy of our own.
-        output = self._request().infer(feeds)[0]
+        # infer copies its outputs out of the request's buffers (share_outputs=False), so no copy of our own. A few
+        # texts per call keep the request's buffers small (braid.indexer.graph_rows).
+        request = self._request()
+        rows = rows_per_call(self.config, self.output_name, padded)
+        output = run_in_rows(lambda part: request.infer(part)[0], feeds, rows)
         if padded > length and output.ndim >= 2 and output.shape[1] == padded:
             output = np.ascontiguousarray(output[:, :length])
         return {self.output_name: torch.from_numpy(output)}

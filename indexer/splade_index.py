@@ -23,7 +23,7 @@ from braid.common.errors import BraidError
 from braid.indexer.encoder_cache import cached_encoder
 from braid.indexer.encoding_memo import memo_encode
 from braid.indexer.index_kind import IndexKind, Param, Shards
-from braid.indexer.lucene_jvm import java_calls, java_class, java_stdout_to_stderr
+from braid.indexer.lucene_jvm import index_collection
 from braid.indexer.lucene_reader import write_docids
 from braid.indexer.params import require_at_least
 from braid.indexer.splade_encoder import DEFAULT_MODEL, SpladeEncoder, quantize
@@ -58,9 +58,7 @@ def write_impact_index(vectors_dir: Path, out_dir: Path, threads: int | None = N
     args += ["-generator", "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized", "-optimize"]
     # -quiet: Anserini logs dozens of INFO lines per build (and resets log4j to do so); progress is braid's.
     args += ["-threads", str(threads or os.cpu_count() or 1), "-quiet"]
-    collection = java_class("io.anserini.index.IndexCollection")
-    with java_stdout_to_stderr(), java_calls():  # a live collection indexes writes beside searches
-        collection.main(args)
+    index_collection(args)
     write_docids(out_dir)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 
@@ -115,11 +115,31 @@ def assemble_shards(shards: Sequence[Path], out_dir: Path, params: dict, threads
     return count
 
 
+def read_documents(
+    folder: Path, offsets: np.ndarray, dimension: int, chunk_tokens: int = 1 << 16
+) -> Iterator[np.ndarray]:
+    """Every document's float16 token vectors in order, read through a file handle a chunk of documents at a time.
+
+    A build that walks a whole token file through a memory map keeps every page it touched resident (and counted in
+    its RSS) until the kernel needs them back; plain reads hold one chunk."""
+    with (Path(folder) / TOKENS_NAME).open("rb") as handle:
+        first = 0
+        while first < len(offsets) - 1:
+            # Documents up to ~chunk_tokens tokens (at least one), read in one call.
+            last = int(np.searchsorted(offsets, offsets[first] + chunk_tokens, side="right")) - 1
+            last = min(max(last, first + 1), len(offsets) - 1)
+            count = int(offsets[last] - offsets[first]) * dimension
+            chunk = np.fromfile(handle, dtype=np.float16, count=count).reshape(-1, dimension)
+            for row in range(first, last):
+                yield chunk[offsets[row] - offsets[first] : offsets[row + 1] - offsets[first]]
+            first = last
+
+
 class TokenStore:
     """Read-only, memory-mapped token embeddings of a collection (a tokens index or a multi-vector generation)."""
 
     def __init__(self, folder: Path, meta_name: str = "tokens.json") -> None:
-        folder = Path(folder)
+        self.folder = folder = Path(folder)
         meta = json.loads((folder / meta_name).read_text(encoding="utf-8"))
         self.dimension = int(meta["dimension"])
         self.offsets = np.fromfile(folder / "doc_offsets.i64", dtype=np.int64)
@@ -136,6 +156,10 @@ class TokenStore:
 
     def document(self, row: int) -> np.ndarray:
         return self.matrix[self.offsets[row] : self.offsets[row + 1]]
+
+    def read_documents(self) -> Iterator[np.ndarray]:
+        """Every document's tokens in order, read sequentially (:func:`read_documents`), for builds."""
+        return read_documents(self.folder, self.offsets, self.dimension)
 
 
 KIND = IndexKind("tokens", PARAMS, build_tokens, _check, shards=Shards(encode_shard, assemble_shards), encoded=True)
