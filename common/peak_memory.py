@@ -1,21 +1,21 @@
 """Peak resident memory of this process over a stretch of work (an index build), read from the kernel.
 
 Linux keeps each process's high-water mark of resident memory (``VmHWM`` in ``/proc/self/status``, what
-``/usr/bin/time -v`` reports as "Maximum resident set size"); writing ``5`` to ``/proc/self/clear_refs`` resets it to
-the current RSS (Linux >= 4.0). :class:`PeakMemory` resets it when a build starts and reads it when the build ends, so
-each index a process builds gets its own peak: the process's resident memory at its highest during that build,
-whatever was already loaded included. Where the reset is refused the peak is the process's since it started
-(``reset`` False); where ``/proc`` is missing, ``getrusage``'s maximum.
+``/usr/bin/time -v`` reports as "Maximum resident set size"). When a build raises that mark, the mark at its end is
+its peak, exactly. When the process had been higher before (a ``braid eval`` that built a larger index first), the
+mark says nothing about this build, so :class:`PeakMemory` also samples the RSS every few milliseconds while the
+build runs and takes the highest sample. The mark itself is never reset (``/proc/self/clear_refs`` could), so that
+an outside ``time -v`` still sees the process's true peak.
 """
 
 from __future__ import annotations
 
 import resource
 import sys
+import threading
 from pathlib import Path
 
 _STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def _status_kib(field: str) -> int | None:
@@ -43,27 +43,34 @@ def high_water_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
 
 
-def reset_high_water() -> bool:
-    """Reset the peak to the current RSS; whether the kernel allowed it."""
-    try:
-        _CLEAR_REFS.write_text("5", encoding="ascii")
-    except OSError:
-        return False
-    return True
-
-
 class PeakMemory:
-    """``with PeakMemory() as peak: work()``, then ``peak.bytes``: the process's peak RSS during ``work``."""
+    """``with PeakMemory() as peak: work()``, then ``peak.bytes``: the process's peak RSS during ``work`` (exact when
+    ``work`` raised the process's high-water mark, else the highest of RSS samples taken every ``interval`` s)."""
 
-    def __init__(self) -> None:
-        self.reset = False
-        self.start_bytes = 0
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
         self.bytes = 0
+        self.exact = False
+        self._sampled = 0
+        self._mark = 0
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.interval):
+            self._sampled = max(self._sampled, resident_bytes())
 
     def __enter__(self) -> PeakMemory:
-        self.reset = reset_high_water()
-        self.start_bytes = resident_bytes()
+        self._mark = high_water_bytes()
+        self._sampled = resident_bytes()
+        self._thread = threading.Thread(target=self._sample, name="peak-memory", daemon=True)
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.bytes = high_water_bytes()
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        mark = high_water_bytes()
+        self.exact = mark > self._mark
+        self.bytes = mark if self.exact else max(self._sampled, resident_bytes())
