@@ -24,6 +24,7 @@ COLUMNS = (
     ("latency_ms_p99", "p99 ms", "{:.2f}"),
     ("index_bytes", "index MB", "{}"),
     ("build_docs_per_s", "build doc/s", "{:.1f}"),
+    ("build_peak_rss_bytes", "build GB", "{}"),
 )
 
 
@@ -33,6 +34,8 @@ def _cell(key: str, fmt: str, row: dict) -> str:
         return "-"
     if key == "index_bytes":
         return f"{value / 1e6:.1f}"
+    if key == "build_peak_rss_bytes":
+        return f"{value / 2**30:.2f}"
     text = fmt.format(value)
     if key in TESTED_METRICS and row.get("p_values"):
         text += "*" if row["p_values"][key] < ALPHA else " "

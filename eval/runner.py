@@ -31,6 +31,7 @@ class RunResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     index_bytes: int | None = None
     build_docs_per_s: float | None = None
+    index_builds: list[dict] = field(default_factory=list)  # per index: kind, documents, seconds, docs/s, peak RSS
     stage_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     significance: dict[str, float] = field(default_factory=dict)  # metric -> p-value against the first pipeline
     fusion: dict[str, Any] | None = None  # the fusion the pipeline ran on this dataset (its own, if tuned for it)
@@ -48,6 +49,8 @@ class RunResult:
             "latency_ms_p99": self.latency_ms.get("p99"),
             "index_bytes": self.index_bytes,
             "build_docs_per_s": None if self.build_docs_per_s is None else round(self.build_docs_per_s, 2),
+            "build_peak_rss_bytes": max((b["peak_rss_bytes"] or 0 for b in self.index_builds), default=0) or None,
+            "index_builds": self.index_builds,
             "stage_latency_ms": self.stage_latency_ms,
             "p_values": self.significance,
             "fusion": self.fusion,
@@ -129,6 +132,7 @@ def run_pipeline(
         latency_ms=_p50_p99(latencies) if latencies else {},
         index_bytes=pipeline.index_bytes(),
         build_docs_per_s=pipeline.build_docs_per_second(),
+        index_builds=pipeline.index_builds(),
         stage_latency_ms={stage: _p50_p99(values) for stage, values in stages.items()},
         fusion=_fusion_used(pipeline, split),
     )

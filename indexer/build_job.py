@@ -43,6 +43,7 @@ from braid.common.atomic_file import atomic_write_text
 from braid.common.beir_format import read_corpus
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
+from braid.common.peak_memory import PeakMemory
 from braid.indexer.atomic_dir import atomic_directory
 from braid.indexer.build_config import BuildConfig, IndexRequest
 from braid.indexer.index_kind import Shards
@@ -120,9 +121,12 @@ def run_shard_task(task: ShardTask) -> dict:
     sharded = _shards(task.kind)
     started = time.perf_counter()
     with atomic_directory(out_dir, overwrite=True) as scratch:
-        documents = list(read_corpus(Path(task.shard_file)))
-        count = sharded.encode(documents, scratch, task.params)
+        # The record carries the encoding's peak RSS (the worker process's, its models included).
+        with PeakMemory() as peak:
+            documents = list(read_corpus(Path(task.shard_file)))
+            count = sharded.encode(documents, scratch, task.params)
         record = {
+            "peak_rss_bytes": peak.bytes,
             "kind": task.kind,
             "params": task.params,
             "shard_file": Path(task.shard_file).name,
@@ -150,6 +154,7 @@ class KindReport:
     assemble_seconds: float = 0.0
     wall_seconds: float = 0.0
     status: str = ""
+    peak_rss_bytes: int | None = None  # the highest peak RSS of its shard tasks and its assembly
 
     @property
     def docs_per_second(self) -> float | None:
@@ -316,9 +321,12 @@ class BuildJob:
         started = time.perf_counter()
         tasks = self.tasks(request, [{"file": r["shard_file"], "sha256": r["shard_sha256"]} for r in records])
         with atomic_directory(final, overwrite=True) as scratch:
-            count = _shards(request.kind).assemble(
-                [Path(t.out_dir) for t in tasks], scratch, request.params, self.threads
-            )
+            with PeakMemory() as peak:
+                count = _shards(request.kind).assemble(
+                    [Path(t.out_dir) for t in tasks], scratch, request.params, self.threads
+                )
+            encode_peak = max((r.get("peak_rss_bytes") or 0 for r in records), default=0)
+            report.peak_rss_bytes = max(encode_peak, peak.bytes)
             assemble_seconds = time.perf_counter() - started
             manifest = Manifest(
                 kind=request.kind,
@@ -334,6 +342,10 @@ class BuildJob:
                     "shard_files": {r["shard_file"]: r["files"] for r in records},
                     "encode_seconds": round(sum(r["seconds"] for r in records), 3),
                     "assemble_seconds": round(assemble_seconds, 3),
+                    # The highest of the shard tasks' peaks (each its worker's) and the assembly's (this process's).
+                    "peak_rss_bytes": report.peak_rss_bytes,
+                    "encode_peak_rss_bytes": encode_peak,
+                    "assemble_peak_rss_bytes": peak.bytes,
                     "versions": library_versions(),
                     "config": self.config.source,
                 },
@@ -363,6 +375,7 @@ class BuildJob:
                 self.dataset, request.kind, request.params, index_root=self.root, threads=self.threads, force=self.force
             )
             report.path, report.documents = str(path), manifest.doc_count if built else 0
+            report.peak_rss_bytes = manifest.build.get("peak_rss_bytes") if built else None
             report.status = "built" if built else "up to date"
             report.wall_seconds = round(time.perf_counter() - tick, 3)
             self.reports.append(report)

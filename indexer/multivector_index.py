@@ -61,10 +61,11 @@ META_NAME = "multivector.json"
 POOL_FACTORS = (1, 2, 3, 4)
 # faiss's own bound on k-means training points per centroid (it samples the rest away).
 MAX_POINTS_PER_CENTROID = 64
-# Tokens up to which the training sample is faiss's own (its permutation of every token, 4 bytes each: 64 MB).
+# k-means training points at most (200 MB of 384-dimensional float32 vectors): faiss's own sample (count x 64) up to
+# 2,048 centroids, i.e. up to ~4.2 million tokens; past that, 131,072 points whatever the collection's size.
+SAMPLE_LIMIT = 1 << 17
+# Tokens up to which the sample is drawn by faiss's own permutation of them all (4 bytes each: 64 MB).
 PERMUTATION_LIMIT = 1 << 24
-# Training points at most past that (400 MB of 384-dimensional float32 vectors).
-SAMPLE_LIMIT = 1 << 18
 # Tokens per nearest-centroid search (as many per read of the pooled-token scratch file).
 ASSIGN_CHUNK = 65536
 POOLED_SCRATCH = "_pooled.f32"  # pooled float32 tokens, inside the build folder while it builds
@@ -125,18 +126,18 @@ def train_centroids(tokens: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 def sample_rows(total: int, count: int, seed: int) -> np.ndarray:
     """The rows k-means trains on when ``total`` tokens go to ``count`` centroids: the rows faiss itself would
-    draw (a permutation from its generator seeded as :func:`train_centroids` seeds it, the first ``count`` x 64)
-    while that permutation is small, so that a build from a file trains exactly the centroids of a build from
-    memory; past :data:`PERMUTATION_LIMIT` tokens, :data:`SAMPLE_LIMIT` rows drawn without replacement."""
-    wanted = count * MAX_POINTS_PER_CENTROID
+    draw (a permutation from its generator seeded as :func:`train_centroids` seeds it, the first ``count`` x 64),
+    so that a build from a file trains exactly the centroids of a build from memory, and at most
+    :data:`SAMPLE_LIMIT` of them, so that the sample stops growing with the collection. Past
+    :data:`PERMUTATION_LIMIT` tokens (faiss's permutation of them all would itself grow), rows drawn by numpy."""
+    wanted = min(count * MAX_POINTS_PER_CENTROID, SAMPLE_LIMIT)
     if total <= wanted:
         return np.arange(total, dtype=np.int64)
     if total <= PERMUTATION_LIMIT:
         permutation = np.empty(total, dtype=np.int32)
         faiss.rand_perm(faiss.swig_ptr(permutation), total, seed + 1)
         return permutation[:wanted].astype(np.int64)
-    generator = np.random.default_rng(seed)
-    return generator.choice(total, size=min(wanted, SAMPLE_LIMIT), replace=False).astype(np.int64)
+    return np.random.default_rng(seed).choice(total, size=wanted, replace=False).astype(np.int64)
 
 
 def assign(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:

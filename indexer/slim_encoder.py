@@ -8,7 +8,9 @@ Special tokens ([CLS], [SEP], padding) carry no text and are left out.
 
 The vocabulary projection runs one text at a time on the batch's hidden states: the whole batch's logits (16 texts
 of 256 tokens x 30,522 terms, 500 MB, and as much again for each activation) were the build's peak memory, where one
-text's are 31 MB. The batch's transformer layers, the projection's weights and each row's arithmetic are unchanged.
+text's are 31 MB. The batch's transformer layers and the projection's weights are unchanged; a row's logits can round
+differently by one unit in the last place when the matrix product is cut differently (a tiny test model), and on
+SPLADE-tiny over 160 scifact abstracts every stored term and weight came out identical.
 """
 
 from __future__ import annotations

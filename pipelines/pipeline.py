@@ -213,6 +213,25 @@ class Pipeline:
             return None
         return manifests[0].doc_count / sum(seconds)
 
+    def index_builds(self) -> list[dict]:
+        """Each index's build as its manifest recorded it: kind, documents, seconds, documents/s and peak RSS (None
+        for an index built before braid measured it, or by a build job)."""
+        builds = []
+        for path in self.index_paths:
+            manifest = Manifest.read(path)
+            rate = manifest.docs_per_second
+            builds.append(
+                {
+                    "kind": manifest.kind,
+                    "index": path.name,
+                    "documents": manifest.doc_count,
+                    "build_seconds": manifest.build_seconds,
+                    "docs_per_s": None if rate is None else round(rate, 2),
+                    "peak_rss_bytes": manifest.build.get("peak_rss_bytes"),
+                }
+            )
+        return builds
+
     def check_k(self, k: int) -> None:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k > self.doc_count:
             raise BraidError(f"k must be between 1 and the collection's {self.doc_count} documents, got {k!r}")

@@ -292,6 +292,7 @@ class SearchCore(CoreBase):
                     ranker, self.rerank_batch, self.rerank_wait_ms, self.metrics.rerank_batch.observe
                 )
             pipeline.reranker = self._batchers[id(ranker)]
+        self.metrics.observe_index_memory(spec.name, pipeline.index_paths)
         return pipeline
 
     # -- operations (run on worker threads) ------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one server: request counts and latency per method, per-stage latency, queue depth.
+"""Prometheus metrics of one server: request counts and latency per method, per-stage latency, queue depth, the
+process's resident memory and what each pipeline's opened indexes hold (loaded or memory-mapped).
 
 Each server owns its registry (not the process-global one), so several servers in one process (tests) never
 share counters.
@@ -6,8 +7,13 @@ share counters.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from braid.common.peak_memory import resident_bytes
+from braid.indexer.opened_memory import OpenedMemory, opened_memory
 
 # Milliseconds to tens of seconds: BM25 answers in ~1 ms, an LLM rerank on a CPU in seconds.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -53,12 +59,30 @@ class Metrics:
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
             registry=self.registry,
         )
+        self.resident = Gauge(
+            "braid_resident_bytes", "Resident memory (RSS) of the server process", registry=self.registry
+        )
+        self.resident.set_function(resident_bytes)
+        self.index_memory = Gauge(
+            "braid_index_memory_bytes",
+            "Memory of each pipeline's indexes once opened: loaded into RAM, or memory-mapped (read on demand)",
+            ("pipeline", "how"),
+            registry=self.registry,
+        )
         self.generation = Gauge(
             "braid_pipeline_generation",
             "Reloads of each pipeline so far (1 = as started)",
             ("pipeline",),
             registry=self.registry,
         )
+
+    def observe_index_memory(self, pipeline: str, index_paths: list[Path]) -> None:
+        """Record what the pipeline's indexes hold once opened (:mod:`braid.indexer.opened_memory`)."""
+        total = OpenedMemory(0, 0)
+        for path in index_paths:
+            total += opened_memory(path)
+        self.index_memory.labels(pipeline, "loaded").set(total.loaded_bytes)
+        self.index_memory.labels(pipeline, "mapped").set(total.mapped_bytes)
 
     def observe_stages(self, pipeline: str, timings_ms: dict[str, float]) -> None:
         for stage, ms in timings_ms.items():

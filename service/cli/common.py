@@ -13,6 +13,11 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="folder holding datasets by name (default: $BRAID_DATA_DIR, else ./data)")
     parser.add_argument("--index-dir", default="indexes", help="where indexes are built and found (default: indexes)")
     parser.add_argument("--threads", type=positive_int, default=None, help="worker threads (default: all cores)")
+    parser.add_argument(
+        "--memory-budget",
+        metavar="SIZE",
+        help="refuse an index build whose memory estimate exceeds SIZE, e.g. 3GB (default: $BRAID_MEMORY_BUDGET)",
+    )
 
 
 def positive_int(text: str) -> int:

@@ -14,6 +14,7 @@ from braid.common.errors import BraidError
 from braid.indexer.index_store import build_index
 from braid.indexer.kinds import INDEX_KINDS, add_documents, delete_documents, updatable_kinds
 from braid.indexer.manifest import Manifest
+from braid.indexer.opened_memory import opened_memory
 from braid.service.cli.common import add_data_args, parse_params, positive_int
 
 
@@ -139,13 +140,14 @@ def run_job(args: argparse.Namespace) -> int:
         "assemble s",
         "build docs/s",
         "wall s",
+        "peak GB",
     )
     print(f"{header[0]:<12} {header[1]:<10} " + " ".join(f"{h:>12}" for h in header[2:]))
     for r in reports:
         rate = f"{r.docs_per_second:.1f}" if r.docs_per_second else "-"
         build_rate = f"{r.build_docs_per_second:.1f}" if r.build_docs_per_second else "-"
         cells = (r.shards, r.shards_reused, r.documents, f"{r.encode_seconds:.1f}", rate, f"{r.assemble_seconds:.1f}",
-                 build_rate, f"{r.wall_seconds:.1f}")  # fmt: skip
+                 build_rate, f"{r.wall_seconds:.1f}", _gigabytes(r.peak_rss_bytes).removesuffix(" GB"))  # fmt: skip
         print(f"{r.kind:<12} {r.status:<10} " + " ".join(f"{c:>12}" for c in cells))
     for r in reports:
         print(f"{r.kind}: {r.path}")
@@ -189,10 +191,21 @@ def run_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gigabytes(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**30:.2f} GB"
+
+
+def _opened(index: Path) -> str:
+    memory = opened_memory(index)
+    loaded, mapped = memory.loaded_bytes / 1e6, memory.mapped_bytes / 1e6
+    return f"{loaded:.1f} MB loaded, {mapped:.1f} MB memory-mapped (read on demand)"
+
+
 def run_info(args: argparse.Namespace) -> int:
     manifest = Manifest.read(Path(args.index))
     if args.json:
-        print(json.dumps(manifest.__dict__, indent=2, sort_keys=True))
+        print(json.dumps({**manifest.__dict__, "opened_memory": opened_memory(Path(args.index)).to_json()}, indent=2,
+                         sort_keys=True))  # fmt: skip
         return 0
     rows = [
         ("kind", manifest.kind),
@@ -205,11 +218,13 @@ def run_info(args: argparse.Namespace) -> int:
             "build",
             f"{manifest.build_seconds:.1f}s, {manifest.docs_per_second:.1f} docs/s" if manifest.build_seconds else "-",
         ),
+        ("build peak RSS", _gigabytes(manifest.build.get("peak_rss_bytes"))),
+        ("memory when opened", _opened(Path(args.index))),
         ("braid version", f"{manifest.braid_version} (index format {manifest.format_version})"),
         ("created", manifest.created_at),
     ]
     build = manifest.build
-    if build:
+    if "job" in build:
         rows += [
             ("build job", f"{build.get('job')} ({len(build.get('shards', []))} shards of {build.get('shard_size')})"),
             ("encode / assemble", f"{build.get('encode_seconds')}s / {build.get('assemble_seconds')}s"),

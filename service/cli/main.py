@@ -17,6 +17,7 @@ import sys
 import warnings
 
 from braid.common.errors import BraidError
+from braid.indexer.build_memory import BUDGET_ENV, memory_budget, parse_size
 from braid.service.cli import collection_cmd, eval_cmd, index_cmd, query_cmd, search_cmd, serve_cmd, train_cmd, tune_cmd
 
 
@@ -59,6 +60,15 @@ def quiet_libraries(verbose: bool) -> None:
     warnings.filterwarnings("default", module="braid")
 
 
+def apply_memory_budget(budget: str | None) -> None:
+    """``--memory-budget``: checked now, then given to every build of this command (and its Ray workers, which
+    inherit the environment) as ``$BRAID_MEMORY_BUDGET``."""
+    if budget is None:
+        memory_budget()  # a malformed $BRAID_MEMORY_BUDGET is refused before any work
+        return
+    os.environ[BUDGET_ENV] = str(parse_size(budget))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv
@@ -67,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     # --verbose is the top-level parser's, but users put it after the command too.
     args = parser.parse_args(["--verbose", *(a for a in argv if a != "--verbose")] if verbose else argv)
     try:
+        apply_memory_budget(getattr(args, "memory_budget", None))
         return int(args.handler(args) or 0)
     except BraidError as error:
         print(f"braid: error: {error}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -156,6 +157,12 @@ def test_health_reflection_pipelines_and_metrics(server):
     assert 'braid_requests_total{code="OK",method="Search",protocol="grpc"}' in metrics
     assert 'braid_stage_seconds_count{pipeline="fused",stage="fusion"}' in metrics
     assert "braid_queue_depth 0.0" in metrics
+    # Memory: the process's RSS, and the fused pipeline's indexes as opened (multivector token vectors mapped).
+    resident = re.search(r"^braid_resident_bytes (\S+)$", metrics, re.MULTILINE)
+    assert resident and float(resident.group(1)) > 50e6
+    mapped = re.search(r'^braid_index_memory_bytes\{how="mapped",pipeline="fused"\} (\S+)$', metrics, re.MULTILINE)
+    loaded = re.search(r'^braid_index_memory_bytes\{how="loaded",pipeline="fused"\} (\S+)$', metrics, re.MULTILINE)
+    assert mapped and loaded and float(mapped.group(1)) > 0 and float(loaded.group(1)) > 0
 
 
 def test_overload_is_rejected_at_once_and_deadlines_are_kept(service_data):
