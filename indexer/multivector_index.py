@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -154,20 +155,25 @@ def assign(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 def write_generation(
     folder: Path,
     doc_ids: Sequence[str],
-    documents: Sequence[np.ndarray],
+    documents: Iterable[np.ndarray],
     centroids: np.ndarray,
     assignments: np.ndarray,
 ) -> None:
+    """Write a generation; ``documents`` (one token array per id) are written as they come, never held together."""
     folder.mkdir(parents=True)
-    offsets = np.zeros(len(documents) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(tokens) for tokens in documents])
+    lengths = []
     with (folder / TOKENS_NAME).open("wb") as handle:
         for tokens in documents:
             handle.write(np.asarray(tokens, dtype=np.float16).tobytes())
+            lengths.append(len(tokens))
+    if len(lengths) != len(doc_ids):
+        raise BraidError(f"{len(lengths)} documents' tokens for {len(doc_ids)} ids")
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(lengths)
     offsets.tofile(folder / "doc_offsets.i64")
     (folder / "doc_ids.txt").write_text("".join(f"{doc_id}\n" for doc_id in doc_ids), encoding="utf-8")
     np.asarray(assignments, dtype=np.int32).tofile(folder / "token_centroid.i32")
-    _write_meta(folder, len(documents), centroids, int(offsets[-1]))
+    _write_meta(folder, len(lengths), centroids, int(offsets[-1]))
 
 
 def _write_meta(folder: Path, documents: int, centroids: np.ndarray, tokens: int) -> None:
@@ -279,7 +285,7 @@ def _generation_number(folder: Path) -> int:
 def _stage(
     index_dir: Path,
     doc_ids: Sequence[str],
-    documents: Sequence[np.ndarray],
+    documents: Iterable[np.ndarray],
     centroids: np.ndarray,
     assignments: np.ndarray,
 ) -> Staged:
@@ -335,8 +341,17 @@ def live_doc_ids(index_dir: Path) -> list[str]:
     return _read_ids(current_generation(index_dir))
 
 
-def _documents(store: MultiVectorStore, rows: Iterable[int]) -> list[np.ndarray]:
-    return [np.asarray(store.document(row)) for row in rows]
+def _documents(store: MultiVectorStore, rows: Iterable[int]) -> Iterator[np.ndarray]:
+    """The tokens of ``rows`` (ascending), read sequentially from the live generation rather than through its memory
+    map, so that copying an index into its next generation holds a chunk of it, not all of it."""
+    wanted = iter(rows)
+    following = next(wanted, None)
+    for row, tokens in enumerate(store.read_documents()):
+        if row == following:
+            yield tokens
+            following = next(wanted, None)
+        if following is None:
+            return
 
 
 def _check_kind(index_dir: Path, action: str) -> Manifest:
@@ -373,7 +388,7 @@ def stage_add(index_dir: Path, documents: Sequence[tuple[str, str]]) -> Staged:
     return _stage(
         index_dir,
         [*store.doc_ids, *ids],
-        [*_documents(store, range(len(store))), *pooled],
+        itertools.chain(_documents(store, range(len(store))), pooled),
         store.centroids,
         np.concatenate([store.token_centroid, new_assignments]),
     )
