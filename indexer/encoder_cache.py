@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from braid.indexer.query_encodings import CachingQueryEncoder
+
 _CACHE: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
 
@@ -19,7 +21,11 @@ def cached_encoder(factory: Callable[[dict], Any], params: dict, role: str = "bu
     key = (f"{factory.__module__}.{factory.__qualname__}", json.dumps(params, sort_keys=True), role)
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = factory(params)
+            encoder = factory(params)
+            if role == "query":
+                # Repeated queries skip their encoding (braid.indexer.query_encodings).
+                encoder = CachingQueryEncoder(encoder, f"{key[0]}:{key[1]}")
+            _CACHE[key] = encoder
         return _CACHE[key]
 
 

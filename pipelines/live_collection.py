@@ -144,6 +144,8 @@ class LiveCollection:
                     self._base_metadata[document.doc_id] = kept
         self._base_ids = frozenset(base_ids)
         self._filters: dict[tuple[str, int], frozenset[str]] = {}  # (filter JSON, write seq) -> ids it hides
+        # Bumped by every write once it is visible to searches: what cached answers are keyed by.
+        self.version = 0
         self._segments: list[_WriteSegment] = []
         self._dead: list[set[str]] = [set()]  # per segment, the base first
         self._owner: dict[str, int] = dict.fromkeys(self._base_ids, 0)
@@ -488,6 +490,9 @@ class LiveCollection:
                     self._owner[document.doc_id] = len(self._segments)
             for opened in self._opened:
                 self._publish(opened)
+            # After the write is visible, before it is acknowledged: answers cached under an older version are
+            # never served again (braid.service.result_cache).
+            self.version += 1
             self._wake_merger()
             return self.doc_count
 

@@ -28,6 +28,7 @@ from braid.service.limits import ServiceLimits
 from braid.service.metrics import Metrics
 from braid.service.pipeline_registry import PipelineRegistry, PipelineSlot
 from braid.service.rerank_batcher import BatchingReranker
+from braid.service.result_cache import DEFAULT_RESULT_CACHE_ENTRIES, ResultCache, request_key
 
 log = logging.getLogger(__name__)
 
@@ -242,8 +243,10 @@ class SearchCore(CoreBase):
         rerank_wait_ms: float = 5.0,
         shards: int = 1,
         open_shard: ShardOpener | None = None,
+        result_cache_entries: int = DEFAULT_RESULT_CACHE_ENTRIES,
     ) -> None:
         check_served(specs)
+        self.result_cache_entries = result_cache_entries
         self.dataset = dataset
         self.index_root = Path(index_root)
         self.threads = threads
@@ -293,6 +296,9 @@ class SearchCore(CoreBase):
                 )
             pipeline.reranker = self._batchers[id(ranker)]
         self.metrics.observe_index_memory(spec.name, pipeline.index_paths)
+        # Each opened pipeline caches its own answers: a reload starts empty (braid.service.result_cache).
+        pipeline.results = ResultCache(self.result_cache_entries) if self.result_cache_entries else None
+        self.metrics.watch_result_cache(spec.name, pipeline.results)
         return pipeline
 
     # -- operations (run on worker threads) ------------------------------------------------------------------
@@ -309,8 +315,19 @@ class SearchCore(CoreBase):
         slot, k = self.check_search(query)
         options = SearchOptions(query.weights or None, query.rerank_depth, deadline, query.filter)
         with slot.lease() as pipeline:
-            # Like Pyserini and Qdrant, a k beyond the collection returns every document rather than failing.
-            hits, timings = pipeline.search_explained(query.query, min(k, pipeline.doc_count), options)
+            tick = time.perf_counter()
+            # Read before searching: a write acknowledged after this has bumped it, so its key differs.
+            version = self.live.version if self.live is not None else 0
+            key = request_key(query.query, k, query.weights, query.rerank_depth, query.filter, version)
+            results: ResultCache | None = getattr(pipeline, "results", None)
+            cached = results.get(key) if results is not None else None
+            if cached is not None:
+                hits, timings = cached[0], {"result_cache": round((time.perf_counter() - tick) * 1000, 3)}
+            else:
+                # Like Pyserini and Qdrant, a k beyond the collection returns every document rather than failing.
+                hits, timings = pipeline.search_explained(query.query, min(k, pipeline.doc_count), options)
+                if results is not None:
+                    results.put(key, (hits, timings))
         self.metrics.observe_stages(slot.spec.name, timings)
         return SearchAnswer(slot.spec.name, hits, timings)
 

@@ -14,6 +14,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from braid.common.peak_memory import resident_bytes
 from braid.indexer.opened_memory import OpenedMemory, opened_memory
+from braid.indexer.query_encodings import query_memo
+from braid.service.result_cache import ResultCache
 
 # Milliseconds to tens of seconds: BM25 answers in ~1 ms, an LLM rerank on a CPU in seconds.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -69,6 +71,20 @@ class Metrics:
             ("pipeline", "how"),
             registry=self.registry,
         )
+        self.query_cache = Gauge(
+            "braid_query_encoding_cache",
+            "The process's query-encoding cache: hits and misses (per query text), entries, bytes",
+            ("what",),
+            registry=self.registry,
+        )
+        self.result_cache = Gauge(
+            "braid_result_cache",
+            "Each pipeline's cache of answers (emptied by a reload; keyed by the collection's write version): "
+            "hits, misses, entries",
+            ("pipeline", "what"),
+            registry=self.registry,
+        )
+        self._result_caches: dict[str, ResultCache | None] = {}
         self.generation = Gauge(
             "braid_pipeline_generation",
             "Reloads of each pipeline so far (1 = as started)",
@@ -84,9 +100,28 @@ class Metrics:
         self.index_memory.labels(pipeline, "loaded").set(total.loaded_bytes)
         self.index_memory.labels(pipeline, "mapped").set(total.mapped_bytes)
 
+    def watch_result_cache(self, pipeline: str, cache: ResultCache | None) -> None:
+        """Report ``cache`` (the pipeline's current one: a reload replaces it) under the pipeline's name."""
+        self._result_caches[pipeline] = cache
+
+    def _collect_caches(self) -> None:
+        memo = query_memo()
+        self.query_cache.labels("hits").set(memo.hits)
+        self.query_cache.labels("misses").set(memo.misses)
+        self.query_cache.labels("entries").set(len(memo))
+        self.query_cache.labels("bytes").set(memo.bytes)
+        for pipeline, cache in self._result_caches.items():
+            for what, value in (
+                (("hits", 0), ("misses", 0), ("entries", 0))
+                if cache is None
+                else (("hits", cache.hits), ("misses", cache.misses), ("entries", len(cache)))
+            ):
+                self.result_cache.labels(pipeline, what).set(value)
+
     def observe_stages(self, pipeline: str, timings_ms: dict[str, float]) -> None:
         for stage, ms in timings_ms.items():
             self.stage_latency.labels(pipeline, stage).observe(ms / 1000)
 
     def render(self) -> bytes:
+        self._collect_caches()
         return generate_latest(self.registry)

@@ -70,6 +70,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.0,
         help="CPUs Ray reserves per shard replica (default: 0, pack replicas on any node; set 1+ to spread them)",
     )
+    serve.add_argument(
+        "--result-cache",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="answers kept per pipeline for repeated searches, dropped by any write (default: 4096; 0: off)",
+    )
+    serve.add_argument(
+        "--query-cache-mb",
+        type=int,
+        default=64,
+        metavar="MB",
+        help="query encodings kept for repeated queries (default: 64; 0: off)",
+    )
     add_data_args(serve)
     serve.set_defaults(handler=run)
 
@@ -98,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.timeout <= 0 or args.rerank_wait_ms < 0 or args.grace < 0:
         raise BraidError("--timeout must be > 0, --rerank-wait-ms and --grace >= 0")
+    if args.result_cache < 0 or args.query_cache_mb < 0:
+        raise BraidError("--result-cache and --query-cache-mb must be >= 0 (0 turns the cache off)")
+    from braid.indexer.query_encodings import set_query_cache_bytes
+
+    set_query_cache_bytes(args.query_cache_mb << 20)
     limits = ServiceLimits(
         max_k=args.max_k, max_concurrency=args.max_concurrency, workers=args.workers, default_timeout_s=args.timeout
     )
@@ -137,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
                 args.rerank_batch,
                 args.rerank_wait_ms,
                 args.shards,
+                result_cache_entries=args.result_cache,
             )
         server = BraidServer(core, config)
         # Asked before the event loop starts: Ray Serve's blocking handle calls are refused inside one.

@@ -163,6 +163,8 @@ def test_health_reflection_pipelines_and_metrics(server):
     mapped = re.search(r'^braid_index_memory_bytes\{how="mapped",pipeline="fused"\} (\S+)$', metrics, re.MULTILINE)
     loaded = re.search(r'^braid_index_memory_bytes\{how="loaded",pipeline="fused"\} (\S+)$', metrics, re.MULTILINE)
     assert mapped and loaded and float(mapped.group(1)) > 0 and float(loaded.group(1)) > 0
+    assert re.search(r'^braid_query_encoding_cache\{what="entries"\} \S+$', metrics, re.MULTILINE)
+    assert re.search(r'^braid_result_cache\{pipeline="fused",what="misses"\} [1-9]', metrics, re.MULTILINE)
 
 
 def test_overload_is_rejected_at_once_and_deadlines_are_kept(service_data):
