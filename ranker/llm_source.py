@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from braid.common.cpu_features import native_bfloat16
 from braid.common.errors import BraidError
 from braid.common.model_source import offline_error, package_path
 
@@ -90,12 +91,22 @@ def resolve_llm(name_or_path: str) -> str:
     return name_or_path
 
 
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``auto``: bfloat16 on a CPU that computes it natively (AVX512_BF16 or AMX; the serving issue measured a 0.5B
+    LM's 20 x 256-token batch at 15.6 s in bfloat16 against 83 s in float32 on an AMX Xeon), float32 on other CPUs
+    and on GPUs (where the choice stays the user's); any other value is kept."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if device == "cpu" and native_bfloat16() else "float32"
+
+
 def load_llm(name_or_path: str = DEFAULT_LLM, dtype: str = "float32", device: str = "cpu") -> LoadedLM:
     """Load a causal LM for ranking; refuses architectures whose layers the block-sparse forward does not know."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    dtype = resolve_dtype(dtype, device)
     if dtype not in DTYPES:
-        raise BraidError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise BraidError(f"dtype must be one of auto, {', '.join(DTYPES)}, got {dtype!r}")
     resolved = resolve_llm(name_or_path)
     try:
         config = AutoConfig.from_pretrained(resolved)

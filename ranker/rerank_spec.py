@@ -13,7 +13,7 @@ from braid.common.errors import BraidError
 
 MODES = ("first", "attention", "learned", "generate")
 DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: bfloat16 on CPUs that compute it natively
 LONG_LISTS = ("sliding", "jointrank")
 AGGREGATIONS = ("pagerank", "wins")  # how JointRank (ranker.joint_rank) merges block orders
 
@@ -39,7 +39,7 @@ class RerankSpec:
     max_prompt_tokens: int = 32768
     backend: str = "torch"
     cache_mb: int = 1024
-    dtype: str = "float32"
+    dtype: str = "auto"
     device: str = "auto"
     require_chat_template: bool = False
     #: learned mode: a score head file, or the name of a built-in one (empty: the built-in head of ``model``)

@@ -35,7 +35,7 @@ from braid.ranker.block_forward import BlockForward
 from braid.ranker.doc_cache import DocumentKVCache
 from braid.ranker.identifiers import IdentifierScheme
 from braid.ranker.joint_rank import block_design, joint_order
-from braid.ranker.llm_source import LoadedLM, load_llm
+from braid.ranker.llm_source import LoadedLM, load_llm, resolve_dtype
 from braid.ranker.prompt_layout import INSTRUCTION, QUESTION, BlockPrompt, PromptTemplate, build_prompt
 from braid.ranker.query_likelihood import likelihood_prompts, query_log_likelihood
 from braid.ranker.rerank_spec import RerankSpec
@@ -65,7 +65,8 @@ class BlockRanker:
     def __init__(self, spec: RerankSpec, lm: LoadedLM | None = None) -> None:
         self.spec = spec
         self.device = pick_device(spec.device)
-        self.lm = lm or load_llm(spec.model, spec.dtype, self.device)
+        self.dtype = resolve_dtype(spec.dtype, self.device)  # the document KV cache's keys carry it (LoadedLM.key)
+        self.lm = lm or load_llm(spec.model, self.dtype, self.device)
         tokenizer, config = self.lm.tokenizer, self.lm.model.config
         self.template = PromptTemplate.for_tokenizer(tokenizer, spec.require_chat_template)
         self.identifiers = IdentifierScheme.for_tokenizer(tokenizer).take(spec.window)
@@ -336,7 +337,7 @@ def shared_ranker(spec: RerankSpec) -> BlockRanker:
                 (
                     r.lm
                     for r in _SHARED.values()
-                    if (r.spec.model, r.spec.dtype, r.device) == (spec.model, spec.dtype, device)
+                    if (r.spec.model, r.dtype, r.device) == (spec.model, resolve_dtype(spec.dtype, device), device)
                 ),
                 None,
             )

@@ -1,0 +1,38 @@
+"""The reranker's dtype: bfloat16 by default only where the CPU computes it natively; an explicit dtype wins."""
+
+from __future__ import annotations
+
+import pytest
+
+from braid.common import cpu_features
+from braid.common.errors import BraidError
+from braid.ranker import llm_source
+from braid.ranker.llm_source import resolve_dtype
+from braid.ranker.rerank_spec import RerankSpec
+
+
+@pytest.mark.parametrize(
+    ("flags", "device", "expected"),
+    [
+        ({"avx2", "avx512f", "avx512_bf16"}, "cpu", "bfloat16"),
+        ({"avx2", "amx_bf16", "amx_tile"}, "cpu", "bfloat16"),
+        ({"avx2", "avx512f"}, "cpu", "float32"),
+        ({"avx2", "amx_bf16"}, "cuda", "float32"),
+    ],
+)
+def test_auto_follows_the_cpu(monkeypatch, flags, device, expected):
+    monkeypatch.setattr(llm_source, "native_bfloat16", lambda: any(f in flags for f in cpu_features.BFLOAT16_FLAGS))
+    assert resolve_dtype("auto", device) == expected
+    assert resolve_dtype("float32", device) == "float32" and resolve_dtype("float16", device) == "float16"
+
+
+def test_the_default_is_auto_and_bad_values_are_named():
+    assert RerankSpec().dtype == "auto"
+    with pytest.raises(BraidError, match="auto, float32, bfloat16, float16"):
+        RerankSpec(dtype="int4")
+
+
+def test_this_machine_flags_are_read():
+    flags = cpu_features.cpu_flags()
+    assert isinstance(flags, frozenset)
+    assert cpu_features.native_bfloat16() == bool(flags & set(cpu_features.BFLOAT16_FLAGS))
