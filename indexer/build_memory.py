@@ -5,8 +5,8 @@ graphs run a few texts per call (:mod:`braid.indexer.graph_rows`), Lucene flushe
 the binarizer train on bounded samples. So a build's peak is a fixed working set, nearly independent of the
 collection: the interpreter with torch and the JVM, the encoder (its weights, held by PyTorch and by the compiled
 graph, and the graph's per-call buffers) and a few parts that do grow with the collection, named in
-:func:`estimate_build_bytes`. The constants below were measured with ``benchmarks/build_memory.py`` (2-core AVX2
-machine, peak RSS of each kind at two collection sizes) and round up.
+:func:`estimate_build_bytes`. The constants below come from ``benchmarks/build_memory.py`` (2-core AVX2 machine,
+peak RSS of each kind at two collection sizes) and round up: the estimate is meant to be above the measured peak.
 
 A build whose estimate exceeds the budget (``--memory-budget``, or ``$BRAID_MEMORY_BUDGET``; none by default) is
 refused before it starts, with the estimate, instead of being killed by the kernel halfway.
@@ -27,14 +27,19 @@ BUDGET_ENV = "BRAID_MEMORY_BUDGET"
 GB = 1 << 30
 MB = 1 << 20
 
-# Python with numpy, torch, faiss and braid imported.
-PROCESS_BYTES = 600 * MB
-# The JVM with Lucene and Anserini, its heap touched by an indexing run with a 64 MB buffer.
+# Python with numpy, faiss and braid imported.
+PROCESS_BYTES = 300 * MB
+# PyTorch and the model libraries, for the kinds that encode or train.
+TORCH_BYTES = 300 * MB
+# The JVM with Lucene and Anserini, its heap touched by an indexing run (64 MB buffer, 1 GB heap ceiling).
 JVM_BYTES = 350 * MB
 # An encoder holds its weights about four times (PyTorch's copy, the exported graph compiled by OpenVINO or ONNX
 # Runtime, the runtime's own packing) and the graph's per-call buffers (graph_rows.CALL_ELEMENTS, in every layer).
 ENCODER_WEIGHT_COPIES = 4
-ENCODER_WORKING_BYTES = 400 * MB
+ENCODER_WORKING_BYTES = 500 * MB
+# A kind built from another index (multivector from tokens, binary from embeddings) usually builds it first in the
+# same process, and memory that build freed is not all returned to the system.
+DEPENDENCY_RESIDUE_BYTES = 400 * MB
 # A checkpoint named by hub name that is not on this machine: sized as a BERT-base.
 UNKNOWN_MODEL_BYTES = 440 * MB
 # Per document: its id (Python string and list slot, twice: the index's list and the build's) and offsets.
@@ -101,6 +106,10 @@ def estimate_build_bytes(
     from braid.indexer.multivector_index import ASSIGN_CHUNK, MAX_POINTS_PER_CENTROID, SAMPLE_LIMIT, centroid_count
 
     parts = {"process": PROCESS_BYTES, "documents": documents * PER_DOCUMENT_BYTES}
+    if kind != "bm25":
+        parts["torch"] = TORCH_BYTES
+    if kind in ("multivector", "binary"):
+        parts["dependency build"] = DEPENDENCY_RESIDUE_BYTES
     if kind in LUCENE_KINDS:
         parts["jvm"] = JVM_BYTES
     if kind in ENCODED_KINDS:
