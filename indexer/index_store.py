@@ -106,8 +106,8 @@ def build_index(
         check_memory_budget(dataset, kind, params, tokens_index=dependencies.get("tokens"))
     with atomic_directory(output, overwrite=True, durable=durable) as scratch:
         extra = {"trained": Path(trained)} if trained is not None else {}
-        # A live collection's small builds run beside other builds and searches: only a build that has the process
-        # to itself measures its peak (the measurement resets the process's high-water mark).
+        # A live collection's small builds run beside other builds and searches, whose memory a measurement would
+        # count as theirs: only a build that has the process to itself measures its peak.
         with nullcontext() if quiet else PeakMemory() as peak:
             count = spec.build(dataset, scratch, params, threads, **dependencies, **extra)
         manifest = Manifest(

@@ -10,6 +10,10 @@ Candidate generation follows PLAID (Santhanam et al., CIKM 2022): spherical k-me
 tokens (faiss), every token assigned to its nearest centroid; a query token probes its nearest centroids and
 the inverted file yields the tokens, hence the documents, to score.
 
+Builds stream, so that their memory does not grow with the collection: each document is pooled as it is read and
+written at once; k-means trains on the sample faiss itself would draw (read back from a scratch file of the pooled
+float32 tokens), capped at :data:`SAMPLE_LIMIT` points; tokens are assigned to centroids a chunk at a time.
+
 Layout: ``manifest.json``, ``CURRENT`` (the name of the live generation) and ``gen-NNNNNN/`` holding
 ``tokens.f16`` (pooled tokens, float16, documents back to back), ``doc_offsets.i64``, ``doc_ids.txt``,
 ``token_centroid.i32``, ``centroids.f32`` and ``multivector.json``. Adding or deleting documents writes a new
