@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                     "repeat_share": round(repeats, 4), "zipf": args.zipf}  # fmt: skip
     log_dir = Path(args.output).parent if args.output else Path(".")
     for label, extra in (("without caches", ["--result-cache", "0", "--query-cache-mb", "0"]), ("with caches", [])):
-        process, ready = start_server([*common, *extra], api_key, log_dir / f"repeated_queries_{label[:4]}.log")
+        process, ready = start_server([*common, *extra], api_key, log_dir / f"repeated_queries_{label.replace(' ', '_')}.log")
         try:
-            address = f"http://{ready['http']}"
+            address = ready["http"]
             # Warm the models (first calls compile and allocate) on texts the replay never sends: caches stay cold.
             replay(address, args.pipeline, [f"warm-up request {number} about cells" for number in range(30)], 2)
             result = replay(address, args.pipeline, requests, args.clients)
