@@ -3,9 +3,9 @@
 A replay of ``--requests`` searches draws each query from ``--dataset``'s queries (all splits) with probability
 proportional to 1 / rank^s (``--zipf``, ranks in a seeded random order), so that a few queries make many requests,
 as search traffic does; the share of requests that repeat an earlier one is reported. The same replay runs against
-two servers started one after the other on the same indexes, one with the caches (the default: query encodings and
-each pipeline's result cache) and one with both off (``--result-cache 0 --query-cache-mb 0``), with ``--clients``
-concurrent HTTP clients. Reported: req/s, p50 and p99 latency, and the caches' hit counts from /metrics. Then, on
+three servers started one after the other on the same indexes: both caches off (``--result-cache 0
+--query-cache-mb 0``), the query-encoding cache alone (``--result-cache 0``), and both (the default), with
+``--clients`` concurrent HTTP clients. Reported: req/s, p50 and p99 latency, and the caches' hit counts from /metrics. Then, on
 the cached server, ``--writes`` single-document upserts, each followed by a search for the written text that must
 return the written document first (never a stale answer after a write).
 
@@ -144,7 +144,12 @@ def main(argv: list[str] | None = None) -> int:
                     "cores": os.cpu_count(), "requests": args.requests, "distinct_queries": len(set(requests)),
                     "repeat_share": round(repeats, 4), "zipf": args.zipf}  # fmt: skip
     log_dir = Path(args.output).parent if args.output else Path(".")
-    for label, extra in (("without caches", ["--result-cache", "0", "--query-cache-mb", "0"]), ("with caches", [])):
+    runs = (
+        ("without caches", ["--result-cache", "0", "--query-cache-mb", "0"]),
+        ("query cache only", ["--result-cache", "0"]),
+        ("with caches", []),
+    )
+    for label, extra in runs:
         process, ready = start_server([*common, *extra], api_key, log_dir / f"repeated_queries_{label.replace(' ', '_')}.log")
         try:
             address = ready["http"]
@@ -163,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.pipeline} on {args.dataset}, {args.requests} requests ({repeats:.0%} repeats, Zipf s={args.zipf}), "
           f"{args.clients} HTTP clients; CPU {platform.machine()} {os.cpu_count()} cores ({cpu_flags()})")  # fmt: skip
     print(f"{'':<16}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}")
-    for label in ("without caches", "with caches"):
+    for label, _ in runs:
         row = report[label]
         print(f"{label:<16}{row['req_per_s']:>8.1f}{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}")
     print(f"with / without: {ratio:.2f}x req/s")
