@@ -5,9 +5,9 @@ proportional to 1 / rank^s (``--zipf``, ranks in a seeded random order), so that
 as search traffic does; the share of requests that repeat an earlier one is reported. The same replay runs against
 three servers started one after the other on the same indexes: both caches off (``--result-cache 0
 --query-cache-mb 0``), the query-encoding cache alone (``--result-cache 0``), and both (the default), with
-``--clients`` concurrent HTTP clients. Reported: req/s, p50 and p99 latency, and the caches' hit counts from /metrics. Then, on
-the cached server, ``--writes`` single-document upserts, each followed by a search for the written text that must
-return the written document first (never a stale answer after a write).
+``--clients`` concurrent HTTP clients. Reported: req/s, p50 and p99 latency, and the caches' hit counts from
+/metrics. Then, on the cached server, ``--writes`` single-document upserts, each followed by a search for the
+written text that must return the written document first (never a stale answer after a write).
 
     python -m benchmarks.repeated_queries --dataset scifact --pipeline hybrid --requests 2000 --clients 8 \\
         --output results/repeated_queries.json
@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         ("with caches", []),
     )
     for label, extra in runs:
-        process, ready = start_server([*common, *extra], api_key, log_dir / f"repeated_queries_{label.replace(' ', '_')}.log")
+        log = log_dir / f"repeated_queries_{label.replace(' ', '_')}.log"
+        process, ready = start_server([*common, *extra], api_key, log)
         try:
             address = ready["http"]
             # Warm the models (first calls compile and allocate) on texts the replay never sends: caches stay cold.
