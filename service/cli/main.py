@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # --verbose is the top-level parser's, but users put it after the command too.
     args = parser.parse_args(["--verbose", *(a for a in argv if a != "--verbose")] if verbose else argv)
+    previous_budget = os.environ.get(BUDGET_ENV)
     try:
         apply_memory_budget(getattr(args, "memory_budget", None))
         return int(args.handler(args) or 0)
@@ -85,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("braid: interrupted", file=sys.stderr)
         return 130
+    finally:
+        # The budget is this command's (and its workers'), not the caller's when main() runs in a longer process.
+        if previous_budget is None:
+            os.environ.pop(BUDGET_ENV, None)
+        else:
+            os.environ[BUDGET_ENV] = previous_budget
 
 
 if __name__ == "__main__":
