@@ -227,6 +227,13 @@ class CoreBase:
         self.executor.shutdown(wait=True)
 
 
+def _forget_answers(pipeline: Pipeline) -> None:
+    """An index edited in place (sharded serving): the pipeline's cached answers may be of the old documents."""
+    results: ResultCache | None = getattr(pipeline, "results", None)
+    if results is not None:
+        results.clear()
+
+
 class SearchCore(CoreBase):
     """Loads the pipelines once and answers every operation for both front ends."""
 
@@ -404,6 +411,7 @@ class SearchCore(CoreBase):
             return count, slot.generation.number
         with slot.lease() as opened:
             count = opened.add_documents([(doc.id, doc.contents) for doc in documents])
+            _forget_answers(opened)
         return count, self._reload_slot(slot) if reload else slot.generation.number
 
     def upsert_documents(
@@ -425,6 +433,7 @@ class SearchCore(CoreBase):
             return self.live.delete(list(ids)), slot.generation.number
         with slot.lease() as opened:
             count = opened.delete_documents(list(ids))
+            _forget_answers(opened)
         return count, self._reload_slot(slot) if reload else slot.generation.number
 
     def _reload_slot(self, slot: PipelineSlot) -> int:
