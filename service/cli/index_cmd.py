@@ -218,8 +218,8 @@ def run_info(args: argparse.Namespace) -> int:
             "build",
             f"{manifest.build_seconds:.1f}s, {manifest.docs_per_second:.1f} docs/s" if manifest.build_seconds else "-",
         ),
-        ("build peak RSS", _gigabytes(manifest.build.get("peak_rss_bytes"))),
-        ("memory when opened", _opened(Path(args.index))),
+        ("peak RSS", _gigabytes(manifest.build.get("peak_rss_bytes"))),  # of the build
+        ("when opened", _opened(Path(args.index))),
         ("braid version", f"{manifest.braid_version} (index format {manifest.format_version})"),
         ("created", manifest.created_at),
     ]

@@ -181,7 +181,7 @@ def test_a_build_records_its_peak_and_releases_its_encoders(sample, capsys):
     assert memory.mapped_bytes == (path / "embeddings.f16").stat().st_size
     assert main(["index", "info", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "build peak RSS" in out and "GB" in out and "MB memory-mapped" in out
+    assert "peak RSS" in out and "GB" in out and "MB memory-mapped" in out
     assert main(["index", "info", "--json", str(path)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["opened_memory"]["mapped_bytes"] == memory.mapped_bytes
