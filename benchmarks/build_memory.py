@@ -28,6 +28,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from braid.common.cpu_features import timing_flags
 from braid.common.dataset_resolver import resolve_dataset
 from braid.indexer.build_memory import estimate_build_bytes
 from braid.indexer.manifest import Manifest
@@ -35,15 +36,6 @@ from braid.indexer.manifest import Manifest
 KINDS = ("bm25", "embeddings", "splade", "tokens", "multivector", "binary", "slim")
 REPO = Path(__file__).resolve().parents[1]
 GB = 1 << 30
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return platform.processor()
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return " ".join(flag for flag in wanted if f" {flag}" in flags)
 
 
 def write_collection(base, size: int, folder: Path) -> Path:
@@ -180,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         by_what.setdefault(row["what"], {})[row["documents"]] = row
     print(f"\nbuild peak RSS, {base.name} at N = {args.size} and 4N; CPU {platform.machine()} {os.cpu_count()} cores "
-          f"({cpu_flags()})")  # fmt: skip
+          f"({timing_flags()})")  # fmt: skip
     header = f"{'built':<14}{'peak N':>10}{'peak 4N':>10}{'4N / N':>8}{'est. 4N':>10}{'doc/s N':>9}{'doc/s 4N':>9}"
     print(header + f"{'4N / N':>8}")
     summary = []
@@ -198,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                         "peak_4n_gb": round(large["peak_rss_bytes"] / GB, 3)})  # fmt: skip
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        report = {"base": base.name, "size": args.size, "cpu_flags": cpu_flags(), "cores": os.cpu_count(),
+        report = {"base": base.name, "size": args.size, "cpu_flags": timing_flags(), "cores": os.cpu_count(),
                   "rows": rows, "summary": summary}  # fmt: skip
         args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -26,7 +26,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import secrets
 import shutil
 import statistics
@@ -39,21 +38,13 @@ import httpx
 
 from benchmarks.service_process import start_server, stop_server
 from braid.common.collection_writer import stage_collection
+from braid.common.cpu_features import timing_flags
 from braid.common.dataset_resolver import open_dataset_dir, resolve_dataset
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return platform.processor()
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return " ".join(flag for flag in wanted if f" {flag}" in flags)
 
 
 class Searcher(threading.Thread):
@@ -220,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": dataset.name,
         "base": [base.name for base in bases],
         "pipeline": args.pipeline,
-        "cpu": cpu_flags(),
+        "cpu": timing_flags(),
         "cores": os.cpu_count(),
         "sizes": [],
     }

@@ -31,16 +31,8 @@ import httpx
 import numpy as np
 
 from benchmarks.service_process import start_server, stop_server
+from braid.common.cpu_features import timing_flags
 from braid.common.dataset_resolver import resolve_dataset
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return platform.processor()
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return " ".join(flag for flag in wanted if f" {flag}" in flags)
 
 
 def zipf_replay(queries: list[str], requests: int, exponent: float, seed: int) -> list[str]:
@@ -140,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     api_key = secrets.token_hex(16)
     common = ["--dataset", args.dataset, "--data-dir", args.data_dir, "--index-dir", args.index_dir,
               "--pipelines", args.pipeline, "--build-missing"]  # fmt: skip
-    report: dict = {"dataset": args.dataset, "pipeline": args.pipeline, "cpu_flags": cpu_flags(),
+    report: dict = {"dataset": args.dataset, "pipeline": args.pipeline, "cpu_flags": timing_flags(),
                     "cores": os.cpu_count(), "requests": args.requests, "distinct_queries": len(set(requests)),
                     "repeat_share": round(repeats, 4), "zipf": args.zipf}  # fmt: skip
     log_dir = Path(args.output).parent if args.output else Path(".")
@@ -166,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: {json.dumps(result)}", flush=True)
     ratio = report["with caches"]["req_per_s"] / report["without caches"]["req_per_s"]
     report["req_per_s_ratio"] = round(ratio, 2)
+    machine = f"CPU {platform.machine()} {os.cpu_count()} cores ({timing_flags()})"
     print(f"\n{args.pipeline} on {args.dataset}, {args.requests} requests ({repeats:.0%} repeats, Zipf s={args.zipf}), "
-          f"{args.clients} HTTP clients; CPU {platform.machine()} {os.cpu_count()} cores ({cpu_flags()})")  # fmt: skip
+          f"{args.clients} HTTP clients; {machine}")  # fmt: skip
     print(f"{'':<16}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}")
     for label, _ in runs:
         row = report[label]

@@ -22,3 +22,12 @@ def cpu_flags() -> frozenset[str]:
 def native_bfloat16() -> bool:
     """Whether the CPU computes bfloat16 products natively (AVX512_BF16 or AMX)."""
     return any(flag in cpu_flags() for flag in BFLOAT16_FLAGS)
+
+
+#: The flags quoted beside every timing (what decides the encoders' and the reranker's arithmetic).
+TIMING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def timing_flags() -> str:
+    """The machine's :data:`TIMING_FLAGS`, space-separated, for benchmark reports."""
+    return " ".join(flag for flag in TIMING_FLAGS if flag in cpu_flags())
