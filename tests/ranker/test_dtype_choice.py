@@ -21,6 +21,7 @@ from braid.ranker.rerank_spec import RerankSpec
     ],
 )
 def test_auto_follows_the_cpu(monkeypatch, flags, device, expected):
+    monkeypatch.delenv("BRAID_RERANK_DTYPE", raising=False)
     monkeypatch.setattr(llm_source, "native_bfloat16", lambda: any(f in flags for f in cpu_features.BFLOAT16_FLAGS))
     assert resolve_dtype("auto", device) == expected
     assert resolve_dtype("float32", device) == "float32" and resolve_dtype("float16", device) == "float16"
@@ -36,3 +37,12 @@ def test_this_machine_flags_are_read():
     flags = cpu_features.cpu_flags()
     assert isinstance(flags, frozenset)
     assert cpu_features.native_bfloat16() == bool(flags & set(cpu_features.BFLOAT16_FLAGS))
+
+
+def test_the_environment_decides_auto_for_a_process(monkeypatch):
+    monkeypatch.setattr(llm_source, "native_bfloat16", lambda: True)
+    monkeypatch.setenv("BRAID_RERANK_DTYPE", "float32")
+    assert resolve_dtype("auto", "cpu") == "float32" and resolve_dtype("bfloat16", "cpu") == "bfloat16"
+    monkeypatch.setenv("BRAID_RERANK_DTYPE", "int4")
+    with pytest.raises(BraidError, match="BRAID_RERANK_DTYPE"):
+        resolve_dtype("auto", "cpu")
