@@ -145,15 +145,19 @@ def sample_rows(total: int, count: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(total, size=wanted, replace=False).astype(np.int64)
 
 
-def assign(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Nearest centroid (inner product) of every token, in chunks so float32 copies stay small."""
+def assign_blocks(blocks: Iterable[np.ndarray], centroids: np.ndarray) -> Iterator[np.ndarray]:
+    """Nearest centroid (inner product, int32) of every token of each block, block by block."""
     index = faiss.IndexFlatIP(centroids.shape[1])
     index.add(centroids)
-    out = np.empty(len(tokens), dtype=np.int32)
-    for start in range(0, len(tokens), ASSIGN_CHUNK):
-        chunk = np.asarray(tokens[start : start + ASSIGN_CHUNK], dtype=np.float32)
-        out[start : start + len(chunk)] = index.search(chunk, 1)[1][:, 0]
-    return out
+    for block in blocks:
+        yield index.search(np.asarray(block, dtype=np.float32), 1)[1][:, 0].astype(np.int32)
+
+
+def assign(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Nearest centroid (inner product) of every token, in chunks so float32 copies stay small."""
+    chunks = (tokens[start : start + ASSIGN_CHUNK] for start in range(0, len(tokens), ASSIGN_CHUNK))
+    parts = list(assign_blocks(chunks, centroids))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
 
 
 def write_generation(
@@ -227,11 +231,10 @@ def build_multivector_index(
         sample = gather_rows(scratch, np.float32, store.dimension, sample_rows(total, count, params["seed"]))
         centroids = train_centroids(sample, count, params["seed"])
         del sample
-    index = faiss.IndexFlatIP(store.dimension)
-    index.add(centroids)
+    blocks = (block for _, block in read_blocks(scratch, np.float32, store.dimension, ASSIGN_CHUNK))
     with (folder / "token_centroid.i32").open("wb") as assignments:
-        for _, block in read_blocks(scratch, np.float32, store.dimension, ASSIGN_CHUNK):
-            assignments.write(index.search(block, 1)[1][:, 0].astype(np.int32).tobytes())
+        for nearest in assign_blocks(blocks, centroids):
+            assignments.write(nearest.tobytes())
     scratch.unlink()
     offsets.tofile(folder / "doc_offsets.i64")
     (folder / "doc_ids.txt").write_text("".join(f"{doc_id}\n" for doc_id in store.doc_ids), encoding="utf-8")
