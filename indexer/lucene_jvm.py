@@ -32,7 +32,8 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,6 +45,7 @@ _lock = threading.Lock()
 _classes: SimpleNamespace | None = None
 _calls = threading.RLock()  # reentrant: opening a searcher happens inside query-time blocks too
 _json_writer = None
+_score_doc = None
 
 # Lucene's mmap directory calls sun.misc.Unsafe; Java 24+ warns on stderr at every start unless allowed.
 _JVM_OPTIONS = ("-Xrs", "--sun-misc-unsafe-memory-access=allow", "--enable-native-access=ALL-UNNAMED")
@@ -169,17 +171,34 @@ def java_calls() -> Iterator[None]:
         yield
 
 
-def search_top(searcher, query, depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lucene doc numbers and scores of ``searcher.search(query, depth)``, best first, read in one JNI call.
+def search_top(searcher, query, depth: int, after: tuple[int, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Lucene doc numbers and scores of ``searcher.search(query, depth)``, best first, read in one JNI call; with
+    ``after`` (a doc number and its float32 score), the ``depth`` hits that follow that hit in the same order
+    (``searchAfter``: a continuation, not a search from the top again).
 
     Scores are exactly Lucene's float32 values: Jackson writes each as the shortest decimal that reads back as the
     same float32, and rounding the parsed value to float32 recovers it.
     """
-    global _json_writer
+    global _json_writer, _score_doc
     with java_calls():
         if _json_writer is None:
             _json_writer = java_class("com.fasterxml.jackson.databind.ObjectMapper")()
-        text = _json_writer.writeValueAsString(searcher.search(query, int(depth)))
+            _score_doc = java_class("org.apache.lucene.search.ScoreDoc")
+        if after is None:
+            found = searcher.search(query, int(depth))
+        else:
+            found = searcher.searchAfter(_score_doc(int(after[0]), float(after[1])), query, int(depth))
+        text = _json_writer.writeValueAsString(found)
     hits = json.loads(text)["scoreDocs"]
-    docs = np.fromiter((hit["doc"] for hit in hits), dtype=np.int64, count=len(hits))
-    return docs, np.fromiter((hit["score"] for hit in hits), dtype=np.float32, count=len(hits))
+    # map(itemgetter) walks the hits in C; a generator expression here ran one Python step per hit.
+    docs = np.fromiter(map(itemgetter("doc"), hits), dtype=np.int64, count=len(hits))
+    return docs, np.fromiter(map(itemgetter("score"), hits), dtype=np.float32, count=len(hits))
+
+
+def top_searches(searcher, query) -> tuple[Callable, Callable]:
+    """``query``'s :func:`search_top` from the top and its continuation after a hit: what
+    :meth:`braid.retriever.ties.DocIds.top_k` reads a top k with."""
+    return (
+        lambda depth: search_top(searcher, query, depth),
+        lambda depth, after: search_top(searcher, query, depth, after),
+    )

@@ -43,7 +43,7 @@ from braid.pipelines.spec import (
 )
 from braid.ranker.protocol import Reranker
 from braid.retriever.fusion import ListShape, check_weight_total, fuse, fuse_with_first_stage, fused, ranked
-from braid.retriever.hit import Hit
+from braid.retriever.hit import Hit, RankedList
 from braid.retriever.kinds import RETRIEVER_KINDS
 from braid.retriever.protocol import Retriever, Scorer
 from braid.retriever.sharded_retriever import Shard, ShardedRetriever
@@ -306,17 +306,18 @@ class Pipeline:
 
     def _first_stage(
         self, query: str, k: int, timings: dict[str, float], options: SearchOptions = NO_OPTIONS
-    ) -> list[list[Hit]]:
+    ) -> list[list[Hit] | RankedList]:
         options.check_deadline("retrieval")
 
         hidden = self._hidden(options)
 
-        def run(stage: _Stage[Retriever]) -> tuple[list[Hit], float]:
+        def run(stage: _Stage[Retriever]) -> tuple[list[Hit] | RankedList, float]:
             tick = time.perf_counter()
             depth = self._stage_depth(stage, k, options)
+            # Fused lists stay arrays (1,000 hits each); a lone retriever's few hits become Hit objects.
+            search = stage.retriever.search if self.fusion is None else stage.retriever.search_ranked
             # A filter goes to the live view's segmented retrievers, the only ones a filter can reach.
-            search = partial(stage.retriever.search, hidden=hidden) if hidden else stage.retriever.search
-            hits = search(query, depth)
+            hits = (partial(search, hidden=hidden) if hidden else search)(query, depth)
             return hits, (time.perf_counter() - tick) * 1000
 
         results = self._each_stage(run)
@@ -327,7 +328,7 @@ class Pipeline:
     def _combine(
         self,
         query: str,
-        lists: list[list[Hit]],
+        lists: Sequence[list[Hit] | RankedList],
         k: int,
         timings: dict[str, float],
         options: SearchOptions = NO_OPTIONS,

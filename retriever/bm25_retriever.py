@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from braid.common.errors import BraidError
-from braid.indexer.lucene_jvm import java_calls, java_class, search_top
+from braid.indexer.lucene_jvm import java_calls, java_class, top_searches
 from braid.indexer.lucene_reader import open_reader, open_searcher, read_docids
 from braid.indexer.manifest import Manifest
-from braid.retriever.hit import Hit
+from braid.retriever.hit import Hit, RankedList
 from braid.retriever.impact_search import TermDisjunction, excluding
 from braid.retriever.protocol import NO_EXCLUSION, Partial, Retriever
 from braid.retriever.ties import DocIds
@@ -76,9 +76,13 @@ class BM25Retriever(Retriever):
         return len(self._doc_ids)
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
+        return self.search_ranked(query, k).hits()
+
+    def search_ranked(self, query: str, k: int = 10) -> RankedList:
         with java_calls():
             lucene_query = self._generator.buildQuery("contents", self._analyzer, query)
-        return self._doc_ids.top_k(lambda depth: search_top(self._searcher, lucene_query, depth), int(k))
+        search, search_after = top_searches(self._searcher, lucene_query)
+        return self._doc_ids.top_k(search, int(k), search_after)
 
     def analyze(self, text: str) -> list[str]:
         """``text``'s terms as this index analyzed its documents (stemmed, stopwords as built), in order."""
@@ -131,7 +135,8 @@ class BM25Retriever(Retriever):
             with java_calls():
                 lucene_query = self._generator.buildQuery("contents", self._analyzer, query)
             lucene_query, depth, leftover = excluding(lucene_query, k, exclude)
-            found = self._doc_ids.top_k_raw(lambda n: search_top(self._searcher, lucene_query, n), depth)
+            search, search_after = top_searches(self._searcher, lucene_query)
+            found = self._doc_ids.top_k_raw(search, depth, search_after)
             return Partial(*found).without(leftover)
         terms = self._terms(query)
         local = self._doc_freqs(terms)
@@ -146,9 +151,8 @@ class BM25Retriever(Retriever):
             return Partial([], np.zeros(0, dtype=np.float32))
         searcher = self._searcher_for(self._length / self._documents, length / documents)
         lucene_query, depth, leftover = excluding(self._disjunction.build(boosts), k, exclude)
-        return Partial(*self._doc_ids.top_k_raw(lambda n: search_top(searcher, lucene_query, n), depth)).without(
-            leftover
-        )
+        search, search_after = top_searches(searcher, lucene_query)
+        return Partial(*self._doc_ids.top_k_raw(search, depth, search_after)).without(leftover)
 
     def _searcher_for(self, shard_avgdl: float, global_avgdl: float):
         """A searcher over this shard whose BM25 length normalization is the collection's (module docstring)."""

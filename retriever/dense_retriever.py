@@ -18,7 +18,7 @@ import numpy as np
 from braid.indexer.embedding_index import EmbeddingStore, encoder_for
 from braid.indexer.encoder_cache import cached_encoder
 from braid.indexer.manifest import Manifest
-from braid.retriever.hit import Hit
+from braid.retriever.hit import Hit, RankedList
 from braid.retriever.protocol import NO_EXCLUSION, Partial, Retriever, excluded_rows
 from braid.retriever.ties import id_ranks
 
@@ -38,20 +38,26 @@ class DenseRetriever(Retriever):
     def _id_rank(self) -> np.ndarray:
         return id_ranks(self.store.doc_ids)
 
-    def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[Hit]:
-        doc_ids = self.store.doc_ids
+    def _ranked(self, scores: np.ndarray, rows: np.ndarray) -> RankedList:
         scores, rows = scores[rows >= 0], rows[rows >= 0]
         if scores.size > 1 and (scores[1:] == scores[:-1]).any():
             # Exact ties (duplicate documents) go by id, not by faiss's row order: a sharded collection, whose rows
             # differ, then ranks them as one index does.
             order = np.lexsort((self._id_rank[rows], -scores))
             scores, rows = scores[order], rows[order]
-        # Plain lists first: iterating numpy scalars cost more than faiss's search at a depth of 1000.
-        return [Hit(doc_ids[row], score) for score, row in zip(scores.tolist(), rows.tolist(), strict=True)]
+        # Row numbers to ids through a C-level map over a plain list: per-hit Python cost more than faiss's search.
+        return RankedList(list(map(self.store.doc_ids.__getitem__, rows.tolist())), scores.astype(np.float64))
+
+    def _partial(self, scores: np.ndarray, rows: np.ndarray) -> Partial:
+        ranked = self._ranked(scores, rows)
+        return Partial(ranked.ids, ranked.scores)
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
+        return self.search_ranked(query, k).hits()
+
+    def search_ranked(self, query: str, k: int = 10) -> RankedList:
         scores, rows = self._index.search(self.encoder.encode([query]), int(k))
-        return self._hits(scores[0], rows[0])
+        return self._ranked(scores[0], rows[0])
 
     def encode_query(self, query: str) -> np.ndarray:
         return self.encoder.encode([query])[0]
@@ -63,7 +69,7 @@ class DenseRetriever(Retriever):
         count = len(self.store.doc_ids)
         if not exclude:
             scores, rows = self._index.search(vector, min(int(k), count))
-            return Partial.of_hits(self._hits(scores[0], rows[0]))
+            return self._partial(scores[0], rows[0])
         # The excluded documents are left out inside faiss's scan (an ID selector over a bitmap of the rows that may
         # be returned), so the search stays k deep however many a filter leaves out.
         bitmap, allowed = self._bitmap(exclude)
@@ -72,7 +78,7 @@ class DenseRetriever(Retriever):
         if depth == 0:
             return Partial([], np.zeros(0, dtype=np.float64))
         scores, rows = self._index.search(vector, depth, params=faiss.SearchParameters(sel=selector))
-        return Partial.of_hits(self._hits(scores[0], rows[0]))
+        return self._partial(scores[0], rows[0])
 
     def _bitmap(self, exclude: frozenset[str]) -> tuple[np.ndarray, int]:
         """The rows that may be returned, as faiss's bitmap, and their count; the last few kept (a filter repeats)."""
@@ -91,7 +97,7 @@ class DenseRetriever(Retriever):
         if not qids:
             return {}
         scores, rows = self._index.search(self.encoder.encode([queries[q] for q in qids]), int(k))
-        return {qid: self._hits(scores[i], rows[i]) for i, qid in enumerate(qids)}
+        return {qid: self._ranked(scores[i], rows[i]).hits() for i, qid in enumerate(qids)}
 
     def score(self, query: str, doc_ids: list[str]) -> np.ndarray:
         """Exact inner products of the query with the given documents (for cascades)."""

@@ -23,6 +23,7 @@ pipeline and ``braid tune`` share it, so tuned weights mean exactly what the pip
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from braid.common.errors import BraidError
-from braid.retriever.hit import Hit
+from braid.retriever.hit import Hit, RankedList
 from braid.retriever.ties import id_ranks
 
 METHODS = ("rrf", "weighted")
@@ -143,38 +144,39 @@ def normalize(scores: np.ndarray, normalization: str) -> np.ndarray:
 
 
 def fusion_inputs(
-    lists: Sequence[Sequence[Hit]], spec: FusionSpec, shapes: Sequence[ListShape] | None = None
+    lists: Sequence[RankedList | Sequence[Hit]], spec: FusionSpec, shapes: Sequence[ListShape] | None = None
 ) -> FusionInputs:
     """Lay out ranked lists (best first) as the matrix that fusion multiplies by the weights; ``shapes``, one per
     list, say which lists ran out of matches before their depth (none, when not given)."""
     if shapes is not None and len(shapes) != len(lists):
         raise ValueError("one shape per list")
-    # Rows in order of first appearance. One list comprehension per list (setdefault hands out the next row to a new
-    # id): a hybrid query fuses 3 x 1000 hits, and per-hit generator steps were most of the fusion's time.
-    position: dict[str, int] = {}
-    list_rows = [[position.setdefault(hit.doc_id, len(position)) for hit in hits] for hits in lists]
-    docs, width = len(position), len(lists)
+    ranked = [item if isinstance(item, RankedList) else RankedList.of_hits(item) for item in lists]
+    # Rows in order of first appearance, from C-level passes over the ids (dict.fromkeys, map): a hybrid query fuses
+    # 3 x 1000 hits, and per-hit Python steps were most of the fusion's time, more so under concurrent load.
+    doc_ids = list(dict.fromkeys(itertools.chain.from_iterable(item.ids for item in ranked)))
+    row_of = dict(zip(doc_ids, range(len(doc_ids)), strict=True))
+    docs, width = len(doc_ids), len(ranked)
     ranks = np.zeros((docs, width), dtype=np.int64)
     raw = np.full((docs, width), np.nan, dtype=np.float64)
     values = np.zeros((docs, width), dtype=np.float64)
-    for column, hits in enumerate(lists):
-        if not hits:
+    for column, item in enumerate(ranked):
+        if not len(item):
             continue
-        rows = np.array(list_rows[column], dtype=np.int64)
-        scores = np.array([hit.score for hit in hits], dtype=np.float64)
-        ranks[rows, column] = np.arange(1, len(hits) + 1)
+        rows = np.fromiter(map(row_of.__getitem__, item.ids), dtype=np.int64, count=len(item))
+        scores = np.asarray(item.scores, dtype=np.float64)
+        ranks[rows, column] = np.arange(1, len(item) + 1)
         raw[rows, column] = scores
         if spec.method == "rrf":
             values[rows, column] = 1.0 / (spec.k + ranks[rows, column])
         else:
-            padding, unmatched = shapes[column].left_out(len(hits)) if shapes is not None else (0, 0.0)
+            padding, unmatched = shapes[column].left_out(len(item)) if shapes is not None else (0, 0.0)
             shift, scale = _affine(scores, spec.normalization, padding, unmatched)
             normalized = (scores - shift) / scale
             # A document the list did not retrieve: the unmatched score where the list ran out of matches, else the
             # list's lowest (it was below the cut-off).
             values[:, column] = (unmatched - shift) / scale if padding else normalized.min()
             values[rows, column] = normalized
-    return FusionInputs(list(position), values, ranks, raw)
+    return FusionInputs(doc_ids, values, ranks, raw)
 
 
 def ranked(
@@ -205,7 +207,7 @@ def ranked(
 
 
 def fused(
-    lists: Sequence[Sequence[Hit]],
+    lists: Sequence[RankedList | Sequence[Hit]],
     names: Sequence[str],
     spec: FusionSpec,
     k: int,
@@ -219,7 +221,7 @@ def fused(
 
 
 def fuse(
-    lists: Sequence[Sequence[Hit]],
+    lists: Sequence[RankedList | Sequence[Hit]],
     names: Sequence[str],
     spec: FusionSpec,
     k: int,

@@ -13,9 +13,9 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
-from braid.indexer.lucene_jvm import java_calls, java_class, search_top
+from braid.indexer.lucene_jvm import java_calls, java_class, top_searches
 from braid.indexer.lucene_reader import open_reader, open_searcher, read_docids
-from braid.retriever.hit import Hit
+from braid.retriever.hit import Hit, RankedList
 from braid.retriever.protocol import Partial
 from braid.retriever.ties import DocIds
 
@@ -101,13 +101,16 @@ class ImpactSearcher:
         self._disjunction = TermDisjunction()
 
     def search(self, vector: Mapping[str, float], k: int) -> list[Hit]:
+        return self.search_ranked(vector, k).hits()
+
+    def search_ranked(self, vector: Mapping[str, float], k: int) -> RankedList:
         query = self._disjunction.build(vector)
-        return self._doc_ids.top_k(lambda depth: search_top(self._searcher, query, depth), int(k))
+        search, search_after = top_searches(self._searcher, query)
+        return self._doc_ids.top_k(search, int(k), search_after)
 
     def search_raw(self, vector: Mapping[str, float], k: int, exclude: frozenset[str] = frozenset()) -> Partial:
         """Ids and raw scores of the hits that can be in the top ``k`` (see :meth:`DocIds.top_k_raw`), the
         ``exclude``d documents left out (:func:`excluding`)."""
         query, depth, leftover = excluding(self._disjunction.build(vector), int(k), exclude)
-        return Partial(*self._doc_ids.top_k_raw(lambda n: search_top(self._searcher, query, n), depth)).without(
-            leftover
-        )
+        search, search_after = top_searches(self._searcher, query)
+        return Partial(*self._doc_ids.top_k_raw(search, depth, search_after)).without(leftover)

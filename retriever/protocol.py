@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from braid.retriever.hit import Hit
+from braid.retriever.hit import Hit, RankedList
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,10 @@ class Retriever(Protocol):
     """
 
     def search(self, query: str, k: int = 10) -> list[Hit]: ...
+
+    def search_ranked(self, query: str, k: int = 10) -> RankedList:
+        """:meth:`search`'s hits as arrays (what fusion reads); retrievers that rank arrays return them as they are."""
+        return RankedList.of_hits(self.search(query, k))
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]: ...
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from braid.common.errors import BraidError
-from braid.retriever.hit import Hit
+from braid.retriever.hit import Hit, RankedList
 from braid.retriever.protocol import NO_EXCLUSION, Retriever
 from braid.retriever.sharded_retriever import MERGES, STATISTICS, UNENCODED, merge_scored
 
@@ -107,6 +107,12 @@ class SegmentedRetriever(Retriever):
         ]
         merge = MERGES.get(self.kind)
         return merge(partials, k, self.params) if merge else merge_scored(partials, k)
+
+    def search_ranked(self, query: str, k: int = 10, hidden: frozenset[str] = NO_EXCLUSION) -> RankedList:
+        segments = self.segments
+        if len(segments) == 1 and not segments[0].dead and not hidden:
+            return segments[0].retriever.search_ranked(query, k)
+        return RankedList.of_hits(self.search(query, k, hidden))
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000) -> dict[str, list[Hit]]:
         segments = self.segments

@@ -96,8 +96,8 @@ class SlimRetriever(Retriever):
         return scores
 
     def search_matrix(self, query: sp.csr_matrix, k: int) -> list[Hit]:
-        candidates = self._impact.search(self.first_stage_vector(query), max(k, self.candidates))
-        return self._refine(query, [hit.doc_id for hit in candidates], k)
+        candidates = self._impact.search_ranked(self.first_stage_vector(query), max(k, self.candidates))
+        return self._refine(query, candidates.ids, k)
 
     def _refine(self, query: sp.csr_matrix, doc_ids: list[str], k: int) -> list[Hit]:
         """The top ``k`` of ``doc_ids`` by exact late interaction."""
@@ -136,8 +136,8 @@ class SlimRetriever(Retriever):
         if statistics is None:
             # This index's own first ``depth`` candidates, as search_matrix takes them, the excluded left out.
             vector = self.first_stage_vector(query)
-            found = self._impact.search(vector, depth + len(exclude))
-            hits = self._refine(query, [hit.doc_id for hit in found if hit.doc_id not in exclude][:depth], k)
+            found = self._impact.search_ranked(vector, depth + len(exclude))
+            hits = self._refine(query, [doc_id for doc_id in found.ids if doc_id not in exclude][:depth], k)
         else:
             # Refine exactly this shard's documents among the collection's first-stage candidates.
             first = self._first_stage(query, depth, exclude)

@@ -12,7 +12,7 @@ from braid.indexer.encoder_cache import cached_encoder
 from braid.indexer.manifest import Manifest
 from braid.indexer.splade_encoder import quantize
 from braid.indexer.splade_index import IMPACT_DIR, encoder_for
-from braid.retriever.hit import Hit
+from braid.retriever.hit import Hit, RankedList
 from braid.retriever.impact_search import ImpactSearcher
 from braid.retriever.protocol import NO_EXCLUSION, Partial, Retriever
 
@@ -36,6 +36,9 @@ class SpladeRetriever(Retriever):
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         return self.search_vector(self.query_vector(query), k)
+
+    def search_ranked(self, query: str, k: int = 10) -> RankedList:
+        return self._impact.search_ranked(self.query_vector(query), k)
 
     def encode_query(self, query: str) -> dict[str, int]:
         return self.query_vector(query)

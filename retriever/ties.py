@@ -15,10 +15,16 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from braid.retriever.hit import Hit
+from braid.retriever.hit import Hit, RankedList
 
 #: ``search(depth)`` of an engine: its top ``depth`` as (internal document numbers, scores), best first.
 ArraySearch = Callable[[int], tuple[np.ndarray, np.ndarray]]
+#: ``search_after(n, (number, score))``: the ``n`` hits that follow that hit in the engine's order (Lucene's
+#: ``searchAfter``), to read on past a tie without searching from the top again.
+AfterSearch = Callable[[int, tuple[int, float]], tuple[np.ndarray, np.ndarray]]
+
+#: Hits read past a tie at the cut in the first continuation; each further one reads twice as many.
+CONTINUATION = 64
 
 
 def id_ranks(doc_ids: Sequence[str]) -> np.ndarray:
@@ -69,27 +75,30 @@ class DocIds:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def top_k(self, search: ArraySearch, k: int) -> list[Hit]:
+    def top_k(self, search: ArraySearch, k: int, search_after: AfterSearch | None = None) -> RankedList:
         """The top ``k`` by score, ties broken by ascending id, whatever order the engine returns tied hits in."""
-        numbers, scores = self.fetch(search, k)
+        numbers, scores = self.fetch(search, k, search_after)
         order, adjusted = tie_order(scores, self.id_rank[numbers])
-        order, adjusted = order[:k], adjusted[:k]
-        ids = self.ids[numbers[order]].tolist()
-        return [Hit(doc_id, score) for doc_id, score in zip(ids, adjusted.tolist(), strict=True)]
+        return RankedList(self.ids[numbers[order[:k]]].tolist(), adjusted[:k])
 
-    def top_k_raw(self, search: ArraySearch, k: int) -> tuple[list[str], np.ndarray]:
+    def top_k_raw(
+        self, search: ArraySearch, k: int, search_after: AfterSearch | None = None
+    ) -> tuple[list[str], np.ndarray]:
         """Ids and raw scores of every hit that can be in the top ``k`` (those tied with rank ``k`` included), in
         the engine's order: one shard's share of a sharded top ``k``, whose ties the merge breaks."""
-        numbers, scores = self.fetch(search, k)
+        numbers, scores = self.fetch(search, k, search_after)
         return self.ids[numbers].tolist(), scores
 
-    def fetch(self, search: ArraySearch, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def fetch(
+        self, search: ArraySearch, k: int, search_after: AfterSearch | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The hits that can be in the top ``k``: the first ``k`` and every hit tied with rank ``k``.
 
         A search engine cuts a tie that spans rank ``k`` by its internal doc numbers, which depend on how the index
         was built (indexing threads, segment merges): two builds of the same documents could return different
         documents at the cut. One hit beyond ``k`` is fetched to see whether the score at rank ``k`` continues; while
-        it does to the end of what was fetched, the fetch deepens (doubling) until the tie ends.
+        it does to the end of what was fetched, the engine reads on after the last hit (``search_after``, in steps
+        from :data:`CONTINUATION` hits, doubling), or without one searches again twice as deep, until the tie ends.
         """
         total = len(self.ids)
         depth = min(total, k + 1)
@@ -100,8 +109,29 @@ class DocIds:
             score = rounded(scores)
             cut = score[k - 1]
             if depth < total and score[-1] >= cut:
-                depth = min(total, depth * 2)
-                continue
+                if search_after is None:
+                    depth = min(total, depth * 2)
+                    continue
+                numbers, scores, score = _read_past_tie(search_after, numbers, scores, score, cut)
             # Only hits tied with rank k or above it can end up in the top k (scores come best first).
             keep = score >= cut
             return numbers[keep], scores[keep]
+
+
+def _read_past_tie(
+    search_after: AfterSearch, numbers: np.ndarray, scores: np.ndarray, score: np.ndarray, cut: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``numbers``/``scores`` (``score``: rounded) continued until a hit scores below ``cut`` or the hits run out."""
+    parts = [(numbers, scores, score)]
+    step = CONTINUATION
+    while True:
+        last_numbers, last_scores, _ = parts[-1]
+        more_numbers, more_scores = search_after(step, (int(last_numbers[-1]), float(last_scores[-1])))
+        if len(more_numbers) == 0:
+            break
+        more = rounded(more_scores)
+        parts.append((more_numbers, more_scores, more))
+        if len(more_numbers) < step or more[-1] < cut:
+            break
+        step *= 2
+    return tuple(np.concatenate(columns) for columns in zip(*parts, strict=True))  # type: ignore[return-value]

@@ -38,7 +38,7 @@ def test_lucene_shard_lists_merge_into_the_one_index_top_k_with_its_ties(seed):
         ranked = rows[np.argsort(-scores[rows], kind="stable")]
         return lambda depth: (ranked[:depth], scores[ranked[:depth]])
 
-    expected = one_index.top_k(engine(order), 25)
+    expected = one_index.top_k(engine(order), 25).hits()
     partials = []
     for rows in split(np.arange(len(IDS)), 3, seed):
         shard = DocIds([IDS[row] for row in rows])

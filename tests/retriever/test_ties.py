@@ -62,9 +62,37 @@ def test_top_k_does_not_depend_on_the_engines_order_of_tied_hits():
     # Two "indexes" with different internal numbers and opposite orders of the tied documents agree on the top k.
     first_ids, second_ids = DocIds(list("abcdef")), DocIds(list("fcabed"))
     for k in (2, 3):
-        first = first_ids.top_k(engine("abcdef", first_ids), k)
-        second = second_ids.top_k(engine("afedcb", second_ids), k)
+        first = first_ids.top_k(engine("abcdef", first_ids), k).hits()
+        second = second_ids.top_k(engine("afedcb", second_ids), k).hits()
         assert first == second == reference_break_ties([Hit(d, scores[d]) for d in scores])[:k]
     assert calls[0] == 3 and 6 in calls  # the tie at rank 2 ran past the first fetch: fetched deeper
     calls.clear()
-    assert [h.doc_id for h in first_ids.top_k(engine("abcdef", first_ids), 1)] == ["a"] and calls == [2]  # one fetch
+    assert first_ids.top_k(engine("abcdef", first_ids), 1).ids == ["a"] and calls == [2]  # one fetch
+
+
+@pytest.mark.parametrize("k", [1, 5, 40, 99, 150])
+def test_reading_on_after_the_last_hit_equals_searching_deeper(k):
+    rng = np.random.default_rng(k)
+    ids = DocIds([f"d{n:03d}" for n in rng.permutation(200)])
+    # Long runs of tied scores (integer impacts) so that the cut at rank k usually falls inside one.
+    scores = rng.integers(0, 9, 200).astype(np.float32)
+    order = np.lexsort((np.arange(200), -scores))  # the engine's order: score, then internal number
+    reads = []
+
+    def search(depth):
+        reads.append(("top", depth))
+        return order[:depth], scores[order[:depth]]
+
+    def search_after(depth, after):
+        reads.append(("after", depth))
+        position = int(np.flatnonzero(order == after[0])[0]) + 1
+        assert scores[order[position - 1]] == np.float32(after[1])
+        return order[position : position + depth], scores[order[position : position + depth]]
+
+    deeper = ids.top_k(search, k)
+    searched = list(reads)
+    reads.clear()
+    assert ids.top_k(search, k, search_after) == deeper
+    assert reads[0] == ("top", k + 1) and all(kind == "after" for kind, _ in reads[1:])
+    if any(kind == "top" and depth > k + 1 for kind, depth in searched):  # the tie ran past the first fetch
+        assert len(reads) > 1
