@@ -7,7 +7,9 @@ The definition (TOML or Python) lives in :mod:`braid.pipelines.spec`; this modul
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import os
 import sys
 import threading
 import time
@@ -300,9 +302,27 @@ class Pipeline:
         depth = self._fetch(k, options) if self.fusion is None else stage.spec.depth
         return min(depth, self.doc_count)
 
-    def _each_stage(self, run: Callable[[_Stage[Retriever]], T]) -> list[T]:
-        """``run(stage)`` for every first-stage retriever, concurrently when there are several."""
-        return list(self._pool.map(run, self.stages)) if self._pool else [run(self.stages[0])]
+    @property
+    def _searching(self) -> list[_Stage[Retriever]]:
+        """The first-stage retrievers that search the collection (the others rescore their candidates)."""
+        return [stage for stage in self.stages if not stage.spec.rescore]
+
+    def _each_stage(self, run: Callable[[_Stage[Retriever]], T], stages: list[_Stage[Retriever]]) -> list[T]:
+        """``run(stage)`` for each of ``stages``, concurrently when there are several."""
+        return list(self._pool.map(run, stages)) if self._pool and len(stages) > 1 else [run(s) for s in stages]
+
+    def _rescored(self, stage: _Stage[Retriever], query: str, lists: Sequence[list[Hit] | RankedList]) -> RankedList:
+        """A rescoring retriever's list: its exact scores of the union of ``lists``' top ``rescore`` documents."""
+        assert isinstance(stage.retriever, Scorer)  # open_pipeline admits only scorers to rescore
+        depth = stage.spec.rescore
+        candidates = itertools.chain.from_iterable(
+            (item.ids if isinstance(item, RankedList) else [hit.doc_id for hit in item])[:depth] for item in lists
+        )
+        ids = list(dict.fromkeys(candidates))
+        if not ids:
+            return RankedList([], np.zeros(0, dtype=np.float64))
+        top = ranked(ids, np.asarray(stage.retriever.score(query, ids), dtype=np.float64), len(ids))
+        return RankedList([ids[row] for row, _ in top], np.array([score for _, score in top], dtype=np.float64))
 
     def _first_stage(
         self, query: str, k: int, timings: dict[str, float], options: SearchOptions = NO_OPTIONS
@@ -320,10 +340,19 @@ class Pipeline:
             hits = (partial(search, hidden=hidden) if hidden else search)(query, depth)
             return hits, (time.perf_counter() - tick) * 1000
 
-        results = self._each_stage(run)
-        for stage, (_, ms) in zip(self.stages, results, strict=True):
+        searching = self._searching
+        results = self._each_stage(run, searching)
+        found: dict[str, list[Hit] | RankedList] = {}
+        for stage, (hits, ms) in zip(searching, results, strict=True):
             timings[f"retriever.{stage.spec.name}"] = ms
-        return [hits for hits, _ in results]
+            found[stage.spec.name] = hits
+        candidates = list(found.values())
+        for stage in self.stages:
+            if stage.spec.rescore:
+                tick = time.perf_counter()
+                found[stage.spec.name] = self._rescored(stage, query, candidates)
+                timings[f"retriever.{stage.spec.name}"] = (time.perf_counter() - tick) * 1000
+        return [found[stage.spec.name] for stage in self.stages]
 
     def _combine(
         self,
@@ -415,9 +444,23 @@ class Pipeline:
     # -- many queries ------------------------------------------------------------------------------------------
 
     def first_stage_lists(self, queries: Mapping[str, str], k: int) -> list[dict[str, list[Hit]]]:
-        """Each retriever's ranked lists for every query (batched per retriever, retrievers concurrently)."""
+        """Each retriever's ranked lists for every query (batched per retriever, retrievers concurrently; a
+        rescoring retriever's after the others, over their candidates)."""
+        searching = self._searching
+        lists = self._each_stage(
+            lambda stage: stage.retriever.batch_search(queries, self._stage_depth(stage, k)), searching
+        )
+        found = {stage.spec.name: per_query for stage, per_query in zip(searching, lists, strict=True)}
+        qids = list(queries)
+        for stage in self.stages:
+            if stage.spec.rescore:
 
-        return self._each_stage(lambda stage: stage.retriever.batch_search(queries, self._stage_depth(stage, k)))
+                def rescore(qid: str, stage: _Stage[Retriever] = stage) -> list[Hit]:
+                    return self._rescored(stage, queries[qid], [per_query.get(qid, []) for per_query in lists]).hits()
+
+                with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                    found[stage.spec.name] = dict(zip(qids, pool.map(rescore, qids), strict=True))
+        return [found[stage.spec.name] for stage in self.stages]
 
     def batch_search(self, queries: Mapping[str, str], k: int | None = None) -> dict[str, list[Hit]]:
         """Top ``k`` (default: the pipeline's depth) for each query; ``k`` is capped at the collection size."""
@@ -671,6 +714,9 @@ def _open_unsharded(
         return _Stage(stage_spec, opened[key], Path(path))
 
     stages = [open_stage(item, "retriever") for item in spec.retrievers]
+    for stage in stages:
+        if stage.spec.rescore and not isinstance(stage.retriever, Scorer):
+            raise BraidError(f"retriever {stage.spec.name!r}: a {stage.spec.kind} retriever cannot rescore documents")
     cascade = [_scoring(open_stage(item, "cascade stage")) for item in spec.cascade]
     manifests = {stage.path: Manifest.read(stage.path) for stage in [*stages, *cascade]}
     checksums = {manifest.corpus_checksum for manifest in manifests.values()}
@@ -697,6 +743,9 @@ def _open_sharded(
 ) -> Pipeline:
     if spec.cascade:
         raise Unsupported(f"pipeline {spec.name!r} has cascade stages, which do not run over sharded indexes yet")
+    rescoring = [stage.name for stage in spec.retrievers if stage.rescore]
+    if rescoring:
+        raise Unsupported(f"pipeline {spec.name!r}: rescoring retrievers ({', '.join(rescoring)}) need one index")
     roots = shard_roots(index_root, shards)
     stages = []
     doc_count = 0

@@ -16,6 +16,10 @@ A pipeline file::
     kind = "dense"
     index = "indexes/scifact/embeddings-aa63eb33d913"   # optional: a built index folder instead of by dataset
 
+    [[retrievers]]
+    kind = "multivector"
+    rescore = 100          # optional: score only the other retrievers' top 100 (their union), not the collection
+
     [fusion]               # required with two or more retrievers
     method = "weighted"    # rrf | weighted
     normalization = "zscore"   # minmax | zscore | none (weighted)
@@ -58,7 +62,7 @@ from braid.retriever.kinds import RETRIEVER_KINDS, RetrieverKind
 
 PIPELINE_KEYS = {"name", "description", "retrievers", "fusion", "per_dataset", "cascade", "rerank", "tuned"}
 PER_DATASET_KEYS = {"fusion", "tuned"}
-RETRIEVER_KEYS = {"name", "kind", "depth", "index"}
+RETRIEVER_KEYS = {"name", "kind", "depth", "index", "rescore"}
 FUSION_KEYS = {"method", "k", "normalization", "weights"}
 CASCADE_KEYS = {"name", "kind", "depth", "index"}
 DEFAULT_DEPTH = 1000
@@ -66,13 +70,20 @@ DEFAULT_DEPTH = 1000
 
 @dataclass(frozen=True)
 class RetrieverSpec:
-    """A first-stage retriever (or a cascade scorer): its kind, parameters, depth and optional index folder."""
+    """A first-stage retriever (or a cascade scorer): its kind, parameters, depth and optional index folder.
+
+    ``rescore`` > 0: the retriever does not search the collection; its list is its exact scores of the documents in
+    the top ``rescore`` of any other first-stage retriever (their union), fused like every list. A late-interaction
+    model then costs a few hundred documents' scoring a query instead of a search of the collection (PLAID-style
+    candidate generation, with the pipeline's other retrievers as the candidate generator).
+    """
 
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
     depth: int = DEFAULT_DEPTH
     name: str = ""
     index: str | None = None
+    rescore: int = 0
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -118,6 +129,11 @@ class PipelineSpec:
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise BraidError(f"pipeline {self.name!r}: retriever names must be unique; repeated: {duplicates}")
+        if all(spec.rescore for spec in self.retrievers):
+            raise BraidError(
+                f"pipeline {self.name!r}: a retriever with rescore scores the other retrievers' candidates; "
+                "at least one retriever must search the collection (rescore = 0)"
+            )
         if len(self.retrievers) > 1 and self.fusion is None:
             raise BraidError(
                 f"pipeline {self.name!r}: {len(self.retrievers)} retrievers need a [fusion] table "
@@ -197,8 +213,19 @@ def parse_retriever(raw: Mapping[str, Any], where: str, cascade: bool = False) -
     index = raw.get("index")
     if index is not None:
         index = coerce(where, "index", index, str)
+    rescore = coerce(where, "rescore", raw.get("rescore", 0), int)
+    if rescore < 0:
+        raise BraidError(f"{where}: rescore must be >= 0 (0: search the collection), got {rescore}")
+    if rescore and not info.can_score:
+        scorers = ", ".join(name for name, kind_info in RETRIEVER_KINDS.items() if kind_info.can_score)
+        raise BraidError(f"{where}: rescore needs a kind that scores documents (allowed: {scorers}), got {kind!r}")
     return RetrieverSpec(
-        kind=kind, params=params, depth=_depth(where, raw, 100 if cascade else DEFAULT_DEPTH), name=name, index=index
+        kind=kind,
+        params=params,
+        depth=_depth(where, raw, 100 if cascade else DEFAULT_DEPTH),
+        name=name,
+        index=index,
+        rescore=rescore,
     )
 
 
@@ -330,6 +357,8 @@ def _retriever_table(spec: RetrieverSpec) -> dict[str, Any]:
     table: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "depth": spec.depth}
     if spec.index is not None:
         table["index"] = spec.index
+    if spec.rescore:
+        table["rescore"] = spec.rescore
     return {**table, **spec.params}
 
 

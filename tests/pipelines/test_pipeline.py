@@ -70,6 +70,9 @@ TWO = 'name = "x"\n[[retrievers]]\nname = "a"\nkind = "bm25"\n[[retrievers]]\nna
             "per_dataset fusion needs two or more retrievers",
         ),
         ("name = \n", "invalid TOML"),
+        ('name = "x"\n[[retrievers]]\nkind = "bm25"\nrescore = 5\n', r"rescore needs a kind that scores documents"),
+        ('name = "x"\n[[retrievers]]\nkind = "dense"\nrescore = -1\n', "rescore must be >= 0"),
+        ('name = "x"\n[[retrievers]]\nkind = "dense"\nrescore = 5\n', "at least one retriever must search"),
     ],
 )
 def test_invalid_pipeline_files_are_explained(tmp_path, body, message):
@@ -95,3 +98,36 @@ def test_pipeline_file_parameters_reach_the_search(tiny_beir, tmp_path):
         pipeline.search("   ")
     with pytest.raises(BraidError, match="no bm25 index"):
         open_pipeline(load_pipeline("bm25-lucene"), dataset, tmp_path / "elsewhere", build_missing=False)
+
+
+RESCORED = """name = "rescored"
+[[retrievers]]
+kind = "bm25"
+[[retrievers]]
+kind = "dense"
+rescore = 2
+[fusion]
+method = "weighted"
+normalization = "zscore"
+"""
+
+
+def test_a_rescoring_retriever_scores_exactly_the_other_retrievers_candidates(tiny_beir, tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text(RESCORED)
+    dataset = open_dataset_dir(tiny_beir)
+    pipeline = open_pipeline(load_pipeline(str(path)), dataset, tmp_path / "indexes")
+    query = "cat fish dog"
+    hits, timings = pipeline.search_explained(query, k=4)
+    bm25, dense = (stage.retriever for stage in pipeline.stages)
+    candidates = [hit.doc_id for hit in bm25.search(query, 2)]
+    assert len(bm25.search(query, 4)) == 4  # all four match: the dense list holds only BM25's top 2
+    scored = {hit.doc_id: hit.sources["dense"].score for hit in hits if hit.sources["dense"].rank is not None}
+    assert sorted(scored) == sorted(candidates)
+    exact = dict(zip(candidates, dense.score(query, candidates).tolist(), strict=True))
+    assert scored == pytest.approx(exact, abs=1e-6)
+    assert "retriever.dense" in timings
+    # The batch path (eval, tuning) fuses the same lists.
+    batch = pipeline.batch_search({"q": query}, 4)["q"]
+    assert [hit.doc_id for hit in batch] == [hit.doc_id for hit in hits]
+    assert [hit.score for hit in batch] == pytest.approx([hit.score for hit in hits])
