@@ -305,16 +305,16 @@ class Pipeline:
     @property
     def _searching(self) -> list[_Stage[Retriever]]:
         """The first-stage retrievers that search the collection (the others rescore their candidates)."""
-        return [stage for stage in self.stages if not stage.spec.rescore]
+        return [stage for stage in self.stages if not stage.spec.scores_top]
 
     def _each_stage(self, run: Callable[[_Stage[Retriever]], T], stages: list[_Stage[Retriever]]) -> list[T]:
         """``run(stage)`` for each of ``stages``, concurrently when there are several."""
         return list(self._pool.map(run, stages)) if self._pool and len(stages) > 1 else [run(s) for s in stages]
 
     def _rescored(self, stage: _Stage[Retriever], query: str, lists: Sequence[list[Hit] | RankedList]) -> RankedList:
-        """A rescoring retriever's list: its exact scores of the union of ``lists``' top ``rescore`` documents."""
-        assert isinstance(stage.retriever, Scorer)  # open_pipeline admits only scorers to rescore
-        depth = stage.spec.rescore
+        """A rescoring retriever's list: its exact scores of the union of ``lists``' top ``scores_top`` documents."""
+        assert isinstance(stage.retriever, Scorer)  # open_pipeline admits only scorers to scores_top
+        depth = stage.spec.scores_top
         candidates = itertools.chain.from_iterable(
             (item.ids if isinstance(item, RankedList) else [hit.doc_id for hit in item])[:depth] for item in lists
         )
@@ -348,7 +348,7 @@ class Pipeline:
             found[stage.spec.name] = hits
         candidates = list(found.values())
         for stage in self.stages:
-            if stage.spec.rescore:
+            if stage.spec.scores_top:
                 tick = time.perf_counter()
                 found[stage.spec.name] = self._rescored(stage, query, candidates)
                 timings[f"retriever.{stage.spec.name}"] = (time.perf_counter() - tick) * 1000
@@ -453,7 +453,7 @@ class Pipeline:
         found = {stage.spec.name: per_query for stage, per_query in zip(searching, lists, strict=True)}
         qids = list(queries)
         for stage in self.stages:
-            if stage.spec.rescore:
+            if stage.spec.scores_top:
 
                 def rescore(qid: str, stage: _Stage[Retriever] = stage) -> list[Hit]:
                     return self._rescored(stage, queries[qid], [per_query.get(qid, []) for per_query in lists]).hits()
@@ -715,8 +715,8 @@ def _open_unsharded(
 
     stages = [open_stage(item, "retriever") for item in spec.retrievers]
     for stage in stages:
-        if stage.spec.rescore and not isinstance(stage.retriever, Scorer):
-            raise BraidError(f"retriever {stage.spec.name!r}: a {stage.spec.kind} retriever cannot rescore documents")
+        if stage.spec.scores_top and not isinstance(stage.retriever, Scorer):
+            raise BraidError(f"retriever {stage.spec.name!r}: a {stage.spec.kind} retriever cannot score documents")
     cascade = [_scoring(open_stage(item, "cascade stage")) for item in spec.cascade]
     manifests = {stage.path: Manifest.read(stage.path) for stage in [*stages, *cascade]}
     checksums = {manifest.corpus_checksum for manifest in manifests.values()}
@@ -743,7 +743,7 @@ def _open_sharded(
 ) -> Pipeline:
     if spec.cascade:
         raise Unsupported(f"pipeline {spec.name!r} has cascade stages, which do not run over sharded indexes yet")
-    rescoring = [stage.name for stage in spec.retrievers if stage.rescore]
+    rescoring = [stage.name for stage in spec.retrievers if stage.scores_top]
     if rescoring:
         raise Unsupported(f"pipeline {spec.name!r}: rescoring retrievers ({', '.join(rescoring)}) need one index")
     roots = shard_roots(index_root, shards)

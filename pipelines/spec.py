@@ -18,7 +18,7 @@ A pipeline file::
 
     [[retrievers]]
     kind = "multivector"
-    rescore = 100          # optional: score only the other retrievers' top 100 (their union), not the collection
+    scores_top = 100       # optional: score only the other retrievers' top 100 (their union), not the collection
 
     [fusion]               # required with two or more retrievers
     method = "weighted"    # rrf | weighted
@@ -62,7 +62,7 @@ from braid.retriever.kinds import RETRIEVER_KINDS, RetrieverKind
 
 PIPELINE_KEYS = {"name", "description", "retrievers", "fusion", "per_dataset", "cascade", "rerank", "tuned"}
 PER_DATASET_KEYS = {"fusion", "tuned"}
-RETRIEVER_KEYS = {"name", "kind", "depth", "index", "rescore"}
+RETRIEVER_KEYS = {"name", "kind", "depth", "index", "scores_top"}
 FUSION_KEYS = {"method", "k", "normalization", "weights"}
 CASCADE_KEYS = {"name", "kind", "depth", "index"}
 DEFAULT_DEPTH = 1000
@@ -72,8 +72,8 @@ DEFAULT_DEPTH = 1000
 class RetrieverSpec:
     """A first-stage retriever (or a cascade scorer): its kind, parameters, depth and optional index folder.
 
-    ``rescore`` > 0: the retriever does not search the collection; its list is its exact scores of the documents in
-    the top ``rescore`` of any other first-stage retriever (their union), fused like every list. A late-interaction
+    ``scores_top`` > 0: the retriever does not search the collection; its list is its exact scores of the documents in
+    the top ``scores_top`` of any other first-stage retriever (their union), fused like every list. A late-interaction
     model then costs a few hundred documents' scoring a query instead of a search of the collection (PLAID-style
     candidate generation, with the pipeline's other retrievers as the candidate generator).
     """
@@ -83,7 +83,7 @@ class RetrieverSpec:
     depth: int = DEFAULT_DEPTH
     name: str = ""
     index: str | None = None
-    rescore: int = 0
+    scores_top: int = 0
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -129,10 +129,10 @@ class PipelineSpec:
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise BraidError(f"pipeline {self.name!r}: retriever names must be unique; repeated: {duplicates}")
-        if all(spec.rescore for spec in self.retrievers):
+        if all(spec.scores_top for spec in self.retrievers):
             raise BraidError(
-                f"pipeline {self.name!r}: a retriever with rescore scores the other retrievers' candidates; "
-                "at least one retriever must search the collection (rescore = 0)"
+                f"pipeline {self.name!r}: a retriever with scores_top scores the other retrievers' candidates; "
+                "at least one retriever must search the collection (scores_top = 0)"
             )
         if len(self.retrievers) > 1 and self.fusion is None:
             raise BraidError(
@@ -213,19 +213,19 @@ def parse_retriever(raw: Mapping[str, Any], where: str, cascade: bool = False) -
     index = raw.get("index")
     if index is not None:
         index = coerce(where, "index", index, str)
-    rescore = coerce(where, "rescore", raw.get("rescore", 0), int)
-    if rescore < 0:
-        raise BraidError(f"{where}: rescore must be >= 0 (0: search the collection), got {rescore}")
-    if rescore and not info.can_score:
+    scores_top = coerce(where, "scores_top", raw.get("scores_top", 0), int)
+    if scores_top < 0:
+        raise BraidError(f"{where}: scores_top must be >= 0 (0: search the collection), got {scores_top}")
+    if scores_top and not info.can_score:
         scorers = ", ".join(name for name, kind_info in RETRIEVER_KINDS.items() if kind_info.can_score)
-        raise BraidError(f"{where}: rescore needs a kind that scores documents (allowed: {scorers}), got {kind!r}")
+        raise BraidError(f"{where}: scores_top needs a kind that scores documents (allowed: {scorers}), got {kind!r}")
     return RetrieverSpec(
         kind=kind,
         params=params,
         depth=_depth(where, raw, 100 if cascade else DEFAULT_DEPTH),
         name=name,
         index=index,
-        rescore=rescore,
+        scores_top=scores_top,
     )
 
 
@@ -357,8 +357,8 @@ def _retriever_table(spec: RetrieverSpec) -> dict[str, Any]:
     table: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "depth": spec.depth}
     if spec.index is not None:
         table["index"] = spec.index
-    if spec.rescore:
-        table["rescore"] = spec.rescore
+    if spec.scores_top:
+        table["scores_top"] = spec.scores_top
     return {**table, **spec.params}
 
 

@@ -70,9 +70,9 @@ TWO = 'name = "x"\n[[retrievers]]\nname = "a"\nkind = "bm25"\n[[retrievers]]\nna
             "per_dataset fusion needs two or more retrievers",
         ),
         ("name = \n", "invalid TOML"),
-        ('name = "x"\n[[retrievers]]\nkind = "bm25"\nrescore = 5\n', r"rescore needs a kind that scores documents"),
-        ('name = "x"\n[[retrievers]]\nkind = "dense"\nrescore = -1\n', "rescore must be >= 0"),
-        ('name = "x"\n[[retrievers]]\nkind = "dense"\nrescore = 5\n', "at least one retriever must search"),
+        ('name = "x"\n[[retrievers]]\nkind = "bm25"\nscores_top = 5\n', "scores_top needs a kind that scores"),
+        ('name = "x"\n[[retrievers]]\nkind = "dense"\nscores_top = -1\n', "scores_top must be >= 0"),
+        ('name = "x"\n[[retrievers]]\nkind = "dense"\nscores_top = 5\n', "at least one retriever must search"),
     ],
 )
 def test_invalid_pipeline_files_are_explained(tmp_path, body, message):
@@ -105,7 +105,7 @@ RESCORED = """name = "rescored"
 kind = "bm25"
 [[retrievers]]
 kind = "dense"
-rescore = 2
+scores_top = 2
 [fusion]
 method = "weighted"
 normalization = "zscore"
