@@ -20,10 +20,15 @@ from braid.indexer.params import merge_params
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter: its default, which also fixes its type (an int is accepted where a float is expected)."""
+    """One parameter: its default, which also fixes its type (an int is accepted where a float is expected).
+
+    ``added``: a parameter a kind gained after indexes of it existed; at its default it stays out of an index's
+    identity (:func:`braid.indexer.index_store.index_identity`), so the folders built before it keep their names.
+    """
 
     default: Any
     doc: str
+    added: bool = False
 
     @property
     def type(self) -> type:

@@ -29,6 +29,13 @@ def index_identity(kind: str, params: dict) -> dict:
     """What tells two builds of one corpus apart: the kind, its parameters and, for encoded kinds built with an
     encoder runtime that changes the vectors (int8), that runtime. Float32 runtimes (eager PyTorch, ONNX Runtime)
     agree to ~1e-6 and share folders."""
+    declared = index_kind(kind).params
+    # A parameter added later, at its default, leaves the folder name of every index built before it as it was.
+    params = {
+        name: value
+        for name, value in params.items()
+        if not (name in declared and declared[name].added and value == declared[name].default)
+    }
     identity = {"kind": kind, "params": params}
     runtime = encoder_runtime()
     if quantized(runtime) and index_kind(kind).encoded:

@@ -51,7 +51,8 @@ from braid.indexer.manifest import MANIFEST_NAME, Manifest, file_checksums
 from braid.indexer.matrix_file import gather_rows, read_blocks
 from braid.indexer.params import require_at_least
 from braid.indexer.token_index import PARAMS as TOKEN_PARAMS
-from braid.indexer.token_index import TOKENS_NAME, TokenStore, encoder_for, has_tokens
+from braid.indexer.token_index import TokenStore, encoder_for, has_tokens
+from braid.indexer.token_precision import TokenWriter, check_precision, stored_precision
 from braid.indexer.update_transaction import settle
 
 # The token index this one pools is built with the same model and lengths (its own parameters).
@@ -61,6 +62,9 @@ PARAMS = {
     "protected_tokens": Param(1, "leading tokens never pooled ([CLS])"),
     "centroids": Param(0, "k-means centroids; 0 = a power of two near 2 sqrt(tokens)"),
     "seed": Param(0, "k-means seed"),
+    "precision": Param(
+        "float16", "stored token vectors: float16, or int8 with a scale per token (half the size)", added=True
+    ),
 }
 META_NAME = "multivector.json"
 POOL_FACTORS = (1, 2, 3, 4)
@@ -80,6 +84,7 @@ def _check(merged: dict) -> None:
     if merged["pool_factor"] not in POOL_FACTORS:
         raise BraidError(f"multivector pool_factor must be one of 1, 2, 3, 4, got {merged['pool_factor']!r}")
     require_at_least("multivector", merged, ("protected_tokens", "centroids", "seed"), minimum=0)
+    check_precision(merged["precision"])
 
 
 def validate_params(params: dict) -> dict:
@@ -166,13 +171,14 @@ def write_generation(
     documents: Iterable[np.ndarray],
     centroids: np.ndarray,
     assignments: np.ndarray,
+    precision: str = "float16",
 ) -> None:
     """Write a generation; ``documents`` (one token array per id) are written as they come, never held together."""
     folder.mkdir(parents=True)
     lengths = []
-    with (folder / TOKENS_NAME).open("wb") as handle:
+    with TokenWriter(folder, precision) as writer:
         for tokens in documents:
-            handle.write(np.asarray(tokens, dtype=np.float16).tobytes())
+            writer.write(tokens)
             lengths.append(len(tokens))
     if len(lengths) != len(doc_ids):
         raise BraidError(f"{len(lengths)} documents' tokens for {len(doc_ids)} ids")
@@ -213,11 +219,11 @@ def build_multivector_index(
     pool = document_pooler(params)
     offsets = np.zeros(len(store) + 1, dtype=np.int64)
     bar = tqdm(total=len(store), desc=f"pool x{params['pool_factor']}", unit="doc", file=sys.stderr)
-    with scratch.open("wb") as pooled_out, (folder / TOKENS_NAME).open("wb") as tokens_out, bar:
+    with scratch.open("wb") as pooled_out, TokenWriter(folder, params["precision"]) as tokens_out, bar:
         for row, document in enumerate(store.read_documents()):
             pooled = pool(document)
             pooled_out.write(np.ascontiguousarray(pooled, dtype=np.float32).tobytes())
-            tokens_out.write(pooled.astype(np.float16).tobytes())
+            tokens_out.write(pooled)
             offsets[row + 1] = offsets[row] + len(pooled)
             bar.update(1)
     total = int(offsets[-1])
@@ -302,7 +308,10 @@ def _stage(
     new = Path(index_dir) / f"gen-{number:06d}"
     scratch = Path(index_dir) / f".{new.name}.tmp"
     shutil.rmtree(scratch, ignore_errors=True)
-    write_generation(scratch, doc_ids, documents, centroids, assignments)
+    # The next generation keeps the live one's precision (an index built before int8 existed is float16).
+    write_generation(
+        scratch, doc_ids, documents, centroids, assignments, stored_precision(current_generation(index_dir))
+    )
     scratch.rename(new)
     return Staged(Path(index_dir), new.name)
 

@@ -8,6 +8,7 @@ whitespace-only text) cannot be scored by MaxSim; they are left out and listed i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -25,13 +26,21 @@ from braid.indexer.encoding_memo import memo_encode
 from braid.indexer.index_kind import IndexKind, Param, Shards
 from braid.indexer.params import require_at_least
 from braid.indexer.token_encoder import DEFAULT_MODEL, TokenEncoder
+from braid.indexer.token_precision import (
+    FLOAT16_TOKENS,
+    INT8_SCALES,
+    INT8_TOKENS,
+    dequantize,
+    open_rows,
+    stored_precision,
+)
 
 PARAMS = {
     "model": Param(DEFAULT_MODEL, "token encoder: ColBERT checkpoint or plain encoder"),
     "doc_max_length": Param(256, "document tokens kept"),
     "query_max_length": Param(32, "query tokens kept"),
 }
-TOKENS_NAME = "tokens.f16"
+TOKENS_NAME = FLOAT16_TOKENS
 
 
 def _check(merged: dict) -> None:
@@ -118,18 +127,25 @@ def assemble_shards(shards: Sequence[Path], out_dir: Path, params: dict, threads
 def read_documents(
     folder: Path, offsets: np.ndarray, dimension: int, chunk_tokens: int = 1 << 16
 ) -> Iterator[np.ndarray]:
-    """Every document's float16 token vectors in order, read through a file handle a chunk of documents at a time.
+    """Every document's token vectors in order (float16 as stored, or int8 read back as float32), read through a
+    file handle a chunk of documents at a time.
 
     A build that walks a whole token file through a memory map keeps every page it touched resident (and counted in
     its RSS) until the kernel needs them back; plain reads hold one chunk."""
-    with (Path(folder) / TOKENS_NAME).open("rb") as handle:
+    folder = Path(folder)
+    int8 = stored_precision(folder) == "int8"
+    name, dtype = (INT8_TOKENS, np.int8) if int8 else (TOKENS_NAME, np.float16)
+    with (folder / name).open("rb") as handle, contextlib.ExitStack() as stack:
+        scales = stack.enter_context((folder / INT8_SCALES).open("rb")) if int8 else None
         first = 0
         while first < len(offsets) - 1:
             # Documents up to ~chunk_tokens tokens (at least one), read in one call.
             last = int(np.searchsorted(offsets, offsets[first] + chunk_tokens, side="right")) - 1
             last = min(max(last, first + 1), len(offsets) - 1)
-            count = int(offsets[last] - offsets[first]) * dimension
-            chunk = np.fromfile(handle, dtype=np.float16, count=count).reshape(-1, dimension)
+            rows = int(offsets[last] - offsets[first])
+            chunk = np.fromfile(handle, dtype=dtype, count=rows * dimension).reshape(-1, dimension)
+            if scales is not None:
+                chunk = dequantize(chunk, np.fromfile(scales, dtype=np.float32, count=rows))
             for row in range(first, last):
                 yield chunk[offsets[row] - offsets[first] : offsets[row + 1] - offsets[first]]
             first = last
@@ -144,18 +160,17 @@ class TokenStore:
         self.dimension = int(meta["dimension"])
         self.offsets = np.fromfile(folder / "doc_offsets.i64", dtype=np.int64)
         self.doc_ids = (folder / "doc_ids.txt").read_text(encoding="utf-8").split("\n")[: int(meta["documents"])]
-        size = (folder / TOKENS_NAME).stat().st_size
-        self.matrix = (
-            np.memmap(folder / TOKENS_NAME, dtype=np.float16, mode="r").reshape(-1, self.dimension)
-            if size
-            else np.zeros((0, self.dimension), dtype=np.float16)
-        )
+        # float16 rows, or int8 codes with ``scales`` (one per row; None for float16): braid.indexer.token_precision
+        self.matrix, self.scales = open_rows(folder, self.dimension)
 
     def __len__(self) -> int:
         return len(self.doc_ids)
 
     def document(self, row: int) -> np.ndarray:
-        return self.matrix[self.offsets[row] : self.offsets[row + 1]]
+        start, end = self.offsets[row], self.offsets[row + 1]
+        if self.scales is None:
+            return self.matrix[start:end]
+        return dequantize(self.matrix[start:end], self.scales[start:end])
 
     def read_documents(self) -> Iterator[np.ndarray]:
         """Every document's tokens in order, read sequentially (:func:`read_documents`), for builds."""

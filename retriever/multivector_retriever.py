@@ -66,16 +66,26 @@ def max_per_document(similarities: np.ndarray, first: np.ndarray, lengths: np.nd
     return scores
 
 
-def maxsim(query: np.ndarray, tokens: torch.Tensor, offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def maxsim(
+    query: np.ndarray,
+    tokens: torch.Tensor,
+    offsets: np.ndarray,
+    rows: np.ndarray,
+    scales: torch.Tensor | None = None,
+) -> np.ndarray:
     """MaxSim of one query (Q x D) against documents ``rows`` of ``tokens`` (float16 or float32, e.g. over a memory
-    map), whose document r holds the token rows ``offsets[r]:offsets[r + 1]``."""
+    map, or int8 codes whose row r reads back as code x ``scales[r]``), whose document r holds the token rows
+    ``offsets[r]:offsets[r + 1]``."""
     positions, first, lengths = gather_positions(offsets, rows)
     selected = torch.from_numpy(positions)
     transposed = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).T
     similarities = torch.empty(len(positions), len(query))
     for begin in range(0, len(positions), BLOCK_TOKENS):
-        block = torch.index_select(tokens, 0, selected[begin : begin + BLOCK_TOKENS])
-        torch.mm(block.float(), transposed, out=similarities[begin : begin + BLOCK_TOKENS])
+        block = selected[begin : begin + BLOCK_TOKENS]
+        out = similarities[begin : begin + BLOCK_TOKENS]
+        torch.mm(torch.index_select(tokens, 0, block).float(), transposed, out=out)
+        if scales is not None:  # (code x scale) . q = scale x (code . q): scale the products, not the rows
+            out.mul_(torch.index_select(scales, 0, block)[:, None])
     return max_per_document(similarities.T.contiguous().numpy(), first, lengths)
 
 
@@ -111,6 +121,7 @@ class MultiVectorRetriever(Retriever):
             # The memory map is read-only, which torch warns about; the tensor is only ever read.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             self._tokens = torch.from_numpy(self.store.matrix)
+        self._scales = None if self.store.scales is None else torch.from_numpy(self.store.scales)
 
     def _probe(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per query token: its centroid similarities and the ids of its ``nprobe`` nearest centroids."""
@@ -122,7 +133,7 @@ class MultiVectorRetriever(Retriever):
         return centroid_scores, np.argpartition(-centroid_scores, self.nprobe - 1, axis=1)[:, : self.nprobe]
 
     def _exact(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return maxsim(query, self._tokens, self.store.offsets, rows)
+        return maxsim(query, self._tokens, self.store.offsets, rows, self._scales)
 
     def _alive(self, exclude: frozenset[str]) -> np.ndarray | None:
         """Which rows a search may return: all (None) but the ``exclude``d documents."""
@@ -214,6 +225,8 @@ class MultiVectorRetriever(Retriever):
                 best[i] = 0.0
                 continue
             similarities = np.asarray(self.store.matrix[tokens], dtype=np.float32) @ query[i]
+            if self.store.scales is not None:
+                similarities *= self.store.scales[tokens]
             if tokens.size > self.token_k:
                 top = np.argpartition(-similarities, self.token_k - 1)[: self.token_k]
                 tokens, similarities = tokens[top], similarities[top]

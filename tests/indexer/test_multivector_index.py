@@ -11,7 +11,7 @@ from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.indexer.index_store import build_index
 from braid.indexer.kinds import add_documents, delete_documents
-from braid.indexer.multivector_index import MultiVectorStore, validate_params
+from braid.indexer.multivector_index import MultiVectorStore, current_generation, validate_params
 from braid.retriever.multivector_retriever import MultiVectorRetriever
 from tests.conftest import write_beir, write_sample
 
@@ -134,6 +134,36 @@ def test_refused_updates_leave_the_index_unchanged(sample, tmp_path):
         delete_documents(path, [docs[1].doc_id, "ghost"])
     after = {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_int8_tokens_score_as_float16_at_half_the_size_and_take_updates(sample, tmp_path):
+    root, docs, queries, path = sample
+    int8, _, _ = build_index(
+        open_dataset_dir(root / "sample"), "multivector", {**PARAMS, "precision": "int8"}, index_root=root / "indexes"
+    )
+    assert int8 != path and (current_generation(int8) / "tokens.i8").is_file()
+    size = {folder: sum(f.stat().st_size for f in current_generation(folder).glob("token*")) for folder in (path, int8)}
+    assert 0.5 < size[int8] / size[path] < 0.52  # 384 + 4 bytes a token instead of 768
+    half, full = MultiVectorStore(int8), MultiVectorStore(path)
+    assert np.abs(half.document(3) - full.document(3).astype(np.float32)).max() < 0.005
+    exact, coded = MultiVectorRetriever(path), MultiVectorRetriever(int8, nprobe=16, candidates=1000)
+    for query in queries.values():
+        ids = full.doc_ids[:30]
+        assert coded.score(query, ids) == pytest.approx(exact.score(query, ids), abs=0.02)  # sums of ~30 tokens
+        # Searching the codes ranks as MaxSim over the dequantized vectors does.
+        expected = brute_force(coded, query)[:5]
+        hits = coded.search(query, 5)
+        assert [hit.doc_id for hit in hits] == [doc_id for doc_id, _ in expected]
+        assert [hit.score for hit in hits] == pytest.approx([score for _, score in expected], abs=1e-4)
+    # Updates keep the precision, and the codes of the documents carried over.
+    kept_codes = half.matrix[half.offsets[1] : half.offsets[2]].copy()
+    assert add_documents(int8, [("new-doc", "aspirin lowers the risk of heart attacks")]) == len(docs) + 1
+    updated = MultiVectorStore(int8)
+    assert updated.scales is not None and np.array_equal(
+        updated.matrix[updated.offsets[1] : updated.offsets[2]], kept_codes
+    )
+    with pytest.raises(BraidError, match="precision must be one of float16, int8, got 'int4'"):
+        validate_params({"precision": "int4"})
 
 
 @pytest.mark.parametrize("factor", [0, 5, 1.5])
