@@ -40,7 +40,12 @@ def built(tmp_path_factory) -> tuple[Path, Path, dict[str, Path]]:
 LONG = ["--param", "doc_max_length=512"]
 BUILD_OPTIONS = {
     "multivector-pool2": {"multivector": ["--pool-factor", "2"]},
-    "hybrid-max": {"embeddings": ["--param", "max_length=512"], "splade": LONG, "multivector": LONG, "tokens": LONG},
+    "hybrid-max": {
+        "embeddings": ["--param", "max_length=512"],
+        "splade": LONG,
+        "multivector": [*LONG, "--pool-factor", "2", "--param", "centroids=64", "--param", "precision=int8"],
+        "tokens": LONG,
+    },
 }
 
 
