@@ -97,7 +97,7 @@ def batch_rate(spec_name: str, dataset, index_dir: Path, split: str) -> dict:
         pipeline.batch_search(queries, 100)
         seconds = time.perf_counter() - tick
         return {"queries": len(queries), "q_per_s": round(len(queries) / seconds, 2), "index_mb": round(
-            pipeline.index_bytes() / 2**20, 1)}  # fmt: skip
+            pipeline.index_bytes() / 1e6, 1)}  # fmt: skip
     finally:
         pipeline.close()
 
