@@ -15,7 +15,8 @@ written at once; k-means trains on the sample faiss itself would draw (read back
 float32 tokens), capped at :data:`SAMPLE_LIMIT` points; tokens are assigned to centroids a chunk at a time.
 
 Layout: ``manifest.json``, ``CURRENT`` (the name of the live generation) and ``gen-NNNNNN/`` holding
-``tokens.f16`` (pooled tokens, float16, documents back to back), ``doc_offsets.i64``, ``doc_ids.txt``,
+``tokens.f16`` (pooled tokens, float16, documents back to back; with ``precision = "int8"``, ``tokens.i8`` and
+``token_scales.f32`` instead: :mod:`braid.indexer.token_precision`), ``doc_offsets.i64``, ``doc_ids.txt``,
 ``token_centroid.i32``, ``centroids.f32`` and ``multivector.json``. Adding or deleting documents writes a new
 generation beside the live one, then switches ``CURRENT`` with an atomic rename: a reader sees the old index or
 the new one, never a mixture, and a crash mid-way leaves the old one live. Centroids are kept across updates
