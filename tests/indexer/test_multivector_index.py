@@ -184,3 +184,12 @@ def test_bad_search_options_are_refused_naming_the_allowed_values(sample, option
     _, _, _, path = sample
     with pytest.raises(BraidError, match=message):
         MultiVectorRetriever(path, **options)
+
+
+def test_precision_at_its_default_leaves_older_index_folder_names_as_they_were():
+    from braid.indexer.index_store import index_identity
+
+    params = validate_params({})
+    assert params["precision"] == "float16"
+    assert "precision" not in index_identity("multivector", params)["params"]
+    assert index_identity("multivector", {**params, "precision": "int8"})["params"]["precision"] == "int8"
