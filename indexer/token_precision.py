@@ -51,7 +51,6 @@ class TokenWriter:
 
     def __init__(self, folder: Path, precision: str) -> None:
         check_precision(precision)
-        self.precision = precision
         folder = Path(folder)
         self._rows = (folder / (INT8_TOKENS if precision == "int8" else FLOAT16_TOKENS)).open("wb")
         self._scales = (folder / INT8_SCALES).open("wb") if precision == "int8" else None

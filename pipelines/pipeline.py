@@ -313,7 +313,7 @@ class Pipeline:
 
     def _rescored(self, stage: _Stage[Retriever], query: str, lists: Sequence[list[Hit] | RankedList]) -> RankedList:
         """A rescoring retriever's list: its exact scores of the union of ``lists``' top ``scores_top`` documents."""
-        assert isinstance(stage.retriever, Scorer)  # open_pipeline admits only scorers to scores_top
+        assert isinstance(stage.retriever, Scorer)  # open_pipeline admits only scorers to scores_top (_scoring)
         depth = stage.spec.scores_top
         candidates = itertools.chain.from_iterable(
             (item.ids if isinstance(item, RankedList) else [hit.doc_id for hit in item])[:depth] for item in lists
@@ -715,8 +715,8 @@ def _open_unsharded(
 
     stages = [open_stage(item, "retriever") for item in spec.retrievers]
     for stage in stages:
-        if stage.spec.scores_top and not isinstance(stage.retriever, Scorer):
-            raise BraidError(f"retriever {stage.spec.name!r}: a {stage.spec.kind} retriever cannot score documents")
+        if stage.spec.scores_top:
+            _scoring(stage, "retriever")
     cascade = [_scoring(open_stage(item, "cascade stage")) for item in spec.cascade]
     manifests = {stage.path: Manifest.read(stage.path) for stage in [*stages, *cascade]}
     checksums = {manifest.corpus_checksum for manifest in manifests.values()}
@@ -782,10 +782,10 @@ def _open_sharded(
     return pipeline
 
 
-def _scoring(stage: _Stage[Retriever]) -> _Stage[Scorer]:
-    # parse_retriever admits only scoring kinds to a cascade; this is where the type says so.
+def _scoring(stage: _Stage[Retriever], role: str = "cascade stage") -> _Stage[Scorer]:
+    # parse_retriever admits only scoring kinds to a cascade and to scores_top; this is where the type says so.
     if not isinstance(stage.retriever, Scorer):
-        raise BraidError(f"cascade stage {stage.spec.name!r}: a {stage.spec.kind} retriever cannot score documents")
+        raise BraidError(f"{role} {stage.spec.name!r}: a {stage.spec.kind} retriever cannot score documents")
     return _Stage(stage.spec, stage.retriever, stage.path)
 
 

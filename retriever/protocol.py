@@ -29,7 +29,8 @@ class Partial:
     @classmethod
     def of_hits(cls, hits: list[Hit]) -> Partial:
         """A retriever's own top hits, whose scores compare across shards as they are."""
-        return cls([hit.doc_id for hit in hits], np.array([hit.score for hit in hits], dtype=np.float64))
+        ranked = RankedList.of_hits(hits)
+        return cls(ranked.ids, ranked.scores)
 
     def without(self, exclude: frozenset[str]) -> Partial:
         """The list with the ``exclude`` documents left out (fetched ``len(exclude)`` deeper, so none is missing)."""
