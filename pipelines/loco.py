@@ -12,8 +12,10 @@ weights only, or RRF with equal weights and a tuned k, and an objective: the mea
 for ``robust``, the worst margin over what the protocol asks for, a minimax choice in the spirit of distributionally
 robust optimization); the protocol scores each family per left-out collection,
 beside each single retriever and naive RRF (k = 60, equal weights), and says whether the family stays within
-``tolerance`` of the best single retriever and at or above naive RRF everywhere. The default is then chosen by
-that evidence, and fitted on every collection's tuning data.
+``tolerance`` of the best single retriever and at or above naive RRF everywhere. A *baseline* pipeline (say the
+hybrid, when the pipeline tuned is the hybrid plus one more retriever) adds one bound: within ``tolerance`` of the
+baseline as it ships, on every left-out collection; ``robust`` then also keeps the baseline's margin on the tuning
+collections. The default is then chosen by that evidence, and fitted on every collection's tuning data.
 
 Every retriever runs once per (collection, split); every setting is a matrix product over the cached lists
 (:func:`braid.pipelines.tuning.grid_values`), so a LOCO run costs little more than running the retrievers.
@@ -90,7 +92,8 @@ class Collection:
     tune_values: np.ndarray  # settings x grid
     test_values: np.ndarray
     singles: dict[str, float]  # retriever name -> metric on the test split
-    floor: float  # on the tuning split: max(naive RRF, best single retriever - tolerance), what `robust` must clear
+    floor: float  # on the tuning split: max(naive RRF, best single, baseline - tolerance), what `robust` must clear
+    baseline: float | None = None  # the baseline pipeline, as shipped, on the test split
 
 
 @dataclass
@@ -110,20 +113,25 @@ class LocoResult:
     naive_rrf: dict[str, float]
     defaults: dict[str, TunedFusion]  # family -> its fusion fitted on every collection's tuning split
     tolerance: float
+    baseline: str | None = None  # the baseline pipeline's name
 
     def meets(self, family: str) -> dict[str, bool]:
-        """Per left-out collection: within ``tolerance`` of the best single retriever and not below naive RRF."""
+        """Per left-out collection: within ``tolerance`` of the best single retriever (and of the baseline, if
+        any) and not below naive RRF."""
         out = {}
         for collection, fold in zip(self.collections, self.folds, strict=True):
             value = fold.chosen[family]["test"]
-            best_single = max(collection.singles.values())
-            out[collection.name] = value >= best_single - self.tolerance and value >= self.naive_rrf[collection.name]
+            bar = max(collection.singles.values())
+            if collection.baseline is not None:
+                bar = max(bar, collection.baseline)
+            out[collection.name] = value >= bar - self.tolerance and value >= self.naive_rrf[collection.name]
         return out
 
     def to_json(self) -> dict[str, Any]:
         return {
             "metric": self.metric,
             "tolerance": self.tolerance,
+            "baseline": self.baseline,
             "families": {name: doc for name, (doc, _) in FAMILIES.items()},
             "collections": [
                 {
@@ -133,6 +141,7 @@ class LocoResult:
                     "singles": {name: round(value, 6) for name, value in c.singles.items()},
                     "naive_rrf": round(self.naive_rrf[c.name], 6),
                     "pipeline_fusion": round(self.current[c.name], 6),
+                    **({} if c.baseline is None else {"baseline": round(c.baseline, 6)}),
                     "families": fold.chosen,
                 }
                 for c, fold in zip(self.collections, self.folds, strict=True)
@@ -155,6 +164,14 @@ def _single_values(data: SplitLists, names: Sequence[str], metric: str, keep_sel
     return out
 
 
+def _shipped_value(data: SplitLists, pipeline: Pipeline, metric: str, keep_self_hits: bool) -> float:
+    """The pipeline as it ships (its own fusion, or its one retriever) on a split's cached lists."""
+    if pipeline.fusion is None:
+        return next(iter(_single_values(data, pipeline.retriever_names, metric, keep_self_hits).values()))
+    shipped = [tuple(pipeline.fusion.weight_vector(pipeline.retriever_names))]
+    return float(grid_values(data, [pipeline.fusion], shipped, metric, keep_self_hits)[0, 0])
+
+
 def leave_one_out(
     targets: list[tuple[Pipeline, Dataset]],
     metric: str = "ndcg@10",
@@ -162,10 +179,14 @@ def leave_one_out(
     rrf_ks: tuple[float, ...] = (5.0, 10.0, 30.0, 60.0, 100.0),
     tolerance: float = 0.005,
     keep_self_hits: bool = False,
+    baselines: list[Pipeline] | None = None,
 ) -> LocoResult:
-    """Run the LOCO protocol over ``targets`` (the same pipeline opened on each collection)."""
+    """Run the LOCO protocol over ``targets`` (the same pipeline opened on each collection); ``baselines``, one
+    pipeline per target opened on the same collection, adds the bound of staying within ``tolerance`` of it."""
     if len(targets) < 2:
         raise BraidError("leave-one-collection-out needs two or more datasets")
+    if baselines is not None and len(baselines) != len(targets):
+        raise BraidError(f"one baseline per collection: {len(baselines)} for {len(targets)}")
     pipeline = targets[0][0]
     names = pipeline.retriever_names
     if len(names) < 2:
@@ -178,7 +199,7 @@ def leave_one_out(
         grid.append(equal)  # equal weights (naive RRF's) even where the step cannot express 1/n
     settings = fusion_settings(SEARCHED_METHODS, SEARCHED_NORMALIZATIONS, rrf_ks)
     collections = []
-    for target, dataset in targets:
+    for position, (target, dataset) in enumerate(targets):
         tune = split_lists(target, dataset, tuning_split(dataset))
         test = tune if tune.split == "test" else split_lists(target, dataset, "test")
         progress = tqdm(
@@ -196,14 +217,19 @@ def leave_one_out(
         tune_singles = singles if test is tune else _single_values(tune, names, metric, keep_self_hits)
         naive_index = (settings.index(NAIVE_RRF), grid.index(equal))
         floor = max(float(tune_values[naive_index]), max(tune_singles.values()) - tolerance)
-        collections.append(Collection(dataset.name, tune, test, tune_values, test_values, singles, floor))
+        baseline = None
+        if baselines is not None:
+            other = baselines[position]
+            tune_base = split_lists(other, dataset, tune.split)
+            test_base = tune_base if test is tune else split_lists(other, dataset, "test")
+            baseline = _shipped_value(test_base, other, metric, keep_self_hits)
+            floor = max(floor, _shipped_value(tune_base, other, metric, keep_self_hits) - tolerance)
+        collections.append(Collection(dataset.name, tune, test, tune_values, test_values, singles, floor, baseline))
     naive = {c.name: float(c.test_values[naive_index]) for c in collections}
-    current = {}
-    for (target, _), c in zip(targets, collections, strict=True):
-        fusion = target.fusion
-        assert fusion is not None  # two or more retrievers
-        shipped = [tuple(fusion.weight_vector(names))]
-        current[c.name] = float(grid_values(c.test, [fusion], shipped, metric, keep_self_hits)[0, 0])
+    current = {
+        c.name: _shipped_value(c.test, target, metric, keep_self_hits)
+        for (target, _), c in zip(targets, collections, strict=True)
+    }
     masks = {
         family: np.array([[allowed(s, w) for w in grid] for s in settings], dtype=bool)
         for family, (_, allowed) in FAMILIES.items()
@@ -254,25 +280,30 @@ def leave_one_out(
             "protocol": f"leave-one-collection-out, family {family}",
         }
         defaults[family] = TunedFusion(fusion_at(index), provenance)
-    return LocoResult(metric, list(names), collections, folds, current, naive, defaults, tolerance)
+    baseline_name = None if baselines is None else baselines[0].name
+    return LocoResult(metric, list(names), collections, folds, current, naive, defaults, tolerance, baseline_name)
 
 
 def format_loco(result: LocoResult) -> str:
     """The LOCO table: per left-out collection, each single retriever, naive RRF, the pipeline's fusion as
     shipped, and each family's choice made without that collection."""
     families = list(FAMILIES)
-    header = ["left out (test)", *result.names, "rrf-60", "shipped", *families]
+    baseline = [] if result.baseline is None else [result.baseline]
+    header = ["left out (test)", *result.names, "rrf-60", *baseline, "shipped", *families]
     rows = []
     for c, fold in zip(result.collections, result.folds, strict=True):
         cells = [c.test.label, *(f"{c.singles[n]:.4f}" for n in result.names)]
-        cells += [f"{result.naive_rrf[c.name]:.4f}", f"{result.current[c.name]:.4f}"]
+        cells += [f"{result.naive_rrf[c.name]:.4f}"] + [f"{c.baseline:.4f}" for _ in baseline]
+        cells += [f"{result.current[c.name]:.4f}"]
         cells += [f"{fold.chosen[f]['test']:.4f}" for f in families]
         rows.append(cells)
     means = ["mean", *(f"{np.mean([c.singles[n] for c in result.collections]):.4f}" for n in result.names)]
-    means += [f"{np.mean(list(result.naive_rrf.values())):.4f}", f"{np.mean(list(result.current.values())):.4f}"]
+    means += [f"{np.mean(list(result.naive_rrf.values())):.4f}"]
+    means += [f"{np.mean([c.baseline for c in result.collections]):.4f}" for _ in baseline]
+    means += [f"{np.mean(list(result.current.values())):.4f}"]
     means += [f"{np.mean([fold.chosen[f]['test'] for fold in result.folds]):.4f}" for f in families]
     rows.append(means)
-    meets = ["meets"] + [""] * (len(result.names) + 2)
+    meets = ["meets"] + [""] * (len(result.names) + 2 + len(baseline))
     meets += [f"{sum(result.meets(f).values())}/{len(result.folds)}" for f in families]
     rows.append(meets)
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -285,8 +316,9 @@ def format_loco(result: LocoResult) -> str:
         lines.append(
             "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths, strict=True)))
         )
+    against = "the best single retriever" + ("" if result.baseline is None else f" and of {result.baseline}")
     lines.append(
-        f"meets: left-out collections where the family is within {result.tolerance} of the best single retriever"
+        f"meets: left-out collections where the family is within {result.tolerance} of {against}"
         " and not below rrf-60; shipped: the pipeline's [fusion] as it stands (tuned on some of these collections)"
     )
     lines.append("")

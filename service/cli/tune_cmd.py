@@ -90,6 +90,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tune.add_argument("--report", default="results", help="with --loco: folder for loco/<pipeline>.json")
     tune.add_argument("--tolerance", type=float, default=0.005, help="with --loco: allowed gap to the best retriever")
+    tune.add_argument(
+        "--baseline",
+        help="with --loco: a pipeline (built-in name or TOML) each family must also stay within --tolerance of on"
+        " every left-out collection, e.g. hybrid when tuning hybrid-max",
+    )
     add_data_args(tune)
     tune.set_defaults(handler=run)
 
@@ -97,6 +102,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.loco:
         return run_loco(args)
+    if args.baseline:
+        raise BraidError("--baseline is a bound of the leave-one-collection-out protocol: add --loco, or drop it")
     source = Path(args.pipeline)
     if args.output is None and not source.is_file():
         hint = " (a built-in)" if args.pipeline in builtin_pipelines() else ""
@@ -188,6 +195,7 @@ def run_loco(args: argparse.Namespace) -> int:
         raise BraidError("--loco needs two or more different --dataset")
     if not 0 <= args.tolerance < 1:
         raise BraidError(f"--tolerance must be in [0, 1), got {args.tolerance}")
+    baseline = load_pipeline(args.baseline) if args.baseline else None
     output = Path(args.output) if args.output else None
     if output is not None and output.is_dir():
         raise BraidError(f"--output {output} is a directory; give a file path")
@@ -199,6 +207,9 @@ def run_loco(args: argparse.Namespace) -> int:
         if "test" not in dataset.splits:
             raise BraidError(f"--loco scores each left-out collection on its test split; {dataset.name} has none")
     targets = [(open_pipeline(spec, dataset, Path(args.index_dir), args.threads), dataset) for dataset in datasets]
+    baselines = None
+    if baseline is not None:
+        baselines = [open_pipeline(baseline, dataset, Path(args.index_dir), args.threads) for dataset in datasets]
     result = leave_one_out(
         targets,
         metric=args.metric,
@@ -206,6 +217,7 @@ def run_loco(args: argparse.Namespace) -> int:
         rrf_ks=tuple(args.rrf_k),
         tolerance=args.tolerance,
         keep_self_hits=args.keep_self_hits,
+        baselines=baselines,
     )
     report = Path(args.report) / "loco" / f"{spec.name}.json"
     report.parent.mkdir(parents=True, exist_ok=True)

@@ -180,6 +180,30 @@ def test_tune_loco_chooses_each_fold_without_its_collection(tmp_path, hybrid_fil
     assert "chosen by `braid tune --loco`" in (tmp_path / "default.toml").read_text()
 
 
+def test_tune_loco_baseline_is_one_more_bound(tmp_path, hybrid_file, capsys):
+    roots = _collections(tmp_path)
+    datasets = [arg for root in roots.values() for arg in ("--dataset", str(root))]
+    loco = ["tune", "--loco", *datasets, "--index-dir", str(tmp_path / "idx"), "--step", "0.5", "--rrf-k", "1", "60"]
+    loco += ["--pipeline", str(hybrid_file), "--report", str(tmp_path / "r"), "--tolerance", "0"]
+    assert main([*loco, "--baseline", "bm25-lucene", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["baseline"] == "bm25-lucene"
+    for fold in report["collections"]:
+        # The baseline as it ships, on the left-out test split: bm25-lucene is the pipeline's retriever "lucene".
+        assert fold["baseline"] == pytest.approx(fold["singles"]["lucene"], abs=1e-6)
+        name = fold["left_out"].split("/")[0]
+        bar = max(*fold["singles"].values(), fold["baseline"])
+        for family, chosen in fold["families"].items():
+            expected = chosen["test"] >= bar and chosen["test"] >= fold["naive_rrf"]
+            assert report["meets"][family][name] == expected, (family, name)
+    assert main([*loco, "--baseline", "bm25-lucene"]) == 0
+    table = capsys.readouterr().out
+    assert " bm25-lucene " in table.splitlines()[1] and "and of bm25-lucene" in table
+    plain = ["tune", "--dataset", str(roots["alpha"]), "--pipeline", str(hybrid_file), "--baseline", "hybrid"]
+    assert main(plain) == 2
+    assert "add --loco" in capsys.readouterr().err
+
+
 def test_tune_loco_refuses_what_the_protocol_cannot_do(tmp_path, hybrid_file, capsys):
     roots = _collections(tmp_path)
     base = ["tune", "--loco", "--pipeline", str(hybrid_file), "--index-dir", str(tmp_path / "idx")]
