@@ -10,6 +10,10 @@ caches off, so every request does all of its work. Measured, one pipeline at a t
    :mod:`benchmarks.service_load` runs them) for ``--duration`` seconds per pipeline, protocol and client count,
    over the dataset's queries round robin: requests/s, p50 and p99, and the server's CPU per request under load.
 
+Both run in ``--rounds`` slices with the pipelines taking turns (each cell's queries and seconds split evenly), so
+that the machine's drift during the run (a shared VM's throughput moves by 2x between minutes) reaches every
+pipeline alike and the ratios compare like with like.
+
 Reported ratios (the issue's goals): the hybrid's CPU per query / the sum of its parts' (<= 1), its requests/s /
 the harmonic sum of its parts' (1 / sum of 1 / rate: what it would serve if it cost exactly their sum; >= 1), and its
 p99 / p50 at each client count (<= 4 at 8 clients). With ``--max``: that pipeline's single-query p50 / the hybrid's
@@ -50,7 +54,8 @@ def server_cpu_seconds(process: psutil.Process) -> float:
 
 
 def sequential(address: str, process: psutil.Process, pipeline: str, queries: list[str]) -> dict:
-    """Queries one after the other: the server's CPU per query and the client's latency per query."""
+    """Queries one after the other: the server's CPU per query and the client's latency per query (``latencies_ms``
+    kept for :func:`combined_sequential`)."""
     latencies = []
     with httpx.Client(base_url=address, timeout=120) as http:
         before = server_cpu_seconds(process)
@@ -66,18 +71,45 @@ def sequential(address: str, process: psutil.Process, pipeline: str, queries: li
         "cpu_ms_per_query": round(cpu / len(queries) * 1000, 2),
         "p50_ms": round(statistics.median(latencies), 2),
         "p99_ms": round(percentile(latencies, 0.99), 2),
+        "cpu_seconds": cpu,
+        "latencies_ms": latencies,
     }
 
 
-def loaded(addresses: dict, process: psutil.Process, pipeline: str, protocol: str, clients: int, queries, args):
-    """``clients`` concurrent clients for ``args.duration`` seconds (benchmarks.service_load's Run)."""
-    settings = Namespace(clients=clients, duration=args.duration, max_requests=10**9, timeout=120.0)
+def combined_sequential(chunks: list[dict]) -> dict:
+    """A pipeline's sequential row from its interleaved chunks."""
+    latencies = [value for chunk in chunks for value in chunk["latencies_ms"]]
+    cpu = sum(chunk["cpu_seconds"] for chunk in chunks)
+    return {
+        "queries": len(latencies),
+        "cpu_ms_per_query": round(cpu / len(latencies) * 1000, 2),
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
+    }
+
+
+def loaded(addresses: dict, process: psutil.Process, pipeline: str, protocol: str, clients: int, queries, seconds):
+    """``clients`` concurrent clients for ``seconds`` (benchmarks.service_load's Run): the run, its latencies in ms
+    and the server's CPU seconds during it."""
+    settings = Namespace(clients=clients, duration=seconds, max_requests=10**9, timeout=120.0)
     run = Run(addresses, pipeline, protocol, queries, settings)
     before = server_cpu_seconds(process)
     row = run.execute()
-    cpu = server_cpu_seconds(process) - before
-    served = row["requests"] - row["errors"]
-    row["cpu_ms_per_query"] = round(cpu / served * 1000, 2) if served else None
+    return row, [value * 1000 for value in run.latencies], server_cpu_seconds(process) - before
+
+
+def merged(slices: list[tuple[dict, list[float], float]]) -> dict:
+    """One load cell from its interleaved slices: requests/s over their time, percentiles over every latency."""
+    first = slices[0][0]
+    ms = [value for _, latencies, _ in slices for value in latencies]
+    seconds = sum(row["seconds"] for row, _, _ in slices)
+    errors = sum(row["errors"] for row, _, _ in slices)
+    row = {"pipeline": first["pipeline"], "protocol": first["protocol"], "clients": first["clients"],
+           "slices": len(slices), "seconds": round(seconds, 1), "requests": len(ms) + errors, "errors": errors,
+           "qps": round(len(ms) / seconds, 1), "p50_ms": round(statistics.median(ms), 1) if ms else None,
+           "p99_ms": round(percentile(ms, 0.99), 1) if ms else None}  # fmt: skip
+    cpu = sum(seconds for _, _, seconds in slices)
+    row["cpu_ms_per_query"] = round(cpu / len(ms) * 1000, 2) if ms else None
     row["p99_over_p50"] = round(row["p99_ms"] / row["p50_ms"], 2) if row["p50_ms"] else None
     return row
 
@@ -111,7 +143,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max", help="a slower first stage held to the hybrid's speed, e.g. hybrid-max")
     parser.add_argument("--clients", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--protocols", nargs="+", default=["http", "grpc"], choices=["http", "grpc"])
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds per load run (default: 20)")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per load cell (default: 20)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="each cell's queries and seconds split into this many slices, pipelines taking turns (default: 4)",
+    )
     parser.add_argument("--cpu-queries", type=int, default=300, help="sequential queries per pipeline (300)")
     parser.add_argument("--repeats", action="store_true", help="also run benchmarks.repeated_queries")
     parser.add_argument("--data-dir", default=os.environ.get("BRAID_DATA_DIR"))
@@ -120,6 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", type=Path, default=Path("results/serving_floor.json"))
     args = parser.parse_args(argv)
 
+    if args.rounds < 1 or args.cpu_queries < args.rounds:
+        raise SystemExit(f"--rounds must be in [1, --cpu-queries], got {args.rounds}")
     dataset = resolve_dataset(args.dataset, args.data_dir)
     queries = list(dataset.queries().values())
     if len(queries) < args.cpu_queries + 10:
@@ -146,17 +186,30 @@ def main(argv: list[str] | None = None) -> dict:
         for pipeline in pipelines:
             sequential(addresses["http"], server, pipeline, queries[:10])
         # Distinct queries within each pipeline's run, a different stretch of them for each pipeline (wrapping).
+        # Pipelines take turns in --rounds slices, so a change in the machine's speed during the run (a shared VM's
+        # throughput can move 2x between minutes) reaches every pipeline alike instead of whichever ran then.
         timed = queries[10:]
-        for number, pipeline in enumerate(pipelines):
-            texts = [timed[(number * args.cpu_queries + i) % len(timed)] for i in range(args.cpu_queries)]
-            report["sequential"][pipeline] = row = sequential(addresses["http"], server, pipeline, texts)
+        texts = {name: [timed[(n * args.cpu_queries + i) % len(timed)] for i in range(args.cpu_queries)]
+                 for n, name in enumerate(pipelines)}  # fmt: skip
+        chunks: dict[str, list[dict]] = {name: [] for name in pipelines}
+        for round_ in range(args.rounds):
+            for pipeline in pipelines:
+                part = texts[pipeline][round_ :: args.rounds]
+                chunks[pipeline].append(sequential(addresses["http"], server, pipeline, part))
+        for pipeline in pipelines:
+            report["sequential"][pipeline] = row = combined_sequential(chunks[pipeline])
             print(f"sequential {pipeline}: {json.dumps(row)}", flush=True)
-        for protocol in args.protocols:
-            for clients in args.clients:
+        cells = [(protocol, clients) for protocol in args.protocols for clients in args.clients]
+        slices: dict[tuple, list] = {}
+        for _ in range(args.rounds):
+            for protocol, clients in cells:
                 for pipeline in pipelines:
-                    row = loaded(addresses, server, pipeline, protocol, clients, queries, args)
-                    report["load"].append(row)
-                    print(f"load: {json.dumps(row)}", flush=True)
+                    one = loaded(addresses, server, pipeline, protocol, clients, queries, args.duration / args.rounds)
+                    slices.setdefault((protocol, clients, pipeline), []).append(one)
+        for parts in slices.values():
+            row = merged(parts)
+            report["load"].append(row)
+            print(f"load: {json.dumps(row)}", flush=True)
     finally:
         report["server_exit_code"] = stop_server(process)
         args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")  # what ran, if a later step fails
