@@ -92,7 +92,7 @@ class Collection:
     tune_values: np.ndarray  # settings x grid
     test_values: np.ndarray
     singles: dict[str, float]  # retriever name -> metric on the test split
-    floor: float  # on the tuning split: max(naive RRF, best single, baseline - tolerance), what `robust` must clear
+    floor: float  # on the tuning split: max(naive RRF, best single or baseline - tolerance): what `robust` must clear
     baseline: float | None = None  # the baseline pipeline, as shipped, on the test split
 
 
