@@ -108,7 +108,7 @@ def merged(slices: list[tuple[dict, list[float], float]]) -> dict:
            "slices": len(slices), "seconds": round(seconds, 1), "requests": len(ms) + errors, "errors": errors,
            "qps": round(len(ms) / seconds, 1), "p50_ms": round(statistics.median(ms), 1) if ms else None,
            "p99_ms": round(percentile(ms, 0.99), 1) if ms else None}  # fmt: skip
-    cpu = sum(seconds for _, _, seconds in slices)
+    cpu = sum(cpu_seconds for _, _, cpu_seconds in slices)
     row["cpu_ms_per_query"] = round(cpu / len(ms) * 1000, 2) if ms else None
     row["p99_over_p50"] = round(row["p99_ms"] / row["p50_ms"], 2) if row["p50_ms"] else None
     return row
