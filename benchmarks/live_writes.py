@@ -36,15 +36,11 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.service_load import percentile
 from benchmarks.service_process import start_server, stop_server
 from braid.common.collection_writer import stage_collection
 from braid.common.cpu_features import timing_flags
 from braid.common.dataset_resolver import open_dataset_dir, resolve_dataset
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 class Searcher(threading.Thread):

@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from benchmarks.service_load import percentile
 from benchmarks.service_process import start_server, stop_server
 from braid.common.cpu_features import timing_flags
 from braid.common.dataset import Dataset
@@ -48,11 +49,6 @@ def zipf_replay(queries: list[str], requests: int, exponent: float, seed: int) -
     weights = 1.0 / np.arange(1, len(queries) + 1) ** exponent
     picks = rng.choice(len(queries), size=requests, p=weights / weights.sum())
     return [queries[order[pick]] for pick in picks]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def replay(address: str, pipeline: str, requests: list[str], clients: int) -> dict:
