@@ -20,8 +20,10 @@ Two more concern every search, and are handled here too:
   inside :func:`java_calls`, one thread at a time (pyjnius releases the GIL inside Java, so this is the only thing
   keeping them apart; the Java work of a query takes about a millisecond): query-time calls, and, since a live
   collection indexes writes while it is searched, the calls that build a segment and open a reader on it.
-- Reading hits through pyjnius wraps every ``ScoreDoc`` and crosses JNI twice per hit: 30 ms for a top 1000.
-  :func:`search_top` serializes the ``TopDocs`` with Jackson (in Anserini's jar) in one call instead.
+- Reading hits through pyjnius wraps every ``ScoreDoc`` and crosses JNI twice per hit: 30 ms for a top 1000
+  (Anserini's ``ScoredDocs.fromTopDocs`` has primitive arrays, but reads every hit's stored document: 31 ms).
+  :func:`search_top` serializes the ``TopDocs`` with Jackson (in Anserini's jar) in one call instead, each hit as a
+  ``[score, doc]`` pair rather than an object with named fields (:func:`_hits_mapper`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from operator import itemgetter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -182,17 +183,39 @@ def search_top(searcher, query, depth: int, after: tuple[int, float] | None = No
     global _json_writer, _score_doc
     with java_calls():
         if _json_writer is None:
-            _json_writer = java_class("com.fasterxml.jackson.databind.ObjectMapper")()
+            _json_writer = _hits_mapper()
             _score_doc = java_class("org.apache.lucene.search.ScoreDoc")
         if after is None:
             found = searcher.search(query, int(depth))
         else:
             found = searcher.searchAfter(_score_doc(int(after[0]), float(after[1])), query, int(depth))
         text = _json_writer.writeValueAsString(found)
-    hits = json.loads(text)["scoreDocs"]
-    # map(itemgetter) walks the hits in C; a generator expression here ran one Python step per hit.
-    docs = np.fromiter(map(itemgetter("doc"), hits), dtype=np.int64, count=len(hits))
-    return docs, np.fromiter(map(itemgetter("score"), hits), dtype=np.float32, count=len(hits))
+    return _parse_hits(text)
+
+
+def _hits_mapper():
+    """A Jackson ``ObjectMapper`` that writes each ``ScoreDoc`` as ``[score, doc]`` (its fields in declaration order,
+    ``shardIndex`` left out): half the text of ``{"score":..,"doc":..,"shardIndex":-1}``, and a top 1000 reads back
+    as one flat list of numbers instead of 1,000 dicts (0.6 ms less per list, serializing and parsing)."""
+    mapper = java_class("com.fasterxml.jackson.databind.ObjectMapper")()
+    shape = java_class("com.fasterxml.jackson.annotation.JsonFormat$Shape")
+    form = java_class("com.fasterxml.jackson.annotation.JsonFormat$Value")
+    ignored = java_class("com.fasterxml.jackson.annotation.JsonIgnoreProperties$Value")
+    override = mapper.configOverride(java_class("java.lang.Class").forName("org.apache.lucene.search.ScoreDoc"))
+    override.setFormat(form.forShape(shape.ARRAY))
+    override.setIgnorals(ignored.forIgnoredProperties("shardIndex"))
+    return mapper
+
+
+def _parse_hits(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """(docs, scores) from ``{"totalHits":{..},"scoreDocs":[[score,doc],..]}``: the pairs' brackets dropped, so that
+    one ``json.loads`` reads a flat list of numbers and numpy splits it in two."""
+    start = text.find("[[")
+    if start < 0:  # no hits: "scoreDocs":[]
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    flat = json.loads("[" + text[start + 2 : text.rindex("]]")].replace("],[", ",") + "]")
+    pairs = np.array(flat, dtype=np.float64).reshape(-1, 2)
+    return pairs[:, 1].astype(np.int64), pairs[:, 0].astype(np.float32)
 
 
 def top_searches(searcher, query) -> tuple[Callable, Callable]:
