@@ -17,8 +17,11 @@ from braid.retriever.bm25_retriever import BM25Retriever
         ('{"totalHits":{"value":0,"relation":"EQUAL_TO"},"scoreDocs":[]}', [], []),
         ('{"totalHits":{"value":1,"relation":"EQUAL_TO"},"scoreDocs":[[6.598821,1810]]}', [1810], [6.598821]),
         # Float.toString's forms: exponents, and negative scores (a function query can score below 0).
-        ('{"totalHits":{"value":3,"relation":"GREATER_THAN_OR_EQUAL_TO"},"scoreDocs":[[1.0E-5,7],[-2.5,0],[3.0,12]]}',
-         [7, 0, 12], [1.0e-5, -2.5, 3.0]),  # fmt: skip
+        (
+            '{"totalHits":{"value":3,"relation":"GREATER_THAN_OR_EQUAL_TO"},"scoreDocs":[[1.0E-5,7],[-2.5,0],[3.0,12]]}',
+            [7, 0, 12],
+            [1.0e-5, -2.5, 3.0],
+        ),
     ],
 )
 def test_parse_hits_reads_score_doc_pairs(text, docs, scores):
