@@ -10,7 +10,9 @@ caches off, so every request does all of its work. Measured, one pipeline at a t
    :mod:`benchmarks.service_load` runs them) for ``--duration`` seconds per pipeline, protocol and client count,
    over the dataset's queries round robin: requests/s, p50 and p99, and the server's CPU per request under load.
 
-Both run in ``--rounds`` slices with the pipelines taking turns (each cell's queries and seconds split evenly), so
+Both follow ``--warmup`` untimed queries per pipeline (a fresh JVM compiles Lucene's search paths over the first few
+hundred; each row's ``jit_ms_per_query`` is what its compiler threads still spent while it was timed). Both run in
+``--rounds`` slices with the pipelines taking turns (each cell's queries and seconds split evenly), so
 that the machine's drift during the run (a shared VM's throughput moves by 2x between minutes) reaches every
 pipeline alike and the ratios compare like with like.
 
@@ -53,25 +55,40 @@ def server_cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
+def jit_cpu_seconds(process: psutil.Process) -> float:
+    """CPU seconds the server's JVM has spent compiling (its C1/C2 compiler threads; 0 where /proc does not name
+    threads): a report that shows this near 0 per query measured a warm JVM, not its warm-up."""
+    total = 0.0
+    for thread in process.threads():
+        try:
+            name = Path(f"/proc/{process.pid}/task/{thread.id}/comm").read_text().strip()
+        except OSError:
+            continue
+        if name.startswith(("C1 CompilerThre", "C2 CompilerThre")):
+            total += thread.user_time + thread.system_time
+    return total
+
+
 def sequential(address: str, process: psutil.Process, pipeline: str, queries: list[str]) -> dict:
     """Queries one after the other: the server's CPU per query and the client's latency per query (``latencies_ms``
     kept for :func:`combined_sequential`)."""
     latencies = []
     with httpx.Client(base_url=address, timeout=120) as http:
-        before = server_cpu_seconds(process)
+        before, jit_before = server_cpu_seconds(process), jit_cpu_seconds(process)
         for text in queries:
             tick = time.perf_counter()
             response = http.post("/v1/search", json={"query": text, "k": 10, "pipeline": pipeline})
             latencies.append((time.perf_counter() - tick) * 1000)
             if response.status_code != 200:
                 raise SystemExit(f"{pipeline}: HTTP {response.status_code}: {response.text[:500]}")
-        cpu = server_cpu_seconds(process) - before
+        cpu, jit = server_cpu_seconds(process) - before, jit_cpu_seconds(process) - jit_before
     return {
         "queries": len(queries),
         "cpu_ms_per_query": round(cpu / len(queries) * 1000, 2),
         "p50_ms": round(statistics.median(latencies), 2),
         "p99_ms": round(percentile(latencies, 0.99), 2),
         "cpu_seconds": cpu,
+        "jit_seconds": jit,
         "latencies_ms": latencies,
     }
 
@@ -80,9 +97,11 @@ def combined_sequential(chunks: list[dict]) -> dict:
     """A pipeline's sequential row from its interleaved chunks."""
     latencies = [value for chunk in chunks for value in chunk["latencies_ms"]]
     cpu = sum(chunk["cpu_seconds"] for chunk in chunks)
+    jit = sum(chunk["jit_seconds"] for chunk in chunks)
     return {
         "queries": len(latencies),
         "cpu_ms_per_query": round(cpu / len(latencies) * 1000, 2),
+        "jit_ms_per_query": round(jit / len(latencies) * 1000, 2),
         "p50_ms": round(statistics.median(latencies), 2),
         "p99_ms": round(percentile(latencies, 0.99), 2),
     }
@@ -93,8 +112,9 @@ def loaded(addresses: dict, process: psutil.Process, pipeline: str, protocol: st
     and the server's CPU seconds during it."""
     settings = Namespace(clients=clients, duration=seconds, max_requests=10**9, timeout=120.0)
     run = Run(addresses, pipeline, protocol, queries, settings)
-    before = server_cpu_seconds(process)
+    before, jit_before = server_cpu_seconds(process), jit_cpu_seconds(process)
     row = run.execute()
+    row["jit_seconds"] = jit_cpu_seconds(process) - jit_before
     return row, [value * 1000 for value in run.latencies], server_cpu_seconds(process) - before
 
 
@@ -104,12 +124,14 @@ def merged(slices: list[tuple[dict, list[float], float]]) -> dict:
     ms = [value for _, latencies, _ in slices for value in latencies]
     seconds = sum(row["seconds"] for row, _, _ in slices)
     errors = sum(row["errors"] for row, _, _ in slices)
+    jit = sum(row["jit_seconds"] for row, _, _ in slices)
     row = {"pipeline": first["pipeline"], "protocol": first["protocol"], "clients": first["clients"],
            "slices": len(slices), "seconds": round(seconds, 1), "requests": len(ms) + errors, "errors": errors,
            "qps": round(len(ms) / seconds, 1), "p50_ms": round(statistics.median(ms), 1) if ms else None,
            "p99_ms": round(percentile(ms, 0.99), 1) if ms else None}  # fmt: skip
     cpu = sum(cpu_seconds for _, _, cpu_seconds in slices)
     row["cpu_ms_per_query"] = round(cpu / len(ms) * 1000, 2) if ms else None
+    row["jit_ms_per_query"] = round(jit / len(ms) * 1000, 2) if ms else None
     row["p99_over_p50"] = round(row["p99_ms"] / row["p50_ms"], 2) if row["p50_ms"] else None
     return row
 
@@ -151,6 +173,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="each cell's queries and seconds split into this many slices, pipelines taking turns (default: 4)",
     )
     parser.add_argument("--cpu-queries", type=int, default=300, help="sequential queries per pipeline (300)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=300,
+        help="untimed queries per pipeline first, the pipelines taking turns (default: 300; the JVM compiles "
+        "Lucene's search paths over the first few hundred)",
+    )
     parser.add_argument("--repeats", action="store_true", help="also run benchmarks.repeated_queries")
     parser.add_argument("--data-dir", default=os.environ.get("BRAID_DATA_DIR"))
     parser.add_argument("--index-dir", default="indexes")
@@ -160,6 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.rounds < 1 or args.cpu_queries < args.rounds:
         raise SystemExit(f"--rounds must be in [1, --cpu-queries], got {args.rounds}")
+    if args.warmup < 1:
+        raise SystemExit(f"--warmup must be >= 1, got {args.warmup}")
     dataset = resolve_dataset(args.dataset, args.data_dir)
     queries = list(dataset.queries().values())
     if len(queries) < args.cpu_queries + 10:
@@ -182,9 +213,14 @@ def main(argv: list[str] | None = None) -> dict:
     process, addresses = start_server(serve, secrets.token_hex(16), args.output.with_suffix(".server.log"))
     server = psutil.Process(process.pid)
     try:
-        # Warm-up on the same texts for every pipeline (first calls compile and allocate); the timed queries follow.
-        for pipeline in pipelines:
-            sequential(addresses["http"], server, pipeline, queries[:10])
+        # Warm-up on the same texts for every pipeline, in turns of 50: first calls allocate, and the JVM's C2
+        # compiler keeps compiling Lucene's search paths for the first few hundred queries of each kind (its threads
+        # cost as much CPU as the searches themselves at first: 5.4 ms a query over a fresh server's first 100
+        # bm25 queries, 0.5 over the next 100). The timed queries follow; their rows report the JIT's share.
+        warm = [queries[i % len(queries)] for i in range(args.warmup)]
+        for start in range(0, args.warmup, 50):
+            for pipeline in pipelines:
+                sequential(addresses["http"], server, pipeline, warm[start : start + 50])
         # Distinct queries within each pipeline's run, a different stretch of them for each pipeline (wrapping).
         # Pipelines take turns in --rounds slices, so a change in the machine's speed during the run (a shared VM's
         # throughput can move 2x between minutes) reaches every pipeline alike instead of whichever ran then.
@@ -273,14 +309,15 @@ def ratios(report: dict, parts: list[str], hybrid: str, slow: str | None, args) 
 
 def print_report(report: dict, args, pipelines: list[str]) -> None:
     print(f"\n{args.dataset}, {report['machine']}")
-    print(f"{'pipeline':<12}{'CPU ms/q':>10}{'p50 ms':>9}   (sequential, HTTP)")
+    print(f"{'pipeline':<12}{'CPU ms/q':>10}{'JIT ms/q':>10}{'p50 ms':>9}   (sequential, HTTP)")
     for name in pipelines:
         row = report["sequential"][name]
-        print(f"{name:<12}{row['cpu_ms_per_query']:>10.2f}{row['p50_ms']:>9.2f}")
-    print(f"\n{'pipeline':<12}{'proto':<6}{'clients':>8}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/q':>10}")
+        print(f"{name:<12}{row['cpu_ms_per_query']:>10.2f}{row['jit_ms_per_query']:>10.2f}{row['p50_ms']:>9.2f}")
+    print(f"\n{'pipeline':<12}{'proto':<6}{'clients':>8}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/q':>10}"
+          f"{'JIT ms/q':>10}")  # fmt: skip
     for row in report["load"]:
         print(f"{row['pipeline']:<12}{row['protocol']:<6}{row['clients']:>8}{row['qps']:>8.1f}{row['p50_ms']:>9.1f}"
-              f"{row['p99_ms']:>9.1f}{row['cpu_ms_per_query']:>10.2f}")  # fmt: skip
+              f"{row['p99_ms']:>9.1f}{row['cpu_ms_per_query']:>10.2f}{row['jit_ms_per_query']:>10.2f}")  # fmt: skip
     if "batch" in report:
         print()
         for name, row in report["batch"].items():
