@@ -23,7 +23,7 @@ import torch
 import torch.utils.checkpoint
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from braid.ranker.attention_backend import AttentionBackend, masked_attention, repeat_heads
+from braid.ranker.attention_backend import AttentionBackend, grouped_attention
 from braid.ranker.doc_cache import BlockKV, DocumentKVCache, block_key
 from braid.ranker.prompt_layout import BlockPrompt
 
@@ -287,9 +287,7 @@ class _BatchRun:
         keys[:, :, width:] = k
         values[:, :, width:] = v
         allowed[:, :, width:] = torch.ones(length, length, dtype=torch.bool, device=k.device).tril()
-        attended, _ = masked_attention(
-            q, repeat_heads(keys, f.heads), repeat_heads(values, f.heads), allowed[:, None], f.scale
-        )
+        attended, _ = grouped_attention(q, keys, values, allowed, f.scale)
         return tuple(f._finish(layer, hidden, attended).split(1, dim=0))
 
     def walk(self) -> None:

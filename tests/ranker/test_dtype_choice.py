@@ -46,3 +46,33 @@ def test_the_environment_decides_auto_for_a_process(monkeypatch):
     monkeypatch.setenv("BRAID_RERANK_DTYPE", "int4")
     with pytest.raises(BraidError, match="BRAID_RERANK_DTYPE"):
         resolve_dtype("auto", "cpu")
+
+
+def test_the_document_cache_keeps_each_dtype_apart(tiny_lm_dir):
+    """A document block cached by the float32 model is never read by the bfloat16 one (its keys and values
+    round differently): the model key, part of every cache key, names the dtype."""
+    import torch
+
+    from braid.ranker.attention_backend import TorchBlockBackend
+    from braid.ranker.block_forward import BlockForward
+    from braid.ranker.doc_cache import DocumentKVCache
+    from braid.ranker.llm_source import load_llm
+    from braid.ranker.prompt_layout import PromptTemplate, build_prompt
+
+    lms = {dtype: load_llm(str(tiny_lm_dir), dtype, "cpu") for dtype in ("float32", "bfloat16")}
+    assert lms["float32"].key.endswith(":float32") and lms["bfloat16"].key.endswith(":bfloat16")
+    assert next(lms["bfloat16"].model.parameters()).dtype == torch.bfloat16
+    tokenizer = lms["float32"].tokenizer
+    docs = ["Aspirin reduces the risk of heart attack.", "The cat sat on the mat.", "Heart disease."]
+    prompt = build_prompt(tokenizer, PromptTemplate.for_tokenizer(tokenizer), "aspirin", docs, list("ABC"), [1] * 3, 16)
+    cache = DocumentKVCache(1 << 24)
+    results = {}
+    with torch.inference_mode():
+        for dtype, lm in lms.items():
+            forward = BlockForward(lm.model, TorchBlockBackend(), cache, lm.key)
+            first, again = forward(prompt, [1], 2, need_logits=True), forward(prompt, [1], 2, need_logits=True)
+            assert (first.cached_docs, again.cached_docs) == (0, 3), dtype
+            results[dtype] = again
+    assert len(cache) == 8  # three documents and the instruction, once per dtype
+    gap = (results["bfloat16"].last_logits.float() - results["float32"].last_logits.float()).abs().max()
+    assert 0 < gap < 0.1 * results["float32"].last_logits.abs().max()
