@@ -4,9 +4,15 @@ For each document count: the block-sparse forward cold (no cache), cold with ear
 (attention mode), warm (every document's keys and values already cached: only the query block runs), and the
 model's ordinary forward over the same tokens with causal attention and ordinary positions (SDPA), which is
 what a listwise prompt costs without the block structure. Documents are real passages (scifact), cut to
-``--doc-tokens``. Median of ``--repeats`` runs after one warm-up; ratios are against the dense forward. Usage:
+``--doc-tokens``. Median of ``--repeats`` runs after one warm-up; ratios are against the dense forward.
+
+Several ``--dtype`` values load the model once per dtype and interleave their runs (every measurement of every
+dtype once per round), so that a shared machine's drift falls on all of them alike; the report then carries each
+measurement's ratio of the first dtype's time over every other's (``float32`` over ``bfloat16``: the speedup of
+bfloat16 on a CPU that computes it natively). Usage:
 
     python -m benchmarks.ranker_speed --docs 20 100 --doc-tokens 64 --output results/ranker_speed.json
+    python -m benchmarks.ranker_speed --docs 20 --doc-tokens 128 --dtype float32 bfloat16 --repeats 7
 """
 
 from __future__ import annotations
@@ -26,51 +32,51 @@ from braid.ranker.attention_backend import get_backend
 from braid.ranker.block_forward import BlockForward
 from braid.ranker.doc_cache import DocumentKVCache
 from braid.ranker.identifiers import IdentifierScheme
-from braid.ranker.llm_source import load_llm
+from braid.ranker.llm_source import DTYPES, LoadedLM, load_llm
 from braid.ranker.prompt_layout import PromptTemplate, build_prompt
 
-
-def median_s(function: Callable[[], object], repeats: int, setup: Callable[[], object] | None = None) -> float:
-    if setup:
-        setup()
-    function()  # warm-up
-    timings = []
-    for _ in range(repeats):
-        if setup:
-            setup()
-        start = time.perf_counter()
-        function()
-        timings.append(time.perf_counter() - start)
-    return statistics.median(timings)
+MEASURES = ("dense_s", "block_cold_s", "block_cold_early_exit_s", "block_warm_s")
 
 
-def time_prompt(
-    model: torch.nn.Module, prompt: object, backend: object, key: str, layer: int, repeats: int, device: str
-) -> dict:
-    """Median seconds of the dense forward and of the block-sparse forward cold, early-exit and warm."""
+def prompt_runs(lm: LoadedLM, prompt: object, backend: object, layer: int, device: str) -> tuple[dict, DocumentKVCache]:
+    """One callable per measurement (each runs once, synchronized), and the document cache the warm one reads."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     cache = DocumentKVCache(8 << 30)
-    cold = BlockForward(model, backend, None, key)
-    warm = BlockForward(model, backend, cache, key)
+    cold = BlockForward(lm.model, backend, None, lm.key)
+    warm = BlockForward(lm.model, backend, cache, lm.key)
     flat = prompt.flat_ids()[None].to(device)
 
-    def timed(function: Callable[[], object]) -> float:
+    def run(function: Callable[[], object]) -> Callable[[], None]:
         def call() -> None:
             with torch.inference_mode():
                 function()
             sync()
 
-        return median_s(call, repeats)
+        return call
 
-    row = {"docs": len(prompt.documents), "tokens": prompt.total_tokens}
-    row["dense_s"] = timed(lambda: model(flat))
-    row["block_cold_s"] = timed(lambda: cold(prompt, need_logits=True))
-    row["block_cold_early_exit_s"] = timed(lambda: cold(prompt, [layer], 8))
-    row["block_warm_s"] = timed(lambda: warm(prompt, need_logits=True))
-    row["cache_mb"] = round(cache.nbytes / 2**20, 1)
-    for name in ("block_cold_s", "block_cold_early_exit_s", "block_warm_s"):
-        row[name.replace("_s", "_speedup")] = round(row["dense_s"] / row[name], 2)
-    return row
+    runs = {
+        "dense_s": run(lambda: lm.model(flat)),
+        "block_cold_s": run(lambda: cold(prompt, need_logits=True)),
+        "block_cold_early_exit_s": run(lambda: cold(prompt, [layer], 8)),
+        "block_warm_s": run(lambda: warm(prompt, need_logits=True)),  # its warm-up run fills the cache
+    }
+    return runs, cache
+
+
+def interleaved_medians(runs: dict[str, dict[str, Callable[[], None]]], repeats: int) -> dict[str, dict[str, float]]:
+    """Median seconds of ``runs[dtype][measure]``: one warm-up each, then ``repeats`` rounds in which every
+    measurement of every dtype runs once, the dtypes one after the other."""
+    for per_dtype in runs.values():
+        for call in per_dtype.values():
+            call()
+    timings: dict[str, dict[str, list[float]]] = {dtype: {m: [] for m in MEASURES} for dtype in runs}
+    for _ in range(repeats):
+        for measure in MEASURES:
+            for dtype, per_dtype in runs.items():
+                start = time.perf_counter()
+                per_dtype[measure]()
+                timings[dtype][measure].append(time.perf_counter() - start)
+    return {dtype: {m: statistics.median(t) for m, t in per.items()} for dtype, per in timings.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,18 +87,24 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--doc-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", nargs="+", default=["float32"], choices=list(DTYPES), help="interleaved if several")
     parser.add_argument("--backend", default="torch")
     parser.add_argument("--output", type=Path, default=Path("results/ranker_speed.json"))
     args = parser.parse_args(argv)
+    if len(set(args.dtype)) != len(args.dtype):
+        parser.error(f"--dtype lists a dtype twice: {' '.join(args.dtype)}")
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
 
-    lm = load_llm(args.model, args.dtype, args.device)
-    tokenizer, model = lm.tokenizer, lm.model
-    layer = model.config.num_hidden_layers // 2
+    lms = {dtype: load_llm(args.model, dtype, args.device) for dtype in args.dtype}
+    first = lms[args.dtype[0]]
+    tokenizer = first.tokenizer
+    layer = first.model.config.num_hidden_layers // 2
     corpus = resolve_dataset(args.dataset).iter_corpus()
     texts = [doc.contents for doc in itertools.islice(corpus, max(args.docs))]
     scheme = IdentifierScheme.for_tokenizer(tokenizer)
     template = PromptTemplate.for_tokenizer(tokenizer)
+    backend = get_backend(args.backend)
     rows = []
     for count in args.docs:
         ids = scheme.take(count)
@@ -105,28 +117,52 @@ def main(argv: list[str] | None = None) -> dict:
             ids.token_ids,
             args.doc_tokens,
         )
-        row = time_prompt(model, prompt, get_backend(args.backend), lm.key, layer, args.repeats, args.device)
-        row["doc_tokens"] = args.doc_tokens
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        runs, caches = {}, {}
+        for dtype, lm in lms.items():
+            runs[dtype], caches[dtype] = prompt_runs(lm, prompt, backend, layer, args.device)
+        medians = interleaved_medians(runs, args.repeats)
+        for dtype in args.dtype:
+            row = {"dtype": dtype, "docs": len(prompt.documents), "tokens": prompt.total_tokens, **medians[dtype]}
+            row["cache_mb"] = round(caches[dtype].nbytes / 2**20, 1)
+            for name in MEASURES[1:]:
+                row[name.replace("_s", "_speedup")] = round(row["dense_s"] / row[name], 2)
+            row["doc_tokens"] = args.doc_tokens
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     report = {
         "model": args.model,
         "device": args.device,
-        "dtype": args.dtype,
+        "dtype": args.dtype[0] if len(args.dtype) == 1 else args.dtype,
         "threads": torch.get_num_threads(),
         "early_exit_layer": layer,
+        "repeats": args.repeats,
         "rows": rows,
+        "ratios": dtype_ratios(rows, args.dtype),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))
-    header = ["docs", "tokens", "dense s", "cold s", "exit s", "warm s", "cold x", "exit x", "warm x"]
+    header = ["dtype", "docs", "tokens", "dense s", "cold s", "exit s", "warm s", "cold x", "exit x", "warm x"]
     print(" ".join(f"{name:>8}" for name in header))
     for r in rows:
-        values = [r["docs"], r["tokens"], r["dense_s"], r["block_cold_s"], r["block_cold_early_exit_s"]]
+        values = [r["dtype"], r["docs"], r["tokens"], r["dense_s"], r["block_cold_s"], r["block_cold_early_exit_s"]]
         values += [r["block_warm_s"], r["block_cold_speedup"], r["block_cold_early_exit_speedup"]]
         values += [r["block_warm_speedup"]]
         print(" ".join(f"{v:>8.3f}" if isinstance(v, float) else f"{v:>8}" for v in values))
+    for name, value in report["ratios"].items():
+        print(f"{name}: {value}")
     return report
+
+
+def dtype_ratios(rows: list[dict], dtypes: list[str]) -> dict[str, float]:
+    """Per document count and measurement, the first dtype's median time over each other dtype's (> 1: faster)."""
+    base, ratios = dtypes[0], {}
+    by_key = {(row["dtype"], row["docs"]): row for row in rows}
+    for docs in dict.fromkeys(row["docs"] for row in rows):
+        for other in dtypes[1:]:
+            for name in MEASURES:
+                ratio = by_key[base, docs][name] / by_key[other, docs][name]
+                ratios[f"{name[:-2]}_{base}_over_{other}_{docs}docs"] = round(ratio, 3)
+    return ratios
 
 
 if __name__ == "__main__":
