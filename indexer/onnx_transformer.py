@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -197,10 +198,11 @@ def use_onnx_runtime(st_model: Any, runtime: str | None = None) -> str:
 
 
 def _graph_runner(runtime: str, graph: Path, config: Any, input_names: list[str], output_name: str) -> torch.nn.Module:
-    # Same thread budget as torch, so concurrent retrievers share the cores the way they did before.
+    # Same thread budget as torch, so concurrent retrievers share the cores the way they did before. OpenVINO also
+    # runs on fewer where a pipeline asks (braid.indexer.encoding_threads); ONNX Runtime, the fallback, does not.
     threads = torch.get_num_threads()
     if runtime == "openvino":
-        return OpenVinoTransformer(compile_graph(graph, threads), config, input_names, output_name)
+        return OpenVinoTransformer(partial(compile_graph, graph), threads, config, input_names, output_name)
     import onnxruntime
 
     options = onnxruntime.SessionOptions()

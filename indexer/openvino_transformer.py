@@ -24,12 +24,14 @@ in pybind11's ``gil_safe_call_once_and_store<npy_api>`` waiting for the GIL, the
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from braid.indexer.encoding_threads import encoding_thread_budget
 from braid.indexer.graph_inputs import graph_feeds
 from braid.indexer.graph_rows import rows_per_call, run_in_rows
 
@@ -68,18 +70,33 @@ class OpenVinoTransformer(torch.nn.Module):
     ``forward`` takes the tokenizer's tensors and returns ``{output_name: tensor}``, which is all that module reads;
     ``config`` is the original model's, so dimension lookups keep working. An infer request is not safe to share
     between threads (a server's request threads encode queries concurrently), so each thread gets its own.
+    ``compile(threads)`` compiles the graph for that many inference threads: ``threads`` of them by default, fewer
+    where the calling thread's budget says so (:mod:`braid.indexer.encoding_threads`), each such copy compiled once,
+    on first use.
     """
 
-    def __init__(self, compiled: Any, config: Any, input_names: list[str], output_name: str) -> None:
+    def __init__(
+        self, compile: Callable[[int], Any], threads: int, config: Any, input_names: list[str], output_name: str
+    ) -> None:
         super().__init__()
-        self.compiled, self.config = compiled, config
+        self.compile, self.threads, self.config = compile, threads, config
         self.input_names, self.output_name = input_names, output_name
+        self._compiled = {threads: compile(threads)}
+        self._compile_lock = threading.Lock()
         self._local = threading.local()
 
     def _request(self) -> Any:
-        request = getattr(self._local, "request", None)
+        budget = encoding_thread_budget()
+        threads = self.threads if budget is None else min(budget, self.threads)
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {}
+        request = requests.get(threads)
         if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
+            with self._compile_lock:
+                if threads not in self._compiled:
+                    self._compiled[threads] = self.compile(threads)
+            request = requests[threads] = self._compiled[threads].create_infer_request()
         return request
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> dict:

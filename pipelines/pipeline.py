@@ -26,6 +26,7 @@ from tqdm import tqdm
 from braid.common.dataset import Dataset
 from braid.common.errors import BraidError, DeadlineExceeded, Unsupported
 from braid.common.passages import document_of
+from braid.indexer.encoding_threads import encoding_threads
 from braid.indexer.index_kind import IndexKind
 from braid.indexer.index_store import build_index, find_index
 from braid.indexer.kinds import index_kind, settle_updates, updatable_kinds
@@ -174,6 +175,9 @@ class Pipeline:
         self.passages = False
         # Independent first-stage retrievers run side by side; Lucene, faiss and torch release the GIL.
         self._pool = ThreadPoolExecutor(max_workers=len(stages)) if len(stages) > 1 else None
+        # Query encoders that run at once share the cores rather than each starting a pool of all of them.
+        encoders = sum(not stage.spec.scores_top and stage.spec.kind_info.encodes_queries for stage in stages)
+        self._encoding_threads = max(1, (os.cpu_count() or 1) // encoders) if encoders > 1 else None
 
     @property
     def name(self) -> str:
@@ -337,7 +341,8 @@ class Pipeline:
             # Fused lists stay arrays (1,000 hits each); a lone retriever's few hits become Hit objects.
             search = stage.retriever.search if self.fusion is None else stage.retriever.search_ranked
             # A filter goes to the live view's segmented retrievers, the only ones a filter can reach.
-            hits = (partial(search, hidden=hidden) if hidden else search)(query, depth)
+            with encoding_threads(self._encoding_threads):
+                hits = (partial(search, hidden=hidden) if hidden else search)(query, depth)
             return hits, (time.perf_counter() - tick) * 1000
 
         searching = self._searching

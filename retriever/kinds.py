@@ -28,13 +28,15 @@ class RetrieverKind:
     ``unmatched_score``: the score every document that does not match the query gets, for retrievers that have one
     and leave those documents out of their lists (sparse term matching: 0); None where every document scores on its
     own. Fusion reads it to tell a list that ran out of matches from one cut at its depth
-    (:class:`braid.retriever.fusion.ListShape`)."""
+    (:class:`braid.retriever.fusion.ListShape`). ``encodes_queries``: a model encodes each query (all but BM25);
+    a pipeline shares the cores among the encodings that run at once (:mod:`braid.indexer.encoding_threads`)."""
 
     name: str
     index: IndexKind
     retriever: type[Retriever]
     search_params: Mapping[str, Param] = field(default_factory=dict)
     unmatched_score: float | None = None
+    encodes_queries: bool = True
 
     @property
     def index_params(self) -> Mapping[str, Param]:
@@ -62,6 +64,7 @@ RETRIEVER_KINDS: dict[str, RetrieverKind] = {
             BM25Retriever,
             {"k1": Param(0.9, "BM25 term-frequency saturation"), "b": Param(0.4, "BM25 length normalization")},
             unmatched_score=0.0,
+            encodes_queries=False,
         ),
         RetrieverKind("splade", splade_index.KIND, SpladeRetriever, unmatched_score=0.0),
         RetrieverKind(
