@@ -3,8 +3,11 @@
 For each document count: the block-sparse forward cold (no cache), cold with early exit at the scoring layer
 (attention mode), warm (every document's keys and values already cached: only the query block runs), and the
 model's ordinary forward over the same tokens with causal attention and ordinary positions (SDPA), which is
-what a listwise prompt costs without the block structure. Documents are real passages (scifact), cut to
-``--doc-tokens``. Median of ``--repeats`` runs after one warm-up; ratios are against the dense forward.
+what a listwise prompt costs without the block structure. Beside them, the rerank stage a shipped pipeline runs
+(``--stage``, default ``bm25-first``: query likelihood, one prompt per document, all in one walk) over the same
+documents through :class:`~braid.ranker.reranker.BlockRanker`, cold (its document cache emptied first) and warm.
+Documents are real passages (scifact), cut to ``--doc-tokens``. Median of ``--repeats`` runs after one warm-up;
+speedups are against the dense forward.
 
 Several ``--dtype`` values load the model once per dtype and interleave their runs (every measurement of every
 dtype once per round), so that a shared machine's drift falls on all of them alike; the report then carries each
@@ -23,23 +26,31 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from braid.common.dataset_resolver import resolve_dataset
+from braid.pipelines.spec import load_pipeline
 from braid.ranker.attention_backend import get_backend
 from braid.ranker.block_forward import BlockForward
 from braid.ranker.doc_cache import DocumentKVCache
 from braid.ranker.identifiers import IdentifierScheme
 from braid.ranker.llm_source import DTYPES, LoadedLM, load_llm
 from braid.ranker.prompt_layout import PromptTemplate, build_prompt
+from braid.ranker.reranker import BlockRanker
 
-MEASURES = ("dense_s", "block_cold_s", "block_cold_early_exit_s", "block_warm_s")
+MEASURES = ("dense_s", "block_cold_s", "block_cold_early_exit_s", "block_warm_s", "stage_cold_s", "stage_warm_s")
+QUERY = "does aspirin prevent heart attacks"
 
 
-def prompt_runs(lm: LoadedLM, prompt: object, backend: object, layer: int, device: str) -> tuple[dict, DocumentKVCache]:
-    """One callable per measurement (each runs once, synchronized), and the document cache the warm one reads."""
+def prompt_runs(
+    lm: LoadedLM, prompt: object, backend: object, layer: int, device: str, stage: BlockRanker, docs: list
+) -> tuple[dict, DocumentKVCache]:
+    """One callable per measurement (each runs once, synchronized), and the document cache the warm one reads.
+
+    ``stage`` reranks ``docs`` ((id, text) pairs) as a pipeline's rerank stage does."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     cache = DocumentKVCache(8 << 30)
     cold = BlockForward(lm.model, backend, None, lm.key)
@@ -59,6 +70,8 @@ def prompt_runs(lm: LoadedLM, prompt: object, backend: object, layer: int, devic
         "block_cold_s": run(lambda: cold(prompt, need_logits=True)),
         "block_cold_early_exit_s": run(lambda: cold(prompt, [layer], 8)),
         "block_warm_s": run(lambda: warm(prompt, need_logits=True)),  # its warm-up run fills the cache
+        "stage_cold_s": run(lambda: (stage.cache.clear(), stage.rerank(QUERY, docs))),
+        "stage_warm_s": run(lambda: stage.rerank(QUERY, docs)),  # runs after stage_cold, which fills the cache
     }
     return runs, cache
 
@@ -89,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", nargs="+", default=["float32"], choices=list(DTYPES), help="interleaved if several")
     parser.add_argument("--backend", default="torch")
+    parser.add_argument("--stage", default="bm25-first", help="the pipeline whose rerank stage is timed")
     parser.add_argument("--output", type=Path, default=Path("results/ranker_speed.json"))
     args = parser.parse_args(argv)
     if len(set(args.dtype)) != len(args.dtype):
@@ -96,12 +110,16 @@ def main(argv: list[str] | None = None) -> dict:
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
 
+    stage_spec = load_pipeline(args.stage).rerank
+    if stage_spec is None:
+        parser.error(f"--stage {args.stage} has no rerank stage")
     lms = {dtype: load_llm(args.model, dtype, args.device) for dtype in args.dtype}
     first = lms[args.dtype[0]]
     tokenizer = first.tokenizer
     layer = first.model.config.num_hidden_layers // 2
     corpus = resolve_dataset(args.dataset).iter_corpus()
-    texts = [doc.contents for doc in itertools.islice(corpus, max(args.docs))]
+    docs = [(doc.doc_id, doc.contents) for doc in itertools.islice(corpus, max(args.docs))]
+    texts = [text for _, text in docs]
     scheme = IdentifierScheme.for_tokenizer(tokenizer)
     template = PromptTemplate.for_tokenizer(tokenizer)
     backend = get_backend(args.backend)
@@ -111,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         prompt = build_prompt(
             tokenizer,
             template,
-            "does aspirin prevent heart attacks",
+            QUERY,
             texts[:count],
             ids.labels,
             ids.token_ids,
@@ -119,12 +137,20 @@ def main(argv: list[str] | None = None) -> dict:
         )
         runs, caches = {}, {}
         for dtype, lm in lms.items():
-            runs[dtype], caches[dtype] = prompt_runs(lm, prompt, backend, layer, args.device)
+            # The stage as its pipeline runs it (its score head included), on this run's model, device, backend and
+            # document cut.
+            spec = replace(
+                stage_spec, model=args.model, head=stage_spec.head or stage_spec.model, dtype=dtype,
+                device=args.device, backend=args.backend, max_doc_tokens=args.doc_tokens,
+                cache_mb=max(stage_spec.cache_mb, 1024),  # warm needs a cache
+            )  # fmt: skip
+            stage = BlockRanker(spec, lm)
+            runs[dtype], caches[dtype] = prompt_runs(lm, prompt, backend, layer, args.device, stage, docs[:count])
         medians = interleaved_medians(runs, args.repeats)
         for dtype in args.dtype:
             row = {"dtype": dtype, "docs": len(prompt.documents), "tokens": prompt.total_tokens, **medians[dtype]}
             row["cache_mb"] = round(caches[dtype].nbytes / 2**20, 1)
-            for name in MEASURES[1:]:
+            for name in MEASURES[1:4]:
                 row[name.replace("_s", "_speedup")] = round(row["dense_s"] / row[name], 2)
             row["doc_tokens"] = args.doc_tokens
             rows.append(row)
@@ -142,11 +168,12 @@ def main(argv: list[str] | None = None) -> dict:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))
     header = ["dtype", "docs", "tokens", "dense s", "cold s", "exit s", "warm s", "cold x", "exit x", "warm x"]
+    header += ["stage cold s", "stage warm s"]
     print(" ".join(f"{name:>8}" for name in header))
     for r in rows:
         values = [r["dtype"], r["docs"], r["tokens"], r["dense_s"], r["block_cold_s"], r["block_cold_early_exit_s"]]
         values += [r["block_warm_s"], r["block_cold_speedup"], r["block_cold_early_exit_speedup"]]
-        values += [r["block_warm_speedup"]]
+        values += [r["block_warm_speedup"], r["stage_cold_s"], r["stage_warm_s"]]
         print(" ".join(f"{v:>8.3f}" if isinstance(v, float) else f"{v:>8}" for v in values))
     for name, value in report["ratios"].items():
         print(f"{name}: {value}")

@@ -208,6 +208,14 @@ class _BatchRun:
         if self.together:
             positions = torch.stack([torch.arange(p.query_start, p.query_start + len(p.query)) for p in prompts])
             self.rot_together = forward._rotary(anchor, positions)
+            # Each row's context (instruction, then its documents) is padded to the longest; the mask is the same
+            # at every layer, so it is built once.
+            ends = [n_inst + sum(len(doc) for doc in p.documents) for p in prompts]
+            self.width, length, device = max(ends), len(prompts[0].query), anchor.device
+            self.allowed = torch.zeros(len(prompts), length, self.width + length, dtype=torch.bool, device=device)
+            for row, end in enumerate(ends):
+                self.allowed[row, :, :end] = True
+            self.allowed[:, :, self.width :] = torch.ones(length, length, dtype=torch.bool, device=device).tril()
         self.bounds = [p.doc_bounds() for p in prompts]
         self.probes = [min(probe, len(p.query)) for p in prompts]
         self.doc_attention: list[dict[int, torch.Tensor]] = [{} for _ in prompts]
@@ -274,20 +282,23 @@ class _BatchRun:
         hidden = torch.cat(list(h_queries), dim=0)
         q, k, v = f._qkv(layer, hidden, self.rot_together)
         batch, kv_heads, length, dim = k.shape
-        contexts = [(torch.cat([k_i, *(doc_k[key] for key in keys)], dim=1),
-                     torch.cat([v_i, *(doc_v[key] for key in keys)], dim=1)) for keys in self.doc_keys]  # fmt: skip
-        width = max(ck.shape[1] for ck, _ in contexts)
-        keys = k.new_zeros(batch, kv_heads, width + length, dim)
-        values = v.new_zeros(batch, kv_heads, width + length, dim)
-        allowed = torch.zeros(batch, length, width + length, dtype=torch.bool, device=k.device)
-        for row, (ck, cv) in enumerate(contexts):
-            keys[row, :, : ck.shape[1]] = ck
-            values[row, :, : cv.shape[1]] = cv
-            allowed[row, :, : ck.shape[1]] = True
-        keys[:, :, width:] = k
-        values[:, :, width:] = v
-        allowed[:, :, width:] = torch.ones(length, length, dtype=torch.bool, device=k.device).tril()
-        attended, _ = grouped_attention(q, keys, values, allowed, f.scale)
+        # Every block is copied straight into its row of the padded batch (the instruction once, for all rows):
+        # no per-prompt concatenation first, which copied each cached document twice per layer.
+        keys = k.new_zeros(batch, kv_heads, self.width + length, dim)
+        values = v.new_zeros(batch, kv_heads, self.width + length, dim)
+        n_inst = k_i.shape[1]
+        keys[:, :, :n_inst] = k_i
+        values[:, :, :n_inst] = v_i
+        for row, block_keys in enumerate(self.doc_keys):
+            start = n_inst
+            for key in block_keys:
+                end = start + doc_k[key].shape[1]
+                keys[row, :, start:end] = doc_k[key]
+                values[row, :, start:end] = doc_v[key]
+                start = end
+        keys[:, :, self.width :] = k
+        values[:, :, self.width :] = v
+        attended, _ = grouped_attention(q, keys, values, self.allowed, f.scale)
         return tuple(f._finish(layer, hidden, attended).split(1, dim=0))
 
     def walk(self) -> None:

@@ -25,6 +25,19 @@ def test_two_dtypes_are_timed_in_one_run_with_their_ratios(tmp_path, tiny_lm_dir
             assert report["ratios"][f"{measure[:-2]}_float32_over_bfloat16_{docs}docs"] == round(expected, 3)
 
 
+def test_the_rerank_stage_is_timed_beside_the_prompt(tmp_path, tiny_lm_dir, tiny_beir):
+    argv = ["--model", str(tiny_lm_dir), "--dataset", str(tiny_beir), "--docs", "3", "--doc-tokens", "8"]
+    report = main([*argv, "--repeats", "1", "--output", str(tmp_path / "speed.json")])
+    (row,) = report["rows"]
+    assert row["stage_cold_s"] > 0 and row["stage_warm_s"] > 0
+
+
+def test_a_stage_pipeline_without_a_rerank_stage_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--stage", "bm25", "--output", str(tmp_path / "speed.json")])
+    assert exit_info.value.code == 2 and "--stage bm25 has no rerank stage" in capsys.readouterr().err
+
+
 def test_a_dtype_named_twice_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--dtype", "float32", "float32", "--output", str(tmp_path / "speed.json")])
