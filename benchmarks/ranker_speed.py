@@ -169,12 +169,14 @@ def main(argv: list[str] | None = None) -> dict:
     args.output.write_text(json.dumps(report, indent=2))
     header = ["dtype", "docs", "tokens", "dense s", "cold s", "exit s", "warm s", "cold x", "exit x", "warm x"]
     header += ["stage cold s", "stage warm s"]
-    print(" ".join(f"{name:>8}" for name in header))
+    widths = [max(8, len(name)) for name in header]
+    print(" ".join(f"{name:>{width}}" for name, width in zip(header, widths, strict=True)))
     for r in rows:
         values = [r["dtype"], r["docs"], r["tokens"], r["dense_s"], r["block_cold_s"], r["block_cold_early_exit_s"]]
         values += [r["block_warm_s"], r["block_cold_speedup"], r["block_cold_early_exit_speedup"]]
         values += [r["block_warm_speedup"], r["stage_cold_s"], r["stage_warm_s"]]
-        print(" ".join(f"{v:>8.3f}" if isinstance(v, float) else f"{v:>8}" for v in values))
+        cells = [f"{v:>{w}.3f}" if isinstance(v, float) else f"{v:>{w}}" for v, w in zip(values, widths, strict=True)]
+        print(" ".join(cells))
     for name, value in report["ratios"].items():
         print(f"{name}: {value}")
     return report
