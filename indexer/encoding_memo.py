@@ -11,15 +11,17 @@ miss is only slower: it encodes again). Segments merge newest first, so what a m
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
+
+from braid.common.thread_scoped import ThreadScoped
 
 #: Default bound of one memo: ~1,000 documents' token vectors, or ~100,000 dense vectors.
 DEFAULT_BUDGET_BYTES = 256 << 20
@@ -95,24 +97,18 @@ class EncodingMemo:
             self.bytes -= dropped
 
 
-_active = threading.local()
+_active: ThreadScoped[EncodingMemo | None] = ThreadScoped(None)
 
 
-@contextlib.contextmanager
-def remembering(memo: EncodingMemo | None) -> Iterator[None]:
+def remembering(memo: EncodingMemo | None) -> AbstractContextManager[None]:
     """Index writers on this thread consult ``memo`` (None: encode everything, as a full build does)."""
-    previous = getattr(_active, "memo", None)
-    _active.memo = memo
-    try:
-        yield
-    finally:
-        _active.memo = previous
+    return _active.scope(memo)
 
 
 def memo_encode(encoder: str, encode: Callable[[list[str]], Any], texts: Sequence[str]) -> Any:
     """What an index writer calls to encode a batch: ``encode(texts)`` itself outside :func:`remembering`;
     within it, a list of per-text encodings, the remembered ones not encoded again."""
-    memo = getattr(_active, "memo", None)
+    memo = _active.get()
     if memo is None:
         return encode(list(texts))
     return memo.encode(encoder, encode, list(texts))

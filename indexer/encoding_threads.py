@@ -13,26 +13,20 @@ query-encoding cache needs no thread count in its key.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
-_local = threading.local()
+from braid.common.thread_scoped import ThreadScoped
+
+_budget: ThreadScoped[int | None] = ThreadScoped(None)
 
 
-@contextmanager
-def encoding_threads(count: int | None) -> Iterator[None]:
+def encoding_threads(count: int | None) -> AbstractContextManager[None]:
     """Encodings in this thread use at most ``count`` inference threads inside the block (None: no limit)."""
     if count is not None and count < 1:
         raise ValueError(f"encoding threads must be >= 1, got {count}")
-    previous = getattr(_local, "count", None)
-    _local.count = count
-    try:
-        yield
-    finally:
-        _local.count = previous
+    return _budget.scope(count)
 
 
 def encoding_thread_budget() -> int | None:
     """The budget :func:`encoding_threads` set for this thread, or None."""
-    return getattr(_local, "count", None)
+    return _budget.get()

@@ -8,16 +8,16 @@ binarizer, the multi-vector centroids) code a segment with the base's trained pa
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from tqdm import tqdm
 
 from braid.common.dataset import Dataset, Document
+from braid.common.thread_scoped import ThreadScoped
 from braid.indexer.index_store import build_index
 from braid.indexer.kinds import index_kind
 
@@ -40,12 +40,12 @@ def memory_dataset(name: str, documents: Sequence[Document]) -> Dataset:
     return dataset
 
 
-_quiet = threading.local()
+_quiet: ThreadScoped[bool] = ThreadScoped(False)
 _original_init = tqdm.__init__
 
 
 def _init(self, *args, **kwargs) -> None:
-    if getattr(_quiet, "depth", 0):
+    if _quiet.get():
         kwargs["disable"] = True
     _original_init(self, *args, **kwargs)
 
@@ -53,14 +53,9 @@ def _init(self, *args, **kwargs) -> None:
 tqdm.__init__ = _init  # progress bars off on a thread inside quiet_progress(), as they were everywhere else
 
 
-@contextlib.contextmanager
-def quiet_progress() -> Iterator[None]:
+def quiet_progress() -> AbstractContextManager[None]:
     """No progress bars from the builds of a write on this thread (a server would print one per write and kind)."""
-    _quiet.depth = getattr(_quiet, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _quiet.depth -= 1
+    return _quiet.scope(True)
 
 
 def build_segment(
