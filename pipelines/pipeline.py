@@ -175,8 +175,8 @@ class Pipeline:
         self.passages = False
         # Independent first-stage retrievers run side by side; Lucene, faiss and torch release the GIL. No more of
         # them at once than there are cores: the pool is shared by concurrent requests, and on 2 cores a third
-        # worker only interleaved the hybrid's stages (in-process, 8 and 32 client threads: 7-8% less wall time a
-        # query with 2 workers than with 3, the same latency one query at a time; with 24, 35% more).
+        # worker only interleaved the hybrid's stages (in-process, 8 and 32 client threads: 6-8% less wall time a
+        # query with 2 workers than with 3, the same latency one query at a time; with 24, 26-37% more).
         workers = min(len(stages), os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
         # Query encoders that run at once share the cores rather than each starting a pool of all of them.
