@@ -37,6 +37,7 @@ import numpy as np
 
 from braid.common.cpu_features import timing_flags
 from braid.common.dataset_resolver import resolve_dataset
+from braid.common.errors import BraidError
 from braid.pipelines.loco import tuning_split
 from braid.pipelines.pipeline import open_pipeline
 from braid.pipelines.spec import PipelineSpec, RetrieverSpec, load_pipeline
@@ -62,7 +63,7 @@ def combined_spec(baseline: PipelineSpec, target: PipelineSpec) -> PipelineSpec:
     """The baseline's retrievers, then the target's that the baseline lacks (renamed on a name clash), fused as the
     baseline fuses (the added lists at weight 0)."""
     if baseline.fusion is None or baseline.fusion.method != "weighted":
-        raise SystemExit(f"the baseline {baseline.name!r} must fuse by a weighted sum")
+        raise BraidError(f"the baseline {baseline.name!r} must fuse by a weighted sum")
     taken = {spec.name for spec in baseline.retrievers}
     added = []
     for spec in target.retrievers:
@@ -72,7 +73,7 @@ def combined_spec(baseline: PipelineSpec, target: PipelineSpec) -> PipelineSpec:
         taken.add(name)
         added.append(replace(spec, name=name))
     if not added:
-        raise SystemExit(f"{target.name!r} adds no retriever to {baseline.name!r}")
+        raise BraidError(f"{target.name!r} adds no retriever to {baseline.name!r}")
     retrievers = (*baseline.retrievers, *added)
     weights = {spec.name: baseline.fusion.weights.get(spec.name, 0.0) for spec in retrievers}
     fusion = replace(baseline.fusion, weights=weights)
@@ -244,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     args.dataset = args.dataset or list(COLLECTIONS)
     if len(args.dataset) < 2:
         parser.error("leave-one-collection-out needs two or more --dataset")
-    report = run(args)
+    try:  # a pipeline that adds nothing, a collection or index not there: a message and exit code 2
+        report = run(args)
+    except BraidError as error:
+        parser.exit(2, f"error: {error}\n")
     print(table(report))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.hybrid_max_loco import anchored_grid, combined_spec
+from benchmarks.hybrid_max_loco import anchored_grid, combined_spec, main
+from braid.common.errors import BraidError
 from braid.pipelines.spec import load_pipeline
 
 
@@ -28,7 +29,7 @@ def test_combined_pipeline_holds_the_baseline_and_the_targets_other_retrievers()
 
 def test_a_pipeline_that_adds_nothing_is_refused():
     hybrid = load_pipeline("hybrid")
-    with pytest.raises(SystemExit, match="adds no retriever"):
+    with pytest.raises(BraidError, match="adds no retriever"):
         combined_spec(hybrid, hybrid)
 
 
@@ -44,3 +45,13 @@ def test_anchored_grid_scales_the_baseline_and_spreads_the_rest():
         (0.0, 0.0, 0.0, 1.0, 0.0),
     ]
     assert all(abs(sum(weights) - 1) < 1e-9 for weights in grid)
+
+
+def test_the_command_exits_2_with_a_message_on_bad_input(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--pipeline", "hybrid", "--baseline", "hybrid", "--dataset", "scifact", "--dataset", "arguana"])
+    assert exited.value.code == 2
+    assert "adds no retriever" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["--dataset", "scifact"])  # one collection leaves nothing to tune on
+    assert exited.value.code == 2
