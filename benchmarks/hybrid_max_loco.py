@@ -82,7 +82,9 @@ def combined_spec(baseline: PipelineSpec, target: PipelineSpec) -> PipelineSpec:
 
 def anchored_grid(base: tuple[float, ...], added: int, step: float) -> list[tuple[float, ...]]:
     """alpha x the baseline's weights, then 1 - alpha spread over the added retrievers, both in steps of ``step``."""
-    units = round(1 / step)
+    units = round(1 / step) if 0 < step <= 1 else 0
+    if not units or abs(units * step - 1) > 1e-9:
+        raise BraidError(f"--step must divide 1 evenly (0.5, 0.25, 0.2, 0.1, 0.05, ...), got {step}")
     grid = []
     for keep in range(units, -1, -1):
         rest = units - keep

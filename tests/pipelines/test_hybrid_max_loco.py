@@ -45,6 +45,9 @@ def test_anchored_grid_scales_the_baseline_and_spreads_the_rest():
         (0.0, 0.0, 0.0, 1.0, 0.0),
     ]
     assert all(abs(sum(weights) - 1) < 1e-9 for weights in grid)
+    for step in (0.3, 0.0, 1.5):
+        with pytest.raises(BraidError, match="--step must divide 1"):
+            anchored_grid((1.0,), added=1, step=step)
 
 
 def test_the_command_exits_2_with_a_message_on_bad_input(capsys):
