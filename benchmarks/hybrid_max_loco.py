@@ -29,6 +29,7 @@ import itertools
 import json
 import platform
 import time
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     equal = tuple(round(1 / len(names), 10) for _ in names)
     if equal not in grid:
         grid.append(equal)
+    naive = grid.index(equal)  # naive RRF: equal weights, k = 60 (settings[2])
     settings = [
         FusionSpec("weighted", normalization=spec.fusion.normalization),
         FusionSpec("weighted", normalization="minmax" if spec.fusion.normalization != "minmax" else "zscore"),
@@ -122,10 +124,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     collections = {}
     for name in args.dataset:
         dataset = resolve_dataset(name, args.data_dir)
-        pipeline = open_pipeline(spec, dataset, Path(args.index_dir), build_missing=False)
         splits: dict[str, SplitLists] = {}
-        for split in dict.fromkeys([tuning_split(dataset), "test"]):
-            splits[split] = split_lists(pipeline, dataset, split)
+        with closing(open_pipeline(spec, dataset, Path(args.index_dir), build_missing=False)) as pipeline:
+            for split in dict.fromkeys([tuning_split(dataset), "test"]):
+                splits[split] = split_lists(pipeline, dataset, split)
         tune, test = splits[tuning_split(dataset)], splits["test"]
         values = {}
         for role, data in (("tune", tune), ("test", test)):
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             scores = grid_values(data, settings, grid, METRIC)
             singles = grid_values(data, settings[:1], one_hot, METRIC)[0]
             values[role] = {"grid": scores, "singles": singles}
-        collections[name] = {"tune_split": tune.split, **values}
+        collections[name] = values
         print(f"{name}: lists and {len(settings) * len(grid)} settings scored", flush=True)
 
     def at(name: str, role: str, index: tuple[int, int]) -> float:
@@ -143,8 +145,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def floor(name: str) -> float:
         tune = collections[name]["tune"]
-        naive = tune["grid"][2, grid.index(equal)]
-        return max(naive, max(tune["singles"]) - args.tolerance, tune["grid"][0, anchor] - args.tolerance)
+        return max(
+            tune["grid"][2, naive], max(tune["singles"]) - args.tolerance, tune["grid"][0, anchor] - args.tolerance
+        )
 
     def choose(family: str, tuning: list[str]) -> tuple[tuple[int, int], float]:
         mean = sum(collections[n]["tune"]["grid"] for n in tuning) / len(tuning)
@@ -173,7 +176,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "left_out": left,
             "baseline": float(test["grid"][0, anchor]),
             "singles": dict(zip(names, map(float, test["singles"]), strict=True)),
-            "naive_rrf": float(test["grid"][2, grid.index(equal)]),
+            "naive_rrf": float(test["grid"][2, naive]),
             "families": {},
         }
         for family in FAMILIES:
