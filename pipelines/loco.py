@@ -15,7 +15,12 @@ beside each single retriever and naive RRF (k = 60, equal weights), and says whe
 ``tolerance`` of the best single retriever and at or above naive RRF everywhere. A *baseline* pipeline (say the
 hybrid, when the pipeline tuned is the hybrid plus one more retriever) adds one bound: within ``tolerance`` of the
 baseline as it ships, on every left-out collection; ``robust`` then also keeps the baseline's margin on the tuning
-collections. The default is then chosen by that evidence, and fitted on every collection's tuning data.
+collections. *Anchored* on the baseline (:mod:`braid.pipelines.anchored_fusion`), the pipeline tuned holds the
+baseline's retrievers and the target's others, so the baseline is one of the settings searched, and three families
+start from it: ``anchored`` (the best mean among the baseline's weights scaled plus the rest spread over the added
+retrievers), ``no-loss`` (the same among the settings at least as good as the baseline on every tuning collection)
+and ``min-gain`` (the largest smallest gain over the baseline across the tuning collections). The default is then
+chosen by that evidence, and fitted on every collection's tuning data.
 
 Every retriever runs once per (collection, split); every setting is a matrix product over the cached lists
 (:func:`braid.pipelines.tuning.grid_values`), so a LOCO run costs little more than running the retrievers.
@@ -35,8 +40,9 @@ from braid.common.dataset import Dataset
 from braid.common.errors import BraidError
 from braid.common.metrics import evaluate
 from braid.common.trec_run import drop_self_hits
+from braid.pipelines.anchored_fusion import anchored_grid
 from braid.pipelines.pipeline import Pipeline
-from braid.pipelines.spec import TunedFusion
+from braid.pipelines.spec import PipelineSpec, TunedFusion
 from braid.pipelines.tuning import EVAL_DEPTH, SplitLists, fusion_settings, grid_values, simplex_grid, split_lists
 from braid.retriever.fusion import FusionSpec
 
@@ -72,6 +78,13 @@ FAMILIES: dict[str, tuple[str, Choice]] = {
     ),
 }
 WORST_CASE = {"robust"}  # families chosen by their worst tuning collection rather than the mean
+# With an anchor: settings made from the baseline's weights (anchored_fusion.anchored_grid), three rules to choose.
+ANCHORED_FAMILIES: dict[str, str] = {
+    "anchored": "the baseline's weights x alpha + 1 - alpha over the added retrievers: the best mean",
+    "no-loss": "anchored settings at least as good as the baseline on every tuning collection: the best mean",
+    "min-gain": "the anchored setting whose smallest gain over the baseline across the tuning collections is largest"
+    " (ties: the best mean; the baseline itself gains 0 everywhere)",
+}
 
 
 def tuning_split(dataset: Dataset) -> str:
@@ -94,6 +107,7 @@ class Collection:
     singles: dict[str, float]  # retriever name -> metric on the test split
     floor: float  # on the tuning split: max(naive RRF, best single or baseline - tolerance): what `robust` must clear
     baseline: float | None = None  # the baseline pipeline, as shipped, on the test split
+    tune_baseline: float | None = None  # ... and on the tuning split
 
 
 @dataclass
@@ -114,6 +128,8 @@ class LocoResult:
     defaults: dict[str, TunedFusion]  # family -> its fusion fitted on every collection's tuning split
     tolerance: float
     baseline: str | None = None  # the baseline pipeline's name
+    families: dict[str, str] = field(default_factory=dict)  # family -> what it chooses, in the table's order
+    anchored: bool = False  # whether the baseline is held inside the pipeline tuned (its weights one setting)
 
     def meets(self, family: str) -> dict[str, bool]:
         """Per left-out collection: within ``tolerance`` of the best single retriever (and of the baseline, if
@@ -127,12 +143,21 @@ class LocoResult:
             out[collection.name] = value >= bar - self.tolerance and value >= self.naive_rrf[collection.name]
         return out
 
+    def near_baseline(self, family: str) -> dict[str, bool]:
+        """Per left-out collection: within ``tolerance`` of the baseline alone (the baseline's bound by itself)."""
+        return {
+            c.name: fold.chosen[family]["test"] >= c.baseline - self.tolerance
+            for c, fold in zip(self.collections, self.folds, strict=True)
+            if c.baseline is not None
+        }
+
     def to_json(self) -> dict[str, Any]:
         return {
             "metric": self.metric,
             "tolerance": self.tolerance,
             "baseline": self.baseline,
-            "families": {name: doc for name, (doc, _) in FAMILIES.items()},
+            "anchored": self.anchored,
+            "families": self.families,
             "collections": [
                 {
                     "left_out": c.test.label,
@@ -146,7 +171,12 @@ class LocoResult:
                 }
                 for c, fold in zip(self.collections, self.folds, strict=True)
             ],
-            "meets": {family: self.meets(family) for family in FAMILIES},
+            "meets": {family: self.meets(family) for family in self.families},
+            **(
+                {}
+                if self.baseline is None
+                else {"near_baseline": {family: self.near_baseline(family) for family in self.families}}
+            ),
             "defaults": {
                 family: {"fusion": tuned.fusion.to_dict(), **(tuned.tuned or {})}
                 for family, tuned in self.defaults.items()
@@ -180,13 +210,22 @@ def leave_one_out(
     tolerance: float = 0.005,
     keep_self_hits: bool = False,
     baselines: list[Pipeline] | None = None,
+    anchor: PipelineSpec | None = None,
+    anchor_step: float = 0.1,
 ) -> LocoResult:
     """Run the LOCO protocol over ``targets`` (the same pipeline opened on each collection); ``baselines``, one
-    pipeline per target opened on the same collection, adds the bound of staying within ``tolerance`` of it."""
+    pipeline per target opened on the same collection, adds the bound of staying within ``tolerance`` of it.
+
+    ``anchor`` instead names a baseline held inside the targets' pipeline (its retrievers first, as
+    :func:`~braid.pipelines.anchored_fusion.anchored_pipeline` builds it): the baseline is then read off the same
+    lists (its weights are one setting), and the anchored families join, their settings in steps of ``anchor_step``.
+    """
     if len(targets) < 2:
         raise BraidError("leave-one-collection-out needs two or more datasets")
     if baselines is not None and len(baselines) != len(targets):
         raise BraidError(f"one baseline per collection: {len(baselines)} for {len(targets)}")
+    if baselines is not None and anchor is not None:
+        raise BraidError("a baseline runs beside the pipeline (baselines) or is held inside it (anchor), not both")
     pipeline = targets[0][0]
     names = pipeline.retriever_names
     if len(names) < 2:
@@ -194,10 +233,32 @@ def leave_one_out(
     if 60.0 not in rrf_ks:
         rrf_ks = (*rrf_ks, 60.0)  # naive RRF is read from the same grid
     grid = simplex_grid(len(names), step)
+    settings = fusion_settings(SEARCHED_METHODS, SEARCHED_NORMALIZATIONS, rrf_ks)
+    families = {name: doc for name, (doc, _) in FAMILIES.items()}
+    allowed: dict[str, Choice] = {name: rule for name, (_, rule) in FAMILIES.items()}
+    anchor_at = None  # (setting, weights) index of the baseline inside the grid
+    if anchor is not None:
+        own = [spec.name for spec in anchor.retrievers]
+        if anchor.fusion is None or anchor.fusion.method != "weighted":
+            raise BraidError(f"the anchor {anchor.name!r} must fuse by a weighted sum (method = 'weighted')")
+        if names[: len(own)] != own or len(names) == len(own):
+            raise BraidError(
+                f"pipeline {pipeline.name!r} must hold the anchor {anchor.name!r}'s retrievers ({', '.join(own)})"
+                " first and at least one more (braid.pipelines.anchored_fusion.anchored_pipeline builds it)"
+            )
+        anchored = anchored_grid(tuple(anchor.fusion.weight_vector(own)), len(names) - len(own), anchor_step)
+        grid = list(dict.fromkeys([*anchored, *grid]))  # the baseline first: it wins every tie
+        own_setting = FusionSpec("weighted", normalization=anchor.fusion.normalization)
+        if own_setting not in settings:
+            settings.insert(0, own_setting)
+        anchor_at = (settings.index(own_setting), 0)
+        members = set(anchored)
+        for name, doc in ANCHORED_FAMILIES.items():
+            families[name] = doc
+            allowed[name] = lambda s, w: s == own_setting and w in members
     equal = tuple(round(1 / len(names), 10) for _ in names)
     if equal not in grid:
         grid.append(equal)  # equal weights (naive RRF's) even where the step cannot express 1/n
-    settings = fusion_settings(SEARCHED_METHODS, SEARCHED_NORMALIZATIONS, rrf_ks)
     collections = []
     for position, (target, dataset) in enumerate(targets):
         tune = split_lists(target, dataset, tuning_split(dataset))
@@ -217,22 +278,27 @@ def leave_one_out(
         tune_singles = singles if test is tune else _single_values(tune, names, metric, keep_self_hits)
         naive_index = (settings.index(NAIVE_RRF), grid.index(equal))
         floor = max(float(tune_values[naive_index]), max(tune_singles.values()) - tolerance)
-        baseline = None
+        baseline = tune_baseline = None
         if baselines is not None:
             other = baselines[position]
             tune_base = split_lists(other, dataset, tune.split)
             test_base = tune_base if test is tune else split_lists(other, dataset, "test")
             baseline = _shipped_value(test_base, other, metric, keep_self_hits)
-            floor = max(floor, _shipped_value(tune_base, other, metric, keep_self_hits) - tolerance)
-        collections.append(Collection(dataset.name, tune, test, tune_values, test_values, singles, floor, baseline))
+            tune_baseline = _shipped_value(tune_base, other, metric, keep_self_hits)
+        elif anchor_at is not None:
+            baseline, tune_baseline = float(test_values[anchor_at]), float(tune_values[anchor_at])
+        if tune_baseline is not None:
+            floor = max(floor, tune_baseline - tolerance)
+        collections.append(
+            Collection(dataset.name, tune, test, tune_values, test_values, singles, floor, baseline, tune_baseline)
+        )
     naive = {c.name: float(c.test_values[naive_index]) for c in collections}
     current = {
         c.name: _shipped_value(c.test, target, metric, keep_self_hits)
         for (target, _), c in zip(targets, collections, strict=True)
     }
     masks = {
-        family: np.array([[allowed(s, w) for w in grid] for s in settings], dtype=bool)
-        for family, (_, allowed) in FAMILIES.items()
+        family: np.array([[rule(s, w) for w in grid] for s in settings], dtype=bool) for family, rule in allowed.items()
     }
 
     def best(values: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
@@ -240,14 +306,20 @@ def leave_one_out(
         flat = int(np.argmax(np.where(mask, values, -np.inf)))
         return divmod(flat, len(grid))
 
+    def narrowest(mask: np.ndarray, margins: np.ndarray) -> np.ndarray:
+        """The settings of ``mask`` whose margin is the largest there."""
+        margins = np.where(mask, margins, -np.inf)
+        return mask & (margins >= margins.max() - 1e-12)
+
     def choose(family: str, tuning: list[Collection]) -> tuple[tuple[int, int], float]:
         """The family's setting on these tuning collections, and its mean there."""
         mean = sum(c.tune_values for c in tuning) / len(tuning)
         mask = masks[family]
         if family in WORST_CASE:
-            worst = np.min([c.tune_values - c.floor for c in tuning], axis=0)
-            worst = np.where(mask, worst, -np.inf)
-            mask = mask & (worst >= worst.max() - 1e-12)
+            mask = narrowest(mask, np.min([c.tune_values - c.floor for c in tuning], axis=0))
+        elif family in ("no-loss", "min-gain"):
+            smallest = np.min([c.tune_values - c.tune_values[anchor_at] for c in tuning], axis=0)
+            mask = mask & (smallest >= -1e-12) if family == "no-loss" else narrowest(mask, smallest)
         index = best(mean, mask)
         return index, float(mean[index])
 
@@ -279,15 +351,32 @@ def leave_one_out(
             "step": step,
             "protocol": f"leave-one-collection-out, family {family}",
         }
+        if anchor_at is not None:
+            provenance.update(anchor=anchor.name, anchor_step=anchor_step)
+            provenance["smallest_gain"] = round(
+                min(float(c.tune_values[index] - c.tune_values[anchor_at]) for c in collections), 6
+            )
         defaults[family] = TunedFusion(fusion_at(index), provenance)
-    baseline_name = None if baselines is None else baselines[0].name
-    return LocoResult(metric, list(names), collections, folds, current, naive, defaults, tolerance, baseline_name)
+    baseline_name = anchor.name if anchor is not None else None if baselines is None else baselines[0].name
+    return LocoResult(
+        metric,
+        list(names),
+        collections,
+        folds,
+        current,
+        naive,
+        defaults,
+        tolerance,
+        baseline_name,
+        families,
+        anchor is not None,
+    )
 
 
 def format_loco(result: LocoResult) -> str:
     """The LOCO table: per left-out collection, each single retriever, naive RRF, the pipeline's fusion as
     shipped, and each family's choice made without that collection."""
-    families = list(FAMILIES)
+    families = list(result.families)
     baseline = [] if result.baseline is None else [result.baseline]
     header = ["left out (test)", *result.names, "rrf-60", *baseline, "shipped", *families]
     rows = []
@@ -306,6 +395,9 @@ def format_loco(result: LocoResult) -> str:
     meets = ["meets"] + [""] * (len(result.names) + 2 + len(baseline))
     meets += [f"{sum(result.meets(f).values())}/{len(result.folds)}" for f in families]
     rows.append(meets)
+    if result.baseline is not None:
+        near = [f"near {result.baseline}"] + [""] * (len(result.names) + 3)
+        rows.append(near + [f"{sum(result.near_baseline(f).values())}/{len(result.folds)}" for f in families])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [
         f"{result.metric}, leave-one-collection-out: each family's fusion chosen on the other collections' tuning"
@@ -320,6 +412,7 @@ def format_loco(result: LocoResult) -> str:
     lines.append(
         f"meets: left-out collections where the family is within {result.tolerance} of {against}"
         " and not below rrf-60; shipped: the pipeline's [fusion] as it stands (tuned on some of these collections)"
+        + ("" if result.baseline is None else f"; near {result.baseline}: within {result.tolerance} of it alone")
     )
     lines.append("")
     lines.append("fitted on every collection's tuning split:")

@@ -42,13 +42,14 @@ class Trial:
     value: float
 
 
-def simplex_grid(width: int, step: float) -> list[tuple[float, ...]]:
-    """Weight vectors with entries in multiples of ``step`` that sum to 1 (at least one retriever kept)."""
+def simplex_grid(width: int, step: float, option: str = "--step") -> list[tuple[float, ...]]:
+    """Weight vectors with entries in multiples of ``step`` that sum to 1 (at least one retriever kept); ``option``
+    names the step in the error."""
     if not 0 < step <= 1:
-        raise BraidError(f"--step must be in (0, 1], got {step}")
+        raise BraidError(f"{option} must be in (0, 1], got {step}")
     units = round(1 / step)
     if abs(units * step - 1) > 1e-9:
-        raise BraidError(f"--step must divide 1 evenly (0.5, 0.25, 0.2, 0.1, 0.05, ...), got {step}")
+        raise BraidError(f"{option} must divide 1 evenly (0.5, 0.25, 0.2, 0.1, 0.05, ...), got {step}")
     grid = []
     for combo in itertools.product(range(units + 1), repeat=width):
         if sum(combo) == units:

@@ -11,7 +11,15 @@ from pathlib import Path
 from braid.common.atomic_file import atomic_write_text
 from braid.common.dataset_resolver import resolve_dataset
 from braid.common.errors import BraidError
-from braid.pipelines.loco import FAMILIES, SEARCHED_METHODS, SEARCHED_NORMALIZATIONS, format_loco, leave_one_out
+from braid.pipelines.anchored_fusion import anchored_pipeline
+from braid.pipelines.loco import (
+    ANCHORED_FAMILIES,
+    FAMILIES,
+    SEARCHED_METHODS,
+    SEARCHED_NORMALIZATIONS,
+    format_loco,
+    leave_one_out,
+)
 from braid.pipelines.pipeline import load_pipeline, open_pipeline
 from braid.pipelines.spec import TunedFusion, builtin_pipelines, save_pipeline
 from braid.pipelines.tuning import (
@@ -21,6 +29,7 @@ from braid.pipelines.tuning import (
     WEIGHTED_NORMALIZATIONS,
     Trial,
     check_tuning,
+    simplex_grid,
     tune_fusion,
 )
 from braid.pipelines.weight_fit import FOLDS, PENALTIES, check_fit, fit_tuned
@@ -86,7 +95,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " --report, and writes --family's fusion fitted on all collections to --output if given",
     )
     tune.add_argument(
-        "--family", default="joint", choices=list(FAMILIES), help="with --loco: the family --output receives"
+        "--family",
+        default="joint",
+        choices=[*FAMILIES, *ANCHORED_FAMILIES],
+        help="with --loco: the family --output receives (anchored, no-loss, min-gain: with --anchor)",
     )
     tune.add_argument("--report", default="results", help="with --loco: folder for loco/<pipeline>.json")
     tune.add_argument("--tolerance", type=float, default=0.005, help="with --loco: allowed gap to the best retriever")
@@ -95,6 +107,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --loco: a pipeline (built-in name or TOML) each family must also stay within --tolerance of on"
         " every left-out collection, e.g. hybrid when tuning hybrid-max",
     )
+    tune.add_argument(
+        "--anchor",
+        action="store_true",
+        help="with --loco and --baseline: tune one pipeline holding the baseline's retrievers and --pipeline's others"
+        " (the baseline is one of its settings) and add the families anchored on the baseline's weights:"
+        " anchored, no-loss, min-gain; --output then receives that combined pipeline",
+    )
+    tune.add_argument(
+        "--anchor-step",
+        type=float,
+        default=0.1,
+        help="with --anchor: step of the baseline's share alpha and of the rest's spread (default: 0.1)",
+    )
     add_data_args(tune)
     tune.set_defaults(handler=run)
 
@@ -102,8 +127,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.loco:
         return run_loco(args)
-    if args.baseline:
-        raise BraidError("--baseline is a bound of the leave-one-collection-out protocol: add --loco, or drop it")
+    if args.baseline or args.anchor:
+        option = "--anchor" if args.anchor else "--baseline"
+        raise BraidError(f"{option} belongs to the leave-one-collection-out protocol: add --loco, or drop it")
     source = Path(args.pipeline)
     if args.output is None and not source.is_file():
         hint = " (a built-in)" if args.pipeline in builtin_pipelines() else ""
@@ -195,11 +221,20 @@ def run_loco(args: argparse.Namespace) -> int:
         raise BraidError("--loco needs two or more different --dataset")
     if not 0 <= args.tolerance < 1:
         raise BraidError(f"--tolerance must be in [0, 1), got {args.tolerance}")
+    if args.anchor and not args.baseline:
+        raise BraidError("--anchor holds a baseline inside the pipeline tuned: give --baseline (e.g. hybrid)")
+    if args.family in ANCHORED_FAMILIES and not args.anchor:
+        raise BraidError(f"--family {args.family} is chosen among settings anchored on a baseline: add --anchor")
     baseline = load_pipeline(args.baseline) if args.baseline else None
     output = Path(args.output) if args.output else None
     if output is not None and output.is_dir():
         raise BraidError(f"--output {output} is a directory; give a file path")
     spec = load_pipeline(args.pipeline)
+    anchor = None
+    if args.anchor:
+        simplex_grid(2, args.anchor_step, "--anchor-step")  # refused before any retriever runs
+        anchor, baseline = baseline, None
+        spec = anchored_pipeline(anchor, spec)
     grid_defaults(args)
     check_tuning(spec, [], args.metric, args.step, SEARCHED_METHODS, SEARCHED_NORMALIZATIONS)
     datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
@@ -218,6 +253,8 @@ def run_loco(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         keep_self_hits=args.keep_self_hits,
         baselines=baselines,
+        anchor=anchor,
+        anchor_step=args.anchor_step,
     )
     report = Path(args.report) / "loco" / f"{spec.name}.json"
     report.parent.mkdir(parents=True, exist_ok=True)
@@ -231,7 +268,7 @@ def run_loco(args: argparse.Namespace) -> int:
     if output is not None:
         tuned = result.defaults[args.family]
         header = (
-            f"[fusion] chosen by `braid tune --loco` (family {args.family}: {FAMILIES[args.family][0]}), fitted on "
+            f"[fusion] chosen by `braid tune --loco` (family {args.family}: {result.families[args.family]}), fitted on "
             f"{', '.join(tuned.tuned['datasets'])}; left-one-out scores in {report}."
         )
         save_pipeline(spec.with_fusion(tuned), output, header)

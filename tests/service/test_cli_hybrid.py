@@ -213,3 +213,81 @@ def test_tune_loco_refuses_what_the_protocol_cannot_do(tmp_path, hybrid_file, ca
     assert "drop --split" in capsys.readouterr().err
     assert main([*base, "--dataset", str(roots["alpha"]), "--dataset", str(roots["beta"]), "--step", "0.3"]) == 2
     assert "--step must divide 1" in capsys.readouterr().err
+
+
+THREE_BM25 = """
+name = "three"
+[[retrievers]]
+name = "beir"
+kind = "bm25"
+depth = 3
+[[retrievers]]
+name = "lucene"
+kind = "bm25"
+k1 = 2.0
+b = 0.3
+depth = 4
+[fusion]
+method = "weighted"
+normalization = "zscore"
+"""
+
+
+def test_tune_loco_anchor_holds_the_baseline_and_moves_off_it_only_where_tuning_agrees(tmp_path, hybrid_file, capsys):
+    roots = _collections(tmp_path)
+    target = tmp_path / "three.toml"
+    target.write_text(THREE_BM25)
+    datasets = [arg for root in roots.values() for arg in ("--dataset", str(root))]
+    loco = ["tune", "--loco", *datasets, "--index-dir", str(tmp_path / "idx"), "--step", "0.5", "--rrf-k", "60"]
+    loco += ["--pipeline", str(target), "--baseline", str(hybrid_file), "--report", str(tmp_path / "r")]
+    output = tmp_path / "anchored.toml"
+    anchored = [*loco, "--anchor", "--anchor-step", "0.25"]
+    assert main([*anchored, "--family", "min-gain", "--output", str(output), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["anchored"] and report["baseline"] == "two-bm25"
+    assert {"joint", "robust", "anchored", "no-loss", "min-gain"} <= set(report["families"])
+    ev = ["eval", "--index-dir", str(tmp_path / "idx"), "--output", str(tmp_path / "e"), "--latency-sample", "0"]
+    for fold in report["collections"]:
+        # The baseline is read off the anchored pipeline's lists: what `braid eval` gives the baseline itself.
+        name = fold["left_out"].split("/")[0]
+        assert main([*ev, "--dataset", str(roots[name]), "--pipeline", str(hybrid_file), "--json"]) == 0
+        assert fold["baseline"] == pytest.approx(json.loads(capsys.readouterr().out)["ndcg@10"], abs=1e-6)
+        for family, chosen in fold["families"].items():
+            # "near": the baseline's bound alone (within --tolerance 0.005 of it), beside "meets".
+            assert report["near_baseline"][family][name] == (chosen["test"] >= fold["baseline"] - 0.005), family
+        for family in ("anchored", "no-loss", "min-gain"):
+            weights = fold["families"][family]["fusion"]["weights"]
+            # Anchored settings keep the baseline's proportions (beir 0.7 : lucene 0.3) whatever share they keep.
+            assert weights["beir"] * 0.3 == pytest.approx(weights["lucene"] * 0.7, abs=1e-9), (family, weights)
+    # Fitted on all three: no-loss never loses to the baseline on a tuning collection, and min-gain's smallest
+    # gain is the largest of any anchored setting (no-loss's included).
+    defaults = report["defaults"]
+    assert defaults["no-loss"]["smallest_gain"] >= 0
+    assert defaults["min-gain"]["smallest_gain"] >= defaults["no-loss"]["smallest_gain"]
+    assert defaults["min-gain"]["anchor"] == "two-bm25" and defaults["min-gain"]["anchor_step"] == 0.25
+    # --output receives the anchored pipeline itself (the baseline's retrievers, then the target's renamed one).
+    saved = load_pipeline(str(output))
+    assert [r.name for r in saved.retrievers] == ["beir", "lucene", "three.lucene"]
+    assert saved.fusion.to_dict() == defaults["min-gain"]["fusion"]
+    assert main([*anchored]) == 0
+    table = capsys.readouterr().out
+    assert "no-loss" in table.splitlines()[1] and "min-gain" in table
+    assert any(line.startswith("near two-bm25") for line in table.splitlines())
+
+
+def test_tune_loco_anchor_refuses_what_it_cannot_anchor(tmp_path, hybrid_file, capsys):
+    roots = _collections(tmp_path)
+    datasets = [arg for root in list(roots.values())[:2] for arg in ("--dataset", str(root))]
+    loco = ["tune", "--loco", *datasets, "--index-dir", str(tmp_path / "idx"), "--pipeline", str(hybrid_file)]
+    for extra, message in (
+        (["--anchor"], "give --baseline"),
+        (["--family", "no-loss"], "add --anchor"),
+        (["--anchor", "--baseline", str(hybrid_file)], "adds no retriever"),
+        (["--anchor", "--baseline", "hybrid-rrf"], "must fuse by a weighted sum"),
+        (["--anchor", "--baseline", "bm25-lucene", "--anchor-step", "0.3"], "--anchor-step must divide 1"),
+    ):
+        assert main([*loco, *extra]) == 2, extra
+        assert message in capsys.readouterr().err, extra
+    plain = ["tune", "--dataset", str(roots["alpha"]), "--pipeline", str(hybrid_file), "--anchor"]
+    assert main(plain) == 2
+    assert "--anchor belongs to the leave-one-collection-out protocol" in capsys.readouterr().err

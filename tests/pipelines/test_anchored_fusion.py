@@ -1,21 +1,22 @@
-"""The hybrid-max LOCO benchmark's settings: the pipeline it tunes holds the baseline exactly, and its anchored grid
-starts at the baseline's weights."""
+"""The anchored pipeline holds the baseline exactly and adds the target's other retrievers at weight 0; the anchored
+grid starts at the baseline's weights."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.hybrid_max_loco import anchored_grid, combined_spec, main
 from braid.common.errors import BraidError
+from braid.pipelines.anchored_fusion import anchored_grid, anchored_pipeline
 from braid.pipelines.spec import load_pipeline
 
 
-def test_combined_pipeline_holds_the_baseline_and_the_targets_other_retrievers():
+def test_anchored_pipeline_holds_the_baseline_and_the_targets_other_retrievers():
     hybrid, hybrid_max = load_pipeline("hybrid"), load_pipeline("hybrid-max")
-    spec = combined_spec(hybrid, hybrid_max)
+    spec = anchored_pipeline(hybrid, hybrid_max)
     names = [r.name for r in spec.retrievers]
     # BM25 is the same retriever in both (kept once); the 512-token dense and SPLADE are renamed beside the hybrid's.
     assert names == ["bm25", "dense", "splade", "hybrid-max.dense", "hybrid-max.splade", "maxsim"]
+    assert spec.name == "hybrid+hybrid-max"
     assert spec.retrievers[:3] == hybrid.retrievers
     assert spec.retrievers[3].params["max_length"] == 512
     assert spec.fusion.normalization == hybrid.fusion.normalization
@@ -27,34 +28,29 @@ def test_combined_pipeline_holds_the_baseline_and_the_targets_other_retrievers()
     }
 
 
-def test_a_pipeline_that_adds_nothing_is_refused():
+def test_what_cannot_be_anchored_is_refused():
     hybrid = load_pipeline("hybrid")
     with pytest.raises(BraidError, match="adds no retriever"):
-        combined_spec(hybrid, hybrid)
+        anchored_pipeline(hybrid, hybrid)
+    with pytest.raises(BraidError, match="must fuse by a weighted sum"):
+        anchored_pipeline(load_pipeline("hybrid-rrf"), hybrid)
+    with pytest.raises(BraidError, match="must fuse by a weighted sum"):
+        anchored_pipeline(load_pipeline("bm25"), hybrid)  # one retriever, no fusion
 
 
 def test_anchored_grid_scales_the_baseline_and_spreads_the_rest():
-    grid = anchored_grid((0.2, 0.5, 0.3), added=2, step=0.5)
-    assert grid[0] == (0.2, 0.5, 0.3, 0.0, 0.0)  # alpha = 1: the baseline itself comes first
+    grid = anchored_grid((0.4, 1.0, 0.6), added=2, step=0.5)  # normalized: 0.2, 0.5, 0.3
     assert grid == [
-        (0.2, 0.5, 0.3, 0.0, 0.0),
+        (0.2, 0.5, 0.3, 0.0, 0.0),  # alpha = 1: the baseline itself comes first
         (0.1, 0.25, 0.15, 0.0, 0.5),
         (0.1, 0.25, 0.15, 0.5, 0.0),
         (0.0, 0.0, 0.0, 0.0, 1.0),
         (0.0, 0.0, 0.0, 0.5, 0.5),
         (0.0, 0.0, 0.0, 1.0, 0.0),
     ]
-    assert all(abs(sum(weights) - 1) < 1e-9 for weights in grid)
+    assert all(abs(sum(weights) - 1) < 1e-9 for weights in anchored_grid((0.2, 0.5, 0.3), added=3, step=0.1))
     for step in (0.3, 0.0, 1.5):
-        with pytest.raises(BraidError, match="--step must divide 1"):
+        with pytest.raises(BraidError, match="--anchor-step must"):
             anchored_grid((1.0,), added=1, step=step)
-
-
-def test_the_command_exits_2_with_a_message_on_bad_input(capsys):
-    with pytest.raises(SystemExit) as exited:
-        main(["--pipeline", "hybrid", "--baseline", "hybrid", "--dataset", "scifact", "--dataset", "arguana"])
-    assert exited.value.code == 2
-    assert "adds no retriever" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exited:
-        main(["--dataset", "scifact"])  # one collection leaves nothing to tune on
-    assert exited.value.code == 2
+    with pytest.raises(BraidError, match="positive sum"):
+        anchored_grid((0.0, 0.0), added=1, step=0.5)
