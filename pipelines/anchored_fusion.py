@@ -65,3 +65,22 @@ def anchored_grid(base: tuple[float, ...], added: int, step: float) -> list[tupl
     for alpha, *spread in sorted(simplex_grid(added + 1, step, "--anchor-step"), key=lambda weights: -weights[0]):
         grid.append(tuple(round(alpha * w / total, 10) for w in base) + tuple(spread))
     return grid
+
+
+def drop_unweighted(spec: PipelineSpec) -> PipelineSpec:
+    """``spec`` without the retrievers its weighted ``[fusion]`` gives weight 0, so that it runs only what counts.
+
+    Their terms in the fused score are 0 already, and a document only they found scores every other list's floor
+    (its minimum, or its unmatched score), never above a document another list found: the top of the list stays. A
+    searching retriever stays while a kept ``scores_top`` retriever scores its candidates (they are its input).
+    """
+    if spec.fusion is None or spec.fusion.method != "weighted" or spec.per_dataset:
+        return spec  # RRF ranks every list's documents; per-collection weights may use any retriever
+    names = [r.name for r in spec.retrievers]
+    weights = dict(zip(names, spec.fusion.weight_vector(names).tolist(), strict=True))
+    rescoring = any(r.scores_top and weights[r.name] > 0 for r in spec.retrievers)
+    kept = tuple(r for r in spec.retrievers if weights[r.name] > 0 or (rescoring and not r.scores_top))
+    if len(kept) == len(spec.retrievers):
+        return spec
+    fusion = replace(spec.fusion, weights={r.name: weights[r.name] for r in kept})
+    return replace(spec, retrievers=kept, fusion=fusion)

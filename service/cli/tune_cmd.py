@@ -11,7 +11,7 @@ from pathlib import Path
 from braid.common.atomic_file import atomic_write_text
 from braid.common.dataset_resolver import resolve_dataset
 from braid.common.errors import BraidError
-from braid.pipelines.anchored_fusion import anchored_pipeline
+from braid.pipelines.anchored_fusion import anchored_pipeline, drop_unweighted
 from braid.pipelines.loco import (
     ANCHORED_FAMILIES,
     FAMILIES,
@@ -112,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="with --loco and --baseline: tune one pipeline holding the baseline's retrievers and --pipeline's others"
         " (the baseline is one of its settings) and add the families anchored on the baseline's weights:"
-        " anchored, no-loss, min-gain; --output then receives that combined pipeline",
+        " anchored, no-loss, min-gain; --output then receives that combined pipeline, less the retrievers at weight 0",
     )
     tune.add_argument(
         "--anchor-step",
@@ -271,6 +271,11 @@ def run_loco(args: argparse.Namespace) -> int:
             f"[fusion] chosen by `braid tune --loco` (family {args.family}: {result.families[args.family]}), fitted on "
             f"{', '.join(tuned.tuned['datasets'])}; left-one-out scores in {report}."
         )
-        save_pipeline(spec.with_fusion(tuned), output, header)
+        saved = spec.with_fusion(tuned)
+        if anchor is not None:  # the anchored pipeline holds every retriever of both: keep the ones weighted
+            saved = drop_unweighted(saved)
+            dropped = sorted({r.name for r in spec.retrievers} - {r.name for r in saved.retrievers})
+            header += f" Retrievers at weight 0 left out: {', '.join(dropped)}." if dropped else ""
+        save_pipeline(saved, output, header)
         print(f"saved the {args.family} fusion into {output} ([fusion])", file=sys.stderr if args.json else sys.stdout)
     return 0

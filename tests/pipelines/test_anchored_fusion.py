@@ -3,11 +3,17 @@ grid starts at the baseline's weights."""
 
 from __future__ import annotations
 
+from contextlib import closing
+from dataclasses import replace
+
 import pytest
 
+from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
-from braid.pipelines.anchored_fusion import anchored_grid, anchored_pipeline
+from braid.pipelines.anchored_fusion import anchored_grid, anchored_pipeline, drop_unweighted
+from braid.pipelines.pipeline import open_pipeline
 from braid.pipelines.spec import load_pipeline
+from tests.pipelines.test_hybrid_pipeline import HYBRID
 
 
 def test_anchored_pipeline_holds_the_baseline_and_the_targets_other_retrievers():
@@ -54,3 +60,36 @@ def test_anchored_grid_scales_the_baseline_and_spreads_the_rest():
             anchored_grid((1.0,), added=1, step=step)
     with pytest.raises(BraidError, match="positive sum"):
         anchored_grid((0.0, 0.0), added=1, step=0.5)
+
+
+def _weighted(spec, **weights):
+    return replace(
+        spec, fusion=replace(spec.fusion, weights={r.name: weights.get(r.name, 0.0) for r in spec.retrievers})
+    )
+
+
+def test_drop_unweighted_keeps_what_counts_and_what_feeds_a_rescoring_retriever():
+    spec = anchored_pipeline(load_pipeline("hybrid"), load_pipeline("hybrid-max"))
+    assert drop_unweighted(spec).retrievers == load_pipeline("hybrid").retrievers  # added at 0: the hybrid's three
+    plain = drop_unweighted(_weighted(spec, bm25=0.5, **{"hybrid-max.dense": 0.5}))
+    assert [r.name for r in plain.retrievers] == ["bm25", "hybrid-max.dense"]
+    assert plain.fusion.weights == {"bm25": 0.5, "hybrid-max.dense": 0.5}
+    # MaxSim (scores_top) rescores every searching retriever's candidates: weighted, it keeps them all.
+    rescored = drop_unweighted(_weighted(spec, bm25=0.5, maxsim=0.5))
+    assert [r.name for r in rescored.retrievers] == [r.name for r in spec.retrievers]
+    rrf = load_pipeline("hybrid-rrf")
+    assert drop_unweighted(rrf) is rrf
+
+
+def test_a_pipeline_less_its_unweighted_retrievers_ranks_the_same_top(tiny_beir, tmp_path):
+    path = tmp_path / "two.toml"
+    path.write_text(HYBRID.replace("weights = { beir = 0.7, lucene = 0.3 }", "weights = { beir = 1.0, lucene = 0.0 }"))
+    spec = load_pipeline(str(path))
+    dataset = open_dataset_dir(tiny_beir)
+    with (
+        closing(open_pipeline(spec, dataset, tmp_path / "idx")) as full,
+        closing(open_pipeline(drop_unweighted(spec), dataset, tmp_path / "idx")) as kept,
+    ):
+        assert [r.spec.name for r in kept.stages] == ["beir"]
+        for query in ("cat", "fish", "cat fish"):
+            assert kept.search(query, 3) == full.search(query, 3)
