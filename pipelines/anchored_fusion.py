@@ -6,10 +6,10 @@ read 256 tokens. Anchoring removes that gap. The tuned pipeline holds the baseli
 the baseline runs them, then the target's others (:func:`anchored_pipeline`), and the settings searched start from
 the baseline: its weights times alpha, the rest 1 - alpha spread over the added retrievers (:func:`anchored_grid`),
 so alpha = 1 is the baseline itself. A choice rule over those settings can then refuse to move off the baseline
-unless the tuning collections agree that something helps: the idea of conservative policy improvement (Thomas et
-al., "High Confidence Policy Improvement", ICML 2015) applied to a fusion's weights, where a new setting replaces the
-baseline only if it is no worse on every tuning collection (``no-loss``) or by the largest smallest gain
-(``min-gain``); see :mod:`braid.pipelines.loco`.
+unless the tuning collections agree that something helps, in the spirit of safe policy improvement (Thomas et al.,
+"High Confidence Policy Improvement", ICML 2015; here without its confidence bounds, one value per collection): a
+new setting replaces the baseline only if it is no worse on every tuning collection (``no-loss``), or the one with
+the largest smallest gain over it (``min-gain``); see :mod:`braid.pipelines.loco`.
 """
 
 from __future__ import annotations
