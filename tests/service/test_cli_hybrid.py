@@ -215,22 +215,8 @@ def test_tune_loco_refuses_what_the_protocol_cannot_do(tmp_path, hybrid_file, ca
     assert "--step must divide 1" in capsys.readouterr().err
 
 
-THREE_BM25 = """
-name = "three"
-[[retrievers]]
-name = "beir"
-kind = "bm25"
-depth = 3
-[[retrievers]]
-name = "lucene"
-kind = "bm25"
-k1 = 2.0
-b = 0.3
-depth = 4
-[fusion]
-method = "weighted"
-normalization = "zscore"
-"""
+# The same two BM25 retrievers but for lucene's k1 and b: anchored on two-bm25, only that lucene is added.
+THREE_BM25 = HYBRID.replace('"two-bm25"', '"three"').replace("k1 = 1.2\nb = 0.75", "k1 = 2.0\nb = 0.3")
 
 
 def test_tune_loco_anchor_holds_the_baseline_and_moves_off_it_only_where_tuning_agrees(tmp_path, hybrid_file, capsys):
