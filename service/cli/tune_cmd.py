@@ -37,6 +37,7 @@ from braid.retriever.fusion import METHODS, NORMALIZATIONS
 from braid.service.cli.common import add_data_args, pair_splits
 
 FITS = ("grid", "logistic")
+ANCHOR_STEP = 0.1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -117,8 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tune.add_argument(
         "--anchor-step",
         type=float,
-        default=0.1,
-        help="with --anchor: step of the baseline's share alpha and of the rest's spread (default: 0.1)",
+        help=f"with --anchor: step of the baseline's share alpha and of the rest's spread (default: {ANCHOR_STEP})",
     )
     add_data_args(tune)
     tune.set_defaults(handler=run)
@@ -221,6 +221,8 @@ def run_loco(args: argparse.Namespace) -> int:
         raise BraidError("--loco needs two or more different --dataset")
     if not 0 <= args.tolerance < 1:
         raise BraidError(f"--tolerance must be in [0, 1), got {args.tolerance}")
+    if args.anchor_step is not None and not args.anchor:
+        raise BraidError("--anchor-step sets the grid of --anchor: add --anchor, or drop it")
     if args.anchor and not args.baseline:
         raise BraidError("--anchor holds a baseline inside the pipeline tuned: give --baseline (e.g. hybrid)")
     if args.family in ANCHORED_FAMILIES and not args.anchor:
@@ -232,6 +234,7 @@ def run_loco(args: argparse.Namespace) -> int:
     spec = load_pipeline(args.pipeline)
     anchor = None
     if args.anchor:
+        args.anchor_step = ANCHOR_STEP if args.anchor_step is None else args.anchor_step
         simplex_grid(2, args.anchor_step, "--anchor-step")  # refused before any retriever runs
         anchor, baseline = baseline, None
         spec = anchored_pipeline(anchor, spec)
@@ -254,7 +257,7 @@ def run_loco(args: argparse.Namespace) -> int:
         keep_self_hits=args.keep_self_hits,
         baselines=baselines,
         anchor=anchor,
-        anchor_step=args.anchor_step,
+        anchor_step=args.anchor_step or ANCHOR_STEP,
     )
     report = Path(args.report) / "loco" / f"{spec.name}.json"
     report.parent.mkdir(parents=True, exist_ok=True)

@@ -271,6 +271,7 @@ def test_tune_loco_anchor_refuses_what_it_cannot_anchor(tmp_path, hybrid_file, c
     for extra, message in (
         (["--anchor"], "give --baseline"),
         (["--family", "no-loss"], "add --anchor"),
+        (["--baseline", "hybrid", "--anchor-step", "0.2"], "--anchor-step sets the grid of --anchor"),
         (["--anchor", "--baseline", str(hybrid_file)], "adds no retriever"),
         (["--anchor", "--baseline", "hybrid-rrf"], "must fuse by a weighted sum"),
         (["--anchor", "--baseline", "bm25-lucene", "--anchor-step", "0.3"], "--anchor-step must divide 1"),
