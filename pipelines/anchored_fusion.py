@@ -17,13 +17,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from braid.common.errors import BraidError
-from braid.pipelines.spec import PipelineSpec, RetrieverSpec
+from braid.pipelines.spec import PipelineSpec
 from braid.pipelines.tuning import simplex_grid
-
-
-def _same_retriever(a: RetrieverSpec, b: RetrieverSpec) -> bool:
-    """The same list whatever its name: kind, parameters, depth and score cut-off."""
-    return (a.kind, a.params, a.depth, a.scores_top) == (b.kind, b.params, b.depth, b.scores_top)
 
 
 def anchored_pipeline(baseline: PipelineSpec, target: PipelineSpec) -> PipelineSpec:
@@ -37,7 +32,9 @@ def anchored_pipeline(baseline: PipelineSpec, target: PipelineSpec) -> PipelineS
     taken = {spec.name for spec in baseline.retrievers}
     added = []
     for spec in target.retrievers:
-        if any(_same_retriever(spec, own) for own in baseline.retrievers):
+        # The same list whatever its name: every other field of the spec (kind, parameters, depth, index folder,
+        # scores_top) equal.
+        if any(replace(spec, name=own.name) == own for own in baseline.retrievers):
             continue
         name = spec.name if spec.name not in taken else f"{target.name}.{spec.name}"
         taken.add(name)

@@ -34,6 +34,15 @@ def test_anchored_pipeline_holds_the_baseline_and_the_targets_other_retrievers()
     }
 
 
+def test_a_retriever_differing_only_in_its_index_folder_is_added():
+    hybrid = load_pipeline("hybrid")
+    elsewhere = replace(hybrid.retrievers[0], index="indexes/other-bm25")
+    target = replace(hybrid, name="other", retrievers=(elsewhere,), fusion=None)
+    spec = anchored_pipeline(hybrid, target)
+    assert [r.name for r in spec.retrievers] == ["bm25", "dense", "splade", "other.bm25"]
+    assert spec.retrievers[3].index == "indexes/other-bm25"
+
+
 def test_what_cannot_be_anchored_is_refused():
     hybrid = load_pipeline("hybrid")
     with pytest.raises(BraidError, match="adds no retriever"):
