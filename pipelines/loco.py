@@ -78,6 +78,7 @@ FAMILIES: dict[str, tuple[str, Choice]] = {
     ),
 }
 WORST_CASE = {"robust"}  # families chosen by their worst tuning collection rather than the mean
+ANCHOR_STEP = 0.1  # the anchored settings' step: alpha and the added retrievers' shares
 # With an anchor: settings made from the baseline's weights (anchored_fusion.anchored_grid), three rules to choose.
 ANCHORED_FAMILIES: dict[str, str] = {
     "anchored": "the baseline's weights x alpha + 1 - alpha over the added retrievers: the best mean",
@@ -107,7 +108,6 @@ class Collection:
     singles: dict[str, float]  # retriever name -> metric on the test split
     floor: float  # on the tuning split: max(naive RRF, best single or baseline - tolerance): what `robust` must clear
     baseline: float | None = None  # the baseline pipeline, as shipped, on the test split
-    tune_baseline: float | None = None  # ... and on the tuning split
 
 
 @dataclass
@@ -211,7 +211,7 @@ def leave_one_out(
     keep_self_hits: bool = False,
     baselines: list[Pipeline] | None = None,
     anchor: PipelineSpec | None = None,
-    anchor_step: float = 0.1,
+    anchor_step: float = ANCHOR_STEP,
 ) -> LocoResult:
     """Run the LOCO protocol over ``targets`` (the same pipeline opened on each collection); ``baselines``, one
     pipeline per target opened on the same collection, adds the bound of staying within ``tolerance`` of it.
@@ -289,9 +289,7 @@ def leave_one_out(
             baseline, tune_baseline = float(test_values[anchor_at]), float(tune_values[anchor_at])
         if tune_baseline is not None:
             floor = max(floor, tune_baseline - tolerance)
-        collections.append(
-            Collection(dataset.name, tune, test, tune_values, test_values, singles, floor, baseline, tune_baseline)
-        )
+        collections.append(Collection(dataset.name, tune, test, tune_values, test_values, singles, floor, baseline))
     naive = {c.name: float(c.test_values[naive_index]) for c in collections}
     current = {
         c.name: _shipped_value(c.test, target, metric, keep_self_hits)

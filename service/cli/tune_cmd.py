@@ -13,6 +13,7 @@ from braid.common.dataset_resolver import resolve_dataset
 from braid.common.errors import BraidError
 from braid.pipelines.anchored_fusion import anchored_pipeline, drop_unweighted
 from braid.pipelines.loco import (
+    ANCHOR_STEP,
     ANCHORED_FAMILIES,
     FAMILIES,
     SEARCHED_METHODS,
@@ -37,7 +38,6 @@ from braid.retriever.fusion import METHODS, NORMALIZATIONS
 from braid.service.cli.common import add_data_args, pair_splits
 
 FITS = ("grid", "logistic")
-ANCHOR_STEP = 0.1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
