@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from braid.common.errors import BraidError
-from braid.pipelines.spec import PipelineSpec
+from braid.pipelines.spec import PipelineSpec, counted_retrievers
 from braid.pipelines.tuning import simplex_grid
 
 
@@ -65,19 +65,15 @@ def anchored_grid(base: tuple[float, ...], added: int, step: float) -> list[tupl
 
 
 def drop_unweighted(spec: PipelineSpec) -> PipelineSpec:
-    """``spec`` without the retrievers its weighted ``[fusion]`` gives weight 0, so that it runs only what counts.
-
-    Their terms in the fused score are 0 already, and a document only they found scores every other list's floor
-    (its minimum, or its unmatched score), never above a document another list found: the top of the list stays. A
-    searching retriever stays while a kept ``scores_top`` retriever scores its candidates (they are its input).
-    """
-    if spec.fusion is None or spec.fusion.method != "weighted" or spec.per_dataset:
-        return spec  # RRF ranks every list's documents; per-collection weights may use any retriever
-    names = [r.name for r in spec.retrievers]
-    weights = dict(zip(names, spec.fusion.weight_vector(names).tolist(), strict=True))
-    rescoring = any(r.scores_top and weights[r.name] > 0 for r in spec.retrievers)
-    kept = tuple(r for r in spec.retrievers if weights[r.name] > 0 or (rescoring and not r.scores_top))
+    """``spec`` without the retrievers its ``[fusion]`` does not count (weight 0, and not feeding a weighted
+    ``scores_top`` retriever: :func:`~braid.pipelines.spec.counted_retrievers`), so that it builds and opens only what
+    counts."""
+    if spec.per_dataset:
+        return spec  # per-collection weights may use any retriever
+    kept = counted_retrievers(spec.retrievers, spec.fusion)
     if len(kept) == len(spec.retrievers):
         return spec
-    fusion = replace(spec.fusion, weights={r.name: weights[r.name] for r in kept})
+    assert spec.fusion is not None  # counted_retrievers keeps every retriever of a pipeline without fusion
+    weights = spec.fusion.weight_vector([r.name for r in kept]).tolist()
+    fusion = replace(spec.fusion, weights={r.name: weight for r, weight in zip(kept, weights, strict=True)})
     return replace(spec, retrievers=kept, fusion=fusion)

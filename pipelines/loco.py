@@ -18,8 +18,11 @@ baseline as it ships, on every left-out collection; ``robust`` then also keeps t
 collections. *Anchored* on the baseline (:mod:`braid.pipelines.anchored_fusion`), the pipeline tuned holds the
 baseline's retrievers and the target's others, so the baseline is one of the settings searched, and three families
 start from it: ``anchored`` (the best mean among the baseline's weights scaled plus the rest spread over the added
-retrievers), ``no-loss`` (the same among the settings at least as good as the baseline on every tuning collection)
-and ``min-gain`` (the largest smallest gain over the baseline across the tuning collections). The default is then
+retrievers), ``no-loss`` (the same among the settings at least as good as the baseline on every tuning collection),
+``min-gain`` (the largest smallest gain over the baseline across the tuning collections) and ``clear-gain`` (the
+best mean among the settings that beat the baseline by at least ``tolerance`` on every tuning collection, else the
+baseline: the bound's own margin asked of the evidence before moving off what ships, so that a gain too small to
+tell from one collection's noise never trades away another collection's quality). The default is then
 chosen by that evidence, and fitted on every collection's tuning data.
 
 Every retriever runs once per (collection, split); every setting is a matrix product over the cached lists
@@ -85,6 +88,8 @@ ANCHORED_FAMILIES: dict[str, str] = {
     "no-loss": "anchored settings at least as good as the baseline on every tuning collection: the best mean",
     "min-gain": "the anchored setting whose smallest gain over the baseline across the tuning collections is largest"
     " (ties: the best mean; the baseline itself gains 0 everywhere)",
+    "clear-gain": "anchored settings at least the tolerance better than the baseline on every tuning collection: the"
+    " best mean; the baseline itself when there is none",
 }
 
 
@@ -299,6 +304,10 @@ def leave_one_out(
         family: np.array([[rule(s, w) for w in grid] for s in settings], dtype=bool) for family, rule in allowed.items()
     }
 
+    baseline_only = np.zeros((len(settings), len(grid)), dtype=bool)
+    if anchor_at is not None:
+        baseline_only[anchor_at] = True
+
     def best(values: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
         # First maximum in (setting, weights) order, as `braid tune`'s stable sort picks it.
         flat = int(np.argmax(np.where(mask, values, -np.inf)))
@@ -315,9 +324,14 @@ def leave_one_out(
         mask = masks[family]
         if family in WORST_CASE:
             mask = narrowest(mask, np.min([c.tune_values - c.floor for c in tuning], axis=0))
-        elif family in ("no-loss", "min-gain"):
+        elif family in ANCHORED_FAMILIES and family != "anchored":
             smallest = np.min([c.tune_values - c.tune_values[anchor_at] for c in tuning], axis=0)
-            mask = mask & (smallest >= -1e-12) if family == "no-loss" else narrowest(mask, smallest)
+            if family == "min-gain":
+                mask = narrowest(mask, smallest)
+            else:
+                margin = tolerance if family == "clear-gain" else 0.0
+                gaining = mask & (smallest >= margin - 1e-12)
+                mask = gaining if gaining.any() else baseline_only
         index = best(mean, mask)
         return index, float(mean[index])
 

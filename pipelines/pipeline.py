@@ -40,12 +40,13 @@ from braid.pipelines.spec import (
     RetrieverSpec,
     builtin_pipelines,
     coerce,
+    counted_retrievers,
     load_pipeline,
     parse_pipeline,
     parse_retriever,
 )
 from braid.ranker.protocol import Reranker
-from braid.retriever.fusion import ListShape, check_weight_total, fuse, fuse_with_first_stage, fused, ranked
+from braid.retriever.fusion import FusionSpec, ListShape, check_weight_total, fuse, fuse_with_first_stage, fused, ranked
 from braid.retriever.hit import Hit, RankedList
 from braid.retriever.kinds import RETRIEVER_KINDS
 from braid.retriever.protocol import Retriever, Scorer
@@ -179,9 +180,6 @@ class Pipeline:
         # query with 2 workers than with 3, the same latency one query at a time; with 24, 26-37% more).
         workers = min(len(stages), os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
-        # Query encoders that run at once share the cores rather than each starting a pool of all of them.
-        encoders = sum(not stage.spec.scores_top and stage.spec.kind_info.encodes_queries for stage in stages)
-        self._encoding_threads = max(1, (os.cpu_count() or 1) // encoders) if encoders > 1 else None
 
     @property
     def name(self) -> str:
@@ -203,10 +201,10 @@ class Pipeline:
     def list_shapes(self) -> list[ListShape]:
         """What fusion knows of each retriever's list: the depth it is fetched to, and the score of the documents a
         sparse retriever does not match (a list shorter than its depth ran out of matches)."""
-        return [
-            ListShape(min(stage.spec.depth, self.doc_count), stage.spec.kind_info.unmatched_score)
-            for stage in self.stages
-        ]
+        return self._shapes(self.stages)
+
+    def _shapes(self, stages: Sequence[_Stage[Retriever]]) -> list[ListShape]:
+        return [ListShape(min(s.spec.depth, self.doc_count), s.spec.kind_info.unmatched_score) for s in stages]
 
     @property
     def index_paths(self) -> list[Path]:
@@ -289,7 +287,7 @@ class Pipeline:
             return 0
         return self.spec.rerank.depth if options.rerank_depth is None else min(options.rerank_depth, self.doc_count)
 
-    def _fusion(self, options: SearchOptions):
+    def _fusion(self, options: SearchOptions) -> FusionSpec | None:
         if not options.weights:
             return self.fusion
         configured = self.fusion.weights or {}
@@ -310,10 +308,14 @@ class Pipeline:
         depth = self._fetch(k, options) if self.fusion is None else stage.spec.depth
         return min(depth, self.doc_count)
 
-    @property
-    def _searching(self) -> list[_Stage[Retriever]]:
-        """The first-stage retrievers that search the collection (the others rescore their candidates)."""
-        return [stage for stage in self.stages if not stage.spec.scores_top]
+    def _counted(self, fusion: FusionSpec | None) -> list[_Stage[Retriever]]:
+        """The first-stage retrievers a query runs under ``fusion``: those whose lists count
+        (:func:`~braid.pipelines.spec.counted_retrievers`). A retriever at weight 0 (in the collection's fusion, or
+        in a request's weights) neither runs nor shows in explanations: a pipeline can hold lists that only some
+        collections' fusions weigh (hybrid-max's per-collection fits) at no cost elsewhere. Tuning reads every list
+        (:meth:`first_stage_lists`)."""
+        kept = {spec.name for spec in counted_retrievers([stage.spec for stage in self.stages], fusion)}
+        return [stage for stage in self.stages if stage.spec.name in kept]
 
     def _each_stage(self, run: Callable[[_Stage[Retriever]], T], stages: list[_Stage[Retriever]]) -> list[T]:
         """``run(stage)`` for each of ``stages``, concurrently when there are several."""
@@ -334,10 +336,14 @@ class Pipeline:
 
     def _first_stage(
         self, query: str, k: int, timings: dict[str, float], options: SearchOptions = NO_OPTIONS
-    ) -> list[list[Hit] | RankedList]:
+    ) -> dict[str, list[Hit] | RankedList]:
+        """The lists of the retrievers that count under this request's fusion, by name in the pipeline's order."""
         options.check_deadline("retrieval")
 
         hidden = self._hidden(options)
+        stages = self._counted(self._fusion(options))
+        searching = [stage for stage in stages if not stage.spec.scores_top]
+        threads = _encoding_threads(searching)
 
         def run(stage: _Stage[Retriever]) -> tuple[list[Hit] | RankedList, float]:
             tick = time.perf_counter()
@@ -345,28 +351,27 @@ class Pipeline:
             # Fused lists stay arrays (1,000 hits each); a lone retriever's few hits become Hit objects.
             search = stage.retriever.search if self.fusion is None else stage.retriever.search_ranked
             # A filter goes to the live view's segmented retrievers, the only ones a filter can reach.
-            with encoding_threads(self._encoding_threads):
+            with encoding_threads(threads):
                 hits = (partial(search, hidden=hidden) if hidden else search)(query, depth)
             return hits, (time.perf_counter() - tick) * 1000
 
-        searching = self._searching
         results = self._each_stage(run, searching)
         found: dict[str, list[Hit] | RankedList] = {}
         for stage, (hits, ms) in zip(searching, results, strict=True):
             timings[f"retriever.{stage.spec.name}"] = ms
             found[stage.spec.name] = hits
         candidates = list(found.values())
-        for stage in self.stages:
+        for stage in stages:
             if stage.spec.scores_top:
                 tick = time.perf_counter()
                 found[stage.spec.name] = self._rescored(stage, query, candidates)
                 timings[f"retriever.{stage.spec.name}"] = (time.perf_counter() - tick) * 1000
-        return [found[stage.spec.name] for stage in self.stages]
+        return {stage.spec.name: found[stage.spec.name] for stage in stages}
 
     def _combine(
         self,
         query: str,
-        lists: Sequence[list[Hit] | RankedList],
+        found: Mapping[str, list[Hit] | RankedList],
         k: int,
         timings: dict[str, float],
         options: SearchOptions = NO_OPTIONS,
@@ -374,25 +379,25 @@ class Pipeline:
         tick = time.perf_counter()
         fetch = self._fetch(k, options)
         if self.fusion is None:
-            name = self.stages[0].spec.name
+            name, hits_in = next(iter(found.items()))
             hits = [
                 ExplainedHit(hit.doc_id, hit.score, {name: Source(rank, hit.score)})
-                for rank, hit in enumerate(lists[0][:fetch], 1)
+                for rank, hit in enumerate(hits_in[:fetch], 1)
             ]
         else:
             fusion = self._fusion(options)
-            inputs, top = fused(lists, self.retriever_names, fusion, fetch, self.list_shapes)
+            names = list(found)
+            shapes = self._shapes([stage for stage in self.stages if stage.spec.name in found])
+            inputs, top = fused(list(found.values()), names, fusion, fetch, shapes)
             rows = [row for row, _ in top]
             # Whole rows to Python at once: per-cell numpy indexing cost more than the fusion itself.
             ranks, scores = inputs.ranks[rows].tolist(), inputs.scores[rows].tolist()
-            terms = (inputs.values[rows] * fusion.weight_vector(self.retriever_names)).tolist()
+            terms = (inputs.values[rows] * fusion.weight_vector(names)).tolist()
             hits = []
             for (row, score), row_ranks, row_scores, row_terms in zip(top, ranks, scores, terms, strict=True):
                 sources = {
                     name: Source(rank or None, None if math.isnan(raw) else raw, term)
-                    for name, rank, raw, term in zip(
-                        self.retriever_names, row_ranks, row_scores, row_terms, strict=True
-                    )
+                    for name, rank, raw, term in zip(names, row_ranks, row_scores, row_terms, strict=True)
                 }
                 hits.append(ExplainedHit(inputs.doc_ids[row], score, sources, fused_score=score))
             timings["fusion"] = (time.perf_counter() - tick) * 1000
@@ -452,16 +457,20 @@ class Pipeline:
 
     # -- many queries ------------------------------------------------------------------------------------------
 
-    def first_stage_lists(self, queries: Mapping[str, str], k: int) -> list[dict[str, list[Hit]]]:
-        """Each retriever's ranked lists for every query (batched per retriever, retrievers concurrently; a
-        rescoring retriever's after the others, over their candidates)."""
-        searching = self._searching
+    def first_stage_lists(
+        self, queries: Mapping[str, str], k: int, stages: Sequence[_Stage[Retriever]] | None = None
+    ) -> list[dict[str, list[Hit]]]:
+        """Each retriever's ranked lists for every query, for every retriever (what tuning reads) or for ``stages``
+        (batched per retriever, retrievers concurrently; a rescoring retriever's after the others, over their
+        candidates)."""
+        stages = self.stages if stages is None else stages
+        searching = [stage for stage in stages if not stage.spec.scores_top]
         lists = self._each_stage(
             lambda stage: stage.retriever.batch_search(queries, self._stage_depth(stage, k)), searching
         )
         found = {stage.spec.name: per_query for stage, per_query in zip(searching, lists, strict=True)}
         qids = list(queries)
-        for stage in self.stages:
+        for stage in stages:
             if stage.spec.scores_top:
 
                 def rescore(qid: str, stage: _Stage[Retriever] = stage) -> list[Hit]:
@@ -469,19 +478,21 @@ class Pipeline:
 
                 with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
                     found[stage.spec.name] = dict(zip(qids, pool.map(rescore, qids), strict=True))
-        return [found[stage.spec.name] for stage in self.stages]
+        return [found[stage.spec.name] for stage in stages]
 
     def batch_search(self, queries: Mapping[str, str], k: int | None = None) -> dict[str, list[Hit]]:
         """Top ``k`` (default: the pipeline's depth) for each query; ``k`` is capped at the collection size."""
         k = min(k or self.depth, self.doc_count)
         if k < 1:
             raise BraidError(f"k must be >= 1, got {k}")
-        lists = self.first_stage_lists(queries, k)
+        stages = self._counted(self.fusion)
+        lists = self.first_stage_lists(queries, k, stages)
+        names = [stage.spec.name for stage in stages]
         if not self.cascade and self.reranker is None:
             if self.fusion is None:
                 return {qid: best_passages(hits)[:k] for qid, hits in lists[0].items()} if self.passages else lists[0]
             # No explanations to build: at a depth of 1000, ExplainedHit rows cost more than the retrieval itself.
-            names, spec, shapes = self.retriever_names, self.fusion, self.list_shapes
+            spec, shapes = self.fusion, self._shapes(stages)
             depth = k * PASSAGE_FETCH if self.passages else k
             fused_lists = {
                 qid: fuse([per_query.get(qid, []) for per_query in lists], names, spec, depth, shapes)
@@ -495,7 +506,8 @@ class Pipeline:
         if self.reranker is not None:  # an LLM per query: seconds each on a CPU
             items = tqdm(items, desc=f"rerank {self.name}", unit="q", file=sys.stderr, leave=False)
         for qid, text in items:
-            hits = self._combine(text, [per_query.get(qid, []) for per_query in lists], k, {})
+            found = {name: per_query.get(qid, []) for name, per_query in zip(names, lists, strict=True)}
+            hits = self._combine(text, found, k, {})
             results[qid] = [Hit(hit.doc_id, hit.score) for hit in hits]
         return results
 
@@ -572,6 +584,13 @@ class Pipeline:
 
 #: How many passages a search of a passage collection fetches per document it is asked for.
 PASSAGE_FETCH = 4
+
+
+def _encoding_threads(searching: Sequence[_Stage[Retriever]]) -> int | None:
+    """Torch threads for each query encoder among ``searching``: encoders that run at once share the cores rather
+    than each starting a pool of all of them (None: one encoder, the default pool)."""
+    encoders = sum(stage.spec.kind_info.encodes_queries for stage in searching)
+    return max(1, (os.cpu_count() or 1) // encoders) if encoders > 1 else None
 
 
 def _first_per_document(hits: Sequence[H]) -> Iterator[tuple[str, H]]:

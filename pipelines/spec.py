@@ -46,7 +46,7 @@ keys, kinds, indexes and ill-typed values are reported with the allowed values.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -168,6 +168,25 @@ class PipelineSpec:
         """The fusion this pipeline uses on ``dataset``: its own tuned setting if it has one, else ``[fusion]``."""
         override = self.per_dataset.get(dataset)
         return override.fusion if override is not None else self.fusion
+
+
+def counted_retrievers(retrievers: Sequence[RetrieverSpec], fusion: FusionSpec | None) -> tuple[RetrieverSpec, ...]:
+    """The retrievers whose lists can change what ``fusion`` ranks first: those it weighs above 0, and every
+    searching retriever while a weighted ``scores_top`` retriever rescores their candidates (they are its input).
+
+    A weighted sum's term for a list at weight 0 is 0, and a document only such a list found scores every other
+    list's floor (its minimum, or its unmatched score), never above a document another list found: leaving the list
+    out keeps the top. RRF and a lone retriever keep them all (RRF ranks every list's documents).
+    """
+    if fusion is None or fusion.method != "weighted":
+        return tuple(retrievers)
+    weights = fusion.weight_vector([spec.name for spec in retrievers]).tolist()
+    rescoring = any(spec.scores_top and weight > 0 for spec, weight in zip(retrievers, weights, strict=True))
+    return tuple(
+        spec
+        for spec, weight in zip(retrievers, weights, strict=True)
+        if weight > 0 or (rescoring and not spec.scores_top)
+    )
 
 
 def builtin_pipelines() -> dict[str, Path]:

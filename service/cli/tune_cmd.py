@@ -99,7 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--family",
         default="joint",
         choices=[*FAMILIES, *ANCHORED_FAMILIES],
-        help="with --loco: the family --output receives (anchored, no-loss, min-gain: with --anchor)",
+        help="with --loco: the family --output receives (anchored, no-loss, min-gain, clear-gain: with --anchor)",
     )
     tune.add_argument("--report", default="results", help="with --loco: folder for loco/<pipeline>.json")
     tune.add_argument("--tolerance", type=float, default=0.005, help="with --loco: allowed gap to the best retriever")
@@ -113,7 +113,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="with --loco and --baseline: tune one pipeline holding the baseline's retrievers and --pipeline's others"
         " (the baseline is one of its settings) and add the families anchored on the baseline's weights:"
-        " anchored, no-loss, min-gain; --output then receives that combined pipeline, less the retrievers at weight 0",
+        " anchored, no-loss, min-gain, clear-gain; --output then receives that combined pipeline, less the"
+        " retrievers at weight 0 (unless --keep-unweighted)",
+    )
+    tune.add_argument(
+        "--keep-unweighted",
+        action="store_true",
+        help="with --anchor and --output: keep every retriever of the combined pipeline, those at weight 0 too (a"
+        " query skips them; a later `braid tune --per-dataset` can weigh them for one collection)",
     )
     tune.add_argument(
         "--anchor-step",
@@ -127,8 +134,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.loco:
         return run_loco(args)
-    if args.baseline or args.anchor:
-        option = "--anchor" if args.anchor else "--baseline"
+    if args.baseline or args.anchor or args.keep_unweighted:
+        option = "--anchor" if args.anchor else "--baseline" if args.baseline else "--keep-unweighted"
         raise BraidError(f"{option} belongs to the leave-one-collection-out protocol: add --loco, or drop it")
     source = Path(args.pipeline)
     if args.output is None and not source.is_file():
@@ -225,6 +232,8 @@ def run_loco(args: argparse.Namespace) -> int:
         raise BraidError("--anchor-step sets the grid of --anchor: add --anchor, or drop it")
     if args.anchor and not args.baseline:
         raise BraidError("--anchor holds a baseline inside the pipeline tuned: give --baseline (e.g. hybrid)")
+    if args.keep_unweighted and not (args.anchor and args.output):
+        raise BraidError("--keep-unweighted keeps --anchor's retrievers in --output: add both, or drop it")
     if args.family in ANCHORED_FAMILIES and not args.anchor:
         raise BraidError(f"--family {args.family} is chosen among settings anchored on a baseline: add --anchor")
     baseline = load_pipeline(args.baseline) if args.baseline else None
@@ -275,7 +284,7 @@ def run_loco(args: argparse.Namespace) -> int:
             f"{', '.join(tuned.tuned['datasets'])}; left-one-out scores in {report}."
         )
         saved = spec.with_fusion(tuned)
-        if anchor is not None:  # the anchored pipeline holds every retriever of both: keep the ones weighted
+        if anchor is not None and not args.keep_unweighted:  # it holds every retriever of both: keep those that count
             saved = drop_unweighted(saved)
             dropped = sorted({r.name for r in spec.retrievers} - {r.name for r in saved.retrievers})
             header += f" Retrievers at weight 0 left out: {', '.join(dropped)}." if dropped else ""

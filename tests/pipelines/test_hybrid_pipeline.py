@@ -9,9 +9,10 @@ import pytest
 
 from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
-from braid.pipelines.pipeline import load_pipeline, open_pipeline
+from braid.pipelines.pipeline import SearchOptions, load_pipeline, open_pipeline
 from braid.pipelines.spec import PipelineSpec, RetrieverSpec, pipeline_to_dict, save_pipeline
 from braid.retriever.fusion import FusionSpec, ListShape, fuse
+from braid.retriever.hit import Hit
 from tests.conftest import write_sample
 
 HYBRID = """
@@ -105,6 +106,37 @@ def test_per_dataset_fusion_applies_only_on_its_collection(tiny_beir, tmp_path):
     save_pipeline(spec, tmp_path / "copy.toml")
     again = load_pipeline(str(tmp_path / "copy.toml"))
     assert again.per_dataset == spec.per_dataset and again.fusion == spec.fusion
+
+
+def test_a_retriever_at_weight_zero_does_not_run_unless_a_fusion_weighs_it(tiny_beir, tmp_path):
+    path = tmp_path / "hybrid.toml"
+    # lucene counts only on the collection named "tiny" (its own fusion) or where a request weighs it.
+    only_tiny = PER_DATASET.replace('method = "rrf"\nk = 1.0', 'method = "weighted"\nnormalization = "zscore"')
+    path.write_text(HYBRID.replace("lucene = 0.3", "lucene = 0.0") + only_tiny)
+    spec = load_pipeline(str(path))
+    shutil.copytree(tiny_beir, tmp_path / "other")
+    other = open_pipeline(spec, open_dataset_dir(tmp_path / "other"), tmp_path / "indexes")
+    beir, lucene = (stage.retriever for stage in other.stages)
+    for query in ("cat fish", "dog", "bird dog"):
+        lists, names, shapes = [beir.search(query, 3), lucene.search(query, 4)], ["beir", "lucene"], other.list_shapes
+        hits, timings = other.search_explained(query, 3)
+        # The same top as fusing both lists, lucene's term 0: it neither ran nor shows in the explanation.
+        assert [Hit(h.doc_id, h.score) for h in hits] == fuse(lists, names, spec.fusion, 3, shapes)
+        assert "retriever.lucene" not in timings and "retriever.beir" in timings
+        assert all(set(hit.sources) == {"beir"} for hit in hits)
+        assert other.batch_search({"q": query}, 3)["q"] == other.search(query, 3)
+        # A request's weight revives it: both run, both explain.
+        revived = SearchOptions(weights={"lucene": 0.5})
+        hits, timings = other.search_explained(query, 3, revived)
+        override = FusionSpec("weighted", normalization="zscore", weights={"beir": 0.7, "lucene": 0.5})
+        assert [Hit(h.doc_id, h.score) for h in hits] == fuse(lists, names, override, 3, shapes)
+        assert "retriever.lucene" in timings and all(set(hit.sources) == {"beir", "lucene"} for hit in hits)
+    # On "tiny", its own fusion weighs both (beir 0.2, lucene 0.8): both run.
+    tiny = open_pipeline(spec, open_dataset_dir(tiny_beir), tmp_path / "indexes")
+    hits, timings = tiny.search_explained("cat fish", 3)
+    assert "retriever.lucene" in timings and all(set(hit.sources) == {"beir", "lucene"} for hit in hits)
+    # Tuning still reads every retriever's list, weighed or not.
+    assert len(other.first_stage_lists({"q": "dog"}, 3)) == 2
 
 
 def test_k_of_zero_or_beyond_the_collection_is_refused(hybrid):

@@ -260,8 +260,42 @@ def test_tune_loco_anchor_holds_the_baseline_and_moves_off_it_only_where_tuning_
     assert saved.fusion.weights == {name: weight for name, weight in weights.items() if weight > 0}
     assert main([*anchored]) == 0
     table = capsys.readouterr().out
-    assert "no-loss" in table.splitlines()[1] and "min-gain" in table
+    assert "no-loss" in table.splitlines()[1] and "min-gain" in table and "clear-gain" in table
     assert any(line.startswith("near two-bm25") for line in table.splitlines())
+
+
+def test_tune_loco_clear_gain_moves_off_the_baseline_only_by_the_tolerance(tmp_path, hybrid_file, capsys):
+    roots = _collections(tmp_path)
+    target = tmp_path / "three.toml"
+    target.write_text(THREE_BM25)
+    datasets = [arg for root in roots.values() for arg in ("--dataset", str(root))]
+    loco = ["tune", "--loco", *datasets, "--index-dir", str(tmp_path / "idx"), "--step", "0.5", "--rrf-k", "60"]
+    loco += ["--pipeline", str(target), "--baseline", str(hybrid_file), "--report", str(tmp_path / "r")]
+    loco += ["--anchor", "--anchor-step", "0.25", "--json"]
+    # A margin of 0 asks what no-loss asks: at least as good as the baseline everywhere.
+    assert main([*loco, "--tolerance", "0"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for fold in report["collections"]:
+        assert fold["families"]["clear-gain"] == fold["families"]["no-loss"]
+    assert report["defaults"]["clear-gain"]["fusion"] == report["defaults"]["no-loss"]["fusion"]
+    # No setting gains 0.99 anywhere: the baseline itself, in every fold and fitted on all, so within any bound of it.
+    output = tmp_path / "kept.toml"
+    clear = [*loco, "--tolerance", "0.99", "--family", "clear-gain", "--output", str(output)]
+    assert main(clear) == 0
+    report = json.loads(capsys.readouterr().out)
+    baseline = {"beir": 0.7, "lucene": 0.3, "three.lucene": 0.0}
+    for fold in report["collections"]:
+        chosen = fold["families"]["clear-gain"]
+        assert chosen["fusion"]["weights"] == pytest.approx(baseline) and chosen["test"] == fold["baseline"]
+    assert all(report["near_baseline"]["clear-gain"].values())
+    assert report["defaults"]["clear-gain"]["smallest_gain"] == 0
+    # Without --keep-unweighted the saved pipeline is the baseline's two retrievers; with it, all three.
+    assert [r.name for r in load_pipeline(str(output)).retrievers] == ["beir", "lucene"]
+    assert main([*clear, "--keep-unweighted"]) == 0
+    capsys.readouterr()
+    kept = load_pipeline(str(output))
+    assert [r.name for r in kept.retrievers] == ["beir", "lucene", "three.lucene"]
+    assert kept.fusion.weights == pytest.approx(baseline) and "clear-gain" in kept.tuned["protocol"]
 
 
 def test_tune_loco_anchor_refuses_what_it_cannot_anchor(tmp_path, hybrid_file, capsys):
@@ -275,6 +309,8 @@ def test_tune_loco_anchor_refuses_what_it_cannot_anchor(tmp_path, hybrid_file, c
         (["--anchor", "--baseline", str(hybrid_file)], "adds no retriever"),
         (["--anchor", "--baseline", "hybrid-rrf"], "must fuse by a weighted sum"),
         (["--anchor", "--baseline", "bm25-lucene", "--anchor-step", "0.3"], "--anchor-step must divide 1"),
+        (["--baseline", "hybrid", "--keep-unweighted", "--output", str(tmp_path / "o.toml")], "add both"),
+        (["--anchor", "--baseline", "bm25-lucene", "--keep-unweighted"], "add both"),
     ):
         assert main([*loco, *extra]) == 2, extra
         assert message in capsys.readouterr().err, extra
