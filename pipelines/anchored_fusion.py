@@ -30,15 +30,27 @@ def anchored_pipeline(baseline: PipelineSpec, target: PipelineSpec) -> PipelineS
         # The anchored pipeline tunes one fusion of first-stage lists; a cascade after it would not be held.
         raise BraidError(f"the baseline {baseline.name!r} has a [[cascade]]: anchoring holds first-stage fusions only")
     taken = {spec.name for spec in baseline.retrievers}
+    renamed: dict[str, str] = {}  # the target's name of each of its retrievers -> its name in the anchored pipeline
     added = []
     for spec in target.retrievers:
         # The same list whatever its name: every other field of the spec (kind, parameters, depth, index folder,
-        # scores_top) equal.
-        if any(replace(spec, name=own.name) == own for own in baseline.retrievers):
+        # scores_top, candidates) equal.
+        same = next((own for own in baseline.retrievers if replace(spec, name=own.name) == own), None)
+        if same is not None:
+            renamed[spec.name] = same.name
             continue
         name = spec.name if spec.name not in taken else f"{target.name}.{spec.name}"
         taken.add(name)
+        renamed[spec.name] = name
         added.append(replace(spec, name=name))
+    # A rescoring retriever keeps scoring the candidates it scored in the target, not the baseline's lists too.
+    searching = [spec.name for spec in target.retrievers if not spec.scores_top]
+    added = [
+        replace(spec, candidates_from=tuple(renamed[n] for n in spec.candidates_from or searching))
+        if spec.scores_top
+        else spec
+        for spec in added
+    ]
     if not added:
         raise BraidError(f"{target.name!r} adds no retriever to {baseline.name!r}: there is nothing to anchor")
     retrievers = (*baseline.retrievers, *added)

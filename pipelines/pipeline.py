@@ -360,11 +360,10 @@ class Pipeline:
         for stage, (hits, ms) in zip(searching, results, strict=True):
             timings[f"retriever.{stage.spec.name}"] = ms
             found[stage.spec.name] = hits
-        candidates = list(found.values())
         for stage in stages:
             if stage.spec.scores_top:
                 tick = time.perf_counter()
-                found[stage.spec.name] = self._rescored(stage, query, candidates)
+                found[stage.spec.name] = self._rescored(stage, query, [found[n] for n in _feeders(stage, searching)])
                 timings[f"retriever.{stage.spec.name}"] = (time.perf_counter() - tick) * 1000
         return {stage.spec.name: found[stage.spec.name] for stage in stages}
 
@@ -472,9 +471,10 @@ class Pipeline:
         qids = list(queries)
         for stage in stages:
             if stage.spec.scores_top:
+                feeding = [found[name] for name in _feeders(stage, searching)]
 
-                def rescore(qid: str, stage: _Stage[Retriever] = stage) -> list[Hit]:
-                    return self._rescored(stage, queries[qid], [per_query.get(qid, []) for per_query in lists]).hits()
+                def rescore(qid: str, stage: _Stage[Retriever] = stage, feeding: list = feeding) -> list[Hit]:
+                    return self._rescored(stage, queries[qid], [per_query.get(qid, []) for per_query in feeding]).hits()
 
                 with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
                     found[stage.spec.name] = dict(zip(qids, pool.map(rescore, qids), strict=True))
@@ -584,6 +584,11 @@ class Pipeline:
 
 #: How many passages a search of a passage collection fetches per document it is asked for.
 PASSAGE_FETCH = 4
+
+
+def _feeders(stage: _Stage[Retriever], searching: Sequence[_Stage[Retriever]]) -> list[str]:
+    """The retrievers whose tops a ``scores_top`` stage scores: its ``candidates_from``, else every searching one."""
+    return list(stage.spec.candidates_from) or [other.spec.name for other in searching]
 
 
 def _encoding_threads(searching: Sequence[_Stage[Retriever]]) -> int | None:

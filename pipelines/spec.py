@@ -19,6 +19,7 @@ A pipeline file::
     [[retrievers]]
     kind = "multivector"
     scores_top = 100       # optional: score only the other retrievers' top 100 (their union), not the collection
+    candidates_from = ["bm25", "dense"]   # optional, with scores_top: whose top 100 (default: every searching one)
 
     [fusion]               # required with two or more retrievers
     method = "weighted"    # rrf | weighted
@@ -62,7 +63,7 @@ from braid.retriever.kinds import RETRIEVER_KINDS, RetrieverKind
 
 PIPELINE_KEYS = {"name", "description", "retrievers", "fusion", "per_dataset", "cascade", "rerank", "tuned"}
 PER_DATASET_KEYS = {"fusion", "tuned"}
-RETRIEVER_KEYS = {"name", "kind", "depth", "index", "scores_top"}
+RETRIEVER_KEYS = {"name", "kind", "depth", "index", "scores_top", "candidates_from"}
 FUSION_KEYS = {"method", "k", "normalization", "weights"}
 CASCADE_KEYS = {"name", "kind", "depth", "index"}
 DEFAULT_DEPTH = 1000
@@ -75,7 +76,9 @@ class RetrieverSpec:
     ``scores_top`` > 0: the retriever does not search the collection; its list is its exact scores of the documents in
     the top ``scores_top`` of any other first-stage retriever (their union), fused like every list. A late-interaction
     model then costs a few hundred documents' scoring a query instead of a search of the collection (PLAID-style
-    candidate generation, with the pipeline's other retrievers as the candidate generator).
+    candidate generation, with the pipeline's other retrievers as the candidate generator). ``candidates_from`` names
+    the retrievers whose tops it scores (default: every one that searches), so that its list stays the same list
+    when the pipeline gains retrievers, and under any fusion weights.
     """
 
     kind: str
@@ -84,10 +87,15 @@ class RetrieverSpec:
     name: str = ""
     index: str | None = None
     scores_top: int = 0
+    candidates_from: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name:
             object.__setattr__(self, "name", self.kind)
+        if self.candidates_from and not self.scores_top:
+            raise BraidError(
+                f"retriever {self.name!r}: candidates_from names whose top scores_top scores: add scores_top"
+            )
 
     @property
     def kind_info(self) -> RetrieverKind:
@@ -134,6 +142,14 @@ class PipelineSpec:
                 f"pipeline {self.name!r}: a retriever with scores_top scores the other retrievers' candidates; "
                 "at least one retriever must search the collection (scores_top = 0)"
             )
+        searching = [spec.name for spec in self.retrievers if not spec.scores_top]
+        for spec in self.retrievers:
+            wrong = sorted(set(spec.candidates_from) - set(searching))
+            if wrong or len(set(spec.candidates_from)) != len(spec.candidates_from):
+                raise BraidError(
+                    f"pipeline {self.name!r}: retriever {spec.name!r}: candidates_from must name searching retrievers"
+                    f" once each (allowed: {', '.join(searching)}; got {', '.join(spec.candidates_from)})"
+                )
         if len(self.retrievers) > 1 and self.fusion is None:
             raise BraidError(
                 f"pipeline {self.name!r}: {len(self.retrievers)} retrievers need a [fusion] table "
@@ -171,8 +187,8 @@ class PipelineSpec:
 
 
 def counted_retrievers(retrievers: Sequence[RetrieverSpec], fusion: FusionSpec | None) -> tuple[RetrieverSpec, ...]:
-    """The retrievers whose lists can change what ``fusion`` ranks first: those it weighs above 0, and every
-    searching retriever while a weighted ``scores_top`` retriever rescores their candidates (they are its input).
+    """The retrievers whose lists can change what ``fusion`` ranks first: those it weighs above 0, and the searching
+    retrievers whose candidates a weighted ``scores_top`` retriever scores (its ``candidates_from``, else all).
 
     A weighted sum's term for a list at weight 0 is 0, and a document only such a list found scores every other
     list's floor (its minimum, or its unmatched score), never above a document another list found: leaving the list
@@ -181,12 +197,14 @@ def counted_retrievers(retrievers: Sequence[RetrieverSpec], fusion: FusionSpec |
     if fusion is None or fusion.method != "weighted":
         return tuple(retrievers)
     weights = fusion.weight_vector([spec.name for spec in retrievers]).tolist()
-    rescoring = any(spec.scores_top and weight > 0 for spec, weight in zip(retrievers, weights, strict=True))
-    return tuple(
-        spec
+    searching = [spec.name for spec in retrievers if not spec.scores_top]
+    feeding = {
+        name
         for spec, weight in zip(retrievers, weights, strict=True)
-        if weight > 0 or (rescoring and not spec.scores_top)
-    )
+        if spec.scores_top and weight > 0
+        for name in spec.candidates_from or searching
+    }
+    return tuple(spec for spec, weight in zip(retrievers, weights, strict=True) if weight > 0 or spec.name in feeding)
 
 
 def builtin_pipelines() -> dict[str, Path]:
@@ -238,6 +256,9 @@ def parse_retriever(raw: Mapping[str, Any], where: str, cascade: bool = False) -
     if scores_top and not info.can_score:
         scorers = ", ".join(name for name, kind_info in RETRIEVER_KINDS.items() if kind_info.can_score)
         raise BraidError(f"{where}: scores_top needs a kind that scores documents (allowed: {scorers}), got {kind!r}")
+    feeders = raw.get("candidates_from", [])
+    if not isinstance(feeders, list) or not all(isinstance(item, str) for item in feeders):
+        raise BraidError(f"{where}: candidates_from must be a list of retriever names, got {feeders!r}")
     return RetrieverSpec(
         kind=kind,
         params=params,
@@ -245,6 +266,7 @@ def parse_retriever(raw: Mapping[str, Any], where: str, cascade: bool = False) -
         name=name,
         index=index,
         scores_top=scores_top,
+        candidates_from=tuple(feeders),
     )
 
 
@@ -378,6 +400,8 @@ def _retriever_table(spec: RetrieverSpec) -> dict[str, Any]:
         table["index"] = spec.index
     if spec.scores_top:
         table["scores_top"] = spec.scores_top
+    if spec.candidates_from:
+        table["candidates_from"] = list(spec.candidates_from)
     return {**table, **spec.params}
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -201,3 +202,34 @@ def tune_fusion(
         "step": step,
     }
     return TunedFusion(best.fusion, tuned), trials
+
+
+def tuned_subset(spec: PipelineSpec, names: Sequence[str]) -> PipelineSpec:
+    """``spec`` with only the retrievers ``names`` (in the pipeline's order, equal weights), to tune their weights
+    alone (``braid tune --retrievers``): :func:`widened` then gives the others weight 0. A rescoring retriever keeps
+    the retrievers whose tops it scores, so that it scores what it scores in ``spec``."""
+    known = [retriever.name for retriever in spec.retrievers]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise BraidError(f"--retrievers: unknown {', '.join(map(repr, unknown))} (allowed: {', '.join(known)})")
+    if len(set(names)) < 2:
+        raise BraidError(f"--retrievers: name two or more of {', '.join(known)} to fuse")
+    kept = tuple(retriever for retriever in spec.retrievers if retriever.name in names)
+    searching = [retriever.name for retriever in spec.retrievers if not retriever.scores_top]
+    for retriever in kept:
+        feeders = retriever.candidates_from or searching
+        missing = [name for name in feeders if name not in names] if retriever.scores_top else []
+        if missing:
+            raise BraidError(
+                f"--retrievers: {retriever.name!r} scores the top of {', '.join(feeders)}: add {', '.join(missing)}"
+            )
+    assert spec.fusion is not None  # check_tuning refused a pipeline of one retriever
+    fusion = replace(spec.fusion, weights={retriever.name: 1.0 for retriever in kept})
+    return replace(spec, retrievers=kept, fusion=fusion, per_dataset={}, tuned=None)
+
+
+def widened(tuned: TunedFusion, spec: PipelineSpec) -> TunedFusion:
+    """A fusion tuned over some of ``spec``'s retrievers (:func:`tuned_subset`), every other one at weight 0."""
+    weights = tuned.fusion.weights or {}
+    fusion = replace(tuned.fusion, weights={r.name: float(weights.get(r.name, 0.0)) for r in spec.retrievers})
+    return TunedFusion(fusion, {**(tuned.tuned or {}), "retrievers": list(weights)})

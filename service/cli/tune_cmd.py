@@ -32,6 +32,8 @@ from braid.pipelines.tuning import (
     check_tuning,
     simplex_grid,
     tune_fusion,
+    tuned_subset,
+    widened,
 )
 from braid.pipelines.weight_fit import FOLDS, PENALTIES, check_fit, fit_tuned
 from braid.retriever.fusion import METHODS, NORMALIZATIONS
@@ -85,6 +87,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="save each dataset's best setting as its own [per_dataset.<dataset>] fusion (each tuned on its own split)"
         " instead of one [fusion] for all",
+    )
+    tune.add_argument(
+        "--retrievers",
+        nargs="+",
+        metavar="NAME",
+        help="tune only these retrievers' weights; the pipeline's others get weight 0 in the fusion saved (a query"
+        " then skips them)",
     )
     tune.add_argument("--keep-self-hits", action="store_true", help="count hits whose id equals the query id")
     tune.add_argument("--json", action="store_true", help="print the best setting as JSON")
@@ -157,9 +166,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         grid_defaults(args)
     check_tuning(spec, splits, args.metric, args.step, tuple(args.methods), tuple(args.normalizations))
+    tuned_spec = spec if args.retrievers is None else tuned_subset(spec, args.retrievers)
     datasets = [resolve_dataset(name, args.data_dir) for name in args.dataset]
     targets = [
-        (open_pipeline(spec, dataset, Path(args.index_dir), args.threads), dataset, split)
+        (open_pipeline(tuned_spec, dataset, Path(args.index_dir), args.threads), dataset, split)
         for dataset, split in zip(datasets, splits, strict=True)
     ]
     common = dict(metric=args.metric, normalizations=tuple(args.normalizations), keep_self_hits=args.keep_self_hits)
@@ -173,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
     results = []  # (what it was tuned on, the best setting with its provenance, every trial)
     for group in groups:
         tuned, trials = search(group, **options)
+        tuned = tuned if args.retrievers is None else widened(tuned, spec)
         spec = spec.with_fusion(tuned, group[0][1].name if args.per_dataset else None)
         results.append((" + ".join(f"{dataset.name}/{split}" for _, dataset, split in group), tuned, trials))
     where = "[per_dataset.<dataset>] fusion" if args.per_dataset else "[fusion]"
@@ -203,6 +214,8 @@ def grid_defaults(args: argparse.Namespace) -> None:
 
 def describe(label: str, tuned: TunedFusion, trials: list[Trial], args: argparse.Namespace, where: str) -> str:
     """The pipeline file's comment on where its fusion came from."""
+    if args.retrievers:
+        label += f" over {', '.join(args.retrievers)} (the other retrievers at weight 0)"
     if args.fit == "logistic":
         return (
             f"{where} fitted by `braid tune --fit logistic` on {label} ({len(trials)} penalties x normalizations,"
@@ -224,6 +237,8 @@ def run_loco(args: argparse.Namespace) -> int:
         raise BraidError("--loco chooses one fusion for every collection: drop --per-dataset")
     if args.fit != "grid":
         raise BraidError("--loco compares the grid-searched fusion families: drop --fit")
+    if args.retrievers:
+        raise BraidError("--loco tunes every retriever of the pipeline: drop --retrievers")
     if len(set(args.dataset)) < 2:
         raise BraidError("--loco needs two or more different --dataset")
     if not 0 <= args.tolerance < 1:

@@ -12,13 +12,23 @@ from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.pipelines.anchored_fusion import anchored_grid, anchored_pipeline, drop_unweighted
 from braid.pipelines.pipeline import open_pipeline
-from braid.pipelines.spec import load_pipeline
+from braid.pipelines.spec import PipelineSpec, load_pipeline
+from braid.retriever.fusion import FusionSpec
 from tests.pipelines.test_hybrid_pipeline import HYBRID
 
 
+def _late_interaction() -> PipelineSpec:
+    """hybrid-max's lists without the hybrid's own, named as it named them before it held the hybrid's: BM25,
+    512-token dense and SPLADE under the hybrid's names (a clash for anchoring to resolve), MaxSim."""
+    spec = load_pipeline("hybrid-max")
+    own = [replace(r, name=r.name.removesuffix("-512")) for r in spec.retrievers if r.name not in ("dense", "splade")]
+    fusion = FusionSpec("weighted", normalization="minmax", weights={r.name: 0.25 for r in own})
+    return PipelineSpec("hybrid-max", tuple(own), fusion)
+
+
 def test_anchored_pipeline_holds_the_baseline_and_the_targets_other_retrievers():
-    hybrid, hybrid_max = load_pipeline("hybrid"), load_pipeline("hybrid-max")
-    spec = anchored_pipeline(hybrid, hybrid_max)
+    hybrid = load_pipeline("hybrid")
+    spec = anchored_pipeline(hybrid, _late_interaction())
     names = [r.name for r in spec.retrievers]
     # BM25 is the same retriever in both (kept once); the 512-token dense and SPLADE are renamed beside the hybrid's.
     assert names == ["bm25", "dense", "splade", "hybrid-max.dense", "hybrid-max.splade", "maxsim"]
@@ -78,7 +88,7 @@ def _weighted(spec, **weights):
 
 
 def test_drop_unweighted_keeps_what_counts_and_what_feeds_a_rescoring_retriever():
-    spec = anchored_pipeline(load_pipeline("hybrid"), load_pipeline("hybrid-max"))
+    spec = anchored_pipeline(load_pipeline("hybrid"), _late_interaction())
     assert drop_unweighted(spec).retrievers == load_pipeline("hybrid").retrievers  # added at 0: the hybrid's three
     plain = drop_unweighted(_weighted(spec, bm25=0.5, **{"hybrid-max.dense": 0.5}))
     assert [r.name for r in plain.retrievers] == ["bm25", "hybrid-max.dense"]

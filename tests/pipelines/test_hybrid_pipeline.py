@@ -162,14 +162,15 @@ def test_named_index_must_be_built_and_match(tiny_beir, tmp_path):
         open_pipeline(missing, dataset, tmp_path / "indexes")
 
 
-def test_pipeline_round_trips_through_toml(tmp_path):
-    spec = load_pipeline("hybrid-rrf")
+@pytest.mark.parametrize("name", ["hybrid-rrf", "hybrid-max"])
+def test_pipeline_round_trips_through_toml(tmp_path, name):
+    spec = load_pipeline(name)
     path = tmp_path / "copy.toml"
     save_pipeline(spec, path, header="copied")
     assert path.read_text().startswith("# copied\n")
     again = load_pipeline(str(path))
-    assert pipeline_to_dict(again) == pipeline_to_dict(spec)
-    assert again.fusion == FusionSpec("rrf", k=60.0)
+    assert pipeline_to_dict(again) == pipeline_to_dict(spec) and again == spec
+    assert name != "hybrid-rrf" or again.fusion == FusionSpec("rrf", k=60.0)
 
 
 def test_cascade_head_equals_last_stage_over_first_stage_candidates(shared_data, tmp_path):

@@ -131,3 +131,58 @@ def test_a_rescoring_retriever_scores_exactly_the_other_retrievers_candidates(ti
     batch = pipeline.batch_search({"q": query}, 4)["q"]
     assert [hit.doc_id for hit in batch] == [hit.doc_id for hit in hits]
     assert [hit.score for hit in batch] == pytest.approx([hit.score for hit in hits])
+
+
+FED = """name = "fed"
+[[retrievers]]
+name = "a"
+kind = "bm25"
+[[retrievers]]
+name = "b"
+kind = "bm25"
+k1 = 3.0
+b = 1.0
+[[retrievers]]
+kind = "dense"
+scores_top = 2
+candidates_from = ["a"]
+[fusion]
+method = "weighted"
+normalization = "zscore"
+weights = { a = 0.5, b = WEIGHT_B, dense = 0.5 }
+"""
+
+
+@pytest.mark.parametrize("weight_b", [0.0, 0.3])
+def test_candidates_from_names_whose_top_a_rescoring_retriever_scores(tiny_beir, tmp_path, weight_b):
+    path = tmp_path / "p.toml"
+    path.write_text(FED.replace("WEIGHT_B", str(weight_b)))
+    spec = load_pipeline(str(path))
+    assert spec.retrievers[2].candidates_from == ("a",)
+    pipeline = open_pipeline(spec, open_dataset_dir(tiny_beir), tmp_path / "indexes")
+    a, b, _ = (stage.retriever for stage in pipeline.stages)
+    query = "cat fish dog"
+    assert {h.doc_id for h in a.search(query, 2)} != {h.doc_id for h in b.search(query, 2)}  # b's top would differ
+    hits, timings = pipeline.search_explained(query, k=4)
+    scored = {hit.doc_id for hit in hits if hit.sources["dense"].rank is not None}
+    assert scored == {h.doc_id for h in a.search(query, 2)}
+    # b feeds nothing: at weight 0 it does not run; weighted, it runs and counts but dense still scores a's top.
+    assert ("retriever.b" in timings) == (weight_b > 0)
+    lists = pipeline.first_stage_lists({"q": query}, 4)  # tuning reads every list, dense over a's top alike
+    assert {h.doc_id for h in lists[2]["q"]} == scored
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("scores_top = 2\n", ""), "candidates_from names whose top scores_top scores"),
+        (('["a"]', '["c"]'), r"candidates_from must name searching retrievers once each \(allowed: a, b; got c\)"),
+        (('["a"]', '["a", "a"]'), "once each"),
+        (('["a"]', '"a"'), "candidates_from must be a list of retriever names"),
+    ],
+)
+def test_bad_candidates_from_is_refused_with_what_is_allowed(tmp_path, edit, message):
+    path = tmp_path / "p.toml"
+    path.write_text(FED.replace("WEIGHT_B", "0.0").replace(*edit))
+    with pytest.raises(BraidError, match=message):
+        load_pipeline(str(path))

@@ -125,6 +125,43 @@ def test_tune_per_dataset_saves_the_collections_own_fusion(tiny_beir, tmp_path, 
     assert "tuned on tiny/dev; IN-SAMPLE" in line and "(this collection's own)" in line
 
 
+THIRD = '[[retrievers]]\nname = "c"\nkind = "bm25"\nk1 = 3.0\nb = 1.0\ndepth = 4\n'
+WITH_C = HYBRID.replace("[fusion]", THIRD + "[fusion]").replace("lucene = 0.3 }", "lucene = 0.3, c = 0.0 }")
+
+
+def test_tune_retrievers_tunes_some_weights_and_gives_the_others_zero(tiny_beir, tmp_path, capsys):
+    (tiny_beir / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\nq2\td4\t1\nq3\td3\t1\n")
+    three, two = tmp_path / "three.toml", tmp_path / "two.toml"
+    three.write_text(WITH_C)
+    # The same two retrievers alone: tuning them must find what tuning them inside the larger pipeline finds.
+    two.write_text(HYBRID.replace('[[retrievers]]\nname = "lucene"', '[[retrievers]]\nname = "c"', 1))
+    two.write_text(two.read_text().replace("k1 = 1.2\nb = 0.75\ndepth = 4", "k1 = 3.0\nb = 1.0\ndepth = 4"))
+    two.write_text(two.read_text().replace("lucene = 0.3", "c = 0.3"))
+    grid = ["--split", "dev", "--step", "0.25", "--rrf-k", "1", "--json", "--index-dir", str(tmp_path / "idx")]
+    args = ["tune", "--dataset", str(tiny_beir), *grid]
+    assert main([*args, "--pipeline", str(two), "--output", str(tmp_path / "alone.toml")]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert main([*args, "--pipeline", str(three), "--per-dataset", "--retrievers", "c", "beir"]) == 0
+    (best,) = json.loads(capsys.readouterr().out)
+    assert best["retrievers"] == ["beir", "c"] and best["value"] == alone["value"]
+    fusion = load_pipeline(str(three)).per_dataset["tiny"].fusion
+    assert fusion.weights == {**alone["fusion"]["weights"], "lucene": 0.0}
+    assert "over c, beir (the other retrievers at weight 0)" in three.read_text().splitlines()[0]
+    ev = ["eval", "--dataset", str(tiny_beir), "--index-dir", str(tmp_path / "idx"), "--output", str(tmp_path / "r")]
+    assert main([*ev, "--pipeline", str(three), "--split", "dev", "--json", "--latency-sample", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["ndcg@10"] == pytest.approx(best["value"], abs=1e-6)
+    for bad, message in (
+        (["--retrievers", "beir", "x"], "--retrievers: unknown 'x' (allowed: beir, lucene, c)"),
+        (["--retrievers", "beir"], "--retrievers: name two or more"),
+        (["--retrievers", "beir", "beir"], "--retrievers: name two or more"),
+    ):
+        assert main([*args, "--pipeline", str(three), *bad]) == 2, bad
+        assert message in capsys.readouterr().err, bad
+    loco = ["tune", "--loco", "--dataset", str(tiny_beir), "--dataset", "x", "--pipeline", str(three)]
+    assert main([*loco, "--retrievers", "beir", "c"]) == 2
+    assert "drop --retrievers" in capsys.readouterr().err
+
+
 def _collections(tmp_path):
     """Three tiny collections: one with a train split, one with a dev split, one with judged (test) queries only."""
     from tests.conftest import write_beir
