@@ -12,7 +12,7 @@ from braid.common.dataset_resolver import open_dataset_dir
 from braid.common.errors import BraidError
 from braid.pipelines.anchored_fusion import anchored_grid, anchored_pipeline, drop_unweighted
 from braid.pipelines.pipeline import open_pipeline
-from braid.pipelines.spec import PipelineSpec, load_pipeline
+from braid.pipelines.spec import PipelineSpec, counted_retrievers, load_pipeline
 from braid.retriever.fusion import FusionSpec
 from tests.pipelines.test_hybrid_pipeline import HYBRID
 
@@ -21,7 +21,12 @@ def _late_interaction() -> PipelineSpec:
     """hybrid-max's lists without the hybrid's own, named as it named them before it held the hybrid's: BM25,
     512-token dense and SPLADE under the hybrid's names (a clash for anchoring to resolve), MaxSim."""
     spec = load_pipeline("hybrid-max")
-    own = [replace(r, name=r.name.removesuffix("-512")) for r in spec.retrievers if r.name not in ("dense", "splade")]
+    short = {name: name.removesuffix("-512") for name in (r.name for r in spec.retrievers)}
+    own = [
+        replace(r, name=short[r.name], candidates_from=tuple(short[n] for n in r.candidates_from))
+        for r in spec.retrievers
+        if r.name not in ("dense", "splade")
+    ]
     fusion = FusionSpec("weighted", normalization="minmax", weights={r.name: 0.25 for r in own})
     return PipelineSpec("hybrid-max", tuple(own), fusion)
 
@@ -35,6 +40,8 @@ def test_anchored_pipeline_holds_the_baseline_and_the_targets_other_retrievers()
     assert spec.name == "hybrid+hybrid-max"
     assert spec.retrievers[:3] == hybrid.retrievers
     assert spec.retrievers[3].params["max_length"] == 512
+    # MaxSim scores the tops it scored in hybrid-max (BM25 is the hybrid's now), not the hybrid's 256-token lists too.
+    assert spec.retrievers[5].candidates_from == ("bm25", "hybrid-max.dense", "hybrid-max.splade")
     assert spec.fusion.normalization == hybrid.fusion.normalization
     assert spec.fusion.weights == {
         **hybrid.fusion.weights,
@@ -42,6 +49,19 @@ def test_anchored_pipeline_holds_the_baseline_and_the_targets_other_retrievers()
         "hybrid-max.splade": 0.0,
         "maxsim": 0.0,
     }
+
+
+def test_hybrid_max_is_the_anchored_pipeline_ranking_as_the_hybrid_but_on_scifact():
+    hybrid, hybrid_max = load_pipeline("hybrid"), load_pipeline("hybrid-max")
+    assert anchored_pipeline(hybrid, hybrid_max).retrievers == hybrid_max.retrievers  # what the LOCO run tuned
+    # Its [fusion] is leave-one-collection-out's clear-gain choice: the hybrid's, the others at 0, not run.
+    assert hybrid_max.tuned["protocol"] == "leave-one-collection-out, family clear-gain"
+    assert counted_retrievers(hybrid_max.retrievers, hybrid_max.fusion) == hybrid.retrievers
+    assert hybrid_max.fusion.weight_vector(["bm25", "dense", "splade"]).tolist() == [0.2, 0.5, 0.3]
+    # scifact's own: its train split's fit over BM25, the 512-token views and MaxSim.
+    on_scifact = counted_retrievers(hybrid_max.retrievers, hybrid_max.fusion_for("scifact"))
+    assert [r.name for r in on_scifact] == ["bm25", "dense-512", "splade-512", "maxsim"]
+    assert hybrid_max.per_dataset["scifact"].tuned["datasets"] == ["scifact/train"]
 
 
 def test_a_retriever_differing_only_in_its_index_folder_is_added():
@@ -93,8 +113,12 @@ def test_drop_unweighted_keeps_what_counts_and_what_feeds_a_rescoring_retriever(
     plain = drop_unweighted(_weighted(spec, bm25=0.5, **{"hybrid-max.dense": 0.5}))
     assert [r.name for r in plain.retrievers] == ["bm25", "hybrid-max.dense"]
     assert plain.fusion.weights == {"bm25": 0.5, "hybrid-max.dense": 0.5}
-    # MaxSim (scores_top) rescores every searching retriever's candidates: weighted, it keeps them all.
+    # MaxSim (scores_top) scores the tops of the lists it names: weighted, it keeps them, and only them.
     rescored = drop_unweighted(_weighted(spec, bm25=0.5, maxsim=0.5))
+    assert [r.name for r in rescored.retrievers] == ["bm25", "hybrid-max.dense", "hybrid-max.splade", "maxsim"]
+    # Naming none, it scores every searching retriever's top: it keeps them all.
+    every = replace(spec, retrievers=(*spec.retrievers[:5], replace(spec.retrievers[5], candidates_from=())))
+    rescored = drop_unweighted(_weighted(every, bm25=0.5, maxsim=0.5))
     assert [r.name for r in rescored.retrievers] == [r.name for r in spec.retrievers]
     rrf = load_pipeline("hybrid-rrf")
     assert drop_unweighted(rrf) is rrf
