@@ -92,8 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--retrievers",
         nargs="+",
         metavar="NAME",
-        help="tune only these retrievers' weights; the pipeline's others get weight 0 in the fusion saved (a query"
-        " then skips them)",
+        help="tune only these retrievers' weights; the pipeline's others get weight 0 in the fusion saved (under a"
+        " weighted sum a query then skips them)",
     )
     tune.add_argument("--keep-self-hits", action="store_true", help="count hits whose id equals the query id")
     tune.add_argument("--json", action="store_true", help="print the best setting as JSON")
