@@ -256,13 +256,18 @@ def test_tune_loco_refuses_what_the_protocol_cannot_do(tmp_path, hybrid_file, ca
 THREE_BM25 = HYBRID.replace('"two-bm25"', '"three"').replace("k1 = 1.2\nb = 0.75", "k1 = 2.0\nb = 0.3")
 
 
-def test_tune_loco_anchor_holds_the_baseline_and_moves_off_it_only_where_tuning_agrees(tmp_path, hybrid_file, capsys):
+def _three_bm25_loco(tmp_path, hybrid_file):
+    """Three tiny collections, and `braid tune --loco` of THREE_BM25 held to two-bm25 over them."""
     roots = _collections(tmp_path)
     target = tmp_path / "three.toml"
     target.write_text(THREE_BM25)
     datasets = [arg for root in roots.values() for arg in ("--dataset", str(root))]
     loco = ["tune", "--loco", *datasets, "--index-dir", str(tmp_path / "idx"), "--step", "0.5", "--rrf-k", "60"]
-    loco += ["--pipeline", str(target), "--baseline", str(hybrid_file), "--report", str(tmp_path / "r")]
+    return roots, [*loco, "--pipeline", str(target), "--baseline", str(hybrid_file), "--report", str(tmp_path / "r")]
+
+
+def test_tune_loco_anchor_holds_the_baseline_and_moves_off_it_only_where_tuning_agrees(tmp_path, hybrid_file, capsys):
+    roots, loco = _three_bm25_loco(tmp_path, hybrid_file)
     output = tmp_path / "anchored.toml"
     anchored = [*loco, "--anchor", "--anchor-step", "0.25"]
     assert main([*anchored, "--family", "min-gain", "--output", str(output), "--json"]) == 0
@@ -302,12 +307,7 @@ def test_tune_loco_anchor_holds_the_baseline_and_moves_off_it_only_where_tuning_
 
 
 def test_tune_loco_clear_gain_moves_off_the_baseline_only_by_the_tolerance(tmp_path, hybrid_file, capsys):
-    roots = _collections(tmp_path)
-    target = tmp_path / "three.toml"
-    target.write_text(THREE_BM25)
-    datasets = [arg for root in roots.values() for arg in ("--dataset", str(root))]
-    loco = ["tune", "--loco", *datasets, "--index-dir", str(tmp_path / "idx"), "--step", "0.5", "--rrf-k", "60"]
-    loco += ["--pipeline", str(target), "--baseline", str(hybrid_file), "--report", str(tmp_path / "r")]
+    _, loco = _three_bm25_loco(tmp_path, hybrid_file)
     loco += ["--anchor", "--anchor-step", "0.25", "--json"]
     # A margin of 0 asks what no-loss asks: at least as good as the baseline everywhere.
     assert main([*loco, "--tolerance", "0"]) == 0
