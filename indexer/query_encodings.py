@@ -41,6 +41,11 @@ def set_query_cache_bytes(budget: int) -> None:
         _memo = EncodingMemo(budget)
 
 
+def forget_query_encodings() -> None:
+    """Drop every remembered query encoding, keeping the budget: a timing that must pay each query's encoding."""
+    set_query_cache_bytes(_memo.budget_bytes)
+
+
 def normalize_query(text: str) -> str:
     """The cache key's text, and what is encoded: whitespace runs collapsed to one space, none at the ends."""
     return " ".join(text.split())
