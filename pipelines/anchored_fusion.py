@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from braid.common.errors import BraidError
-from braid.pipelines.spec import PipelineSpec, counted_retrievers
+from braid.pipelines.spec import PipelineSpec, counted_retrievers, feeders
 from braid.pipelines.tuning import simplex_grid
 
 
@@ -44,9 +44,8 @@ def anchored_pipeline(baseline: PipelineSpec, target: PipelineSpec) -> PipelineS
         renamed[spec.name] = name
         added.append(replace(spec, name=name))
     # A rescoring retriever keeps scoring the candidates it scored in the target, not the baseline's lists too.
-    searching = [spec.name for spec in target.retrievers if not spec.scores_top]
     added = [
-        replace(spec, candidates_from=tuple(renamed[n] for n in spec.candidates_from or searching))
+        replace(spec, candidates_from=tuple(renamed[n] for n in feeders(spec, target.retrievers)))
         if spec.scores_top
         else spec
         for spec in added

@@ -41,6 +41,7 @@ from braid.pipelines.spec import (
     builtin_pipelines,
     coerce,
     counted_retrievers,
+    feeders,
     load_pipeline,
     parse_pipeline,
     parse_retriever,
@@ -317,6 +318,10 @@ class Pipeline:
         kept = {spec.name for spec in counted_retrievers([stage.spec for stage in self.stages], fusion)}
         return [stage for stage in self.stages if stage.spec.name in kept]
 
+    def _feeders(self, stage: _Stage[Retriever]) -> tuple[str, ...]:
+        # Those _counted runs whenever this stage counts: the lists its candidates come from are always there.
+        return feeders(stage.spec, [other.spec for other in self.stages])
+
     def _each_stage(self, run: Callable[[_Stage[Retriever]], T], stages: list[_Stage[Retriever]]) -> list[T]:
         """``run(stage)`` for each of ``stages``, concurrently when there are several."""
         return list(self._pool.map(run, stages)) if self._pool and len(stages) > 1 else [run(s) for s in stages]
@@ -363,7 +368,7 @@ class Pipeline:
         for stage in stages:
             if stage.spec.scores_top:
                 tick = time.perf_counter()
-                found[stage.spec.name] = self._rescored(stage, query, [found[n] for n in _feeders(stage, searching)])
+                found[stage.spec.name] = self._rescored(stage, query, [found[n] for n in self._feeders(stage)])
                 timings[f"retriever.{stage.spec.name}"] = (time.perf_counter() - tick) * 1000
         return {stage.spec.name: found[stage.spec.name] for stage in stages}
 
@@ -471,7 +476,7 @@ class Pipeline:
         qids = list(queries)
         for stage in stages:
             if stage.spec.scores_top:
-                feeding = [found[name] for name in _feeders(stage, searching)]
+                feeding = [found[name] for name in self._feeders(stage)]
 
                 def rescore(qid: str, stage: _Stage[Retriever] = stage, feeding: list = feeding) -> list[Hit]:
                     return self._rescored(stage, queries[qid], [per_query.get(qid, []) for per_query in feeding]).hits()
@@ -584,11 +589,6 @@ class Pipeline:
 
 #: How many passages a search of a passage collection fetches per document it is asked for.
 PASSAGE_FETCH = 4
-
-
-def _feeders(stage: _Stage[Retriever], searching: Sequence[_Stage[Retriever]]) -> list[str]:
-    """The retrievers whose tops a ``scores_top`` stage scores: its ``candidates_from``, else every searching one."""
-    return list(stage.spec.candidates_from) or [other.spec.name for other in searching]
 
 
 def _encoding_threads(searching: Sequence[_Stage[Retriever]]) -> int | None:

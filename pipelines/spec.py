@@ -186,6 +186,12 @@ class PipelineSpec:
         return override.fusion if override is not None else self.fusion
 
 
+def feeders(retriever: RetrieverSpec, retrievers: Sequence[RetrieverSpec]) -> tuple[str, ...]:
+    """The retrievers whose tops a ``scores_top`` retriever scores: its ``candidates_from``, else every one of its
+    pipeline's ``retrievers`` that searches the collection."""
+    return retriever.candidates_from or tuple(spec.name for spec in retrievers if not spec.scores_top)
+
+
 def counted_retrievers(retrievers: Sequence[RetrieverSpec], fusion: FusionSpec | None) -> tuple[RetrieverSpec, ...]:
     """The retrievers whose lists can change what ``fusion`` ranks first: those it weighs above 0, and the searching
     retrievers whose candidates a weighted ``scores_top`` retriever scores (its ``candidates_from``, else all).
@@ -197,12 +203,11 @@ def counted_retrievers(retrievers: Sequence[RetrieverSpec], fusion: FusionSpec |
     if fusion is None or fusion.method != "weighted":
         return tuple(retrievers)
     weights = fusion.weight_vector([spec.name for spec in retrievers]).tolist()
-    searching = [spec.name for spec in retrievers if not spec.scores_top]
     feeding = {
         name
         for spec, weight in zip(retrievers, weights, strict=True)
         if spec.scores_top and weight > 0
-        for name in spec.candidates_from or searching
+        for name in feeders(spec, retrievers)
     }
     return tuple(spec for spec, weight in zip(retrievers, weights, strict=True) if weight > 0 or spec.name in feeding)
 

@@ -25,7 +25,7 @@ from braid.common.errors import BraidError
 from braid.common.metrics import NdcgJudge, evaluate
 from braid.common.trec_run import drop_self_hits
 from braid.pipelines.pipeline import Pipeline
-from braid.pipelines.spec import PipelineSpec, TunedFusion
+from braid.pipelines.spec import PipelineSpec, TunedFusion, feeders
 from braid.retriever.fusion import METHODS, NORMALIZATIONS, FusionSpec, ListShape, fusion_inputs
 from braid.retriever.hit import Hit
 
@@ -215,13 +215,12 @@ def tuned_subset(spec: PipelineSpec, names: Sequence[str]) -> PipelineSpec:
     if len(set(names)) < 2:
         raise BraidError(f"--retrievers: name two or more of {', '.join(known)} to fuse")
     kept = tuple(retriever for retriever in spec.retrievers if retriever.name in names)
-    searching = [retriever.name for retriever in spec.retrievers if not retriever.scores_top]
     for retriever in kept:
-        feeders = retriever.candidates_from or searching
-        missing = [name for name in feeders if name not in names] if retriever.scores_top else []
+        fed_by = feeders(retriever, spec.retrievers) if retriever.scores_top else ()
+        missing = [name for name in fed_by if name not in names]
         if missing:
             raise BraidError(
-                f"--retrievers: {retriever.name!r} scores the top of {', '.join(feeders)}: add {', '.join(missing)}"
+                f"--retrievers: {retriever.name!r} scores the top of {', '.join(fed_by)}: add {', '.join(missing)}"
             )
     assert spec.fusion is not None  # check_tuning refused a pipeline of one retriever
     fusion = replace(spec.fusion, weights={retriever.name: 1.0 for retriever in kept})
