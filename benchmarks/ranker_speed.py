@@ -12,7 +12,8 @@ speedups are against the dense forward.
 Several ``--dtype`` values load the model once per dtype and interleave their runs (every measurement of every
 dtype once per round), so that a shared machine's drift falls on all of them alike; the report then carries each
 measurement's ratio of the first dtype's time over every other's (``float32`` over ``bfloat16``: the speedup of
-bfloat16 on a CPU that computes it natively). Usage:
+bfloat16 on a CPU that computes it natively), and each round's own ratio (the two ran back to back), low to high.
+Usage:
 
     python -m benchmarks.ranker_speed --docs 20 100 --doc-tokens 64 --output results/ranker_speed.json
     python -m benchmarks.ranker_speed --docs 20 --doc-tokens 128 --dtype float32 bfloat16 --repeats 7
@@ -76,20 +77,35 @@ def prompt_runs(
     return runs, cache
 
 
-def interleaved_medians(runs: dict[str, dict[str, Callable[[], None]]], repeats: int) -> dict[str, dict[str, float]]:
-    """Median seconds of ``runs[dtype][measure]``: one warm-up each, then ``repeats`` rounds in which every
-    measurement of every dtype runs once, the dtypes one after the other."""
+def interleaved_times(
+    runs: dict[str, dict[str, Callable[[], None]]], repeats: int
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds of each run of ``runs[dtype][measure]``: one warm-up each, then ``repeats`` rounds in which every
+    measurement of every dtype runs once, the dtypes one after the other, their order reversed every other round
+    (so that neither always runs first, right after the other's allocations)."""
     for per_dtype in runs.values():
         for call in per_dtype.values():
             call()
     timings: dict[str, dict[str, list[float]]] = {dtype: {m: [] for m in MEASURES} for dtype in runs}
-    for _ in range(repeats):
+    for round_ in range(repeats):
+        order = list(runs) if round_ % 2 == 0 else list(reversed(runs))
         for measure in MEASURES:
-            for dtype, per_dtype in runs.items():
+            for dtype in order:
                 start = time.perf_counter()
-                per_dtype[measure]()
+                runs[dtype][measure]()
                 timings[dtype][measure].append(time.perf_counter() - start)
-    return {dtype: {m: statistics.median(t) for m, t in per.items()} for dtype, per in timings.items()}
+    return timings
+
+
+def paired_ratios(timings: dict[str, dict[str, list[float]]], dtypes: list[str], docs: int) -> dict[str, list[float]]:
+    """Per measurement, the first dtype's time over each other's within each round (the two ran back to back), low
+    to high: how far a shared machine's drift moves the ratio the report quotes (a ratio of medians)."""
+    base, spread = dtypes[0], {}
+    for other in dtypes[1:]:
+        for name in MEASURES:
+            pairs = zip(timings[base][name], timings[other][name], strict=True)
+            spread[f"{name[:-2]}_{base}_over_{other}_{docs}docs"] = sorted(round(a / b, 3) for a, b in pairs)
+    return spread
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -123,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     scheme = IdentifierScheme.for_tokenizer(tokenizer)
     template = PromptTemplate.for_tokenizer(tokenizer)
     backend = get_backend(args.backend)
-    rows = []
+    rows, per_round = [], {}
     for count in args.docs:
         ids = scheme.take(count)
         prompt = build_prompt(
@@ -146,7 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
             )  # fmt: skip
             stage = BlockRanker(spec, lm)
             runs[dtype], caches[dtype] = prompt_runs(lm, prompt, backend, layer, args.device, stage, docs[:count])
-        medians = interleaved_medians(runs, args.repeats)
+        timings = interleaved_times(runs, args.repeats)
+        medians = {dtype: {m: statistics.median(t) for m, t in per.items()} for dtype, per in timings.items()}
+        per_round.update(paired_ratios(timings, args.dtype, count))
         for dtype in args.dtype:
             row = {"dtype": dtype, "docs": len(prompt.documents), "tokens": prompt.total_tokens, **medians[dtype]}
             row["cache_mb"] = round(caches[dtype].nbytes / 2**20, 1)
@@ -164,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
         "repeats": args.repeats,
         "rows": rows,
         "ratios": dtype_ratios(rows, args.dtype),
+        "round_ratios": per_round,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))
@@ -178,7 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
         cells = [f"{v:>{w}.3f}" if isinstance(v, float) else f"{v:>{w}}" for v, w in zip(values, widths, strict=True)]
         print(" ".join(cells))
     for name, value in report["ratios"].items():
-        print(f"{name}: {value}")
+        rounds = per_round.get(name)
+        print(f"{name}: {value}" + (f" (rounds {rounds[0]} .. {rounds[-1]})" if rounds else ""))
     return report
 
 
