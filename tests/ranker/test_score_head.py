@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from braid.common.errors import BraidError
 from braid.pipelines.pipeline import fuse_with_first_stage, load_pipeline, open_pipeline
 from braid.ranker.attention_features import CALIBRATION_QUERY, FeatureLayout, window_features
 from braid.ranker.llm_source import load_llm
-from braid.ranker.query_likelihood import likelihood_prompts, query_log_likelihood
+from braid.ranker.query_likelihood import REQUEST, likelihood_prompts, query_log_likelihood
 from braid.ranker.rerank_spec import RerankSpec
 from braid.ranker.reranker import BlockRanker
 from braid.ranker.score_head import ScoreHead, TrainingWindow, builtin_heads, fit_head, listwise_loss, resolve_head
@@ -83,6 +84,17 @@ def test_query_likelihood_equals_the_dense_forward(tiny_ranker):
     assert tiny_ranker.query_likelihood(query, TEXTS).tolist() == pytest.approx(got.tolist(), abs=1e-5)
     with pytest.raises(BraidError, match="empty query"):
         likelihood_prompts(tiny_ranker.lm.tokenizer, tiny_ranker.template, "  ", TEXTS, 16, 8)
+
+
+def test_likelihood_prompts_encode_the_window_as_one_text_at_a_time_would(tiny_ranker):
+    tokenizer, template = tiny_ranker.lm.tokenizer, tiny_ranker.template
+    texts = ["the dog   barks\nloudly", " \t ", "heat " * 40, "fish"]
+    prompts, _ = likelihood_prompts(tokenizer, template, "dogs", texts, 16, 8)
+    encode = partial(tokenizer.encode, add_special_tokens=False)
+    request = tuple(encode("\n" + REQUEST) + encode(template.tail)[:-1])
+    bodies = ["the dog barks loudly", "(empty)", " ".join(["heat"] * 40), "fish"]  # whitespace folded, as before
+    assert [p.documents for p in prompts] == [(tuple(encode(f"Passage: {b}")[:16]) + request,) for b in bodies]
+    assert likelihood_prompts(tokenizer, template, "dogs", [], 16, 8)[0] == []
 
 
 def test_listwise_fit_learns_which_feature_carries_relevance():
@@ -188,6 +200,19 @@ def test_a_pointwise_head_scores_long_lists_in_chunks_and_keeps_its_scores(tiny_
     expected = (tiny_ranker.query_likelihood("which animal barks", texts) + 3.0) / 2.0 * 1.5
     assert dict(ranked) == pytest.approx({f"d{i}": value for i, value in enumerate(expected.tolist())}, abs=1e-4)
     assert [score for _, score in ranked] == sorted(expected.tolist(), reverse=True)
+
+
+def test_a_layout_without_the_listwise_walk_still_reads_its_document_lengths(tiny_ranker):
+    # No attention or FIRST: the listwise prompt is tokenized only for the lengths, and only when they are read.
+    query = "which animal barks"
+    layout = FeatureLayout((), heads=2, attention=False, calibrated=False, length=True, likelihood=True)
+    (features,) = tiny_ranker.window_features([(query, TEXTS)], layout)
+    lengths = torch.tensor(tiny_ranker.prompt(TEXTS, query).doc_lengths, dtype=torch.float32)
+    assert torch.equal(features[:, 0], torch.log(lengths))
+    assert torch.allclose(features[:, 1], tiny_ranker.query_likelihood(query, TEXTS), atol=1e-6)
+    likelihood_only = FeatureLayout((), heads=2, attention=False, calibrated=False, length=False, likelihood=True)
+    (alone,) = tiny_ranker.window_features([(query, TEXTS)], likelihood_only)
+    assert torch.equal(alone, features[:, 1:])
 
 
 def test_a_head_for_another_model_is_refused(tiny_ranker, tiny_lm_dir, tmp_path):
