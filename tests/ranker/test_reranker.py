@@ -78,6 +78,18 @@ def test_sliding_window_moves_the_best_item_from_the_tail_to_the_top():
     assert calls[0] == [4, 5, 6] and calls[-1][0] == 0  # back to front, ending at the head
 
 
+def test_the_listwise_prompt_encodes_the_window_as_one_text_at_a_time_would(smollm2):
+    tokenizer = smollm2.tokenizer
+    texts = ["the dog   barks\nloudly", " \t ", "heat " * 40]
+    prompt = build_prompt(tokenizer, PromptTemplate.for_tokenizer(tokenizer), QUERY, texts, list("ABC"), [1, 2, 3], 16)
+
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    bodies = ["[A] the dog barks loudly", "[B] (empty)", "[C] " + " ".join(["heat"] * 40)]  # whitespace folded
+    assert prompt.documents == tuple(tuple(encode(body)[:15] + encode("\n")) for body in bodies)
+
+
 def test_permutation_parsing_tolerates_repeats_and_omissions():
     assert parse_permutation("[B] > [B] > [Z] > [A]", ["A", "B", "C"]) == [1, 0, 2]
 
