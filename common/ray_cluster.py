@@ -41,8 +41,9 @@ def connect_ray(address: str, cpus: int | None = None) -> Any:
         from ray._private import ray_constants
     except ImportError:
         raise BraidError("--ray needs the ray package: pip install 'ray[default]'") from None
-    # Read when the worker connects, so this holds even if ray was imported before the variable was set.
-    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = os.environ[NO_RAY_SIGNAL_HANDLER] not in ("0", "false", "")
+    # Read when the worker connects, so this holds even if ray was imported before the variable was set (parsed as
+    # Ray parses it).
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = os.environ[NO_RAY_SIGNAL_HANDLER].lower() in ("true", "1")
     if ray.is_initialized():
         return ray
     if address == "local":
