@@ -133,6 +133,18 @@ class BlockPrompt:
         return causal & (same_block | sees_instruction | query_row)
 
 
+def passage_text(text: object) -> str:
+    """A document as the prompts show it: whitespace runs folded to one space, an empty one as "(empty)"."""
+    return " ".join(str(text).split()) or "(empty)"
+
+
+def encode_texts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Each text's ids, without special tokens, from one tokenizer call for the whole window: a fast tokenizer
+    encodes a batch in one pass through its Rust core (20 passages: half the time of 20 calls), with the same ids
+    as one call per text."""
+    return tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+
+
 def build_prompt(
     tokenizer: Any,
     template: PromptTemplate,
@@ -156,13 +168,9 @@ def build_prompt(
 
     inst_ids = encode(template.head + instruction + "\n\n")
     # An empty document still gets its identifier, so the model can rank it (last); it is not an error.
-    bodies = [
-        f"[{label}] {' '.join(str(text).split()) or '(empty)'}" for label, text in zip(labels, documents, strict=False)
-    ]
-    # One tokenizer call for the window (a fast tokenizer's batch: the same ids as one call per text, in half the time).
-    encoded = tokenizer(bodies, add_special_tokens=False)["input_ids"] if bodies else []
+    bodies = [f"[{label}] {passage_text(text)}" for label, text in zip(labels, documents, strict=False)]
     newline = encode("\n")
-    docs = [tuple(ids[: max_doc_tokens - 1] + newline) for ids in encoded]
+    docs = [tuple(ids[: max_doc_tokens - 1] + newline) for ids in encode_texts(tokenizer, bodies)]
     query_text = " ".join(query.split())
     query_ids = encode("\nQuery: ")
     query_ids += encode(query_text)[:max_query_tokens]
