@@ -97,15 +97,15 @@ def interleaved_times(
     return timings
 
 
-def paired_ratios(timings: dict[str, dict[str, list[float]]], dtypes: list[str], docs: int) -> dict[str, list[float]]:
+def round_ratios(timings: dict[str, dict[str, list[float]]], dtypes: list[str], docs: int) -> dict[str, list[float]]:
     """Per measurement, the first dtype's time over each other's within each round (the two ran back to back), low
     to high: how far a shared machine's drift moves the ratio the report quotes (a ratio of medians)."""
-    base, spread = dtypes[0], {}
+    base, ratios = dtypes[0], {}
     for other in dtypes[1:]:
         for name in MEASURES:
             pairs = zip(timings[base][name], timings[other][name], strict=True)
-            spread[f"{name[:-2]}_{base}_over_{other}_{docs}docs"] = sorted(round(a / b, 3) for a, b in pairs)
-    return spread
+            ratios[ratio_key(name, base, other, docs)] = sorted(round(a / b, 3) for a, b in pairs)
+    return ratios
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
             runs[dtype], caches[dtype] = prompt_runs(lm, prompt, backend, layer, args.device, stage, docs[:count])
         timings = interleaved_times(runs, args.repeats)
         medians = {dtype: {m: statistics.median(t) for m, t in per.items()} for dtype, per in timings.items()}
-        per_round.update(paired_ratios(timings, args.dtype, count))
+        per_round.update(round_ratios(timings, args.dtype, count))
         for dtype in args.dtype:
             row = {"dtype": dtype, "docs": len(prompt.documents), "tokens": prompt.total_tokens, **medians[dtype]}
             row["cache_mb"] = round(caches[dtype].nbytes / 2**20, 1)
@@ -210,8 +210,13 @@ def dtype_ratios(rows: list[dict], dtypes: list[str]) -> dict[str, float]:
         for other in dtypes[1:]:
             for name in MEASURES:
                 ratio = by_key[base, docs][name] / by_key[other, docs][name]
-                ratios[f"{name[:-2]}_{base}_over_{other}_{docs}docs"] = round(ratio, 3)
+                ratios[ratio_key(name, base, other, docs)] = round(ratio, 3)
     return ratios
+
+
+def ratio_key(measure: str, base: str, other: str, docs: int) -> str:
+    """The report's name for ``measure``'s ``base`` / ``other`` ratio at ``docs`` documents."""
+    return f"{measure[:-2]}_{base}_over_{other}_{docs}docs"
 
 
 if __name__ == "__main__":
